@@ -1,0 +1,92 @@
+# ksi-salesd — `make` builds build/ksi-salesd; `make check` builds and runs
+# every test under AddressSanitizer and UBSan; `make demo` shows it working.
+# Both install missing Debian packages first (`make deps`).
+
+VERSION := 0.1.0
+
+PKGS := libcurl libcjson libpq libsystemd inih
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lm
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wformat=2 -Wvla -Wpointer-arith -Wundef
+CFLAGS ?= -O2 -g
+ALL_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -DKSI_VERSION='"$(VERSION)"' \
+	-Iinclude -Ibuild/gen $(PKG_CFLAGS) $(CFLAGS)
+SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+MODULE_SRCS := $(filter-out src/main.c,$(wildcard src/*.c))
+MIGRATIONS := $(sort $(wildcard src/migrations/*.sql))
+REL_OBJS := $(MODULE_SRCS:src/%.c=build/rel/%.o) build/rel/migrations.o
+SAN_OBJS := $(MODULE_SRCS:src/%.c=build/san/%.o) build/san/migrations.o
+UNIT_TESTS := $(patsubst tests/unit/%.c,build/san/%,$(wildcard tests/unit/test_*.c))
+
+.PHONY: all deps check unit integration demo clean format lint
+all: build/ksi-salesd
+
+deps:
+	@sh tests/lib/deps.sh
+
+build/gen/migrations.c: $(MIGRATIONS) src/migrations/embed.sh
+	@mkdir -p $(@D)
+	sh src/migrations/embed.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+
+build/rel/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+build/san/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(SAN) -MMD -MP -c -o $@ $<
+build/rel/migrations.o: build/gen/migrations.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+build/san/migrations.o: build/gen/migrations.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(SAN) -c -o $@ $<
+
+build/ksi-salesd: build/rel/main.o $(REL_OBJS)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS)
+build/san/ksi-salesd: build/san/main.o $(SAN_OBJS)
+	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^ $(PKG_LIBS)
+
+# Each unit test links only the modules it tests, so one module's work in
+# progress never breaks another's tests.
+test_isotime_MODULES := isotime
+test_window_MODULES := window isotime
+test_validate_MODULES := validate isotime
+test_config_MODULES := config log
+test_http_MODULES := http window isotime config log
+.SECONDEXPANSION:
+build/san/test_%: tests/unit/test_%.c $$(addprefix build/san/,$$(addsuffix .o,$$(test_$$*_MODULES)))
+	$(CC) $(ALL_CFLAGS) $(SAN) $(shell pkg-config --cflags cmocka) -o $@ $^ \
+		$(PKG_LIBS) $(shell pkg-config --libs cmocka)
+
+# The fake customer API (tests, demo, bench).
+build/fakeapi: tests/fakeapi/fakeapi.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iinclude -o $@ $< $(shell pkg-config --libs libmicrohttpd) -lz -lpthread
+
+unit: $(UNIT_TESTS)
+	@sh tests/lib/run-unit.sh $(UNIT_TESTS)
+
+integration: build/san/ksi-salesd build/fakeapi
+	@bash tests/integration/run.sh build/san/ksi-salesd build/fakeapi
+
+check: deps
+	@$(MAKE) --no-print-directory all unit integration
+
+demo: deps
+	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
+	@bash tests/demo.sh
+
+format:
+	clang-format -i src/*.c include/*.h tests/unit/*.c tests/fakeapi/*.c
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
+		--inline-suppr -Iinclude src tests/fakeapi
+
+clean:
+	rm -rf build
+
+-include $(wildcard build/rel/*.d build/san/*.d)

@@ -1,0 +1,47 @@
+#!/bin/sh
+# Throwaway PostgreSQL for tests and the demo: a fresh cluster in DIR,
+# listening only on a Unix socket in DIR (no TCP), trust auth, fsync off.
+#   pg.sh start DIR   prints the conninfo to use ("host=DIR dbname=postgres user=postgres")
+#   pg.sh stop DIR    stops it and removes DIR
+#   pg.sh restart DIR [fast|immediate]
+# initdb refuses to run as root, so as root the cluster belongs to `postgres`.
+set -eu
+
+bindir=${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+[ -x "$bindir/initdb" ] || { echo "pg.sh: no PostgreSQL server found (install postgresql)" >&2; exit 1; }
+
+as_owner() {
+	if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+cmd=$1
+dir=$2
+case $cmd in
+start)
+	mkdir -p "$dir"
+	[ "$(id -u)" = 0 ] && chown postgres: "$dir"
+	as_owner "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync \
+		-E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
+		{ cat "$dir/initdb.log" >&2; exit 1; }
+	as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+		-o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=off \
+		    -c full_page_writes=off -c synchronous_commit=off -c max_connections=200" \
+		start >/dev/null ||
+		{ cat "$dir/server.log" >&2; exit 1; }
+	echo "host=$dir dbname=postgres user=postgres"
+	;;
+restart)
+	as_owner "$bindir/pg_ctl" -D "$dir/data" -m "${3:-fast}" -w -t 60 restart \
+		-o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=off" >/dev/null
+	;;
+stop)
+	if [ -d "$dir/data" ]; then
+		as_owner "$bindir/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+	fi
+	rm -rf "$dir"
+	;;
+*)
+	echo "usage: pg.sh start|stop|restart DIR" >&2
+	exit 2
+	;;
+esac
