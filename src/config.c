@@ -1,0 +1,897 @@
+/* config: reads the ini file of SPEC §7 into struct cfg. One table (keys[])
+ * names every key with its section, type, field and default written as the
+ * file would write it; parsing, defaults, copying and freeing are all driven
+ * by that table, so adding a key is one line and the defaults go through the
+ * same parser as the file. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#ifndef KSI_VERSION
+#error "KSI_VERSION must be defined by the build (the Makefile passes -DKSI_VERSION)"
+#endif
+
+enum kind {
+	K_TEXT,       /* char *; empty means the default (NULL when that is empty too) */
+	K_FILE,       /* as K_TEXT, and must name a readable regular file */
+	K_COUNT,      /* unsigned, within [min, max] */
+	K_DURATION,   /* int64_t milliseconds, within [min, max] */
+	K_SIZE,       /* size_t bytes, within [min, max] */
+	K_NETWORKS,   /* struct cfg_network * plus a size_t count */
+	K_LOG_LEVEL,  /* enum log_level */
+	K_LOG_FORMAT, /* enum log_format */
+};
+
+struct key_def {
+	const char *section;
+	const char *name;
+	enum kind kind;
+	size_t offset;       /* of the field in struct cfg */
+	size_t count_offset; /* K_NETWORKS only: of the element count */
+	const char *def;     /* the default, in file syntax */
+	const char *min;     /* numeric kinds: bounds, in file syntax, so that */
+	const char *max;     /* error messages quote them as an operator writes them */
+};
+
+#define FIELD(f) offsetof(struct cfg, f)
+
+/* SPEC §7. Grouped by section: the "keys in [x]" hints rely on that order.
+ * Upper bounds are sanity limits that catch a slipped unit (5d for 5s), not
+ * limits of the program. */
+static const struct key_def keys[] = {
+    {"database", "url", K_TEXT, FIELD(database_url), 0, "", NULL, NULL},
+
+    {"daemon", "max_concurrent_fetches", K_COUNT, FIELD(max_concurrent_fetches), 0, "32", "1",
+     "10000"},
+    {"daemon", "max_per_host", K_COUNT, FIELD(max_per_host), 0, "4", "1", "10000"},
+    /* A lease shorter than a slow request would hand a connector to another
+     * daemon mid-poll; 10s is the floor. */
+    {"daemon", "lease", K_DURATION, FIELD(lease_ms), 0, "5min", "10s", "1d"},
+    {"daemon", "claim_interval", K_DURATION, FIELD(claim_interval_ms), 0, "10s", "100ms", "1h"},
+    {"daemon", "shutdown_grace", K_DURATION, FIELD(shutdown_grace_ms), 0, "20s", "1ms", "1h"},
+
+    {"http", "connect_timeout", K_DURATION, FIELD(connect_timeout_ms), 0, "10s", "100ms", "10min"},
+    {"http", "max_response_bytes", K_SIZE, FIELD(max_response_bytes), 0, "64MiB", "1KiB", "4GiB"},
+    {"http", "user_agent", K_TEXT, FIELD(user_agent), 0, "ksi-salesd/" KSI_VERSION, NULL, NULL},
+    {"http", "ca_file", K_FILE, FIELD(ca_file), 0, "", NULL, NULL},
+    {"http", "proxy", K_TEXT, FIELD(proxy), 0, "", NULL, NULL},
+    {"http", "deny_networks", K_NETWORKS, FIELD(deny_networks), FIELD(ndeny_networks),
+     "169.254.0.0/16, fe80::/10", NULL, NULL},
+
+    {"log", "level", K_LOG_LEVEL, FIELD(log_level), 0, "info", NULL, NULL},
+    {"log", "format", K_LOG_FORMAT, FIELD(log_format), 0, "text", NULL, NULL},
+};
+
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+static const char *const level_names[] = {
+    [LOG_LEVEL_ERROR] = "error",
+    [LOG_LEVEL_WARNING] = "warning",
+    [LOG_LEVEL_INFO] = "info",
+    [LOG_LEVEL_DEBUG] = "debug",
+};
+static const char *const format_names[] = {
+    [LOG_FORMAT_TEXT] = "text",
+    [LOG_FORMAT_JSON] = "json",
+};
+
+struct unit {
+	const char *name;
+	uint64_t factor;
+};
+
+static const struct unit duration_units[] = {
+    {"ms", 1}, {"s", 1000}, {"min", 60 * 1000}, {"h", 3600 * 1000}, {"d", 86400 * 1000},
+};
+#define DURATION_UNITS "ms, s, min, h, d"
+
+static const struct unit size_units[] = {
+    {"B", 1},
+    {"kB", 1000},
+    {"KB", 1000},
+    {"KiB", 1024},
+    {"MB", 1000 * 1000},
+    {"MiB", 1024 * 1024},
+    {"GB", 1000 * 1000 * 1000},
+    {"GiB", 1024 * 1024 * 1024},
+};
+#define SIZE_UNITS "B, kB, KiB, MB, MiB, GB, GiB"
+
+static void *field_of(struct cfg *c, size_t offset)
+{
+	return (char *)c + offset;
+}
+
+/* Appends to a NUL-terminated buffer, truncating quietly: error messages are
+ * best effort once the buffer is full. */
+__attribute__((format(printf, 3, 4))) static void append(char *buf, size_t len, const char *fmt,
+                                                         ...)
+{
+	size_t used = strnlen(buf, len);
+	if (used + 1 >= len)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf + used, len - used, fmt, ap);
+	va_end(ap);
+}
+
+static bool is_blank(char ch)
+{
+	return ch == ' ' || ch == '\t';
+}
+
+/* Splits "<digits>[blanks]<unit>". strtoull alone would accept a sign and
+ * leading blanks ("-1" becomes a huge number), so the first character must
+ * be a digit. On success *unit points at the (possibly empty) unit. */
+static int split_number(const char *s, const char *what, const char *example, uint64_t *n,
+                        const char **unit, char *err, size_t errlen)
+{
+	if (*s == '\0') {
+		snprintf(err, errlen, "empty value (expected a %s such as %s)", what, example);
+		return -1;
+	}
+	if (!isdigit((unsigned char)*s)) {
+		snprintf(err, errlen,
+		         "\"%s\" is not a %s (expected a whole number and a unit, such as %s)", s,
+		         what, example);
+		return -1;
+	}
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno == ERANGE) {
+		snprintf(err, errlen, "\"%s\" is too large", s);
+		return -1;
+	}
+	if ((*end == '.' || *end == ',') && isdigit((unsigned char)end[1])) {
+		snprintf(err, errlen,
+		         "\"%s\": whole numbers only (use a smaller unit, such as 1500ms for 1.5s)",
+		         s);
+		return -1;
+	}
+	while (is_blank(*end))
+		end++;
+	*n = v;
+	*unit = end;
+	return 0;
+}
+
+int cfg_parse_duration_ms(const char *s, int64_t *ms, char *err, size_t errlen)
+{
+	uint64_t n;
+	const char *unit;
+	if (split_number(s, "duration", "10s", &n, &unit, err, errlen) < 0)
+		return -1;
+	if (*unit == '\0') {
+		snprintf(err, errlen, "\"%s\" has no unit (use " DURATION_UNITS ")", s);
+		return -1;
+	}
+	/* "m" reads as minutes to some and as milliseconds to others. */
+	if (strcmp(unit, "m") == 0) {
+		snprintf(err, errlen, "\"%s\": unit m is ambiguous (use min (minutes) or ms)", s);
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof(duration_units) / sizeof(duration_units[0]); i++) {
+		if (strcmp(unit, duration_units[i].name) != 0)
+			continue;
+		if (n > (uint64_t)INT64_MAX / duration_units[i].factor) {
+			snprintf(err, errlen, "\"%s\" is too large", s);
+			return -1;
+		}
+		*ms = (int64_t)(n * duration_units[i].factor);
+		return 0;
+	}
+	snprintf(err, errlen, "\"%s\": unknown unit \"%s\" (use " DURATION_UNITS ")", s, unit);
+	return -1;
+}
+
+int cfg_parse_size(const char *s, size_t *bytes, char *err, size_t errlen)
+{
+	uint64_t n;
+	const char *unit;
+	if (split_number(s, "size", "64MiB", &n, &unit, err, errlen) < 0)
+		return -1;
+	uint64_t factor = 1; /* a bare number is bytes */
+	if (*unit != '\0') {
+		size_t i;
+		for (i = 0; i < sizeof(size_units) / sizeof(size_units[0]); i++)
+			if (strcmp(unit, size_units[i].name) == 0)
+				break;
+		if (i == sizeof(size_units) / sizeof(size_units[0])) {
+			snprintf(err, errlen, "\"%s\": unknown unit \"%s\" (use " SIZE_UNITS ")", s,
+			         unit);
+			return -1;
+		}
+		factor = size_units[i].factor;
+	}
+	if (n > SIZE_MAX / factor) {
+		snprintf(err, errlen, "\"%s\" is too large", s);
+		return -1;
+	}
+	*bytes = (size_t)(n * factor);
+	return 0;
+}
+
+/* A plain count: digits only (no sign, no hex, no blanks). */
+static int parse_count(const char *s, uint64_t *n, char *err, size_t errlen)
+{
+	if (!isdigit((unsigned char)*s)) {
+		snprintf(err, errlen, "\"%s\" is not a whole number", s);
+		return -1;
+	}
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (*end != '\0') {
+		snprintf(err, errlen, "\"%s\" is not a whole number", s);
+		return -1;
+	}
+	if (errno == ERANGE || v > UINT_MAX) {
+		snprintf(err, errlen, "\"%s\" is too large", s);
+		return -1;
+	}
+	*n = v;
+	return 0;
+}
+
+static bool host_bits_clear(const unsigned char *addr, unsigned bytes, unsigned prefix)
+{
+	for (unsigned bit = prefix; bit < bytes * 8; bit++)
+		if (addr[bit / 8] & (0x80u >> (bit % 8)))
+			return false;
+	return true;
+}
+
+static void clear_host_bits(unsigned char *addr, unsigned bytes, unsigned prefix)
+{
+	for (unsigned bit = prefix; bit < bytes * 8; bit++)
+		addr[bit / 8] &= (unsigned char)~(0x80u >> (bit % 8));
+}
+
+static const unsigned char v4mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+/* Decisions: a bare address is a single host (/32 or /128). Host bits set
+ * beyond the prefix are refused, as PostgreSQL's cidr type does: "10.1.2.0/16"
+ * is more likely a typo for /24 than a wish for 10.1.0.0/16, and the message
+ * names the masked network. A network inside ::ffff:0:0/96 is stored as the
+ * IPv4 network it maps, so it denies both spellings of those addresses. */
+int cfg_parse_network(const char *s, struct cfg_network *out, char *err, size_t errlen)
+{
+	static const char expect[] = "expected address/prefix, such as 169.254.0.0/16 or fe80::/10";
+	char addr_text[INET6_ADDRSTRLEN];
+	const char *slash = strchr(s, '/');
+	size_t addr_len = slash ? (size_t)(slash - s) : strlen(s);
+	if (addr_len == 0 || addr_len >= sizeof(addr_text)) {
+		snprintf(err, errlen, "\"%s\" is not an IP network (%s)", s, expect);
+		return -1;
+	}
+	memcpy(addr_text, s, addr_len);
+	addr_text[addr_len] = '\0';
+
+	struct cfg_network net;
+	memset(&net, 0, sizeof(net));
+	net.family = strchr(addr_text, ':') ? AF_INET6 : AF_INET;
+	if (inet_pton(net.family, addr_text, net.addr) != 1) {
+		snprintf(err, errlen, "\"%s\" is not an IP network (%s)", s, expect);
+		return -1;
+	}
+	unsigned bytes = net.family == AF_INET ? 4 : 16;
+	unsigned max_prefix = bytes * 8;
+	net.prefix = max_prefix;
+	if (slash) {
+		const char *p = slash + 1;
+		size_t digits = strspn(p, "0123456789");
+		if (digits == 0 || p[digits] != '\0') {
+			snprintf(err, errlen, "\"%s\": the prefix is not a number (%s)", s, expect);
+			return -1;
+		}
+		/* More than three digits is out of range whatever they say, and
+		 * with at most three strtoul cannot overflow. */
+		unsigned long prefix = digits > 3 ? ULONG_MAX : strtoul(p, NULL, 10);
+		if (prefix > max_prefix) {
+			snprintf(err, errlen, "\"%s\": the prefix must be 0 to %u for %s", s,
+			         max_prefix, net.family == AF_INET ? "IPv4" : "IPv6");
+			return -1;
+		}
+		net.prefix = (unsigned)prefix;
+	}
+	if (!host_bits_clear(net.addr, bytes, net.prefix)) {
+		struct cfg_network masked = net;
+		char masked_text[INET6_ADDRSTRLEN] = "";
+		clear_host_bits(masked.addr, bytes, masked.prefix);
+		inet_ntop(net.family, masked.addr, masked_text, sizeof(masked_text));
+		snprintf(err, errlen, "\"%s\" has host bits set (did you mean %s/%u?)", s,
+		         masked_text, net.prefix);
+		return -1;
+	}
+	if (net.family == AF_INET6 && net.prefix >= 96 &&
+	    memcmp(net.addr, v4mapped_prefix, sizeof(v4mapped_prefix)) == 0) {
+		unsigned char v4[4];
+		memcpy(v4, net.addr + 12, 4);
+		memset(net.addr, 0, sizeof(net.addr));
+		memcpy(net.addr, v4, 4);
+		net.family = AF_INET;
+		net.prefix -= 96;
+	}
+	*out = net;
+	return 0;
+}
+
+/* The deny_networks list: CIDRs separated by commas; an empty value means
+ * none. An empty entry ("a,,b", a trailing comma) is refused: it is more
+ * likely a deleted network than an intent. */
+static int parse_network_list(const char *v, struct cfg_network **out, size_t *count, char *err,
+                              size_t errlen)
+{
+	*out = NULL;
+	*count = 0;
+	if (*v == '\0')
+		return 0;
+	size_t n = 1;
+	for (const char *p = v; *p; p++)
+		if (*p == ',')
+			n++;
+	struct cfg_network *nets = calloc(n, sizeof(*nets));
+	if (!nets) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	const char *p = v;
+	for (size_t i = 0; i < n; i++) {
+		const char *end = strchr(p, ',');
+		if (!end)
+			end = p + strlen(p);
+		const char *e = end;
+		while (p < e && is_blank(*p))
+			p++;
+		while (e > p && is_blank(e[-1]))
+			e--;
+		char item[INET6_ADDRSTRLEN + 8];
+		size_t len = (size_t)(e - p);
+		if (len == 0) {
+			snprintf(
+			    err, errlen,
+			    "empty entry in the list (expected networks separated by commas, such "
+			    "as 169.254.0.0/16, fe80::/10)");
+			free(nets);
+			return -1;
+		}
+		if (len >= sizeof(item)) {
+			snprintf(err, errlen,
+			         "\"%.*s\" is not an IP network (expected address/prefix)",
+			         (int)len, p);
+			free(nets);
+			return -1;
+		}
+		memcpy(item, p, len);
+		item[len] = '\0';
+		if (strpbrk(item, " \t")) {
+			snprintf(err, errlen,
+			         "\"%s\" is not an IP network (separate networks with commas)",
+			         item);
+			free(nets);
+			return -1;
+		}
+		if (cfg_parse_network(item, &nets[i], err, errlen) < 0) {
+			free(nets);
+			return -1;
+		}
+		p = *end ? end + 1 : end;
+	}
+	*out = nets;
+	*count = n;
+	return 0;
+}
+
+static int parse_numeric(enum kind kind, const char *s, uint64_t *n, char *err, size_t errlen)
+{
+	switch (kind) {
+	case K_COUNT:
+		return parse_count(s, n, err, errlen);
+	case K_DURATION: {
+		int64_t ms;
+		if (cfg_parse_duration_ms(s, &ms, err, errlen) < 0)
+			return -1;
+		*n = (uint64_t)ms; /* never negative: the parser takes no sign */
+		return 0;
+	}
+	case K_SIZE: {
+		size_t bytes;
+		if (cfg_parse_size(s, &bytes, err, errlen) < 0)
+			return -1;
+		*n = bytes;
+		return 0;
+	}
+	default:
+		snprintf(err, errlen, "internal error: not a numeric key");
+		return -1;
+	}
+}
+
+/* Parses v and checks it against the key's bounds, which are parsed by the
+ * same function so the message can quote them as written in the table. */
+static int parse_bounded(const struct key_def *k, const char *v, uint64_t *n, char *err,
+                         size_t errlen)
+{
+	if (parse_numeric(k->kind, v, n, err, errlen) < 0)
+		return -1;
+	uint64_t min, max;
+	char ignored[128];
+	if (parse_numeric(k->kind, k->min, &min, ignored, sizeof(ignored)) < 0 ||
+	    parse_numeric(k->kind, k->max, &max, ignored, sizeof(ignored)) < 0) {
+		snprintf(err, errlen, "internal error: bad bounds in the key table");
+		return -1;
+	}
+	if (*n < min || *n > max) {
+		snprintf(err, errlen, "\"%s\" is out of range (expected %s to %s)", v, k->min,
+		         k->max);
+		return -1;
+	}
+	return 0;
+}
+
+/* Text values are never echoed in messages: url and proxy may hold a
+ * password. */
+static int set_text(const struct key_def *k, char **field, const char *v, char *err, size_t errlen)
+{
+	/* Empty means the default: none for url, ca_file and proxy, and the
+	 * built-in user agent, so the shipped file need not repeat the
+	 * version. */
+	if (*v == '\0')
+		v = k->def;
+	size_t len = strlen(v);
+	if (len >= 2 &&
+	    ((v[0] == '"' && v[len - 1] == '"') || (v[0] == '\'' && v[len - 1] == '\''))) {
+		snprintf(err, errlen,
+		         "quotes would be kept as part of the value (write it without them)");
+		return -1;
+	}
+	for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f) {
+			snprintf(err, errlen, "the value contains a control character");
+			return -1;
+		}
+	}
+	if (k->kind == K_FILE && len > 0) {
+		/* Checked here so that the error names the config line rather than
+		 * failing at the first TLS handshake. */
+		struct stat st;
+		if (stat(v, &st) < 0 || access(v, R_OK) < 0) {
+			snprintf(err, errlen, "\"%s\": %s (expected a readable file)", v,
+			         strerror(errno));
+			return -1;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			snprintf(err, errlen,
+			         "\"%s\" is not a regular file (expected a readable file)", v);
+			return -1;
+		}
+	}
+	char *copy = NULL;
+	if (len > 0) {
+		copy = strdup(v);
+		if (!copy) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+	}
+	free(*field);
+	*field = copy;
+	return 0;
+}
+
+static int lookup_name(const char *const *names, size_t count, const char *v, const char *allowed,
+                       int *out, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < count; i++) {
+		if (strcmp(v, names[i]) == 0) {
+			*out = (int)i;
+			return 0;
+		}
+	}
+	snprintf(err, errlen, "\"%s\" is not one of %s", v, allowed);
+	return -1;
+}
+
+/* Sets one key from its text. On error c is unchanged. */
+static int set_value(const struct key_def *k, struct cfg *c, const char *v, char *err,
+                     size_t errlen)
+{
+	void *field = field_of(c, k->offset);
+	switch (k->kind) {
+	case K_TEXT:
+	case K_FILE:
+		return set_text(k, field, v, err, errlen);
+	case K_COUNT:
+	case K_DURATION:
+	case K_SIZE: {
+		uint64_t n;
+		if (parse_bounded(k, v, &n, err, errlen) < 0)
+			return -1;
+		/* The bounds fit each field's type: at most 10000 for counts,
+		 * INT64_MAX for durations (by the parser), 4GiB for sizes
+		 * (and SIZE_MAX by the parser on 32-bit). */
+		if (k->kind == K_COUNT)
+			*(unsigned *)field = (unsigned)n;
+		else if (k->kind == K_DURATION)
+			*(int64_t *)field = (int64_t)n;
+		else
+			*(size_t *)field = (size_t)n;
+		return 0;
+	}
+	case K_NETWORKS: {
+		struct cfg_network *nets;
+		size_t count;
+		if (parse_network_list(v, &nets, &count, err, errlen) < 0)
+			return -1;
+		struct cfg_network **list = field;
+		free(*list);
+		*list = nets;
+		*(size_t *)field_of(c, k->count_offset) = count;
+		return 0;
+	}
+	case K_LOG_LEVEL: {
+		int i;
+		if (lookup_name(level_names, sizeof(level_names) / sizeof(level_names[0]), v,
+		                "error, warning, info, debug", &i, err, errlen) < 0)
+			return -1;
+		*(enum log_level *)field = (enum log_level)i;
+		return 0;
+	}
+	case K_LOG_FORMAT: {
+		int i;
+		if (lookup_name(format_names, sizeof(format_names) / sizeof(format_names[0]), v,
+		                "text, json", &i, err, errlen) < 0)
+			return -1;
+		*(enum log_format *)field = (enum log_format)i;
+		return 0;
+	}
+	}
+	snprintf(err, errlen, "internal error: unknown key kind");
+	return -1;
+}
+
+void cfg_free(struct cfg *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct key_def *k = &keys[i];
+		if (k->kind == K_TEXT || k->kind == K_FILE)
+			free(*(char **)field_of(c, k->offset));
+		else if (k->kind == K_NETWORKS)
+			free(*(struct cfg_network **)field_of(c, k->offset));
+	}
+	memset(c, 0, sizeof(*c));
+}
+
+/* A deep copy, so that a load can work on the copy and throw it away on
+ * error. */
+static int copy_cfg(struct cfg *dst, const struct cfg *src)
+{
+	*dst = *src;
+	/* First detach every pointer, so a failure half-way frees only what
+	 * this copy allocated. */
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct key_def *k = &keys[i];
+		if (k->kind == K_TEXT || k->kind == K_FILE)
+			*(char **)field_of(dst, k->offset) = NULL;
+		else if (k->kind == K_NETWORKS)
+			*(struct cfg_network **)field_of(dst, k->offset) = NULL;
+	}
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct key_def *k = &keys[i];
+		const void *from = (const char *)src + k->offset;
+		if (k->kind == K_TEXT || k->kind == K_FILE) {
+			const char *s = *(char *const *)from;
+			if (s && !(*(char **)field_of(dst, k->offset) = strdup(s)))
+				goto fail;
+		} else if (k->kind == K_NETWORKS) {
+			const struct cfg_network *nets = *(struct cfg_network *const *)from;
+			size_t count = *(const size_t *)((const char *)src + k->count_offset);
+			if (nets && count > 0) {
+				struct cfg_network *copy = calloc(count, sizeof(*copy));
+				if (!copy)
+					goto fail;
+				memcpy(copy, nets, count * sizeof(*copy));
+				*(struct cfg_network **)field_of(dst, k->offset) = copy;
+			} else {
+				*(size_t *)field_of(dst, k->count_offset) = 0;
+			}
+		}
+	}
+	return 0;
+fail:
+	cfg_free(dst);
+	return -1;
+}
+
+int cfg_init(struct cfg *c)
+{
+	memset(c, 0, sizeof(*c));
+	for (size_t i = 0; i < NKEYS; i++) {
+		char why[256] = "";
+		if (set_value(&keys[i], c, keys[i].def, why, sizeof(why)) < 0) {
+			/* Only out of memory in practice: the unit tests parse
+			 * every default. */
+			log_error("config", NULL, "default of [%s] %s: %s", keys[i].section,
+			          keys[i].name, why);
+			cfg_free(c);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+bool cfg_address_denied(const struct cfg *c, int family, const void *addr)
+{
+	const unsigned char *a = addr;
+	const unsigned char *v4 = NULL;
+	if (family == AF_INET)
+		v4 = a;
+	else if (family == AF_INET6 && memcmp(a, v4mapped_prefix, sizeof(v4mapped_prefix)) == 0)
+		v4 = a + 12; /* ::ffff:a.b.c.d reaches a.b.c.d */
+	else if (family != AF_INET6)
+		return false;
+
+	for (size_t i = 0; i < c->ndeny_networks; i++) {
+		const struct cfg_network *n = &c->deny_networks[i];
+		const unsigned char *candidate;
+		if (n->family == AF_INET && v4)
+			candidate = v4;
+		else if (n->family == AF_INET6 && family == AF_INET6)
+			/* A mapped address is also held against IPv6 networks
+			 * (::/0 denies it): on a deny list, erring towards
+			 * refusing is the safe side. */
+			candidate = a;
+		else
+			continue;
+		unsigned whole = n->prefix / 8, rest = n->prefix % 8;
+		if (memcmp(candidate, n->addr, whole) != 0)
+			continue;
+		if (rest) {
+			unsigned char mask = (unsigned char)(0xffu << (8 - rest));
+			if ((candidate[whole] & mask) != (n->addr[whole] & mask))
+				continue;
+		}
+		return true;
+	}
+	return false;
+}
+
+/* State of one cfg_load: the file, the line being parsed and the first
+ * error. */
+struct load {
+	FILE *f;
+	char *buf; /* getline's buffer */
+	size_t cap;
+	int line; /* lines handed to inih so far: at handler time, the current line */
+	int unclosed_section_line; /* first line that starts with '[' and has no ']' */
+	int err_line;              /* first error found by the reader or handler; 0: none */
+	char err[512];             /* its message, without "PATH:LINE: " */
+	int seen[NKEYS];           /* line each key was set on, 0: not yet */
+	struct cfg *tmp;
+};
+
+/* inih's reader, called once per line. Two things are done here rather than
+ * left to inih:
+ * - Leading blanks are dropped. inih (as Debian builds it) treats an
+ *   indented line after a key as a continuation of that key's value
+ *   (ini_allow_multiline), so "  lease = 1min" under another key would be
+ *   read as part of its value. Without leading blanks no line is a
+ *   continuation; this also keeps inih's line count equal to ours. Nothing
+ *   global is changed (the ini_* variables belong to the whole process).
+ * - A line longer than inih's buffer (num - 1 bytes with the newline) is an
+ *   error here: fgets-style it would be cut, and the rest parsed as the
+ *   next line. */
+static char *read_line(char *str, int num, void *stream)
+{
+	struct load *ld = stream;
+	if (ld->err_line)
+		return NULL; /* stop at the first error: one message, the right one */
+	errno = 0;
+	ssize_t n = getline(&ld->buf, &ld->cap, ld->f);
+	if (n < 0) {
+		if (ferror(ld->f)) {
+			ld->err_line = ld->line + 1;
+			snprintf(ld->err, sizeof(ld->err), "read error: %s",
+			         strerror(errno ? errno : EIO));
+		}
+		return NULL;
+	}
+	ld->line++;
+	if (strlen(ld->buf) != (size_t)n) {
+		ld->err_line = ld->line;
+		snprintf(ld->err, sizeof(ld->err), "the line contains a NUL byte");
+		return NULL;
+	}
+	char *p = ld->buf;
+	char *end = ld->buf + n;
+	while (is_blank(*p))
+		p++;
+	while (end > p && (end[-1] == '\n' || end[-1] == '\r'))
+		end--;
+	size_t len = (size_t)(end - p);
+	/* Room for the line, '\n' and the NUL. */
+	if (num < 3 || len > (size_t)num - 2) {
+		ld->err_line = ld->line;
+		snprintf(ld->err, sizeof(ld->err), "the line is longer than %d bytes", num - 2);
+		return NULL;
+	}
+	if (*p == '[' && !memchr(p, ']', len) && !ld->unclosed_section_line)
+		ld->unclosed_section_line = ld->line;
+	memcpy(str, p, len);
+	str[len] = '\n';
+	str[len + 1] = '\0';
+	return str;
+}
+
+static void list_sections(char *buf, size_t len)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (i == 0 || strcmp(keys[i].section, keys[i - 1].section) != 0)
+			append(buf, len, "%s%s", i ? ", " : "", keys[i].section);
+}
+
+static void list_keys(char *buf, size_t len, const char *section)
+{
+	bool first = true;
+	for (size_t i = 0; i < NKEYS; i++) {
+		if (strcmp(keys[i].section, section) != 0)
+			continue;
+		append(buf, len, "%s%s", first ? "" : ", ", keys[i].name);
+		first = false;
+	}
+}
+
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+	struct load *ld = user;
+	if (ld->err_line)
+		return 0;
+	char *msg = ld->err;
+	size_t len = sizeof(ld->err);
+	msg[0] = '\0';
+	ld->err_line = ld->line; /* cleared again on success */
+
+	if (*name == '\0') {
+		snprintf(msg, len, "not a key = value line (the key is missing)");
+		return 0;
+	}
+	if (*section == '\0') {
+		snprintf(msg, len, "%s: key before any [section] header (sections: ", name);
+		list_sections(msg, len);
+		append(msg, len, ")");
+		return 0;
+	}
+	bool section_known = false;
+	size_t i;
+	for (i = 0; i < NKEYS; i++) {
+		if (strcmp(keys[i].section, section) != 0)
+			continue;
+		section_known = true;
+		if (strcmp(keys[i].name, name) == 0)
+			break;
+	}
+	if (!section_known) {
+		snprintf(msg, len, "[%s] %s: unknown section (sections: ", section, name);
+		list_sections(msg, len);
+		append(msg, len, ")");
+		return 0;
+	}
+	if (i == NKEYS) {
+		snprintf(msg, len, "[%s] %s: unknown key (keys in [%s]: ", section, name, section);
+		list_keys(msg, len, section);
+		append(msg, len, ")");
+		for (size_t j = 0; j < NKEYS; j++)
+			if (strcmp(keys[j].name, name) == 0)
+				append(msg, len, "; %s belongs in [%s]", name, keys[j].section);
+		return 0;
+	}
+	/* A key given twice is an error rather than "last wins": the operator
+	 * who edits the first one would otherwise see no effect. */
+	if (ld->seen[i]) {
+		snprintf(msg, len, "[%s] %s: set twice (first on line %d)", section, name,
+		         ld->seen[i]);
+		return 0;
+	}
+	char why[384] = "";
+	if (set_value(&keys[i], ld->tmp, value, why, sizeof(why)) < 0) {
+		snprintf(msg, len, "[%s] %s: %s", section, name, why);
+		/* inih takes "#" as a comment only at the start of a line. */
+		if (strstr(value, " #") || strstr(value, "\t#"))
+			append(msg, len,
+			       "; note: # starts a comment only at the start of a line, "
+			       "use ; after a value");
+		return 0;
+	}
+	ld->seen[i] = ld->line;
+	ld->err_line = 0;
+	return 1;
+}
+
+int cfg_load(struct cfg *c, const char *path, bool must_exist, char *err, size_t errlen)
+{
+	if (errlen > 0)
+		err[0] = '\0';
+	FILE *f = fopen(path, "re");
+	if (!f) {
+		if (errno == ENOENT && !must_exist)
+			return 0;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	/* fopen succeeds on a directory; reading it fails later with a less
+	 * clear message. */
+	struct stat st;
+	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "%s: %s", path, strerror(EISDIR));
+		fclose(f);
+		return -1;
+	}
+
+	/* Work on a copy: a failed load (a bad SIGHUP reload) must leave the
+	 * running configuration exactly as it was. */
+	struct cfg tmp;
+	if (copy_cfg(&tmp, c) < 0) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		fclose(f);
+		return -1;
+	}
+	struct load *ld = calloc(1, sizeof(*ld));
+	if (!ld) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		cfg_free(&tmp);
+		fclose(f);
+		return -1;
+	}
+	ld->f = f;
+	ld->tmp = &tmp;
+
+	int rc = ini_parse_stream(read_line, ld, on_key, ld);
+	/* inih returns the first line it found wrong, which is the first error
+	 * overall unless ours (the reader's or the handler's) came before. */
+	int ret = 0;
+	if (rc == -2) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		ret = -1;
+	} else if (rc > 0 && (ld->err_line == 0 || rc < ld->err_line)) {
+		if (rc == ld->unclosed_section_line)
+			snprintf(err, errlen, "%s:%d: a [section] header without its ]", path, rc);
+		else
+			snprintf(
+			    err, errlen,
+			    "%s:%d: not a key = value line (expected [section], key = value, or a "
+			    "comment starting with ; or #)",
+			    path, rc);
+		ret = -1;
+	} else if (ld->err_line) {
+		snprintf(err, errlen, "%s:%d: %s", path, ld->err_line, ld->err);
+		ret = -1;
+	}
+	free(ld->buf);
+	free(ld);
+	fclose(f);
+	if (ret < 0) {
+		cfg_free(&tmp);
+		return -1;
+	}
+	cfg_free(c);
+	*c = tmp;
+	return 0;
+}
