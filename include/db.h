@@ -1,0 +1,88 @@
+/* db: everything that talks to PostgreSQL (only this module includes
+ * libpq-fe.h): connecting, migrations, loading connectors, and the one
+ * transactional write per request (SPEC §4, §5). Blocking calls; one
+ * connection per struct db. */
+#ifndef KSI_DB_H
+#define KSI_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "connector.h"
+#include "validate.h"
+
+struct db;
+
+/* Connects with conninfo (NULL or "": libpq's PG* defaults). On failure
+ * returns -1 with libpq's message in err. */
+int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+void db_close(struct db *db);
+bool db_ok(const struct db *db); /* the connection is usable */
+
+/* Applies the embedded migrations that are missing, in one transaction
+ * under an advisory lock (safe from two hosts at once). *applied counts
+ * those applied now. */
+int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* 0 when the schema is at the version this binary expects; -1 with an
+ * explanation (missing, older: run migrate; newer: upgrade the binary). */
+int db_check_schema(struct db *db, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Enabled connectors with their linked store codes, ordered by name.
+ * Connectors with no linked store are included with ncodes == 0. */
+int db_load_connectors(struct db *db, struct connector **out, size_t *n, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Outcome of one request, as stored in fetch_runs.outcome. */
+enum run_outcome {
+	RUN_OK,
+	RUN_HTTP_ERROR,
+	RUN_AUTH_FAILED,
+	RUN_REDIRECTED,
+	RUN_TOO_LARGE,
+	RUN_INVALID_RESPONSE,
+	RUN_TIMEOUT,
+	RUN_NETWORK_ERROR,
+	RUN_DB_ERROR,
+	RUN_CONFIG_ERROR,
+};
+const char *run_outcome_name(enum run_outcome o);
+
+/* At most this many refused records of one response are stored in
+ * rejected_records (all are counted in fetch_runs.records_rejected). */
+#define DB_MAX_REJECTED_ROWS 1000
+
+/* One request's result, to be written in one transaction. */
+struct db_run {
+	int64_t connector_id;
+	bool has_window;
+	int64_t window_from, window_to; /* epoch seconds, [from, to) */
+	size_t codes_requested;
+	double started_at, finished_at; /* epoch seconds */
+	long http_status;               /* 0: no response */
+	enum run_outcome outcome;
+	size_t bytes;
+	const char *error; /* NULL when ok */
+	/* For RUN_OK: the validated response and the codes it was judged
+	 * against; NULL otherwise. */
+	const struct val_result *result;
+	const char *const *codes;
+	/* Advance synced_until to this (never backwards) in the same
+	 * transaction; only for RUN_OK. */
+	bool advance;
+	int64_t advance_to;
+};
+
+/* Writes run atomically: upserts accepted records (sorted by store and
+ * hour), the fetch_runs row, its rejected_records rows and the advance of
+ * synced_until. *upserted gets the rows written. */
+int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Prints connector_health as an aligned table on stdout. */
+int db_print_status(struct db *db, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+#endif

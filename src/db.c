@@ -1,0 +1,603 @@
+/* db: PostgreSQL access for ksi-salesd (SPEC §4, §5). The only module that
+ * includes libpq-fe.h. Every statement is parameterised; values travel as
+ * text, timestamps as epoch seconds turned into timestamptz by the server,
+ * arrays as array literals built here with their quoting rules. */
+#include "db.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "log.h"
+#include "migrations.h"
+
+/* Any constant works: it only has to be the same for every migrating host. */
+#define MIGRATE_LOCK_KEY "7233879461275471169"
+
+struct db {
+	PGconn *conn;
+};
+
+/* A growable string for array literals. On allocation failure `failed` is
+ * set and further appends are ignored, so callers check once at the end. */
+struct sbuf {
+	char *data;
+	size_t len, cap;
+	bool failed;
+};
+
+static void sbuf_reserve(struct sbuf *b, size_t more)
+{
+	if (b->failed || b->len + more + 1 <= b->cap)
+		return;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < b->len + more + 1)
+		cap *= 2;
+	char *p = realloc(b->data, cap);
+	if (!p) {
+		b->failed = true;
+		return;
+	}
+	b->data = p;
+	b->cap = cap;
+}
+
+static void sbuf_add(struct sbuf *b, const char *s, size_t n)
+{
+	sbuf_reserve(b, n);
+	if (b->failed)
+		return;
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+static void sbuf_addc(struct sbuf *b, char c)
+{
+	sbuf_add(b, &c, 1);
+}
+
+static void sbuf_addf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sbuf_addf(struct sbuf *b, const char *fmt, ...)
+{
+	char tmp[64];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(tmp)) {
+		b->failed = true;
+		return;
+	}
+	sbuf_add(b, tmp, (size_t)n);
+}
+
+/* Appends s as one quoted element of a text[] literal: "a\"b". */
+static void sbuf_add_array_text(struct sbuf *b, const char *s)
+{
+	sbuf_addc(b, '"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			sbuf_addc(b, '\\');
+		sbuf_addc(b, *s);
+	}
+	sbuf_addc(b, '"');
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	/* libpq messages end in a newline; the caller adds its own context. */
+	size_t n = strlen(err);
+	while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
+		err[--n] = '\0';
+}
+
+/* Runs a statement that returns no rows of interest; -1 with the server's
+ * message in err on failure. */
+static int exec_simple(struct db *db, const char *sql, char *err, size_t errlen)
+{
+	PGresult *res = PQexec(db->conn, sql);
+	ExecStatusType st = PQresultStatus(res);
+	int rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : -1;
+	if (rc != 0)
+		set_err(err, errlen, "%s", PQresultErrorMessage(res));
+	PQclear(res);
+	return rc;
+}
+
+int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	/* expand_dbname lets `dbname` carry a whole conninfo string or URI;
+	 * the fallback name shows the daemon in pg_stat_activity. */
+	const char *keys[] = {"dbname", "fallback_application_name", NULL};
+	const char *vals[] = {conninfo && *conninfo ? conninfo : NULL, "ksi-salesd", NULL};
+	PGconn *conn = PQconnectdbParams(keys, vals, 1);
+	if (!conn) {
+		set_err(err, errlen, "out of memory");
+		return -1;
+	}
+	if (PQstatus(conn) != CONNECTION_OK) {
+		set_err(err, errlen, "%s", PQerrorMessage(conn));
+		PQfinish(conn);
+		return -1;
+	}
+	struct db *db = calloc(1, sizeof(*db));
+	if (!db) {
+		PQfinish(conn);
+		set_err(err, errlen, "out of memory");
+		return -1;
+	}
+	db->conn = conn;
+	/* Timestamps cross the wire as epoch seconds, but text output of
+	 * timestamptz (status) should not depend on the server's setting. */
+	if (exec_simple(db, "SET TIME ZONE 'UTC'", err, errlen) != 0) {
+		db_close(db);
+		return -1;
+	}
+	*out = db;
+	return 0;
+}
+
+void db_close(struct db *db)
+{
+	if (!db)
+		return;
+	PQfinish(db->conn);
+	free(db);
+}
+
+bool db_ok(const struct db *db)
+{
+	return db && PQstatus(db->conn) == CONNECTION_OK;
+}
+
+static int latest_known_version(void)
+{
+	return migrations_count ? migrations[migrations_count - 1].version : 0;
+}
+
+int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
+{
+	*applied = 0;
+	char why[1024];
+	if (exec_simple(db, "BEGIN", why, sizeof(why)) != 0)
+		goto fail;
+	/* Serialises concurrent `migrate` runs (two hosts deploying at once):
+	 * the second waits, then finds everything applied. */
+	if (exec_simple(db, "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")", why, sizeof(why)) != 0 ||
+	    exec_simple(db, "SET LOCAL client_min_messages = warning", why, sizeof(why)) != 0 ||
+	    exec_simple(db, "CREATE SCHEMA IF NOT EXISTS ksi_sales", why, sizeof(why)) != 0 ||
+	    exec_simple(db,
+			"CREATE TABLE IF NOT EXISTS ksi_sales.schema_migrations ("
+			" version integer PRIMARY KEY, name text NOT NULL,"
+			" applied_at timestamptz NOT NULL DEFAULT now())",
+			why, sizeof(why)) != 0)
+		goto rollback;
+
+	PGresult *res = PQexec(db->conn, "SELECT coalesce(max(version), 0) FROM ksi_sales.schema_migrations");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		set_err(why, sizeof(why), "%s", PQresultErrorMessage(res));
+		PQclear(res);
+		goto rollback;
+	}
+	long current = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	if (current > latest_known_version()) {
+		set_err(why, sizeof(why),
+			"the database schema is at version %ld, newer than this binary knows (%d): "
+			"upgrade ksi-salesd",
+			current, latest_known_version());
+		goto rollback;
+	}
+
+	for (size_t i = 0; i < migrations_count; i++) {
+		const struct migration *m = &migrations[i];
+		if (m->version <= current)
+			continue;
+		res = PQexec(db->conn, m->sql);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+			set_err(why, sizeof(why), "migration %s: %s", m->name, PQresultErrorMessage(res));
+			PQclear(res);
+			goto rollback;
+		}
+		PQclear(res);
+		char version[16];
+		snprintf(version, sizeof(version), "%d", m->version);
+		const char *params[] = {version, m->name};
+		res = PQexecParams(db->conn,
+				   "INSERT INTO ksi_sales.schema_migrations (version, name) VALUES ($1, $2)",
+				   2, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			set_err(why, sizeof(why), "recording migration %s: %s", m->name,
+				PQresultErrorMessage(res));
+			PQclear(res);
+			goto rollback;
+		}
+		PQclear(res);
+		log_info("db", NULL, "applied migration %s", m->name);
+		(*applied)++;
+	}
+	if (exec_simple(db, "COMMIT", why, sizeof(why)) != 0)
+		goto fail;
+	return 0;
+
+rollback:
+	/* Keep the first error; the rollback's own outcome changes nothing. */
+	PQclear(PQexec(db->conn, "ROLLBACK"));
+fail:
+	*applied = 0;
+	set_err(err, errlen, "%s", why);
+	return -1;
+}
+
+int db_check_schema(struct db *db, char *err, size_t errlen)
+{
+	PGresult *res = PQexec(db->conn, "SELECT coalesce(max(version), 0) FROM ksi_sales.schema_migrations");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (state && (strcmp(state, "42P01") == 0 || strcmp(state, "3F000") == 0))
+			set_err(err, errlen, "the ksi_sales schema is missing: run `ksi-salesd migrate`");
+		else
+			set_err(err, errlen, "%s", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	long current = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	if (current < latest_known_version()) {
+		set_err(err, errlen, "the ksi_sales schema is at version %ld, this binary needs %d: "
+			"run `ksi-salesd migrate`", current, latest_known_version());
+		return -1;
+	}
+	if (current > latest_known_version()) {
+		set_err(err, errlen, "the ksi_sales schema is at version %ld, newer than this binary "
+			"knows (%d): upgrade ksi-salesd", current, latest_known_version());
+		return -1;
+	}
+	return 0;
+}
+
+static int64_t get_int64(const PGresult *res, int row, int col)
+{
+	return strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+static char *dup_value(const PGresult *res, int row, int col, bool *oom)
+{
+	if (PQgetisnull(res, row, col))
+		return NULL;
+	char *s = strdup(PQgetvalue(res, row, col));
+	if (!s)
+		*oom = true;
+	return s;
+}
+
+static int cmp_connector_id(const void *key, const void *elem)
+{
+	int64_t id = *(const int64_t *)key;
+	const struct connector *c = elem;
+	return id < c->id ? -1 : id > c->id;
+}
+
+int db_load_connectors(struct db *db, struct connector **out, size_t *n, char *err, size_t errlen)
+{
+	*out = NULL;
+	*n = 0;
+	char why[1024];
+	/* One snapshot for both queries, so codes match their connectors. */
+	if (exec_simple(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", why, sizeof(why)) != 0) {
+		set_err(err, errlen, "%s", why);
+		return -1;
+	}
+	PGresult *cres = PQexec(db->conn,
+		"SELECT c.id, c.name, c.endpoint_url, c.bearer_token, c.timezone,"
+		" extract(epoch FROM c.poll_interval)::bigint,"
+		" extract(epoch FROM c.lookback)::bigint,"
+		" extract(epoch FROM c.initial_backfill)::bigint,"
+		" extract(epoch FROM c.max_window)::bigint,"
+		" extract(epoch FROM c.request_timeout)::bigint,"
+		" extract(epoch FROM st.synced_until)::bigint"
+		" FROM ksi_sales.connectors c"
+		" LEFT JOIN ksi_sales.connector_state st ON st.connector_id = c.id"
+		" WHERE c.enabled ORDER BY c.id");
+	/* COLLATE "C" sorts by bytes, the order strcmp and the validator use. */
+	PGresult *sres = PQexec(db->conn,
+		"SELECT s.connector_id, s.ext_ref_code FROM ksi_sales.stores s"
+		" JOIN ksi_sales.connectors c ON c.id = s.connector_id"
+		" WHERE c.enabled AND s.ext_ref_code IS NOT NULL"
+		" ORDER BY s.connector_id, s.ext_ref_code COLLATE \"C\"");
+	PQclear(PQexec(db->conn, "COMMIT"));
+	int rc = -1;
+	struct connector *v = NULL;
+	int rows = 0;
+	if (PQresultStatus(cres) != PGRES_TUPLES_OK || PQresultStatus(sres) != PGRES_TUPLES_OK) {
+		set_err(err, errlen, "loading connectors: %s",
+			PQresultErrorMessage(PQresultStatus(cres) != PGRES_TUPLES_OK ? cres : sres));
+		goto out;
+	}
+	rows = PQntuples(cres);
+	v = calloc(rows ? (size_t)rows : 1, sizeof(*v));
+	if (!v)
+		goto oom;
+	bool oom = false;
+	for (int i = 0; i < rows; i++) {
+		struct connector *c = &v[i];
+		c->id = get_int64(cres, i, 0);
+		c->name = dup_value(cres, i, 1, &oom);
+		c->endpoint_url = dup_value(cres, i, 2, &oom);
+		c->bearer_token = dup_value(cres, i, 3, &oom);
+		c->timezone = dup_value(cres, i, 4, &oom);
+		c->poll_interval = get_int64(cres, i, 5);
+		c->lookback = get_int64(cres, i, 6);
+		c->initial_backfill = get_int64(cres, i, 7);
+		c->max_window = get_int64(cres, i, 8);
+		c->request_timeout = get_int64(cres, i, 9);
+		c->has_synced = !PQgetisnull(cres, i, 10);
+		c->synced_until = c->has_synced ? get_int64(cres, i, 10) : 0;
+	}
+	if (oom)
+		goto oom;
+	/* Stores come ordered by connector: count, then fill, per connector. */
+	int srows = PQntuples(sres);
+	for (int i = 0; i < srows;) {
+		int64_t id = get_int64(sres, i, 0);
+		int j = i;
+		while (j < srows && get_int64(sres, j, 0) == id)
+			j++;
+		struct connector *c = bsearch(&id, v, (size_t)rows, sizeof(*v), cmp_connector_id);
+		if (c) {
+			c->codes = calloc((size_t)(j - i), sizeof(char *));
+			if (!c->codes)
+				goto oom;
+			for (int k = i; k < j; k++) {
+				c->codes[c->ncodes] = dup_value(sres, k, 1, &oom);
+				if (oom)
+					goto oom;
+				c->ncodes++;
+			}
+		}
+		i = j;
+	}
+	*out = v;
+	*n = (size_t)rows;
+	v = NULL;
+	rc = 0;
+	goto out;
+oom:
+	set_err(err, errlen, "out of memory loading connectors");
+out:
+	connectors_free(v, (size_t)rows);
+	PQclear(cres);
+	PQclear(sres);
+	return rc;
+}
+
+static const char *const outcome_names[] = {
+	[RUN_OK] = "ok",
+	[RUN_HTTP_ERROR] = "http_error",
+	[RUN_AUTH_FAILED] = "auth_failed",
+	[RUN_REDIRECTED] = "redirected",
+	[RUN_TOO_LARGE] = "too_large",
+	[RUN_INVALID_RESPONSE] = "invalid_response",
+	[RUN_TIMEOUT] = "timeout",
+	[RUN_NETWORK_ERROR] = "network_error",
+	[RUN_DB_ERROR] = "db_error",
+	[RUN_CONFIG_ERROR] = "config_error",
+};
+
+const char *run_outcome_name(enum run_outcome o)
+{
+	return (size_t)o < sizeof(outcome_names) / sizeof(outcome_names[0]) ? outcome_names[o] : "unknown";
+}
+
+/* One statement, hence one transaction: the upsert, the run row, its
+ * refusals and the advance of synced_until commit together or not at all
+ * (data-modifying CTEs always run to completion, read or not). Rows are
+ * upserted in (store_id, hour) order so concurrent writers lock in the same
+ * order and cannot deadlock. */
+static const char write_run_sql[] =
+	"WITH incoming AS ("
+	"  SELECT u.code, to_timestamp(u.hour) AS hour, u.n"
+	"  FROM unnest($12::text[], $13::bigint[], $14::integer[]) AS u(code, hour, n)"
+	"), upserted AS ("
+	"  INSERT INTO ksi_sales.sales_hourly AS h"
+	"   (store_id, hour, num_tickets, ext_ref_code, connector_id, fetched_at)"
+	"  SELECT s.id, i.hour, i.n, i.code, $1::bigint, to_timestamp($6::float8)"
+	"  FROM incoming i JOIN ksi_sales.stores s"
+	"   ON s.connector_id = $1::bigint AND s.ext_ref_code = i.code"
+	"  ORDER BY s.id, i.hour"
+	"  ON CONFLICT (store_id, hour) DO UPDATE SET num_tickets = EXCLUDED.num_tickets,"
+	"   ext_ref_code = EXCLUDED.ext_ref_code, connector_id = EXCLUDED.connector_id,"
+	"   fetched_at = EXCLUDED.fetched_at"
+	"  RETURNING 1"
+	"), run AS ("
+	"  INSERT INTO ksi_sales.fetch_runs (connector_id, window_from, window_to, codes_requested,"
+	"   started_at, finished_at, http_status, outcome, records_received, records_upserted,"
+	"   records_rejected, bytes, error)"
+	"  SELECT $1::bigint, to_timestamp($2::bigint), to_timestamp($3::bigint), $4::integer,"
+	"   to_timestamp($5::float8), to_timestamp($6::float8), $7::integer, $8::text, $9::integer,"
+	"   (SELECT count(*) FROM upserted), $10::integer, $11::bigint, $15::text"
+	"  RETURNING id"
+	"), rejected AS ("
+	"  INSERT INTO ksi_sales.rejected_records"
+	"   (run_id, connector_id, position, reason, detail, record)"
+	"  SELECT run.id, $1::bigint, r.pos, r.reason, r.detail, r.record"
+	"  FROM run, unnest($16::integer[], $17::text[], $18::text[], $19::text[])"
+	"   AS r(pos, reason, detail, record)"
+	"), advanced AS ("
+	"  INSERT INTO ksi_sales.connector_state AS st (connector_id, synced_until)"
+	"  SELECT $1::bigint, to_timestamp($20::bigint) WHERE $20::bigint IS NOT NULL"
+	"  ON CONFLICT (connector_id) DO UPDATE"
+	"   SET synced_until = greatest(st.synced_until, EXCLUDED.synced_until)"
+	")"
+	" SELECT (SELECT count(*) FROM upserted)";
+
+enum { WRITE_RUN_NPARAMS = 20 };
+
+int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *err, size_t errlen)
+{
+	*upserted = 0;
+	char num[12][32];
+	const char *p[WRITE_RUN_NPARAMS] = {0};
+	struct sbuf codes = {0}, hours = {0}, tickets = {0};
+	struct sbuf pos = {0}, reasons = {0}, details = {0}, records = {0};
+
+	snprintf(num[0], sizeof(num[0]), "%" PRId64, run->connector_id);
+	p[0] = num[0];
+	if (run->has_window) {
+		snprintf(num[1], sizeof(num[1]), "%" PRId64, run->window_from);
+		snprintf(num[2], sizeof(num[2]), "%" PRId64, run->window_to);
+		p[1] = num[1];
+		p[2] = num[2];
+	}
+	snprintf(num[3], sizeof(num[3]), "%zu", run->codes_requested);
+	snprintf(num[4], sizeof(num[4]), "%.6f", run->started_at);
+	snprintf(num[5], sizeof(num[5]), "%.6f", run->finished_at);
+	p[3] = num[3];
+	p[4] = num[4];
+	p[5] = num[5];
+	if (run->http_status > 0) {
+		snprintf(num[6], sizeof(num[6]), "%ld", run->http_status);
+		p[6] = num[6];
+	}
+	p[7] = run_outcome_name(run->outcome);
+	const struct val_result *r = run->outcome == RUN_OK ? run->result : NULL;
+	snprintf(num[8], sizeof(num[8]), "%zu", r ? r->received : 0);
+	snprintf(num[9], sizeof(num[9]), "%zu", r ? r->nrefusals : 0);
+	snprintf(num[10], sizeof(num[10]), "%zu", run->bytes);
+	p[8] = num[8];
+	p[9] = num[9];
+	p[10] = num[10];
+	p[14] = run->error;
+
+	sbuf_addc(&codes, '{');
+	sbuf_addc(&hours, '{');
+	sbuf_addc(&tickets, '{');
+	for (size_t i = 0; r && i < r->nrecords; i++) {
+		const struct val_record *rec = &r->records[i];
+		if (i) {
+			sbuf_addc(&codes, ',');
+			sbuf_addc(&hours, ',');
+			sbuf_addc(&tickets, ',');
+		}
+		sbuf_add_array_text(&codes, run->codes[rec->code]);
+		sbuf_addf(&hours, "%" PRId64, rec->hour);
+		sbuf_addf(&tickets, "%" PRId32, rec->num_tickets);
+	}
+	sbuf_addc(&codes, '}');
+	sbuf_addc(&hours, '}');
+	sbuf_addc(&tickets, '}');
+
+	sbuf_addc(&pos, '{');
+	sbuf_addc(&reasons, '{');
+	sbuf_addc(&details, '{');
+	sbuf_addc(&records, '{');
+	size_t nrej = r ? r->nrefusals : 0;
+	if (nrej > DB_MAX_REJECTED_ROWS)
+		nrej = DB_MAX_REJECTED_ROWS;
+	for (size_t i = 0; i < nrej; i++) {
+		const struct val_refusal *f = &r->refusals[i];
+		if (i) {
+			sbuf_addc(&pos, ',');
+			sbuf_addc(&reasons, ',');
+			sbuf_addc(&details, ',');
+			sbuf_addc(&records, ',');
+		}
+		sbuf_addf(&pos, "%zu", f->index);
+		sbuf_add_array_text(&reasons, val_reason_name(f->reason));
+		sbuf_add_array_text(&details, f->detail ? f->detail : "");
+		sbuf_add_array_text(&records, f->json ? f->json : "");
+	}
+	sbuf_addc(&pos, '}');
+	sbuf_addc(&reasons, '}');
+	sbuf_addc(&details, '}');
+	sbuf_addc(&records, '}');
+
+	int rc = -1;
+	if (codes.failed || hours.failed || tickets.failed || pos.failed || reasons.failed ||
+	    details.failed || records.failed) {
+		set_err(err, errlen, "out of memory building the write");
+		goto out;
+	}
+	p[11] = codes.data;
+	p[12] = hours.data;
+	p[13] = tickets.data;
+	p[15] = pos.data;
+	p[16] = reasons.data;
+	p[17] = details.data;
+	p[18] = records.data;
+	if (run->outcome == RUN_OK && run->advance) {
+		snprintf(num[11], sizeof(num[11]), "%" PRId64, run->advance_to);
+		p[19] = num[11];
+	}
+
+	PGresult *res = PQexecParams(db->conn, write_run_sql, WRITE_RUN_NPARAMS, NULL, p, NULL, NULL, 0);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+		*upserted = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+		rc = 0;
+	} else {
+		set_err(err, errlen, "%s", PQresultErrorMessage(res));
+	}
+	PQclear(res);
+out:
+	free(codes.data);
+	free(hours.data);
+	free(tickets.data);
+	free(pos.data);
+	free(reasons.data);
+	free(details.data);
+	free(records.data);
+	return rc;
+}
+
+int db_print_status(struct db *db, char *err, size_t errlen)
+{
+	PGresult *res = PQexec(db->conn,
+		"SELECT name, state, stores::text, coalesce(last_outcome, '-'),"
+		" coalesce(to_char(last_success, 'YYYY-MM-DD HH24:MI:SS\"Z\"'), '-'),"
+		" consecutive_failures::text,"
+		" coalesce(to_char(synced_until, 'YYYY-MM-DD HH24:MI\"Z\"'), '-'),"
+		" rows_last_24h::text, coalesce(last_error, '')"
+		" FROM ksi_sales.connector_health"
+		" ORDER BY state = 'failing' DESC, name");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		set_err(err, errlen, "%s", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	static const char *const heads[] = {"CONNECTOR", "STATE", "STORES", "LAST OUTCOME",
+					    "LAST SUCCESS", "FAILURES", "SYNCED UNTIL", "ROWS 24H",
+					    "LAST ERROR"};
+	enum { NCOLS = sizeof(heads) / sizeof(heads[0]) };
+	int width[NCOLS];
+	int rows = PQntuples(res);
+	for (int c = 0; c < NCOLS; c++) {
+		width[c] = (int)strlen(heads[c]);
+		for (int r = 0; r < rows; r++) {
+			int w = PQgetlength(res, r, c);
+			if (w > width[c])
+				width[c] = w;
+		}
+	}
+	for (int c = 0; c < NCOLS; c++)
+		printf("%-*s%s", c == NCOLS - 1 ? 0 : width[c], heads[c], c == NCOLS - 1 ? "\n" : "  ");
+	for (int r = 0; r < rows; r++)
+		for (int c = 0; c < NCOLS; c++)
+			printf("%-*s%s", c == NCOLS - 1 ? 0 : width[c], PQgetvalue(res, r, c),
+			       c == NCOLS - 1 ? "\n" : "  ");
+	if (rows == 0)
+		printf("(no connectors: add one with INSERT INTO ksi_sales.connectors ...)\n");
+	PQclear(res);
+	return 0;
+}
