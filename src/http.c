@@ -1,0 +1,693 @@
+/* http: libcurl's multi-socket API on a libev loop (SPEC §2, §6).
+ *
+ * Three small structs, as in curl's multi-event examples: struct http (the
+ * loop, the multi handle, its timer), struct xfer (one transfer, found again
+ * through CURLOPT_PRIVATE) and struct sock (one socket's ev_io, attached with
+ * curl_multi_assign). libcurl is never called from inside its own callbacks:
+ * the socket and timer callbacks only (re)arm watchers, and finished
+ * transfers are collected with curl_multi_info_read after each action. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <curl/curl.h>
+#include <ev.h>
+
+#include "config.h"
+#include "log.h"
+
+#define HOST_BUCKETS 1024
+
+struct host;
+
+struct xfer {
+	struct http *http;
+	struct host *host;
+	struct xfer *next; /* in its host's pending queue */
+	struct xfer *prev_active, *next_active; /* in http.active while in flight */
+	CURL *easy;
+	char *url;
+	char *token;
+	char *log_name;
+	int64_t timeout_ms;
+	http_done_fn done;
+	void *user;
+	char *body;
+	size_t len, cap;
+	bool too_large;
+	bool denied;
+	char denied_addr[INET6_ADDRSTRLEN];
+	double started_at;
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+/* Per-host admission: transfers wait in their host's queue; hosts with
+ * waiting transfers and a free slot wait in the ready list, round robin. */
+struct host {
+	char *key; /* "host:port" */
+	unsigned active;
+	struct xfer *head, *tail;
+	bool ready;
+	struct host *ready_next;
+	struct host *hash_next;
+};
+
+struct sock {
+	struct http *http;
+	struct sock *prev, *next; /* in http.socks */
+	ev_io io;
+	curl_socket_t fd;
+};
+
+struct http {
+	struct ev_loop *loop;
+	const struct cfg *cfg;
+	CURLM *multi;
+	ev_timer timer;
+	size_t in_flight, queued;
+	struct host *buckets[HOST_BUCKETS];
+	struct host *ready_head, *ready_tail;
+	struct xfer *active; /* in flight, so http_free can abort them */
+	struct sock *socks;  /* watched sockets, so http_free can stop them */
+	struct curl_slist *headers;
+};
+
+static double now_epoch(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (double)tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+/* ---- URLs ---------------------------------------------------------------- */
+
+/* Parses url into a CURLU that is an absolute http(s) URL with a host. */
+static CURLU *parse_http_url(const char *url, char *err, size_t errlen)
+{
+	CURLU *u = curl_url();
+	if (!u) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, 0);
+	if (rc != CURLUE_OK) {
+		snprintf(err, errlen, "endpoint_url does not parse as a URL (%s)", curl_url_strerror(rc));
+		curl_url_cleanup(u);
+		return NULL;
+	}
+	char *scheme = NULL;
+	if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
+		snprintf(err, errlen, "endpoint_url must use http or https, not %s", scheme ? scheme : "?");
+		curl_free(scheme);
+		curl_url_cleanup(u);
+		return NULL;
+	}
+	curl_free(scheme);
+	return u;
+}
+
+int http_url_check(const char *url, char *err, size_t errlen)
+{
+	CURLU *u = parse_http_url(url, err, errlen);
+	if (!u)
+		return -1;
+	curl_url_cleanup(u);
+	return 0;
+}
+
+void http_url_describe(const char *url, char *buf, size_t len)
+{
+	char err[128];
+	CURLU *u = parse_http_url(url, err, sizeof(err));
+	char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+	if (u && curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK) {
+		curl_url_get(u, CURLUPART_PORT, &port, 0); /* absent when default */
+		snprintf(buf, len, "%s://%s%s%s%s", scheme, host, port ? ":" : "", port ? port : "", path);
+	} else {
+		snprintf(buf, len, "(an unparseable URL)");
+	}
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_free(path);
+	curl_url_cleanup(u);
+}
+
+/* Appends name=value to the query; CURLU_URLENCODE encodes the value (all
+ * but RFC 3986 unreserved characters, so '+' becomes %2B) and keeps the
+ * first '=' as the separator. */
+static int append_param(CURLU *u, const char *name, const char *value)
+{
+	size_t n = strlen(name) + 1 + strlen(value) + 1;
+	char *kv = malloc(n);
+	if (!kv)
+		return -1;
+	snprintf(kv, n, "%s=%s", name, value);
+	CURLUcode rc = curl_url_set(u, CURLUPART_QUERY, kv, CURLU_APPENDQUERY | CURLU_URLENCODE);
+	free(kv);
+	return rc == CURLUE_OK ? 0 : -1;
+}
+
+int http_build_url(const char *endpoint, const char *from_time, const char *to_time,
+		   const char *const *codes, size_t ncodes, char **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	CURLU *u = parse_http_url(endpoint, err, errlen);
+	if (!u)
+		return -1;
+	int rc = -1;
+	if (append_param(u, "fromTime", from_time) != 0 || append_param(u, "toTime", to_time) != 0)
+		goto fail;
+	for (size_t i = 0; i < ncodes; i++)
+		if (append_param(u, "ext_ref_codes", codes[i]) != 0)
+			goto fail;
+	char *s = NULL;
+	if (curl_url_get(u, CURLUPART_URL, &s, 0) != CURLUE_OK)
+		goto fail;
+	/* libcurl writes %2b; RFC 3986 (2.1) asks producers for upper case,
+	 * and the guide promises "%2B". Equivalent for any server. */
+	for (char *p = strchr(s, '%'); p; p = strchr(p + 1, '%'))
+		for (int k = 1; k <= 2 && p[k]; k++)
+			if (p[k] >= 'a' && p[k] <= 'f')
+				p[k] = (char)(p[k] - 'a' + 'A');
+	*out = strdup(s);
+	curl_free(s);
+	rc = *out ? 0 : -1;
+	if (rc != 0)
+		snprintf(err, errlen, "out of memory");
+	curl_url_cleanup(u);
+	return rc;
+fail:
+	snprintf(err, errlen, "could not build the request URL");
+	curl_url_cleanup(u);
+	return -1;
+}
+
+/* ---- hosts and admission ---------------------------------------------- */
+
+static uint32_t fnv1a(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+static struct host *host_get(struct http *h, const char *url)
+{
+	char key[512] = "?";
+	CURLU *u = curl_url();
+	char *name = NULL, *port = NULL;
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &name, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK)
+		snprintf(key, sizeof(key), "%s:%s", name, port);
+	curl_free(name);
+	curl_free(port);
+	curl_url_cleanup(u);
+
+	uint32_t b = fnv1a(key) % HOST_BUCKETS;
+	for (struct host *x = h->buckets[b]; x; x = x->hash_next)
+		if (strcmp(x->key, key) == 0)
+			return x;
+	struct host *x = calloc(1, sizeof(*x));
+	if (!x || !(x->key = strdup(key))) {
+		free(x);
+		return NULL;
+	}
+	x->hash_next = h->buckets[b];
+	h->buckets[b] = x;
+	return x;
+}
+
+static void ready_push(struct http *h, struct host *x)
+{
+	if (x->ready || !x->head || x->active >= h->cfg->max_per_host)
+		return;
+	x->ready = true;
+	x->ready_next = NULL;
+	if (h->ready_tail)
+		h->ready_tail->ready_next = x;
+	else
+		h->ready_head = x;
+	h->ready_tail = x;
+}
+
+static struct host *ready_pop(struct http *h)
+{
+	struct host *x = h->ready_head;
+	if (!x)
+		return NULL;
+	h->ready_head = x->ready_next;
+	if (!h->ready_head)
+		h->ready_tail = NULL;
+	x->ready = false;
+	return x;
+}
+
+static void xfer_free(struct xfer *x)
+{
+	if (!x)
+		return;
+	if (x->easy)
+		curl_easy_cleanup(x->easy);
+	if (x->token) {
+		explicit_bzero(x->token, strlen(x->token));
+		free(x->token);
+	}
+	free(x->url);
+	free(x->log_name);
+	free(x->body);
+	free(x);
+}
+
+static void finish(struct http *h, struct xfer *x, CURLcode result);
+static void start_ready(struct http *h);
+
+/* ---- libcurl callbacks (they only record; no libcurl calls) ------------ */
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
+{
+	struct xfer *x = userp;
+	size_t n = size * nmemb;
+	/* curl hands decoded bytes here, so the limit counts decoded bytes. */
+	if (x->len + n > x->http->cfg->max_response_bytes) {
+		x->too_large = true;
+		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+	}
+	if (x->len + n + 1 > x->cap) {
+		size_t cap = x->cap ? x->cap : 16384;
+		while (cap < x->len + n + 1)
+			cap *= 2;
+		char *p = realloc(x->body, cap);
+		if (!p)
+			return 0;
+		x->body = p;
+		x->cap = cap;
+	}
+	memcpy(x->body + x->len, data, n);
+	x->len += n;
+	return n;
+}
+
+/* deny_networks is enforced on the address actually connected to, whatever
+ * name, DNS answer or proxy led there. */
+static curl_socket_t on_open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct xfer *x = userp;
+	(void)purpose;
+	const void *addr = NULL;
+	if (a->family == AF_INET)
+		addr = &((const struct sockaddr_in *)(const void *)&a->addr)->sin_addr;
+	else if (a->family == AF_INET6)
+		addr = &((const struct sockaddr_in6 *)(const void *)&a->addr)->sin6_addr;
+	if (addr && cfg_address_denied(x->http->cfg, a->family, addr)) {
+		x->denied = true;
+		inet_ntop(a->family, addr, x->denied_addr, sizeof(x->denied_addr));
+		return CURL_SOCKET_BAD;
+	}
+	return socket(a->family, a->socktype, a->protocol);
+}
+
+static void on_sock_event(struct ev_loop *loop, ev_io *w, int revents);
+
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	struct http *h = userp;
+	struct sock *s = socketp;
+	(void)easy;
+	if (what == CURL_POLL_REMOVE) {
+		if (s) {
+			ev_io_stop(h->loop, &s->io);
+			curl_multi_assign(h->multi, fd, NULL);
+			if (s->prev)
+				s->prev->next = s->next;
+			else
+				h->socks = s->next;
+			if (s->next)
+				s->next->prev = s->prev;
+			free(s);
+		}
+		return 0;
+	}
+	int events = (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0);
+	if (!s) {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return -1; /* libcurl fails the transfer */
+		s->http = h;
+		s->fd = fd;
+		ev_io_init(&s->io, on_sock_event, fd, events);
+		s->io.data = s;
+		s->next = h->socks;
+		if (h->socks)
+			h->socks->prev = s;
+		h->socks = s;
+		curl_multi_assign(h->multi, fd, s);
+	} else {
+		ev_io_stop(h->loop, &s->io);
+		ev_io_set(&s->io, fd, events);
+	}
+	ev_io_start(h->loop, &s->io);
+	return 0;
+}
+
+static int on_timer_change(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct http *h = userp;
+	(void)multi;
+	ev_timer_stop(h->loop, &h->timer);
+	if (timeout_ms >= 0) {
+		/* Milliseconds to seconds as a double: integer division would
+		 * turn every sub-second timeout into zero (a busy loop). */
+		ev_timer_set(&h->timer, timeout_ms / 1000.0, 0.);
+		ev_timer_start(h->loop, &h->timer);
+	}
+	return 0;
+}
+
+/* ---- loop side ---------------------------------------------------------- */
+
+static void check_done(struct http *h)
+{
+	CURLMsg *msg;
+	int left;
+	while ((msg = curl_multi_info_read(h->multi, &left))) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		struct xfer *x = NULL;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+		CURLcode result = msg->data.result;
+		curl_multi_remove_handle(h->multi, msg->easy_handle);
+		finish(h, x, result);
+	}
+	start_ready(h);
+}
+
+static void on_sock_event(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct sock *s = w->data;
+	struct http *h = s->http;
+	(void)loop;
+	int action = (revents & EV_READ ? CURL_CSELECT_IN : 0) | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
+	int running;
+	curl_multi_socket_action(h->multi, s->fd, action, &running);
+	check_done(h);
+}
+
+static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct http *h = w->data;
+	(void)loop;
+	(void)revents;
+	int running;
+	curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	check_done(h);
+}
+
+/* A short, printable excerpt of an error body, with the token masked in
+ * case the server echoes it. */
+static void body_excerpt(const struct xfer *x, char *buf, size_t len)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < x->len && o + 1 < len && o < 160; i++) {
+		unsigned char c = (unsigned char)x->body[i];
+		buf[o++] = (c >= 0x20 && c < 0x7f) ? (char)c : ' ';
+	}
+	buf[o] = '\0';
+	if (x->token && *x->token) {
+		char *p;
+		size_t tl = strlen(x->token);
+		while ((p = strstr(buf, x->token)))
+			memset(p, '*', tl);
+	}
+}
+
+static void finish(struct http *h, struct xfer *x, CURLcode result)
+{
+	struct http_response r = {0};
+	char where[300];
+	http_url_describe(x->url, where, sizeof(where));
+	r.started_at = x->started_at;
+	r.finished_at = now_epoch();
+	r.retry_after = -1;
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r.status);
+	curl_off_t retry = 0;
+	if (curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &retry) == CURLE_OK && retry > 0)
+		r.retry_after = (long)retry;
+	struct curl_header *ce = NULL;
+	if (curl_easy_header(x->easy, "Content-Encoding", 0, CURLH_HEADER, -1, &ce) == CURLHE_OK)
+		r.gzip = strstr(ce->value, "gzip") != NULL;
+	r.bytes = x->len;
+
+	if (result == CURLE_OK && r.status >= 200 && r.status < 300) {
+		r.outcome = HTTP_OUTCOME_OK;
+	} else if (result == CURLE_OK && r.status >= 300 && r.status < 400) {
+		char *target = NULL, dest[300] = "(no Location header)";
+		curl_easy_getinfo(x->easy, CURLINFO_REDIRECT_URL, &target);
+		if (target)
+			http_url_describe(target, dest, sizeof(dest));
+		r.outcome = HTTP_OUTCOME_REDIRECT;
+		snprintf(r.error, sizeof(r.error),
+			 "HTTP %ld from %s redirects to %s: redirects are not followed "
+			 "(the token must not travel to another URL); configure that URL as endpoint_url",
+			 r.status, where, dest);
+	} else if (result == CURLE_OK) {
+		char excerpt[200];
+		body_excerpt(x, excerpt, sizeof(excerpt));
+		r.outcome = HTTP_OUTCOME_STATUS;
+		snprintf(r.error, sizeof(r.error), "HTTP %ld from %s%s%s%s", r.status, where,
+			 r.status == 401 || r.status == 403 ? " (the API refused the bearer token)" : "",
+			 *excerpt ? ": " : "", excerpt);
+	} else if (x->too_large) {
+		r.outcome = HTTP_OUTCOME_TOO_LARGE;
+		snprintf(r.error, sizeof(r.error),
+			 "response from %s is larger than max_response_bytes (%zu bytes decoded): "
+			 "ask for a smaller max_window or raise the limit",
+			 where, h->cfg->max_response_bytes);
+	} else if (result == CURLE_OPERATION_TIMEDOUT) {
+		r.outcome = HTTP_OUTCOME_TIMEOUT;
+		snprintf(r.error, sizeof(r.error), "timeout on %s: %s", where,
+			 *x->errbuf ? x->errbuf : curl_easy_strerror(result));
+	} else if (x->denied) {
+		r.outcome = HTTP_OUTCOME_NETWORK;
+		snprintf(r.error, sizeof(r.error),
+			 "%s resolves to %s, which deny_networks forbids: not connecting", where,
+			 x->denied_addr);
+	} else {
+		const char *kind = result == CURLE_COULDNT_RESOLVE_HOST ? "DNS"
+				   : result == CURLE_PEER_FAILED_VERIFICATION || result == CURLE_SSL_CONNECT_ERROR ||
+					     result == CURLE_SSL_CACERT_BADFILE
+				       ? "TLS"
+				       : "network";
+		r.outcome = HTTP_OUTCOME_NETWORK;
+		snprintf(r.error, sizeof(r.error), "%s error on %s: %s", kind, where,
+			 *x->errbuf ? x->errbuf : curl_easy_strerror(result));
+	}
+	r.body = x->body ? x->body : "";
+	r.len = x->len;
+
+	h->in_flight--;
+	if (x->prev_active)
+		x->prev_active->next_active = x->next_active;
+	else
+		h->active = x->next_active;
+	if (x->next_active)
+		x->next_active->prev_active = x->prev_active;
+	x->host->active--;
+	ready_push(h, x->host);
+	x->done(&r, x->user);
+	xfer_free(x);
+}
+
+/* Sets every option of one transfer. Returns -1 if libcurl refuses one. */
+static int setup_easy(struct http *h, struct xfer *x)
+{
+	const struct cfg *c = h->cfg;
+	CURL *e = x->easy;
+	int bad = 0;
+	bad |= curl_easy_setopt(e, CURLOPT_URL, x->url) != CURLE_OK;
+	bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, x) != CURLE_OK;
+	bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf) != CURLE_OK;
+	bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write) != CURLE_OK;
+	bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, x) != CURLE_OK;
+	bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) != CURLE_OK;
+	bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x) != CURLE_OK;
+	bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+	bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
+	bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
+	bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
+	bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
+	bad |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "gzip") != CURLE_OK;
+	bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, c->user_agent) != CURLE_OK;
+	bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)x->timeout_ms) != CURLE_OK;
+	long connect_ms = (long)(c->connect_timeout_ms < x->timeout_ms ? c->connect_timeout_ms : x->timeout_ms);
+	bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_ms) != CURLE_OK;
+	/* An empty proxy disables the *_proxy environment variables: the
+	 * configuration file alone decides. */
+	bad |= curl_easy_setopt(e, CURLOPT_PROXY, c->proxy ? c->proxy : "") != CURLE_OK;
+	if (c->ca_file)
+		bad |= curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file) != CURLE_OK;
+	if (x->token) {
+		bad |= curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BEARER) != CURLE_OK;
+		bad |= curl_easy_setopt(e, CURLOPT_XOAUTH2_BEARER, x->token) != CURLE_OK;
+	}
+	return bad ? -1 : 0;
+}
+
+static void start_ready(struct http *h)
+{
+	struct host *x;
+	while (h->in_flight < h->cfg->max_concurrent_fetches && (x = ready_pop(h))) {
+		struct xfer *t = x->head;
+		x->head = t->next;
+		if (!x->head)
+			x->tail = NULL;
+		t->next = NULL;
+		h->queued--;
+		h->in_flight++;
+		x->active++;
+		t->next_active = h->active;
+		if (h->active)
+			h->active->prev_active = t;
+		h->active = t;
+		ready_push(h, x);
+		t->started_at = now_epoch();
+		if (curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {
+			/* Report it like any failed transfer, from the loop. */
+			snprintf(t->errbuf, sizeof(t->errbuf), "libcurl refused the transfer");
+			finish(h, t, CURLE_FAILED_INIT);
+		}
+	}
+}
+
+int http_submit(struct http *h, const struct http_request *req)
+{
+	struct xfer *x = calloc(1, sizeof(*x));
+	if (!x)
+		return -1;
+	x->http = h;
+	x->done = req->done;
+	x->user = req->user;
+	x->timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : 30000;
+	x->url = strdup(req->url);
+	x->log_name = strdup(req->log_name ? req->log_name : "");
+	x->token = req->token ? strdup(req->token) : NULL;
+	x->easy = curl_easy_init();
+	x->host = x->url ? host_get(h, x->url) : NULL;
+	if (!x->url || !x->log_name || (req->token && !x->token) || !x->easy || !x->host ||
+	    setup_easy(h, x) != 0 ||
+	    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, h->headers) != CURLE_OK) {
+		xfer_free(x);
+		return -1;
+	}
+	struct host *ho = x->host;
+	if (ho->tail)
+		ho->tail->next = x;
+	else
+		ho->head = x;
+	ho->tail = x;
+	h->queued++;
+	ready_push(h, ho);
+	/* Start it from the loop, not here: a caller inside a completion
+	 * callback must not see its new request finish re-entrantly. */
+	ev_timer_stop(h->loop, &h->timer);
+	ev_timer_set(&h->timer, 0., 0.);
+	ev_timer_start(h->loop, &h->timer);
+	return 0;
+}
+
+size_t http_in_flight(const struct http *h)
+{
+	return h->in_flight;
+}
+
+size_t http_queued(const struct http *h)
+{
+	return h->queued;
+}
+
+int http_global_init(void)
+{
+	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+}
+
+void http_global_cleanup(void)
+{
+	curl_global_cleanup();
+}
+
+int http_new(struct ev_loop *loop, const struct cfg *cfg, struct http **out)
+{
+	*out = NULL;
+	struct http *h = calloc(1, sizeof(*h));
+	if (!h)
+		return -1;
+	h->loop = loop;
+	h->cfg = cfg;
+	h->multi = curl_multi_init();
+	if (!h->multi) {
+		free(h);
+		return -1;
+	}
+	h->headers = curl_slist_append(NULL, "Accept: application/json");
+	if (!h->headers) {
+		curl_multi_cleanup(h->multi);
+		free(h);
+		return -1;
+	}
+	ev_timer_init(&h->timer, on_timeout, 0., 0.);
+	h->timer.data = h;
+	curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
+	curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+	/* Keep one idle connection per possible transfer for reuse. */
+	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)cfg->max_concurrent_fetches);
+	*out = h;
+	return 0;
+}
+
+void http_free(struct http *h)
+{
+	if (!h)
+		return;
+	for (size_t b = 0; b < HOST_BUCKETS; b++) {
+		struct host *x = h->buckets[b];
+		while (x) {
+			struct host *next = x->hash_next;
+			for (struct xfer *t = x->head; t;) {
+				struct xfer *tn = t->next;
+				xfer_free(t);
+				t = tn;
+			}
+			free(x->key);
+			free(x);
+			x = next;
+		}
+	}
+	while (h->active) {
+		struct xfer *t = h->active;
+		h->active = t->next_active;
+		curl_multi_remove_handle(h->multi, t->easy);
+		xfer_free(t);
+	}
+	ev_timer_stop(h->loop, &h->timer);
+	curl_multi_cleanup(h->multi); /* may still report sockets removed */
+	while (h->socks) {
+		struct sock *s = h->socks;
+		h->socks = s->next;
+		ev_io_stop(h->loop, &s->io);
+		free(s);
+	}
+	curl_slist_free_all(h->headers);
+	free(h);
+}
