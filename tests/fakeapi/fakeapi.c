@@ -1,0 +1,1306 @@
+/*
+ * fakeapi: a fake customer sales API (SPEC.md section 2) for the tests, the
+ * demo and the benchmarks. It answers GET .../sales with deterministic
+ * hourly ticket counts, and path segments before "sales" make it misbehave
+ * the ways real customer APIs do (see tests/fakeapi/README.md).
+ *
+ * Standalone on purpose: it includes none of the project's headers, so a
+ * bug in the daemon's time or JSON code cannot hide in the fake as well.
+ *
+ * One thread per connection (libmicrohttpd), so a delayed answer never holds
+ * up another request; the main thread only waits for SIGTERM/SIGINT.
+ */
+
+#define ZLIB_CONST
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+#include <zlib.h>
+
+#define CONNECTION_LIMIT 20000u
+#define THREAD_STACK_SIZE ((size_t)256 * 1024)
+#define LISTEN_BACKLOG 4096u
+#define IDLE_TIMEOUT_S 120u
+/* An answer bigger than this is refused with 400 rather than built in memory. */
+#define MAX_RECORDS 2000000u
+#define MAX_DELAY_MS 3600000u
+#define MAX_HUGE_BYTES ((uint64_t)16 << 30)
+#define HOUR 3600
+
+static const char html_page[] = "<!DOCTYPE html><html><body>Login</body></html>";
+static const char oom_body[] = "{\"error\":\"fakeapi: out of memory\"}";
+
+static struct {
+	const char *bind;
+	long port;
+	const char *token; /* NULL: no Authorization check */
+	const char *port_file;
+	const char *log_path;
+} opt = {.bind = "127.0.0.1", .port = -1};
+
+static unsigned int bound_port;
+static char url_host[INET6_ADDRSTRLEN + 2]; /* the bind address as written in a URL */
+static FILE *log_file;
+static pthread_mutex_t log_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+/* Set on SIGTERM so that delayed answers wake up and MHD_stop_daemon() does
+ * not wait out a long delay/MS. */
+static pthread_mutex_t stop_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stop_cond;
+static bool stopping;
+
+/* Source of padding bytes for gzip'd huge/BYTES answers. */
+static char spaces[64 * 1024];
+
+/* ------------------------------------------------------------------------ */
+/* Growing byte buffer. An allocation failure sets `failed`; later appends are
+ * no-ops, so builders check once at the end. */
+
+struct buf {
+	char *data;
+	size_t len;
+	size_t cap;
+	bool failed;
+};
+
+static bool buf_reserve(struct buf *b, size_t more)
+{
+	if (b->failed)
+		return false;
+	if (more <= b->cap - b->len)
+		return true;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap - b->len < more) {
+		if (cap > SIZE_MAX / 2) {
+			b->failed = true;
+			return false;
+		}
+		cap *= 2;
+	}
+	char *p = realloc(b->data, cap);
+	if (p == NULL) {
+		b->failed = true;
+		return false;
+	}
+	b->data = p;
+	b->cap = cap;
+	return true;
+}
+
+static void buf_add(struct buf *b, const void *p, size_t n)
+{
+	if (n == 0 || !buf_reserve(b, n))
+		return;
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+}
+
+static void buf_adds(struct buf *b, const char *s)
+{
+	buf_add(b, s, strlen(s));
+}
+
+__attribute__((format(printf, 2, 3))) static void buf_addf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		b->failed = true;
+		return;
+	}
+	if (!buf_reserve(b, (size_t)n + 1))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+/* A JSON string literal; bytes >= 0x80 pass through untouched (the fake
+ * echoes whatever code it was sent). */
+static void buf_add_json_string(struct buf *b, const char *s, size_t n)
+{
+	buf_add(b, "\"", 1);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"' || c == '\\') {
+			char esc[2] = {'\\', (char)c};
+			buf_add(b, esc, 2);
+		} else if (c < 0x20) {
+			buf_addf(b, "\\u%04x", c);
+		} else {
+			buf_add(b, &s[i], 1);
+		}
+	}
+	buf_add(b, "\"", 1);
+}
+
+static void buf_free(struct buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* ISO 8601 times. Civil-date conversions are Howard Hinnant's
+ * days_from_civil / civil_from_days (proleptic Gregorian, any year), so no
+ * TZ environment or timegm() is involved. */
+
+struct zone {
+	int offset;     /* seconds east of UTC */
+	char suffix[7]; /* "Z" or "+05:30", exactly as received */
+};
+
+struct stamp {
+	int64_t epoch;
+	struct zone zone;
+	bool on_hour; /* minutes, seconds and fraction zero in its own offset */
+};
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+	int64_t q = a / b;
+	if (a % b != 0 && ((a < 0) != (b < 0)))
+		q--;
+	return q;
+}
+
+static int64_t days_from_civil(int64_t y, unsigned int m, unsigned int d)
+{
+	y -= m <= 2;
+	const int64_t era = (y >= 0 ? y : y - 399) / 400;
+	const unsigned int yoe = (unsigned int)(y - era * 400);
+	const unsigned int doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+	const unsigned int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned int *m, unsigned int *d)
+{
+	z += 719468;
+	const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	const unsigned int doe = (unsigned int)(z - era * 146097);
+	const unsigned int yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	const unsigned int doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	const unsigned int mp = (5 * doy + 2) / 153;
+	*d = doy - (153 * mp + 2) / 5 + 1;
+	*m = mp < 10 ? mp + 3 : mp - 9;
+	*y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static bool is_leap(int64_t y)
+{
+	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static bool read_digits(const char *s, int n, int *out)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	*out = v;
+	return true;
+}
+
+/* Parses YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM). On failure writes
+ * a message naming `name` into err. */
+static int parse_stamp(const char *name, const char *s, struct stamp *out, char *err, size_t errlen)
+{
+	int y, mo, d, h, mi, sec;
+
+	if (s == NULL) {
+		snprintf(err, errlen, "%s is missing", name);
+		return -1;
+	}
+	if (strlen(s) < 19 || !read_digits(s, 4, &y) || s[4] != '-' ||
+	    !read_digits(s + 5, 2, &mo) || s[7] != '-' || !read_digits(s + 8, 2, &d) ||
+	    s[10] != 'T' || !read_digits(s + 11, 2, &h) || s[13] != ':' ||
+	    !read_digits(s + 14, 2, &mi) || s[16] != ':' || !read_digits(s + 17, 2, &sec)) {
+		snprintf(err, errlen,
+		         "%s is not an ISO 8601 time (want YYYY-MM-DDTHH:MM:SS then Z or +HH:MM): "
+		         "'%.80s'",
+		         name, s);
+		return -1;
+	}
+	static const unsigned char mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && is_leap(y)) ||
+	    h > 23 || mi > 59 || sec > 59) {
+		snprintf(err, errlen, "%s is not a valid date and time: '%.80s'", name, s);
+		return -1;
+	}
+
+	const char *p = s + 19;
+	bool fraction = false;
+	if (*p == '.') {
+		p++;
+		if (*p < '0' || *p > '9') {
+			snprintf(err, errlen, "%s has an empty fraction: '%.80s'", name, s);
+			return -1;
+		}
+		for (; *p >= '0' && *p <= '9'; p++)
+			fraction |= *p != '0';
+	}
+
+	if (*p == '\0') {
+		snprintf(err, errlen, "%s has no offset", name);
+		return -1;
+	}
+	if (*p == ' ') {
+		/* What MHD leaves of "+05:30" sent without %2B (form decoding). */
+		snprintf(err, errlen, "%s has no offset (a '+' sent unencoded becomes a space)",
+		         name);
+		return -1;
+	}
+	int oh = 0, om = 0, sign = 1;
+	if (strcmp(p, "Z") == 0) {
+		out->zone.offset = 0;
+	} else if ((p[0] == '+' || p[0] == '-') && strlen(p) == 6 && read_digits(p + 1, 2, &oh) &&
+	           p[3] == ':' && read_digits(p + 4, 2, &om) && oh <= 23 && om <= 59) {
+		sign = p[0] == '-' ? -1 : 1;
+		out->zone.offset = sign * (oh * HOUR + om * 60);
+	} else {
+		snprintf(err, errlen, "%s has an offset that is not Z or +HH:MM / -HH:MM: '%.80s'",
+		         name, s);
+		return -1;
+	}
+	snprintf(out->zone.suffix, sizeof out->zone.suffix, "%s", p);
+	out->epoch = days_from_civil(y, (unsigned int)mo, (unsigned int)d) * 86400 + h * HOUR +
+	             mi * 60 + sec - out->zone.offset;
+	out->on_hour = mi == 0 && sec == 0 && !fraction;
+	return 0;
+}
+
+static void buf_add_time(struct buf *b, int64_t epoch, const struct zone *z, bool with_offset)
+{
+	int64_t local = epoch + z->offset;
+	int64_t days = floor_div(local, 86400);
+	int64_t secs = local - days * 86400;
+	int64_t y;
+	unsigned int m, d;
+
+	civil_from_days(days, &y, &m, &d);
+	buf_addf(b, "%04" PRId64 "-%02u-%02uT%02d:%02d:%02d%s", y, m, d, (int)(secs / HOUR),
+	         (int)(secs / 60 % 60), (int)(secs % 60), with_offset ? z->suffix : "");
+}
+
+/* ------------------------------------------------------------------------ */
+/* The answer's numbers. */
+
+static uint32_t fnv1a32(const char *s, size_t n)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 16777619u;
+	}
+	return h;
+}
+
+/* N = (fnv1a32(code) + (uint32)(hour_epoch / 3600) * 7 + seed) % 97, all in
+ * uint32 arithmetic (wrapping), the division truncating toward zero. */
+static uint32_t tickets_for(const char *code, size_t len, int64_t hour, uint32_t seed)
+{
+	return (fnv1a32(code, len) + (uint32_t)(hour / HOUR) * 7u + seed) % 97u;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Behaviour modifiers: the path segments before the final "sales". */
+
+struct mods {
+	uint64_t status, delay_ms, seed, huge_bytes, retry_after;
+	bool has_status, has_delay, has_seed, has_huge, has_retry_after;
+	bool redirect, gzip, wrapped, broken, html, trailing, empty, bad, future, lastcode, noauth,
+	    localtime, noop;
+};
+
+static const struct {
+	const char *name;
+	size_t field; /* offset of a bool in struct mods */
+} flag_mods[] = {
+    {"redirect", offsetof(struct mods, redirect)},
+    {"gzip", offsetof(struct mods, gzip)},
+    {"wrapped", offsetof(struct mods, wrapped)},
+    {"broken", offsetof(struct mods, broken)},
+    {"html", offsetof(struct mods, html)},
+    {"trailing", offsetof(struct mods, trailing)},
+    {"empty", offsetof(struct mods, empty)},
+    {"bad", offsetof(struct mods, bad)},
+    {"future", offsetof(struct mods, future)},
+    {"lastcode", offsetof(struct mods, lastcode)},
+    {"noauth", offsetof(struct mods, noauth)},
+    {"localtime", offsetof(struct mods, localtime)},
+    /* Where status/3xx and redirect point: plain /sales if a client follows. */
+    {"moved", offsetof(struct mods, noop)},
+    {"elsewhere", offsetof(struct mods, noop)},
+};
+
+/* Segments followed by a number: NAME/N. */
+static const struct {
+	const char *name;
+	uint64_t min, max;
+	size_t value; /* offset of a uint64_t in struct mods */
+	size_t given; /* offset of a bool in struct mods */
+} num_mods[] = {
+    {"status", 200, 599, offsetof(struct mods, status), offsetof(struct mods, has_status)},
+    {"delay", 0, MAX_DELAY_MS, offsetof(struct mods, delay_ms), offsetof(struct mods, has_delay)},
+    {"seed", 0, UINT32_MAX, offsetof(struct mods, seed), offsetof(struct mods, has_seed)},
+    {"huge", 0, MAX_HUGE_BYTES, offsetof(struct mods, huge_bytes), offsetof(struct mods, has_huge)},
+    {"retryafter", 0, 86400, offsetof(struct mods, retry_after),
+     offsetof(struct mods, has_retry_after)},
+};
+
+/* Digits only (strtoull alone would take "-1", " 7" and "+7"). */
+static bool parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+	if (*s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Fills m from the path; on failure writes the reason (answered with 404). */
+static int parse_path(const char *url, struct mods *m, char *err, size_t errlen)
+{
+	memset(m, 0, sizeof *m);
+
+	char *copy = strdup(url);
+	char **segs = calloc(strlen(url) / 2 + 2, sizeof *segs);
+	int rc = -1;
+	size_t n = 0;
+	if (copy == NULL || segs == NULL) {
+		snprintf(err, errlen, "fakeapi: out of memory");
+		goto out;
+	}
+	char *save = NULL;
+	for (char *s = strtok_r(copy, "/", &save); s != NULL; s = strtok_r(NULL, "/", &save))
+		segs[n++] = s;
+	if (n == 0 || strcmp(segs[n - 1], "sales") != 0) {
+		snprintf(err, errlen, "no such path '%.200s': the API is .../sales (or /health)",
+		         url);
+		goto out;
+	}
+
+	for (size_t i = 0; i + 1 < n; i++) {
+		const char *seg = segs[i];
+		bool known = false;
+		for (size_t f = 0; f < sizeof flag_mods / sizeof flag_mods[0]; f++) {
+			if (strcmp(seg, flag_mods[f].name) == 0) {
+				*(bool *)((char *)m + flag_mods[f].field) = true;
+				known = true;
+				break;
+			}
+		}
+		if (known)
+			continue;
+
+		size_t k = 0;
+		while (k < sizeof num_mods / sizeof num_mods[0] &&
+		       strcmp(seg, num_mods[k].name) != 0)
+			k++;
+		if (k == sizeof num_mods / sizeof num_mods[0]) {
+			snprintf(err, errlen, "unknown path segment '%.200s'", seg);
+			goto out;
+		}
+		/* The number is the next segment, and never the final "sales". */
+		uint64_t v;
+		if (i + 2 >= n || !parse_uint(segs[i + 1], num_mods[k].max, &v) ||
+		    v < num_mods[k].min) {
+			snprintf(err, errlen,
+			         "path segment '%s' needs a number (%" PRIu64 "-%" PRIu64
+			         ") after it, got '%.200s'",
+			         seg, num_mods[k].min, num_mods[k].max,
+			         i + 2 >= n ? "" : segs[i + 1]);
+			goto out;
+		}
+		*(uint64_t *)((char *)m + num_mods[k].value) = v;
+		*(bool *)((char *)m + num_mods[k].given) = true;
+		i++;
+	}
+	rc = 0;
+out:
+	free(segs);
+	free(copy);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Query string: MHD_lookup_connection_value() returns one value only, so all
+ * arguments are walked to see every ext_ref_codes (and repeated times). */
+
+struct code {
+	const char *s; /* owned by MHD for the duration of the request */
+	size_t len;
+};
+
+struct query {
+	const char *from, *to;
+	size_t from_len, to_len;
+	unsigned int from_count, to_count;
+	struct code *codes;
+	size_t ncodes, cap;
+	bool empty_code, failed;
+};
+
+static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   size_t key_size, const char *value, size_t value_size)
+{
+	struct query *q = cls;
+	(void)kind;
+	(void)key_size;
+
+	if (strcmp(key, "fromTime") == 0) {
+		q->from_count++;
+		q->from = value;
+		q->from_len = value_size;
+	} else if (strcmp(key, "toTime") == 0) {
+		q->to_count++;
+		q->to = value;
+		q->to_len = value_size;
+	} else if (strcmp(key, "ext_ref_codes") == 0) {
+		if (value == NULL || value_size == 0) {
+			q->empty_code = true;
+			return MHD_YES;
+		}
+		if (q->ncodes == q->cap) {
+			size_t cap = q->cap ? q->cap * 2 : 16;
+			struct code *c = reallocarray(q->codes, cap, sizeof *c);
+			if (c == NULL) {
+				q->failed = true;
+				return MHD_NO;
+			}
+			q->codes = c;
+			q->cap = cap;
+		}
+		q->codes[q->ncodes].s = value;
+		q->codes[q->ncodes].len = value_size;
+		q->ncodes++;
+	}
+	return MHD_YES;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Replies. A body is head + `pad` spaces + tail: huge/BYTES pads without
+ * holding BYTES in memory. */
+
+struct reply {
+	unsigned int status;
+	const char *content_type;
+	struct buf head;
+	uint64_t pad;
+	struct buf tail;
+	char location[128];
+};
+
+struct stream {
+	struct buf head;
+	uint64_t pad;
+	struct buf tail;
+};
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+	const struct stream *s = cls;
+	const uint64_t pad_end = s->head.len + s->pad;
+	const uint64_t total = pad_end + s->tail.len;
+	size_t done = 0;
+
+	while (done < max && pos + done < total) {
+		uint64_t p = pos + done;
+		size_t room = max - done;
+		if (p < s->head.len) {
+			size_t n =
+			    (size_t)(s->head.len - p) < room ? (size_t)(s->head.len - p) : room;
+			memcpy(out + done, s->head.data + p, n);
+			done += n;
+		} else if (p < pad_end) {
+			size_t n = pad_end - p < room ? (size_t)(pad_end - p) : room;
+			memset(out + done, ' ', n);
+			done += n;
+		} else {
+			size_t off = (size_t)(p - pad_end);
+			size_t n = s->tail.len - off < room ? s->tail.len - off : room;
+			memcpy(out + done, s->tail.data + off, n);
+			done += n;
+		}
+	}
+	return done == 0 ? MHD_CONTENT_READER_END_OF_STREAM : (ssize_t)done;
+}
+
+static void stream_free(void *cls)
+{
+	struct stream *s = cls;
+	buf_free(&s->head);
+	buf_free(&s->tail);
+	free(s);
+}
+
+static int deflate_some(z_stream *zs, const char *p, size_t n, int flush, struct buf *out)
+{
+	int rc;
+
+	zs->next_in = (const Bytef *)p;
+	zs->avail_in = (uInt)n; /* callers pass at most 64 KiB at a time */
+	do {
+		if (!buf_reserve(out, 64 * 1024))
+			return -1;
+		size_t room = out->cap - out->len;
+		if (room > (1u << 30))
+			room = 1u << 30;
+		zs->next_out = (Bytef *)(out->data + out->len);
+		zs->avail_out = (uInt)room;
+		rc = deflate(zs, flush);
+		if (rc == Z_STREAM_ERROR)
+			return -1;
+		out->len += room - zs->avail_out;
+	} while (zs->avail_out == 0 || (flush == Z_FINISH && rc != Z_STREAM_END));
+	return 0;
+}
+
+static int deflate_buf(z_stream *zs, const struct buf *b, struct buf *out)
+{
+	for (size_t off = 0; off < b->len; off += 64 * 1024) {
+		size_t n = b->len - off < 64 * 1024 ? b->len - off : 64 * 1024;
+		if (deflate_some(zs, b->data + off, n, Z_NO_FLUSH, out) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* gzip (windowBits 31) of head + pad spaces + tail, streamed so that a huge
+ * answer never exists uncompressed. */
+static int gzip_reply(const struct reply *r, struct buf *out)
+{
+	z_stream zs;
+	memset(&zs, 0, sizeof zs);
+	int level = r->pad > (1u << 20) ? Z_BEST_SPEED : Z_DEFAULT_COMPRESSION;
+	if (deflateInit2(&zs, level, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		return -1;
+	int rc = deflate_buf(&zs, &r->head, out);
+	for (uint64_t left = r->pad; rc == 0 && left > 0;) {
+		size_t n = left < sizeof spaces ? (size_t)left : sizeof spaces;
+		rc = deflate_some(&zs, spaces, n, Z_NO_FLUSH, out);
+		left -= n;
+	}
+	if (rc == 0)
+		rc = deflate_buf(&zs, &r->tail, out);
+	if (rc == 0)
+		rc = deflate_some(&zs, "", 0, Z_FINISH, out);
+	deflateEnd(&zs);
+	return rc;
+}
+
+static bool wants_gzip(struct MHD_Connection *conn, const struct mods *m)
+{
+	if (!m->gzip)
+		return false;
+	const char *ae =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING);
+	return ae != NULL && strcasestr(ae, "gzip") != NULL;
+}
+
+static enum MHD_Result queue_oom(struct MHD_Connection *conn)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(
+	    strlen(oom_body), (void *)(uintptr_t)oom_body, MHD_RESPMEM_PERSISTENT);
+	if (resp == NULL)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* Sends r and releases its buffers. m may be NULL (no modifiers parsed). */
+static enum MHD_Result send_reply(struct MHD_Connection *conn, struct reply *r,
+                                  const struct mods *m)
+{
+	struct MHD_Response *resp = NULL;
+	bool gzipped = false;
+
+	if (r->head.failed || r->tail.failed)
+		goto oom;
+
+	if (m != NULL && wants_gzip(conn, m)) {
+		struct buf z = {0};
+		if (gzip_reply(r, &z) != 0) {
+			buf_free(&z);
+			goto oom;
+		}
+		buf_free(&r->head);
+		buf_free(&r->tail);
+		r->head = z;
+		r->pad = 0;
+		gzipped = true;
+	}
+
+	if (r->pad == 0) {
+		buf_add(&r->head, r->tail.data, r->tail.len);
+		buf_free(&r->tail);
+		if (r->head.failed)
+			goto oom;
+		if (r->head.len == 0) {
+			resp = MHD_create_response_from_buffer(0, (void *)(uintptr_t) "",
+			                                       MHD_RESPMEM_PERSISTENT);
+			buf_free(&r->head);
+		} else {
+			resp = MHD_create_response_from_buffer(r->head.len, r->head.data,
+			                                       MHD_RESPMEM_MUST_FREE);
+			if (resp != NULL)
+				r->head = (struct buf){0}; /* MHD frees it now */
+		}
+	} else {
+		struct stream *s = malloc(sizeof *s);
+		if (s == NULL)
+			goto oom;
+		s->head = r->head;
+		s->pad = r->pad;
+		s->tail = r->tail;
+		r->head = (struct buf){0};
+		r->tail = (struct buf){0};
+		uint64_t total = s->head.len + s->pad + s->tail.len;
+		resp = MHD_create_response_from_callback(total, 64 * 1024, stream_read, s,
+		                                         stream_free);
+		if (resp == NULL)
+			stream_free(s);
+	}
+	if (resp == NULL)
+		goto oom;
+
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+	if (gzipped)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
+	if (m != NULL && m->gzip)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
+	if (r->location[0] != '\0')
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, r->location);
+	if (m != NULL && m->has_retry_after) {
+		char ra[24];
+		snprintf(ra, sizeof ra, "%" PRIu64, m->retry_after);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+	}
+	if (r->status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	if (r->status == MHD_HTTP_UNAUTHORIZED)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+
+	enum MHD_Result ret = MHD_queue_response(conn, r->status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+oom:
+	buf_free(&r->head);
+	buf_free(&r->tail);
+	return queue_oom(conn);
+}
+
+__attribute__((format(printf, 4, 5))) static enum MHD_Result send_error(struct MHD_Connection *conn,
+                                                                        unsigned int status,
+                                                                        const struct mods *m,
+                                                                        const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+
+	struct reply r = {.status = status, .content_type = "application/json"};
+	buf_adds(&r.head, "{\"error\":");
+	buf_add_json_string(&r.head, msg, strlen(msg));
+	buf_adds(&r.head, "}");
+	return send_reply(conn, &r, m);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The sales list. */
+
+struct list {
+	struct buf *b;
+	size_t count;
+	size_t last_start; /* where the last element begins, for "broken" */
+};
+
+static void list_item(struct list *l)
+{
+	if (l->count > 0)
+		buf_add(l->b, ",", 1);
+	l->last_start = l->b->len;
+	l->count++;
+}
+
+/* {"time":T,"ext_ref_code":C,"num_tickets":RAW} with T written as told. */
+static void add_record(struct list *l, int64_t hour, const struct zone *z, bool with_offset,
+                       const char *code, size_t code_len, const char *num_tickets)
+{
+	list_item(l);
+	buf_adds(l->b, "{\"time\":\"");
+	buf_add_time(l->b, hour, z, with_offset);
+	buf_adds(l->b, "\",\"ext_ref_code\":");
+	buf_add_json_string(l->b, code, code_len);
+	if (num_tickets != NULL) {
+		buf_adds(l->b, ",\"num_tickets\":");
+		buf_adds(l->b, num_tickets);
+	}
+	buf_adds(l->b, "}");
+}
+
+static void add_counted(struct list *l, int64_t hour, const struct zone *z, bool with_offset,
+                        const struct code *c, uint32_t n)
+{
+	char num[16];
+	snprintf(num, sizeof num, "%" PRIu32, n);
+	add_record(l, hour, z, with_offset, c->s, c->len, num);
+}
+
+/* One of each record the daemon must refuse alone (SPEC section 3). The ones
+ * that have a valid key use the key of the first normal record, whose
+ * duplicate (last here) gets it refused anyway: so the rows written are the
+ * normal ones but the first, whatever order a validator checks its rules in. */
+static void add_bad_records(struct list *l, const struct stamp *from, int64_t next_hour,
+                            const struct code *c0, bool have_first, uint32_t seed)
+{
+	const struct zone *z = &from->zone;
+	const int64_t h0 = from->epoch;
+
+	list_item(l);
+	buf_adds(l->b, "42");
+	add_record(l, h0, z, true, c0->s, c0->len, NULL);
+	add_record(l, h0, z, true, c0->s, c0->len, "\"5\"");
+	add_record(l, h0, z, false, c0->s, c0->len, "5");
+	add_record(l, h0 + HOUR / 2, z, true, c0->s, c0->len, "5");
+	add_record(l, h0, z, true, "nope", 4, "5");
+	add_record(l, h0, z, true, c0->s, c0->len, "-1");
+	add_record(l, h0, z, true, c0->s, c0->len, "2.5");
+	add_record(l, next_hour, z, true, c0->s, c0->len, "5");
+	if (have_first)
+		add_counted(l, h0, z, true, c0, tickets_for(c0->s, c0->len, h0, seed) + 1);
+}
+
+/* Validates the query and builds the 200 answer into r; on a client error
+ * returns -1 with the reason in err. */
+static int build_sales(struct MHD_Connection *conn, const struct mods *m, struct reply *r,
+                       char *err, size_t errlen)
+{
+	struct query q = {0};
+	struct stamp from, to;
+	int rc = -1;
+
+	MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
+	if (q.failed) {
+		snprintf(err, errlen, "fakeapi: out of memory");
+		goto out;
+	}
+	if (q.from_count > 1 || q.to_count > 1) {
+		snprintf(err, errlen, "%s given more than once",
+		         q.from_count > 1 ? "fromTime" : "toTime");
+		goto out;
+	}
+	/* A %00 inside a value makes it longer than its C string. */
+	if ((q.from != NULL && strlen(q.from) != q.from_len) ||
+	    (q.to != NULL && strlen(q.to) != q.to_len)) {
+		snprintf(err, errlen, "%s contains a NUL byte",
+		         q.from != NULL && strlen(q.from) != q.from_len ? "fromTime" : "toTime");
+		goto out;
+	}
+	if (parse_stamp("fromTime", q.from, &from, err, errlen) != 0 ||
+	    parse_stamp("toTime", q.to, &to, err, errlen) != 0)
+		goto out;
+	if (!from.on_hour) {
+		snprintf(err, errlen, "fromTime is not the start of an hour in its offset");
+		goto out;
+	}
+	if (to.epoch < from.epoch) {
+		snprintf(err, errlen, "toTime is before fromTime");
+		goto out;
+	}
+	if (q.empty_code) {
+		snprintf(err, errlen, "ext_ref_codes has an empty value");
+		goto out;
+	}
+	if (q.ncodes == 0) {
+		snprintf(err, errlen, "ext_ref_codes is missing (give it once per store)");
+		goto out;
+	}
+
+	const struct code *codes = m->lastcode ? &q.codes[q.ncodes - 1] : q.codes;
+	const size_t ncodes = m->lastcode ? 1 : q.ncodes;
+	const int64_t now = (int64_t)time(NULL);
+	/* Hours that have started (hour <= now) up to toTime, on fromTime's grid. */
+	const int64_t last = to.epoch < now ? to.epoch : now;
+	const uint64_t hours = last < from.epoch ? 0 : (uint64_t)((last - from.epoch) / HOUR) + 1;
+	const int64_t next_hour = from.epoch + (floor_div(now - from.epoch, HOUR) + 1) * HOUR;
+	if (!m->empty && hours > MAX_RECORDS / ncodes) {
+		snprintf(err, errlen,
+		         "the answer would exceed %u records; ask for a shorter window",
+		         MAX_RECORDS);
+		goto out;
+	}
+
+	r->status = MHD_HTTP_OK;
+	r->content_type = "application/json";
+	struct list l = {.b = &r->head};
+	if (m->wrapped)
+		buf_adds(&r->head, "{\"data\":");
+	buf_adds(&r->head, "[");
+	if (!m->empty) {
+		for (size_t c = 0; c < ncodes; c++)
+			for (uint64_t i = 0; i < hours; i++) {
+				int64_t h = from.epoch + (int64_t)i * HOUR;
+				add_counted(
+				    &l, h, &from.zone, !m->localtime, &codes[c],
+				    tickets_for(codes[c].s, codes[c].len, h, (uint32_t)m->seed));
+			}
+		if (m->future)
+			add_counted(
+			    &l, next_hour, &from.zone, !m->localtime, &codes[0],
+			    tickets_for(codes[0].s, codes[0].len, next_hour, (uint32_t)m->seed));
+		if (m->bad)
+			add_bad_records(&l, &from, next_hour, &codes[0], hours > 0,
+			                (uint32_t)m->seed);
+	}
+
+	if (m->broken) {
+		/* The list cut in the middle of its last record (or of a made-up one). */
+		if (l.count == 0) {
+			buf_adds(&r->tail, "{\"time\":\"20");
+		} else {
+			size_t len = r->head.len - l.last_start;
+			buf_add(&r->tail, r->head.data + l.last_start, len / 2 + 1);
+			r->head.len = l.last_start;
+		}
+	} else {
+		buf_adds(&r->tail, "]");
+		if (m->wrapped)
+			buf_addf(&r->tail, ",\"meta\":{\"count\":%zu}}", l.count);
+		if (m->trailing)
+			buf_adds(&r->tail, "garbage");
+	}
+	if (m->has_huge) {
+		uint64_t have = (uint64_t)r->head.len + r->tail.len;
+		r->pad = m->huge_bytes > have ? m->huge_bytes - have : 0;
+	}
+	rc = 0;
+out:
+	free(q.codes);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Request handling. */
+
+struct request {
+	char *raw_uri; /* as received, query included; from the URI log callback */
+	bool started;
+};
+
+/* Requests whose headers have arrived and whose answer is not finished:
+ * logged as inflight=N so a test can see how many a client ran at once. */
+static unsigned in_flight;
+
+static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	(void)cls;
+	(void)conn;
+	struct request *req = calloc(1, sizeof *req);
+	if (req != NULL)
+		req->raw_uri = strdup(uri); /* NULL tolerated: the log falls back to the path */
+	return req;
+}
+
+static void request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                              enum MHD_RequestTerminationCode toe)
+{
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	struct request *req = *req_cls;
+	if (req != NULL) {
+		if (req->started)
+			__atomic_sub_fetch(&in_flight, 1, __ATOMIC_SEQ_CST);
+		free(req->raw_uri);
+		free(req);
+		*req_cls = NULL;
+	}
+}
+
+/* With --token: exactly "Bearer TOKEN". Without: any bearer token, which only
+ * matters for the log's auth=. */
+static bool auth_ok(struct MHD_Connection *conn)
+{
+	const char *h =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
+		return false;
+	return opt.token == NULL || strcmp(h + 7, opt.token) == 0;
+}
+
+/* "<method> <raw uri> auth=<yes|no> gzip=<yes|no> inflight=N": never the
+ * Authorization header itself. gzip says whether the client offered it. */
+static void log_request(struct MHD_Connection *conn, const struct request *req, const char *method,
+                        const char *url)
+{
+	if (log_file == NULL)
+		return;
+	const char *uri = req != NULL && req->raw_uri != NULL ? req->raw_uri : url;
+	struct buf line = {0};
+	buf_adds(&line, method);
+	buf_adds(&line, " ");
+	for (const unsigned char *p = (const unsigned char *)uri; *p != '\0'; p++) {
+		if (*p < 0x21 || *p >= 0x7f || *p == '\\')
+			buf_addf(&line, "\\x%02x", *p); /* one request, one line */
+		else
+			buf_add(&line, p, 1);
+	}
+	const char *ae = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING);
+	buf_addf(&line, " auth=%s gzip=%s inflight=%u\n", auth_ok(conn) ? "yes" : "no",
+	         ae != NULL && strstr(ae, "gzip") != NULL ? "yes" : "no",
+	         __atomic_load_n(&in_flight, __ATOMIC_SEQ_CST));
+	if (!line.failed) {
+		pthread_mutex_lock(&log_mutex);
+		fwrite(line.data, 1, line.len, log_file);
+		fflush(log_file); /* the tests read it while we run */
+		pthread_mutex_unlock(&log_mutex);
+	}
+	buf_free(&line);
+}
+
+/* Sleeps ms, or less if we are stopping (so shutdown never waits a delay out). */
+static void sleep_ms(unsigned int ms)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += ms / 1000;
+	deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&stop_mutex);
+	while (!stopping && pthread_cond_timedwait(&stop_cond, &stop_mutex, &deadline) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&stop_mutex);
+}
+
+static enum MHD_Result answer(struct MHD_Connection *conn, const char *url, const char *method)
+{
+	char err[512];
+	struct mods m;
+
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+		return send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, NULL,
+		                  "method %.20s not allowed", method);
+	if (strcmp(url, "/health") == 0) {
+		struct reply r = {.status = MHD_HTTP_OK, .content_type = "text/plain"};
+		buf_adds(&r.head, "ok");
+		return send_reply(conn, &r, NULL);
+	}
+	if (parse_path(url, &m, err, sizeof err) != 0)
+		return send_error(conn, MHD_HTTP_NOT_FOUND, NULL, "%s", err);
+
+	if (m.delay_ms > 0)
+		sleep_ms((unsigned int)m.delay_ms);
+
+	if (m.has_status) {
+		struct reply r = {.status = (unsigned int)m.status,
+		                  .content_type = "application/json"};
+		buf_addf(&r.head, "{\"error\":\"fakeapi: status/%" PRIu64 " as asked\"}", m.status);
+		if (m.status >= 300 && m.status < 400)
+			snprintf(r.location, sizeof r.location,
+			         "http://%s:%u/moved/sales?secret=abc", url_host, bound_port);
+		return send_reply(conn, &r, &m);
+	}
+	if (m.redirect) {
+		struct reply r = {.status = MHD_HTTP_FOUND, .content_type = "application/json"};
+		buf_adds(&r.head, "{\"error\":\"fakeapi: moved\"}");
+		snprintf(r.location, sizeof r.location, "http://%s:%u/elsewhere/sales?token=leak",
+		         url_host, bound_port);
+		return send_reply(conn, &r, &m);
+	}
+	if (m.html) {
+		struct reply r = {.status = MHD_HTTP_OK,
+		                  .content_type = "text/html; charset=utf-8"};
+		buf_adds(&r.head, html_page);
+		return send_reply(conn, &r, &m);
+	}
+	if (opt.token != NULL && !m.noauth && !auth_ok(conn))
+		return send_error(
+		    conn, MHD_HTTP_UNAUTHORIZED, &m,
+		    "missing or wrong bearer token (want 'Authorization: Bearer <token>')");
+
+	struct reply r = {0};
+	if (build_sales(conn, &m, &r, err, sizeof err) != 0) {
+		buf_free(&r.head);
+		buf_free(&r.tail);
+		return send_error(conn, MHD_HTTP_BAD_REQUEST, &m, "%s", err);
+	}
+	return send_reply(conn, &r, &m);
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
+                              const char *method, const char *version, const char *upload_data,
+                              size_t *upload_data_size, void **req_cls)
+{
+	(void)cls;
+	(void)version;
+	(void)upload_data;
+	struct request *req = *req_cls;
+
+	if (req == NULL) { /* the URI log callback could not allocate */
+		req = calloc(1, sizeof *req);
+		if (req == NULL)
+			return MHD_NO;
+		*req_cls = req;
+	}
+	if (!req->started) {
+		/* Headers are in: log now, so a delayed request is visible at once. */
+		req->started = true;
+		__atomic_add_fetch(&in_flight, 1, __ATOMIC_SEQ_CST);
+		log_request(conn, req, method, url);
+		return MHD_YES;
+	}
+	if (*upload_data_size != 0) { /* a body nobody asked for: drop it */
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	return answer(conn, url, method);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Start-up. */
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: fakeapi --port N [--bind ADDR] [--token TOKEN] [--port-file FILE]\n"
+	           "               [--log FILE] [--threads]\n"
+	           "  --port N         port to listen on; 0 picks a free one\n"
+	           "  --bind ADDR      IPv4 or IPv6 address (default 127.0.0.1)\n"
+	           "  --token TOKEN    require 'Authorization: Bearer TOKEN' (else 401)\n"
+	           "  --port-file FILE write the bound port there (via FILE.tmp + rename)\n"
+	           "  --log FILE       append '<method> <uri> auth= gzip= inflight=' per request\n"
+	           "  --threads        accepted for compatibility: always thread per connection\n"
+	           "See tests/fakeapi/README.md for the path modifiers.\n");
+}
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("fakeapi: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static void parse_args(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"port", required_argument, NULL, 'p'},  {"bind", required_argument, NULL, 'b'},
+	    {"token", required_argument, NULL, 't'}, {"port-file", required_argument, NULL, 'f'},
+	    {"log", required_argument, NULL, 'l'},   {"threads", no_argument, NULL, 'T'},
+	    {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'p': {
+			char *end;
+			errno = 0;
+			long v = strtol(optarg, &end, 10);
+			if (errno != 0 || end == optarg || *end != '\0' || v < 0 || v > 65535) {
+				fprintf(stderr, "fakeapi: --port wants 0-65535, got '%s'\n",
+				        optarg);
+				exit(2);
+			}
+			opt.port = v;
+			break;
+		}
+		case 'b':
+			opt.bind = optarg;
+			break;
+		case 't':
+			opt.token = optarg;
+			break;
+		case 'f':
+			opt.port_file = optarg;
+			break;
+		case 'l':
+			opt.log_path = optarg;
+			break;
+		case 'T':
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			exit(2);
+		}
+	}
+	if (optind != argc || opt.port < 0) {
+		fprintf(stderr, "fakeapi: %s\n",
+		        optind != argc ? "unexpected argument" : "--port is required");
+		usage(stderr);
+		exit(2);
+	}
+}
+
+/* 2,000 concurrent connections need more than the usual 1,024 descriptors. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			fprintf(stderr, "fakeapi: cannot raise the open files limit: %s\n",
+			        strerror(errno));
+	}
+}
+
+static int write_port_file(const char *path, unsigned int port)
+{
+	char tmp[4096];
+	if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
+		fprintf(stderr, "fakeapi: --port-file path too long\n");
+		return -1;
+	}
+	FILE *f = fopen(tmp, "w");
+	if (f == NULL) {
+		fprintf(stderr, "fakeapi: cannot write %s: %s\n", tmp, strerror(errno));
+		return -1;
+	}
+	bool written = fprintf(f, "%u\n", port) > 0;
+	if (fclose(f) != 0 || !written) {
+		fprintf(stderr, "fakeapi: cannot write %s: %s\n", tmp, strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	/* rename() is atomic: a waiting script sees no file or the whole port. */
+	if (rename(tmp, path) != 0) {
+		fprintf(stderr, "fakeapi: cannot rename %s to %s: %s\n", tmp, path,
+		        strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	parse_args(argc, argv);
+	raise_nofile();
+	memset(spaces, ' ', sizeof spaces);
+
+	pthread_condattr_t ca;
+	if (pthread_condattr_init(&ca) != 0 ||
+	    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+	    pthread_cond_init(&stop_cond, &ca) != 0)
+		die("cannot set up a condition variable");
+	pthread_condattr_destroy(&ca);
+
+	if (opt.log_path != NULL) {
+		log_file = fopen(opt.log_path, "ae");
+		if (log_file == NULL)
+			die("cannot open %s: %s", opt.log_path, strerror(errno));
+	}
+
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
+	struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6,
+	                            .sin6_port = htons((uint16_t)opt.port)};
+	const struct sockaddr *sa;
+	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+	                     MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	if (inet_pton(AF_INET, opt.bind, &sin.sin_addr) == 1) {
+		sa = (const struct sockaddr *)&sin;
+		snprintf(url_host, sizeof url_host, "%s", opt.bind);
+	} else if (inet_pton(AF_INET6, opt.bind, &sin6.sin6_addr) == 1) {
+		sa = (const struct sockaddr *)&sin6;
+		flags |= MHD_USE_IPv6;
+		snprintf(url_host, sizeof url_host, "[%s]", opt.bind);
+	} else {
+		fprintf(stderr, "fakeapi: --bind wants an IPv4 or IPv6 address, got '%s'\n",
+		        opt.bind);
+		exit(2);
+	}
+
+	/* Signals are taken by sigwait() below; blocked before MHD starts so
+	 * every thread it creates inherits the mask. */
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct MHD_Daemon *d = MHD_start_daemon(
+	    flags, (uint16_t)opt.port, NULL, NULL, handle, NULL, MHD_OPTION_SOCK_ADDR, sa,
+	    MHD_OPTION_CONNECTION_LIMIT, CONNECTION_LIMIT, MHD_OPTION_THREAD_STACK_SIZE,
+	    THREAD_STACK_SIZE, MHD_OPTION_LISTEN_BACKLOG_SIZE, LISTEN_BACKLOG,
+	    MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S, MHD_OPTION_URI_LOG_CALLBACK, uri_logger,
+	    NULL, MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL, MHD_OPTION_END);
+	if (d == NULL)
+		die("cannot listen on %s port %ld", opt.bind, opt.port);
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+	if (info == NULL || info->port == 0) {
+		MHD_stop_daemon(d);
+		die("cannot tell which port was bound");
+	}
+	bound_port = info->port;
+
+	if (opt.port_file != NULL && write_port_file(opt.port_file, bound_port) != 0) {
+		MHD_stop_daemon(d);
+		return 1;
+	}
+	printf("listening on %s:%u\n", url_host, bound_port);
+	fflush(stdout);
+
+	int sig = 0;
+	while (sigwait(&sigs, &sig) != 0)
+		;
+
+	pthread_mutex_lock(&stop_mutex);
+	stopping = true;
+	pthread_cond_broadcast(&stop_cond);
+	pthread_mutex_unlock(&stop_mutex);
+	MHD_stop_daemon(d);
+
+	if (log_file != NULL)
+		fclose(log_file);
+	pthread_cond_destroy(&stop_cond);
+	return 0;
+}
