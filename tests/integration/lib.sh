@@ -1,0 +1,96 @@
+# Shared by the integration tests and the demo: a throwaway PostgreSQL, the
+# fake customer API, and assertions that name what they expected.
+# Sourced by bash scripts; expects $WORK (a scratch directory) to be set.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PASSED=0
+FAILED=0
+
+# wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND until it succeeds
+# or the deadline passes (no fixed sleeps as synchronisation).
+wait_for() {
+	local what=$1 secs=$2
+	shift 2
+	local deadline=$((SECONDS + secs))
+	until "$@" >/dev/null 2>&1; do
+		if [ $SECONDS -ge $deadline ]; then
+			echo "timed out after ${secs}s waiting for: $what" >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+pg_start() {
+	PG_DIR=$WORK/pg
+	CONNINFO=$(sh "$ROOT/tests/lib/pg.sh" start "$PG_DIR") || return 1
+	export KSI_SALESD_DATABASE_URL=$CONNINFO
+}
+
+pg_stop() {
+	[ -n "${PG_DIR:-}" ] && sh "$ROOT/tests/lib/pg.sh" stop "$PG_DIR"
+	PG_DIR=
+}
+
+# sql QUERY [psql options...]: one value per line, unaligned, no headers.
+# The query goes in on standard input so that psql variables (-v name=...,
+# used as :'name') are interpolated; -c would not.
+sql() {
+	local q=$1
+	shift
+	psql "$CONNINFO" -X -q -A -t -v ON_ERROR_STOP=1 "$@" <<<"$q"
+}
+
+# fake_start [fakeapi options...]: starts the fake API on a free port,
+# sets FAKE_URL (http://127.0.0.1:PORT) and FAKE_PID.
+fake_start() {
+	local fake=$1
+	shift
+	rm -f "$WORK/fake.port"
+	"$fake" --port 0 --port-file "$WORK/fake.port" --log "$WORK/fake.log" "$@" \
+		>"$WORK/fake.out" 2>&1 &
+	FAKE_PID=$!
+	wait_for "the fake API to listen" 10 test -s "$WORK/fake.port" || return 1
+	FAKE_URL="http://127.0.0.1:$(cat "$WORK/fake.port")"
+}
+
+fake_stop() {
+	if [ -n "${FAKE_PID:-}" ]; then
+		kill "$FAKE_PID" 2>/dev/null
+		wait "$FAKE_PID" 2>/dev/null
+	fi
+	FAKE_PID=
+}
+
+ok() {
+	PASSED=$((PASSED + 1))
+	echo "ok - $1"
+}
+
+not_ok() {
+	FAILED=$((FAILED + 1))
+	echo "not ok - $1"
+	shift
+	[ $# -gt 0 ] && printf '    %s\n' "$@"
+}
+
+# check NAME EXPECTED ACTUAL
+check() {
+	if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1" "expected: $2" "actual:   $3"; fi
+}
+
+# check_contains NAME NEEDLE HAYSTACK
+check_contains() {
+	case $3 in
+	*"$2"*) ok "$1" ;;
+	*) not_ok "$1" "expected to contain: $2" "actual: $3" ;;
+	esac
+}
+
+# check_absent NAME NEEDLE HAYSTACK
+check_absent() {
+	case $3 in
+	*"$2"*) not_ok "$1" "must not contain: $2" "actual: $3" ;;
+	*) ok "$1" ;;
+	esac
+}
