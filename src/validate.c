@@ -1,0 +1,1368 @@
+/* validate: judges one response body against the integration guide (SPEC §2,
+ * §3): the whole response refused, or each record accepted or refused with a
+ * reason a person can act on. Pure: no I/O, no globals.
+ *
+ * cJSON decides what the values are; a small scanner over the raw bytes
+ * decides what cJSON cannot see, because cJSON is lenient: it skips any byte
+ * <= 0x20 as white space, accepts "01", "1." and "-.5" as numbers, keeps raw
+ * control bytes and invalid UTF-8 inside strings, and decodes \u0000 to a NUL
+ * that silently truncates valuestring; it reads a \u escape without four hex
+ * digits as U+0000. The raw text also gives each refused record's JSON text
+ * and the exact decimal text of num_tickets.
+ *
+ * Decisions (SPEC is silent on these):
+ * - What cJSON lets through but RFC 8259 does not (a control byte between
+ *   tokens, "01", a bad \u escape) refuses the whole response as not valid
+ *   JSON, like JSON followed by other text. Raw bytes inside strings do not:
+ *   the string rules judge those, and only in time and ext_ref_code; other
+ *   fields are ignored whatever they hold.
+ * - cJSON's own limits refuse the whole response too: nesting over 1000
+ *   levels, lone surrogate escapes. A UTF-8 byte order mark is skipped, as
+ *   cJSON does and RFC 8259 §8.1 allows.
+ * - Byte positions in messages count from 0, like hexdump's offsets. */
+#include "validate.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+
+#include "isotime.h"
+
+#define EXCERPT_BYTES 40 /* longest quoted value or body excerpt in a message */
+#define LIST_MAX 5       /* keys, codes or elements named in one message */
+#define TICKETS_MAX 2147483647
+
+static const char ellipsis[] = "\xE2\x80\xA6"; /* U+2026 */
+
+const char *val_reason_name(enum val_reason r)
+{
+	switch (r) {
+	case VAL_NOT_OBJECT:
+		return "not_an_object";
+	case VAL_MISSING_FIELD:
+		return "missing_field";
+	case VAL_WRONG_TYPE:
+		return "wrong_type";
+	case VAL_STRING_NUL:
+		return "string_has_nul";
+	case VAL_STRING_INVALID_UTF8:
+		return "string_invalid_utf8";
+	case VAL_STRING_TOO_LONG:
+		return "string_too_long";
+	case VAL_TIME_NO_OFFSET:
+		return "time_without_offset";
+	case VAL_TIME_UNPARSEABLE:
+		return "time_unparseable";
+	case VAL_TIME_NOT_ON_HOUR:
+		return "time_not_on_hour";
+	case VAL_TIME_OUTSIDE_WINDOW:
+		return "time_outside_window";
+	case VAL_TIME_IN_FUTURE:
+		return "time_in_future";
+	case VAL_UNKNOWN_CODE:
+		return "unknown_ext_ref_code";
+	case VAL_TICKETS_NEGATIVE:
+		return "num_tickets_negative";
+	case VAL_TICKETS_FRACTIONAL:
+		return "num_tickets_fractional";
+	case VAL_TICKETS_TOO_LARGE:
+		return "num_tickets_too_large";
+	case VAL_DUPLICATE:
+		return "duplicate";
+	}
+	return "unknown";
+}
+
+/* ---- a growable string; one failed allocation poisons it ---------------- */
+
+struct sbuf {
+	char *p;
+	size_t len;
+	size_t cap;
+	bool oom;
+};
+
+static void sb_add(struct sbuf *sb, const char *s, size_t n)
+{
+	if (sb->oom)
+		return;
+	if (sb->cap - sb->len <= n) {
+		size_t ncap = sb->cap ? sb->cap : 64;
+		char *grown;
+
+		while (ncap - sb->len <= n) {
+			if (ncap > SIZE_MAX / 2) {
+				sb->oom = true;
+				return;
+			}
+			ncap *= 2;
+		}
+		grown = realloc(sb->p, ncap);
+		if (!grown) {
+			sb->oom = true;
+			return;
+		}
+		sb->p = grown;
+		sb->cap = ncap;
+	}
+	memcpy(sb->p + sb->len, s, n);
+	sb->len += n;
+	sb->p[sb->len] = '\0';
+}
+
+static void sb_puts(struct sbuf *sb, const char *s)
+{
+	sb_add(sb, s, strlen(s));
+}
+
+static void sb_printf(struct sbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(struct sbuf *sb, const char *fmt, ...)
+{
+	char small[128];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(small, sizeof(small), fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		sb->oom = true;
+		return;
+	}
+	if ((size_t)n < sizeof(small)) {
+		sb_add(sb, small, (size_t)n);
+		return;
+	}
+	/* Every format here is short; a longer one is a programming error,
+	 * but stays safe: keep the truncated text. */
+	sb_add(sb, small, sizeof(small) - 1);
+}
+
+/* Hands the text over (never NULL unless out of memory). */
+static char *sb_take(struct sbuf *sb)
+{
+	char *p;
+
+	if (!sb->oom && !sb->p)
+		sb_add(sb, "", 0);
+	if (sb->oom) {
+		free(sb->p);
+		sb->p = NULL;
+		return NULL;
+	}
+	p = sb->p;
+	sb->p = NULL;
+	sb->len = sb->cap = 0;
+	return p;
+}
+
+/* ---- UTF-8 --------------------------------------------------------------- */
+
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629 table 3-7: no
+ * overlongs, no surrogates, nothing above U+10FFFF), or 0 when there is none.
+ * *cp receives the code point. */
+static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
+{
+	unsigned char c = s[0];
+	unsigned char lo = 0x80, hi = 0xBF;
+	size_t len, i;
+	uint32_t v;
+
+	if (c < 0x80) {
+		*cp = c;
+		return 1;
+	}
+	if (c >= 0xC2 && c <= 0xDF) {
+		len = 2;
+		v = c & 0x1F;
+	} else if (c >= 0xE0 && c <= 0xEF) {
+		len = 3;
+		v = c & 0x0F;
+		if (c == 0xE0)
+			lo = 0xA0; /* overlong below */
+		else if (c == 0xED)
+			hi = 0x9F; /* UTF-16 surrogates above */
+	} else if (c >= 0xF0 && c <= 0xF4) {
+		len = 4;
+		v = c & 0x07;
+		if (c == 0xF0)
+			lo = 0x90;
+		else if (c == 0xF4)
+			hi = 0x8F; /* above U+10FFFF */
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (i = 1; i < len; i++) {
+		unsigned char b = s[i];
+
+		if (b < lo || b > hi)
+			return 0;
+		lo = 0x80;
+		hi = 0xBF;
+		v = (v << 6) | (b & 0x3F);
+	}
+	*cp = v;
+	return len;
+}
+
+/* Appends s[0..n) made safe to log and to store in a PostgreSQL text column:
+ * printable ASCII as is, well-formed UTF-8 from U+00A0 up as is unless
+ * ascii_only, every other byte as \xNN. At most max bytes of it, then "…". */
+static void sb_excerpt(struct sbuf *sb, const char *s, size_t n, size_t max, bool ascii_only)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0, used = 0;
+
+	while (i < n) {
+		char esc[5];
+		const char *piece;
+		size_t plen, step;
+		uint32_t cp;
+
+		if (u[i] >= 0x20 && u[i] < 0x7F) {
+			piece = s + i;
+			plen = step = 1;
+		} else if (u[i] >= 0x80 && !ascii_only &&
+		           (step = utf8_seq(u + i, n - i, &cp)) > 0 && cp >= 0xA0) {
+			piece = s + i;
+			plen = step;
+		} else {
+			snprintf(esc, sizeof(esc), "\\x%02X", u[i]);
+			piece = esc;
+			plen = 4;
+			step = 1;
+		}
+		if (used + plen > max) {
+			sb_puts(sb, ellipsis);
+			return;
+		}
+		sb_add(sb, piece, plen);
+		used += plen;
+		i += step;
+	}
+}
+
+/* ---- raw JSON scanning ---------------------------------------------------
+ * These walk text cJSON already accepted, so structure, escapes and literals
+ * are known good; they only bound-check to stay safe. */
+
+static bool is_ws(char c)
+{
+	/* RFC 8259 white space only, not cJSON's "any byte <= 0x20". */
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static bool is_number_char(char c)
+{
+	/* The bytes cJSON hands to strtod. */
+	return is_digit(c) || c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E';
+}
+
+static size_t skip_ws(const char *b, size_t pos, size_t len)
+{
+	while (pos < len && is_ws(b[pos]))
+		pos++;
+	return pos;
+}
+
+/* pos at the opening quote; returns the position after the closing one. */
+static size_t skip_string(const char *b, size_t pos, size_t len)
+{
+	pos++;
+	while (pos < len) {
+		if (b[pos] == '\\')
+			pos += 2;
+		else if (b[pos] == '"')
+			return pos + 1;
+		else
+			pos++;
+	}
+	return len;
+}
+
+/* End of the RFC 8259 number at pos, or pos when there is none. */
+static size_t number_end(const char *b, size_t pos, size_t len)
+{
+	size_t p = pos;
+
+	if (p < len && b[p] == '-')
+		p++;
+	if (p < len && b[p] == '0') {
+		p++;
+	} else if (p < len && b[p] >= '1' && b[p] <= '9') {
+		while (p < len && is_digit(b[p]))
+			p++;
+	} else {
+		return pos;
+	}
+	if (p < len && b[p] == '.') {
+		p++;
+		if (p >= len || !is_digit(b[p]))
+			return pos;
+		while (p < len && is_digit(b[p]))
+			p++;
+	}
+	if (p < len && (b[p] == 'e' || b[p] == 'E')) {
+		p++;
+		if (p < len && (b[p] == '+' || b[p] == '-'))
+			p++;
+		if (p >= len || !is_digit(b[p]))
+			return pos;
+		while (p < len && is_digit(b[p]))
+			p++;
+	}
+	return p;
+}
+
+/* pos at the first byte of a value; returns the position after it. */
+static size_t skip_value(const char *b, size_t pos, size_t len)
+{
+	size_t depth = 0;
+
+	if (pos >= len)
+		return len;
+	switch (b[pos]) {
+	case '"':
+		return skip_string(b, pos, len);
+	case 't':
+	case 'n':
+		return pos + 4 < len ? pos + 4 : len;
+	case 'f':
+		return pos + 5 < len ? pos + 5 : len;
+	case '[':
+	case '{':
+		break;
+	default: {
+		size_t e = number_end(b, pos, len);
+
+		return e > pos ? e : pos + 1;
+	}
+	}
+	while (pos < len) {
+		char c = b[pos];
+
+		if (c == '"') {
+			pos = skip_string(b, pos, len);
+			continue;
+		}
+		pos++;
+		if (c == '[' || c == '{') {
+			depth++;
+		} else if (c == ']' || c == '}') {
+			if (--depth == 0)
+				return pos;
+		}
+	}
+	return len;
+}
+
+static size_t skip_bom(const char *b, size_t len)
+{
+	/* cJSON skips a UTF-8 byte order mark, as RFC 8259 §8.1 allows. */
+	return len >= 3 && memcmp(b, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+}
+
+enum strict_fault {
+	STRICT_OK,
+	STRICT_CONTROL,  /* a byte cJSON took for white space */
+	STRICT_NUMBER,   /* a number RFC 8259 does not allow */
+	STRICT_ESCAPE,   /* \u not followed by four hex digits */
+	STRICT_TRAILING, /* text after the top-level value */
+};
+
+static bool is_hex(char c)
+{
+	return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* skip_string(), and *bad set to the first \u escape without four hex
+ * digits: cJSON 1.7.15 reads those as U+0000 instead of refusing them. */
+static size_t scan_string(const char *b, size_t pos, size_t len, size_t *bad)
+{
+	pos++;
+	while (pos < len) {
+		if (b[pos] == '"')
+			return pos + 1;
+		if (b[pos] != '\\') {
+			pos++;
+			continue;
+		}
+		if (pos + 1 < len && b[pos + 1] == 'u' && *bad == SIZE_MAX &&
+		    !(pos + 5 < len && is_hex(b[pos + 2]) && is_hex(b[pos + 3]) &&
+		      is_hex(b[pos + 4]) && is_hex(b[pos + 5])))
+			*bad = pos;
+		pos += 2;
+	}
+	return len;
+}
+
+/* What cJSON let through that RFC 8259 does not: the body is then not JSON
+ * (SPEC §3: "JSON followed by anything but white space" included). Bytes
+ * inside strings are the per-record string rules' business, not this. */
+static enum strict_fault strict_check(const char *b, size_t len, size_t *where)
+{
+	size_t pos = skip_bom(b, len), depth = 0;
+	bool done = false;
+
+	while (pos < len) {
+		char c = b[pos];
+		size_t start = pos;
+
+		if (is_ws(c)) {
+			pos++;
+			continue;
+		}
+		*where = pos;
+		if (done)
+			return STRICT_TRAILING;
+		if (c == '[' || c == '{') {
+			depth++;
+			pos++;
+			continue;
+		}
+		if (c == ',' || c == ':') {
+			pos++;
+			continue;
+		}
+		if (c == ']' || c == '}') {
+			depth--;
+			pos++;
+		} else if (c == '"') {
+			size_t bad = SIZE_MAX;
+
+			pos = scan_string(b, pos, len, &bad);
+			if (bad != SIZE_MAX) {
+				*where = bad;
+				return STRICT_ESCAPE;
+			}
+		} else if (c == 't' || c == 'f' || c == 'n') {
+			pos = skip_value(b, pos, len);
+		} else if (c == '-' || is_digit(c)) {
+			pos = number_end(b, pos, len);
+			if (pos == start || (pos < len && is_number_char(b[pos])))
+				return STRICT_NUMBER;
+		} else {
+			return STRICT_CONTROL;
+		}
+		if (depth == 0)
+			done = true;
+	}
+	return STRICT_OK;
+}
+
+/* Value span of the k-th member (from 0) of the object at b[pos]. */
+static bool member_span(const char *b, size_t pos, size_t end, size_t k, size_t *vs, size_t *ve)
+{
+	size_t i = 0;
+
+	pos++;
+	for (;;) {
+		pos = skip_ws(b, pos, end);
+		if (pos >= end || b[pos] != '"')
+			return false;
+		pos = skip_ws(b, skip_string(b, pos, end), end);
+		if (pos >= end || b[pos] != ':')
+			return false;
+		pos = skip_ws(b, pos + 1, end);
+		*vs = pos;
+		pos = skip_value(b, pos, end);
+		if (i++ == k) {
+			*ve = pos;
+			return true;
+		}
+		pos = skip_ws(b, pos, end);
+		if (pos >= end || b[pos] != ',')
+			return false;
+		pos++;
+	}
+}
+
+/* ---- what one string field holds ------------------------------------------ */
+
+struct str_facts {
+	bool nul;          /* a raw NUL byte or a \u0000 escape */
+	bool bad_utf8;     /* a byte that starts no well-formed UTF-8 sequence */
+	unsigned bad_byte; /* the first such byte */
+	size_t decoded;    /* bytes once escapes are decoded */
+};
+
+static unsigned hex4(const char *s)
+{
+	unsigned v = 0;
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		char c = s[i];
+
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v |= (unsigned)(c - 'a' + 10);
+		else if (c >= 'A' && c <= 'F')
+			v |= (unsigned)(c - 'A' + 10);
+	}
+	return v;
+}
+
+/* s[0..n) is the raw text between the quotes. */
+static void str_inspect(const char *s, size_t n, struct str_facts *f)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0;
+
+	memset(f, 0, sizeof(*f));
+	while (i < n) {
+		if (s[i] == '\\' && i + 1 < n) {
+			if (s[i + 1] != 'u' || i + 6 > n) {
+				f->decoded++;
+				i += 2;
+				continue;
+			}
+			unsigned cu = hex4(s + i + 2);
+
+			i += 6;
+			if (cu == 0) {
+				f->nul = true;
+				f->decoded++;
+			} else if (cu >= 0xD800 && cu <= 0xDBFF) {
+				/* cJSON refuses the text unless a low surrogate
+				 * escape follows: the pair is one 4-byte character. */
+				f->decoded += 4;
+				i += 6;
+			} else {
+				f->decoded += cu < 0x80 ? 1 : cu < 0x800 ? 2 : 3;
+			}
+			continue;
+		}
+		if (u[i] == 0) {
+			f->nul = true;
+			f->decoded++;
+			i++;
+			continue;
+		}
+		uint32_t cp;
+		size_t step = utf8_seq(u + i, n - i, &cp);
+
+		if (step == 0) {
+			if (!f->bad_utf8) {
+				f->bad_utf8 = true;
+				f->bad_byte = u[i];
+			}
+			step = 1;
+		}
+		f->decoded += step;
+		i += step;
+	}
+}
+
+/* ---- num_tickets, judged on its exact decimal text ------------------------
+ * Not on the double cJSON made of it: 2147483647.00000001 rounds to an
+ * integer, 1e-400 to zero, and neither is one. */
+
+enum tickets {
+	TICKETS_OK,
+	TICKETS_NEGATIVE,
+	TICKETS_TOO_LARGE,
+	TICKETS_FRACTIONAL,
+};
+
+/* s[0..n) is a number RFC 8259 allows (strict_check made sure). The order of
+ * the answers is a decision: negative first (so -1.5 and -1e999 are
+ * "negative", the fix a person needs first), then too large (so 1e999 and
+ * 2147483647.5 are "too large"), then fractional. -0 is 0. */
+static enum tickets tickets_judge(const char *s, size_t n, int32_t *value)
+{
+	size_t i = 0, int_at, nint, frac_at = 0, nfrac = 0, ndig, first, last, k;
+	bool neg = false, exp_neg = false, frac;
+	int64_t exp = 0, point;
+	uint64_t v = 0;
+
+	if (i < n && s[i] == '-') {
+		neg = true;
+		i++;
+	}
+	int_at = i;
+	while (i < n && is_digit(s[i]))
+		i++;
+	nint = i - int_at;
+	if (i < n && s[i] == '.') {
+		frac_at = ++i;
+		while (i < n && is_digit(s[i]))
+			i++;
+		nfrac = i - frac_at;
+	}
+	if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+		i++;
+		if (i < n && (s[i] == '+' || s[i] == '-'))
+			exp_neg = s[i++] == '-';
+		/* Saturate: beyond a million the answer no longer changes. */
+		while (i < n && is_digit(s[i])) {
+			if (exp < 1000000)
+				exp = exp * 10 + (s[i] - '0');
+			i++;
+		}
+		if (exp_neg)
+			exp = -exp;
+	}
+#define DIGIT(j) ((j) < nint ? s[int_at + (j)] : s[frac_at + (j)-nint])
+	ndig = nint + nfrac;
+	for (first = 0; first < ndig && DIGIT(first) == '0'; first++)
+		;
+	if (first == ndig) {
+		*value = 0;
+		return TICKETS_OK;
+	}
+	if (neg)
+		return TICKETS_NEGATIVE;
+	for (last = ndig - 1; DIGIT(last) == '0'; last--)
+		;
+	/* Digits before the decimal point, counted from the first non-zero. */
+	point = (int64_t)nint + exp - (int64_t)first;
+	if (point > 10)
+		return TICKETS_TOO_LARGE;
+	if (point <= 0)
+		return TICKETS_FRACTIONAL;
+	for (k = 0; k < (size_t)point; k++) {
+		size_t j = first + k;
+
+		v = v * 10 + (uint64_t)(j <= last ? DIGIT(j) - '0' : 0);
+	}
+#undef DIGIT
+	frac = last - first + 1 > (size_t)point;
+	/* 2147483647.5 is above the largest allowed too. */
+	if (v > TICKETS_MAX || (v == TICKETS_MAX && frac))
+		return TICKETS_TOO_LARGE;
+	if (frac)
+		return TICKETS_FRACTIONAL;
+	*value = (int32_t)v;
+	return TICKETS_OK;
+}
+
+/* ---- judging one element -------------------------------------------------- */
+
+struct span {
+	size_t start;
+	size_t end;
+};
+
+/* What became of one list element. */
+struct outcome {
+	char *detail; /* owned until moved into a refusal */
+	int64_t hour;
+	size_t code;
+	int32_t tickets;
+	int32_t offset;
+	enum val_reason reason;
+	bool refused;
+	bool keyed; /* time and code passed: a (code, hour) key for duplicates */
+};
+
+/* One element as the judge sees it. */
+struct element {
+	const char *b; /* the whole body */
+	struct span span;
+	const cJSON *item;
+	const struct val_request *req;
+};
+
+/* One guide field of an object element. */
+struct field {
+	const char *name;
+	const cJSON *item;
+	size_t vs, ve; /* raw value text */
+};
+
+static const char *type_name(const cJSON *item)
+{
+	if (cJSON_IsString(item))
+		return "a string";
+	if (cJSON_IsNumber(item))
+		return "a number";
+	if (cJSON_IsTrue(item))
+		return "true";
+	if (cJSON_IsFalse(item))
+		return "false";
+	if (cJSON_IsNull(item))
+		return "null";
+	if (cJSON_IsArray(item))
+		return "a list";
+	if (cJSON_IsObject(item))
+		return "an object";
+	return "an unknown value";
+}
+
+static void sb_raw(struct sbuf *sb, const struct element *e, size_t vs, size_t ve)
+{
+	sb_excerpt(sb, e->b + vs, ve - vs, EXCERPT_BYTES, false);
+}
+
+/* What a value is, and as sent unless that says it all: a string ("25"). */
+static void sb_got(struct sbuf *sb, const struct element *e, const cJSON *item, size_t vs,
+                   size_t ve)
+{
+	sb_puts(sb, type_name(item));
+	if (cJSON_IsBool(item) || cJSON_IsNull(item))
+		return;
+	sb_puts(sb, " (");
+	sb_raw(sb, e, vs, ve);
+	sb_puts(sb, ")");
+}
+
+/* Writes an instant at the record's own offset, the way its sender reads it. */
+static void sb_instant(struct sbuf *sb, int64_t epoch, int32_t offset)
+{
+	char buf[ISO_FORMAT_LEN];
+
+	iso_format(epoch, offset, buf);
+	if (buf[0] == '\0')
+		iso_format(epoch, 0, buf);
+	if (buf[0] == '\0')
+		sb_printf(sb, "epoch %lld", (long long)epoch);
+	else
+		sb_puts(sb, buf);
+}
+
+static int code_cmp(const void *key, const void *elem)
+{
+	return strcmp(key, *(const char *const *)elem);
+}
+
+/* Mirrors cJSON_GetObjectItemCaseSensitive (first member whose key
+ * strcmp-matches) and also says which member it was, to find its raw text. */
+static bool find_field(const struct element *e, struct field *f)
+{
+	const cJSON *c;
+	size_t k = 0;
+
+	for (c = e->item->child; c; c = c->next, k++) {
+		if (c->string && strcmp(c->string, f->name) == 0)
+			break;
+	}
+	f->item = c;
+	f->vs = f->ve = 0;
+	if (!c)
+		return false;
+	if (!member_span(e->b, e->span.start, e->span.end, k, &f->vs, &f->ve))
+		f->vs = f->ve = e->span.start; /* unreachable for text cJSON accepted */
+	return true;
+}
+
+/* The string rules (SPEC §3) on one field's raw bytes; true when it passes. */
+static bool check_string(const struct element *e, const struct field *f, struct outcome *o,
+                         struct sbuf *sb)
+{
+	struct str_facts facts;
+
+	/* vs..ve includes the quotes (member_span cannot fail on text cJSON
+	 * accepted; the guard only keeps the arithmetic safe). */
+	if (f->ve - f->vs < 2)
+		return true;
+	str_inspect(e->b + f->vs + 1, f->ve - f->vs - 2, &facts);
+	if (facts.nul) {
+		o->reason = VAL_STRING_NUL;
+		sb_printf(sb, "%s ", f->name);
+		sb_raw(sb, e, f->vs, f->ve);
+		sb_puts(sb, " contains a NUL character (raw or \\u0000): the guide requires text "
+		            "without NUL");
+	} else if (facts.bad_utf8) {
+		o->reason = VAL_STRING_INVALID_UTF8;
+		sb_printf(sb, "%s ", f->name);
+		sb_raw(sb, e, f->vs, f->ve);
+		sb_printf(sb, " is not valid UTF-8 (byte 0x%02X): the guide requires UTF-8 text",
+		          facts.bad_byte);
+	} else if (facts.decoded > VAL_MAX_STRING_BYTES) {
+		o->reason = VAL_STRING_TOO_LONG;
+		sb_printf(sb, "%s ", f->name);
+		sb_raw(sb, e, f->vs, f->ve);
+		sb_printf(sb, " is %zu bytes long: the guide allows at most %d", facts.decoded,
+		          VAL_MAX_STRING_BYTES);
+	} else {
+		return true;
+	}
+	return false;
+}
+
+static void judge_tickets(const struct element *e, const struct field *f, struct outcome *o,
+                          struct sbuf *sb)
+{
+	enum tickets t = tickets_judge(e->b + f->vs, f->ve - f->vs, &o->tickets);
+
+	if (t == TICKETS_OK)
+		return;
+	o->refused = true;
+	sb_puts(sb, "num_tickets ");
+	sb_raw(sb, e, f->vs, f->ve);
+	if (t == TICKETS_NEGATIVE) {
+		o->reason = VAL_TICKETS_NEGATIVE;
+		sb_puts(sb, " is negative");
+	} else if (t == TICKETS_TOO_LARGE) {
+		o->reason = VAL_TICKETS_TOO_LARGE;
+		sb_puts(sb, " is too large");
+	} else {
+		o->reason = VAL_TICKETS_FRACTIONAL;
+		sb_puts(sb, " has a fractional part");
+	}
+	sb_printf(sb, ": the guide requires a whole number from 0 to %d", TICKETS_MAX);
+}
+
+/* Applies SPEC §3's record rules in order; the first that fails is the
+ * reason. Leaves o->detail set when refused. Returns -1 out of memory.
+ * A field that is null is there, of the wrong type, not missing. Every missing
+ * field is named (a person fixes them at once); of wrong types, the first. The
+ * string rules run on time, then ext_ref_code: NUL, then UTF-8, then length. */
+static int judge(const struct element *e, struct outcome *o)
+{
+	const struct val_request *req = e->req;
+	struct field fs[3] = {{.name = "time"}, {.name = "ext_ref_code"}, {.name = "num_tickets"}};
+	struct field *tf = &fs[0], *cf = &fs[1], *nf = &fs[2];
+	struct sbuf sb = {0};
+	struct iso_instant t;
+	enum iso_status st;
+	const char *const *hit;
+	size_t i, nmissing = 0;
+
+	memset(o, 0, sizeof(*o));
+	o->refused = true;
+	if (!cJSON_IsObject(e->item)) {
+		o->reason = VAL_NOT_OBJECT;
+		sb_puts(&sb, "element is ");
+		sb_got(&sb, e, e->item, e->span.start, e->span.end);
+		sb_puts(&sb, ", not an object: the guide requires an object with time, "
+		             "ext_ref_code and num_tickets");
+		goto refused;
+	}
+	for (i = 0; i < 3; i++) {
+		if (find_field(e, &fs[i]))
+			continue;
+		sb_puts(&sb, nmissing++ ? ", " : "missing ");
+		sb_puts(&sb, fs[i].name);
+	}
+	if (nmissing) {
+		o->reason = VAL_MISSING_FIELD;
+		sb_puts(&sb, ": the guide requires time, ext_ref_code and num_tickets in every "
+		             "record");
+		goto refused;
+	}
+	for (i = 0; i < 3; i++) {
+		bool ok = i < 2 ? cJSON_IsString(fs[i].item) : cJSON_IsNumber(fs[i].item);
+
+		if (ok)
+			continue;
+		o->reason = VAL_WRONG_TYPE;
+		sb_printf(&sb, "%s is ", fs[i].name);
+		sb_got(&sb, e, fs[i].item, fs[i].vs, fs[i].ve);
+		if (i == 0)
+			sb_puts(&sb, ": the guide requires a string with an ISO 8601 date-time "
+			             "and offset, e.g. \"2023-02-08T00:00:00-03:00\"");
+		else if (i == 1)
+			sb_puts(&sb, ": the guide requires a string, one of the codes requested, "
+			             "e.g. \"0001\"");
+		else
+			sb_puts(&sb, ": the guide requires a JSON number without quotes, e.g. 25");
+		goto refused;
+	}
+	if (!check_string(e, tf, o, &sb) || !check_string(e, cf, o, &sb))
+		goto refused;
+
+	/* No NUL, so valuestring holds the whole decoded text. */
+	st = iso_parse(tf->item->valuestring, strlen(tf->item->valuestring), &t);
+	if (st != ISO_OK || !iso_on_hour(&t)) {
+		sb_puts(&sb, "time ");
+		sb_raw(&sb, e, tf->vs, tf->ve);
+		if (st == ISO_NO_OFFSET) {
+			o->reason = VAL_TIME_NO_OFFSET;
+			sb_puts(&sb, " has no UTC offset: the guide requires an offset or Z, e.g. "
+			             "\"2023-02-08T00:00:00-03:00\"");
+		} else if (st != ISO_OK) {
+			o->reason = VAL_TIME_UNPARSEABLE;
+			sb_puts(&sb, " is not an ISO 8601 date-time: the guide requires e.g. "
+			             "\"2023-02-08T00:00:00-03:00\"");
+		} else {
+			o->reason = VAL_TIME_NOT_ON_HOUR;
+			sb_puts(&sb, " is not the start of an hour: the guide requires minutes, "
+			             "seconds and any fraction to be zero");
+		}
+		goto refused;
+	}
+	o->hour = t.epoch;
+	o->offset = t.offset;
+	if (t.epoch < req->from || t.epoch >= req->to) {
+		o->reason = VAL_TIME_OUTSIDE_WINDOW;
+		sb_puts(&sb, "time ");
+		sb_raw(&sb, e, tf->vs, tf->ve);
+		sb_puts(&sb, " is outside the requested window: from ");
+		sb_instant(&sb, req->from, t.offset);
+		sb_puts(&sb, " up to, not including, ");
+		sb_instant(&sb, req->to, t.offset);
+		goto refused;
+	}
+	if (t.epoch > req->now) {
+		o->reason = VAL_TIME_IN_FUTURE;
+		sb_puts(&sb, "time ");
+		sb_raw(&sb, e, tf->vs, tf->ve);
+		sb_puts(&sb, " is an hour that has not started yet (now is ");
+		sb_instant(&sb, req->now, t.offset);
+		sb_puts(&sb, ")");
+		goto refused;
+	}
+	/* Exact bytes: "0001" is not "1" (SPEC §2). */
+	hit = req->ncodes ? bsearch(cf->item->valuestring, req->codes, req->ncodes,
+	                            sizeof(*req->codes), code_cmp)
+	                  : NULL;
+	if (!hit) {
+		o->reason = VAL_UNKNOWN_CODE;
+		sb_puts(&sb, "ext_ref_code ");
+		sb_raw(&sb, e, cf->vs, cf->ve);
+		sb_puts(&sb, " was not requested: the request asked for ");
+		if (req->ncodes == 0)
+			sb_puts(&sb, "no codes");
+		for (i = 0; i < req->ncodes && i < LIST_MAX; i++) {
+			sb_puts(&sb, i ? ", \"" : "\"");
+			sb_excerpt(&sb, req->codes[i], strlen(req->codes[i]), EXCERPT_BYTES, false);
+			sb_puts(&sb, "\"");
+		}
+		if (req->ncodes > LIST_MAX)
+			sb_printf(&sb, " and %zu more", req->ncodes - LIST_MAX);
+		sb_puts(&sb, " (exact match)");
+		goto refused;
+	}
+	o->code = (size_t)(hit - req->codes);
+	o->keyed = true;
+	o->refused = false;
+	judge_tickets(e, nf, o, &sb);
+	if (!o->refused)
+		return 0;
+refused:
+	o->detail = sb_take(&sb);
+	return o->detail ? 0 : -1;
+}
+
+/* ---- duplicates ----------------------------------------------------------- */
+
+struct key {
+	size_t code;
+	int64_t hour;
+	size_t index;
+};
+
+static int key_cmp(const void *pa, const void *pb)
+{
+	const struct key *a = pa, *b = pb;
+
+	if (a->code != b->code)
+		return a->code < b->code ? -1 : 1;
+	if (a->hour != b->hour)
+		return a->hour < b->hour ? -1 : 1;
+	return (a->index > b->index) - (a->index < b->index);
+}
+
+/* Refuses every copy of a (code, hour) seen more than once: the daemon does
+ * not guess which is right. A copy already refused for num_tickets keeps that
+ * reason (it is the first rule it broke) but still counts as a copy, so its
+ * twin is refused too. */
+static int mark_duplicates(const struct key *keys, size_t nkeys, struct outcome *outs,
+                           const struct val_request *req)
+{
+	size_t g = 0;
+
+	while (g < nkeys) {
+		size_t end = g + 1, i, j;
+
+		while (end < nkeys && keys[end].code == keys[g].code &&
+		       keys[end].hour == keys[g].hour)
+			end++;
+		for (i = g; end - g > 1 && i < end; i++) {
+			struct outcome *o = &outs[keys[i].index];
+			struct sbuf sb = {0};
+			size_t named = 0;
+
+			if (o->refused) {
+				sb_puts(&sb, o->detail);
+				sb_printf(&sb,
+				          " (and this code and hour appear %zu times in this "
+				          "response)",
+				          end - g);
+			} else {
+				const char *code = req->codes[keys[i].code];
+
+				sb_puts(&sb, "ext_ref_code \"");
+				sb_excerpt(&sb, code, strlen(code), EXCERPT_BYTES, false);
+				sb_puts(&sb, "\" and hour ");
+				sb_instant(&sb, o->hour, o->offset);
+				sb_printf(&sb, " appear %zu times in this response (", end - g);
+				for (j = g; j < end && named < LIST_MAX; j++) {
+					if (j == i)
+						continue;
+					if (named++)
+						sb_puts(&sb, ", ");
+					else
+						sb_puts(&sb, end - g > 2 ? "also elements "
+						                         : "also element ");
+					sb_printf(&sb, "%zu", keys[j].index);
+				}
+				if (end - g - 1 > LIST_MAX)
+					sb_puts(&sb, ellipsis);
+				sb_puts(&sb, "): the guide allows one record per code and hour, "
+				             "and the daemon does not guess which is right");
+				o->reason = VAL_DUPLICATE;
+				o->refused = true;
+			}
+			free(o->detail);
+			o->detail = sb_take(&sb);
+			if (!o->detail)
+				return -1;
+		}
+		g = end;
+	}
+	return 0;
+}
+
+/* ---- a refused record's JSON text ---------------------------------------- */
+
+/* The raw text, cut at VAL_MAX_JSON_BYTES on a character boundary. Inside
+ * strings, raw control bytes become \u00XX (which is what they should have
+ * been) and bytes that are not UTF-8 become U+FFFD, so the text is valid
+ * UTF-8 without NUL, as a PostgreSQL text column needs. No "…" marker: the
+ * column holds a prefix of what was sent, nothing else. */
+static char *render_json(const char *b, struct span sp)
+{
+	const unsigned char *u = (const unsigned char *)b;
+	struct sbuf sb = {0};
+	bool in_str = false;
+	size_t i = sp.start;
+
+	while (i < sp.end) {
+		char esc[7];
+		const char *piece = b + i;
+		size_t plen = 1, step = 1;
+		uint32_t cp;
+
+		if (!in_str) {
+			if (b[i] == '"')
+				in_str = true;
+		} else if (b[i] == '\\' && i + 1 < sp.end) {
+			plen = step = 2; /* cJSON made sure it is an ASCII escape */
+		} else if (b[i] == '"') {
+			in_str = false;
+		} else if (u[i] < 0x20) {
+			snprintf(esc, sizeof(esc), "\\u%04X", u[i]);
+			piece = esc;
+			plen = 6;
+		} else if (u[i] >= 0x80) {
+			plen = step = utf8_seq(u + i, sp.end - i, &cp);
+			if (plen == 0) {
+				piece = "\xEF\xBF\xBD";
+				plen = 3;
+				step = 1;
+			}
+		}
+		if (sb.len + plen > VAL_MAX_JSON_BYTES)
+			break;
+		sb_add(&sb, piece, plen);
+		i += step;
+	}
+	return sb_take(&sb);
+}
+
+/* ---- the whole response --------------------------------------------------- */
+
+static int refuse(struct val_result *out, struct sbuf *sb)
+{
+	out->error = sb_take(sb);
+	out->refused = out->error != NULL; /* -1 leaves *out zeroed */
+	return out->error ? 0 : -1;
+}
+
+static bool contains_nocase(const char *b, size_t len, const char *needle)
+{
+	size_t n = strlen(needle), i;
+
+	for (i = 0; i + n <= len; i++) {
+		if (strncasecmp(b + i, needle, n) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* cJSON refused the text: say what it looked like instead. */
+static int refuse_not_json(struct val_result *out, const char *buf, size_t len, size_t err_at)
+{
+	struct sbuf sb = {0};
+	size_t p = skip_ws(buf, skip_bom(buf, len), len);
+	const char *end = NULL;
+	cJSON *root;
+
+	if (p == len) {
+		sb_puts(&sb, "response is an empty body (only white space): the guide requires "
+		             "a bare JSON list, [] when there are no sales");
+		return refuse(out, &sb);
+	}
+	if (buf[p] == '<') {
+		bool html = contains_nocase(buf + p, len - p, "<html") ||
+		            contains_nocase(buf + p, len - p, "<!doctype");
+
+		sb_printf(&sb, "response is not JSON but %s: the guide requires a bare JSON list",
+		          html ? "an HTML page" : "XML");
+		return refuse(out, &sb);
+	}
+	/* Did a whole value parse, with something after it? */
+	root = cJSON_ParseWithLengthOpts(buf, len + 1, &end, 0);
+	if (root) {
+		cJSON_Delete(root);
+		sb_printf(&sb,
+		          "response is JSON followed by other text at byte %zu: the guide "
+		          "requires a bare JSON list and nothing after it but white space",
+		          skip_ws(buf, (size_t)(end - buf), len));
+		return refuse(out, &sb);
+	}
+	/* Looks like JSON that went wrong, or like something else entirely. */
+	if (buf[p] == '[' || buf[p] == '{')
+		sb_printf(&sb,
+		          "response is not valid JSON (parsing stopped at byte %zu): ", err_at);
+	else
+		sb_puts(&sb, "response is not JSON but ");
+	sb_puts(&sb, "text starting with '");
+	sb_excerpt(&sb, buf + p, len - p, EXCERPT_BYTES, true);
+	sb_puts(&sb, "': the guide requires a bare JSON list");
+	return refuse(out, &sb);
+}
+
+static int refuse_not_list(struct val_result *out, const cJSON *root)
+{
+	struct sbuf sb = {0};
+	const cJSON *c;
+	size_t i = 0;
+
+	sb_puts(&sb, "response is ");
+	if (cJSON_IsObject(root) && !root->child)
+		sb_puts(&sb, "an empty object");
+	else if (cJSON_IsObject(root))
+		sb_puts(&sb, "an object with keys ");
+	else
+		sb_puts(&sb, type_name(root));
+	for (c = cJSON_IsObject(root) ? root->child : NULL; c; c = c->next, i++) {
+		if (i == LIST_MAX) {
+			sb_printf(&sb, ", %s", ellipsis);
+			break;
+		}
+		if (i)
+			sb_puts(&sb, ", ");
+		sb_excerpt(&sb, c->string, strlen(c->string), EXCERPT_BYTES, false);
+	}
+	sb_puts(&sb, ": the guide requires a bare list");
+	return refuse(out, &sb);
+}
+
+static int refuse_strict(struct val_result *out, const char *buf, size_t len,
+                         enum strict_fault fault, size_t at)
+{
+	struct sbuf sb = {0};
+
+	if (fault == STRICT_TRAILING) {
+		sb_printf(&sb,
+		          "response is JSON followed by other text at byte %zu: the guide "
+		          "requires a bare JSON list and nothing after it but white space",
+		          at);
+	} else if (fault == STRICT_ESCAPE) {
+		sb_puts(&sb, "response is not valid JSON: escape '");
+		sb_excerpt(&sb, buf + at, len - at < 6 ? len - at : 6, EXCERPT_BYTES, true);
+		sb_printf(&sb, "' at byte %zu is not \\u and four hex digits", at);
+	} else if (fault == STRICT_CONTROL) {
+		sb_printf(&sb,
+		          "response is not valid JSON: control byte 0x%02X outside a string "
+		          "at byte %zu",
+		          (unsigned char)buf[at], at);
+	} else {
+		size_t e = at;
+
+		while (e < len && is_number_char(buf[e]))
+			e++;
+		sb_puts(&sb, "response is not valid JSON: malformed number '");
+		sb_excerpt(&sb, buf + at, e - at, EXCERPT_BYTES, true);
+		sb_printf(&sb,
+		          "' at byte %zu (JSON numbers have no leading zeros and a digit on "
+		          "each side of the point)",
+		          at);
+	}
+	return refuse(out, &sb);
+}
+
+/* Raw spans of the top-level list's elements, in order. */
+static int element_spans(const char *b, size_t len, struct span **out, size_t *n)
+{
+	size_t pos = skip_ws(b, skip_bom(b, len), len) + 1, cap = 0;
+	struct span *spans = NULL;
+
+	*n = 0;
+	for (;;) {
+		pos = skip_ws(b, pos, len);
+		if (pos >= len || b[pos] == ']')
+			break;
+		if (*n == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			struct span *grown = reallocarray(spans, ncap, sizeof(*spans));
+
+			if (!grown) {
+				free(spans);
+				return -1;
+			}
+			spans = grown;
+			cap = ncap;
+		}
+		spans[*n].start = pos;
+		pos = skip_value(b, pos, len);
+		spans[*n].end = pos;
+		(*n)++;
+		pos = skip_ws(b, pos, len);
+		if (pos < len && b[pos] == ',')
+			pos++;
+	}
+	*out = spans;
+	return 0;
+}
+
+/* Judges the list; the caller frees what *out holds on failure. */
+static int judge_list(const char *buf, size_t len, const cJSON *root, const struct val_request *req,
+                      struct val_result *out)
+{
+	struct span *spans = NULL;
+	struct outcome *outs = NULL;
+	struct key *keys = NULL;
+	size_t n = 0, i, nkeys = 0, nref = 0, nrec = 0;
+	const cJSON *item;
+	int rc = -1;
+
+	if (element_spans(buf, len, &spans, &n) != 0)
+		return -1;
+	out->received = n;
+	if (n == 0) {
+		rc = 0;
+		goto done;
+	}
+	outs = calloc(n, sizeof(*outs));
+	keys = calloc(n, sizeof(*keys));
+	if (!outs || !keys)
+		goto done;
+	for (i = 0, item = root->child; i < n && item; i++, item = item->next) {
+		struct element e = {buf, spans[i], item, req};
+
+		if (judge(&e, &outs[i]) != 0)
+			goto done;
+		if (outs[i].keyed)
+			keys[nkeys++] = (struct key){outs[i].code, outs[i].hour, i};
+	}
+	/* Sorting, not comparing pairs: 100,000 records stay well under a second. */
+	qsort(keys, nkeys, sizeof(*keys), key_cmp);
+	if (mark_duplicates(keys, nkeys, outs, req) != 0)
+		goto done;
+	for (i = 0; i < n; i++)
+		nref += outs[i].refused;
+	nrec = n - nref;
+	if (nrec && !(out->records = calloc(nrec, sizeof(*out->records))))
+		goto done;
+	if (nref && !(out->refusals = calloc(nref, sizeof(*out->refusals))))
+		goto done;
+	/* keys is in (code, hour) order: the records' order too. */
+	for (i = 0; i < nkeys; i++) {
+		const struct outcome *o = &outs[keys[i].index];
+
+		if (!o->refused)
+			out->records[out->nrecords++] =
+			    (struct val_record){o->code, o->hour, o->tickets};
+	}
+	for (i = 0; i < n; i++) {
+		struct val_refusal *r;
+
+		if (!outs[i].refused)
+			continue;
+		r = &out->refusals[out->nrefusals++];
+		r->reason = outs[i].reason;
+		r->index = i;
+		r->detail = outs[i].detail;
+		outs[i].detail = NULL;
+		r->json = render_json(buf, spans[i]);
+		if (!r->json)
+			goto done;
+	}
+	rc = 0;
+done:
+	for (i = 0; outs && i < n; i++)
+		free(outs[i].detail);
+	free(outs);
+	free(keys);
+	free(spans);
+	return rc;
+}
+
+int val_validate(const char *body, size_t len, const struct val_request *req,
+                 struct val_result *out)
+{
+	struct sbuf sb = {0};
+	const char *end = NULL;
+	enum strict_fault fault;
+	size_t at = 0;
+	cJSON *root;
+	char *buf;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (len == 0) {
+		sb_puts(&sb, "response is an empty body: the guide requires a bare JSON list, [] "
+		             "when there are no sales");
+		return refuse(out, &sb);
+	}
+	if (len == SIZE_MAX)
+		return -1;
+	/* cJSON with require_null_terminated wants the terminator inside the
+	 * given length: it must find it right after the value and white space. */
+	buf = malloc(len + 1);
+	if (!buf)
+		return -1;
+	memcpy(buf, body, len);
+	buf[len] = '\0';
+	root = cJSON_ParseWithLengthOpts(buf, len + 1, &end, 1);
+	if (!root) {
+		/* cJSON reports running out of memory as a parse error too; the
+		 * run is then refused as not JSON and retried, not lost. */
+		rc = refuse_not_json(out, buf, len, end ? (size_t)(end - buf) : 0);
+	} else if ((fault = strict_check(buf, len, &at)) != STRICT_OK) {
+		rc = refuse_strict(out, buf, len, fault, at);
+	} else if (!cJSON_IsArray(root)) {
+		rc = refuse_not_list(out, root);
+	} else {
+		rc = judge_list(buf, len, root, req, out);
+	}
+	cJSON_Delete(root);
+	free(buf);
+	if (rc != 0)
+		val_result_free(out);
+	return rc;
+}
+
+void val_result_free(struct val_result *r)
+{
+	size_t i;
+
+	if (!r)
+		return;
+	free(r->error);
+	free(r->records);
+	for (i = 0; r->refusals && i < r->nrefusals; i++) {
+		free(r->refusals[i].detail);
+		free(r->refusals[i].json);
+	}
+	free(r->refusals);
+	memset(r, 0, sizeof(*r));
+}
