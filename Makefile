@@ -21,7 +21,7 @@ REL_OBJS := $(MODULE_SRCS:src/%.c=build/rel/%.o) build/rel/migrations.o
 SAN_OBJS := $(MODULE_SRCS:src/%.c=build/san/%.o) build/san/migrations.o
 UNIT_TESTS := $(patsubst tests/unit/%.c,build/san/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps check unit integration demo clean format lint
+.PHONY: all deps check unit integration demo bench clean format lint
 all: build/ksi-salesd
 
 deps:
@@ -78,6 +78,10 @@ check: deps
 demo: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
 	@bash tests/demo.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
+	@bash tests/bench/run.sh
 
 format:
 	clang-format -i src/*.c include/*.h tests/unit/*.c tests/fakeapi/*.c

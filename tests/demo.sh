@@ -47,7 +47,7 @@ sed "s/'<token>'/:'token'/" "$WORK/setup.sql" | psql "$CONNINFO" -X -q -v ON_ERR
 say "4. ksi-salesd once"
 "$BIN" once
 
-say "Ingested hours, latest 12 per store (ksi_sales.sales_hourly)"
+say "Ingested hours: the last four per store (ksi_sales.sales_hourly)"
 psql "$CONNINFO" -X -q -P footer=off -c "
 SELECT s.name AS store, h.ext_ref_code AS code,
        to_char(h.hour AT TIME ZONE s.timezone, 'YYYY-MM-DD HH24:MI') AS local_hour,
