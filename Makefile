@@ -21,7 +21,7 @@ REL_OBJS := $(MODULE_SRCS:src/%.c=build/rel/%.o) build/rel/migrations.o
 SAN_OBJS := $(MODULE_SRCS:src/%.c=build/san/%.o) build/san/migrations.o
 UNIT_TESTS := $(patsubst tests/unit/%.c,build/san/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps check unit integration demo bench clean format lint
+.PHONY: all deps check unit integration valgrind demo bench clean format lint
 all: build/ksi-salesd
 
 deps:
@@ -71,6 +71,13 @@ unit: $(UNIT_TESTS)
 
 integration: build/san/ksi-salesd build/fakeapi
 	@bash tests/integration/run.sh build/san/ksi-salesd build/fakeapi
+
+# The integration suite with every run of the release binary under
+# valgrind: any memory error or leak fails the run it happens in.
+valgrind: build/ksi-salesd build/fakeapi
+	@KSI_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
+		--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp" \
+		bash tests/integration/run.sh build/ksi-salesd build/fakeapi
 
 check: deps
 	@$(MAKE) --no-print-directory all unit integration

@@ -2,6 +2,8 @@
 # Integration tests: the real binary (built with ASan and UBSan) against a
 # throwaway PostgreSQL and the fake customer API; asserts on the tables.
 #   run.sh BINARY FAKEAPI
+# With KSI_WRAP set (e.g. "valgrind --error-exitcode=99 ..."), every run of
+# the binary goes through it: `make valgrind` uses that on the release build.
 set -uo pipefail
 
 BIN=$(realpath "$1")
@@ -38,11 +40,13 @@ level = debug
 CONF
 
 RUN=0
+# shellcheck disable=SC2086 # KSI_WRAP is a command line, split on purpose
+ksi() { ${KSI_WRAP:-} "$BIN" "$@"; }
 # once [args...]: runs `ksi-salesd once`, keeps its log, sets RC and LOG.
 once() {
 	RUN=$((RUN + 1))
 	LOG=$WORK/once-$RUN.log
-	"$BIN" once -c "$WORK/test.conf" "$@" 2>"$LOG"
+	ksi once -c "$WORK/test.conf" "$@" 2>"$LOG"
 	RC=$?
 	cat "$LOG" >>"$WORK/all.log"
 }
@@ -58,17 +62,17 @@ fake_answer() {
 }
 
 echo "# migrate"
-"$BIN" migrate 2>"$WORK/migrate.log"
+ksi migrate 2>"$WORK/migrate.log"
 check "migrate on an empty database exits 0" 0 $?
 check "migrate records version 1" "1" "$(sql "SELECT string_agg(version::text, ',') FROM ksi_sales.schema_migrations")"
-"$BIN" migrate 2>"$WORK/migrate2.log"
+ksi migrate 2>"$WORK/migrate2.log"
 check "a second migrate exits 0" 0 $?
 check_contains "a second migrate says it is up to date" "up to date" "$(cat "$WORK/migrate2.log")"
 
 sql "CREATE DATABASE race" >/dev/null
 RACE_URL="${CONNINFO/dbname=postgres/dbname=race}"
-"$BIN" migrate -d "$RACE_URL" 2>"$WORK/race1.log" & p1=$!
-"$BIN" migrate -d "$RACE_URL" 2>"$WORK/race2.log" & p2=$!
+ksi migrate -d "$RACE_URL" 2>"$WORK/race1.log" & p1=$!
+ksi migrate -d "$RACE_URL" 2>"$WORK/race2.log" & p2=$!
 wait $p1; r1=$?
 wait $p2; r2=$?
 check "two migrate at once both succeed" "0 0" "$r1 $r2"
@@ -76,24 +80,24 @@ check "two migrate at once apply each version once" "1" \
 	"$(psql "$RACE_URL" -X -A -t -c 'SELECT count(*) FROM ksi_sales.schema_migrations')"
 
 echo "# usage and configuration errors"
-"$BIN" frobnicate 2>/dev/null
+ksi frobnicate 2>/dev/null
 check "an unknown command exits 2" 2 $?
 printf '[daemon]\nlease = 5min\nmax_concurent_fetches = 3\n' >"$WORK/bad.conf"
-"$BIN" once -c "$WORK/bad.conf" 2>"$WORK/bad.log"
+ksi once -c "$WORK/bad.conf" 2>"$WORK/bad.log"
 check "a bad config file exits 2" 2 $?
 check_contains "the config error names file, line and key" "bad.conf:3" "$(cat "$WORK/bad.log")"
 check_contains "the config error names the key" "max_concurent_fetches" "$(cat "$WORK/bad.log")"
-"$BIN" once -c "$WORK/missing.conf" 2>/dev/null
+ksi once -c "$WORK/missing.conf" 2>/dev/null
 check "a missing -c file exits 2" 2 $?
-"$BIN" once -c "$WORK/test.conf" -d "host=$WORK/nowhere dbname=x" 2>"$WORK/unreach.log"
+ksi once -c "$WORK/test.conf" -d "host=$WORK/nowhere dbname=x" 2>"$WORK/unreach.log"
 check "an unreachable database exits 3" 3 $?
-"$BIN" once -c "$WORK/test.conf" -d "$RACE_URL" 2>/dev/null
+ksi once -c "$WORK/test.conf" -d "$RACE_URL" 2>/dev/null
 check "once on an empty migrated database exits 0" 0 $?
 sql "CREATE DATABASE bare" >/dev/null
-"$BIN" once -c "$WORK/test.conf" -d "${CONNINFO/dbname=postgres/dbname=bare}" 2>"$WORK/bare.log"
+ksi once -c "$WORK/test.conf" -d "${CONNINFO/dbname=postgres/dbname=bare}" 2>"$WORK/bare.log"
 check "once before migrate exits 2" 2 $?
 check_contains "once before migrate says to run migrate" "ksi-salesd migrate" "$(cat "$WORK/bare.log")"
-KSI_SALESD_DATABASE_URL="host=$WORK/nowhere dbname=x" "$BIN" once -c "$WORK/test.conf" -d "$CONNINFO" 2>/dev/null
+KSI_SALESD_DATABASE_URL="host=$WORK/nowhere dbname=x" ksi once -c "$WORK/test.conf" -d "$CONNINFO" 2>/dev/null
 check "-d wins over KSI_SALESD_DATABASE_URL" 0 $?
 
 echo "# a connector with three stores, the guide's steps as SQL"
