@@ -20,6 +20,8 @@ struct connector {
 	int64_t request_timeout;  /* seconds */
 	bool has_synced;
 	int64_t synced_until; /* epoch seconds, when has_synced */
+	int64_t lease_epoch;  /* of the lease under which it was claimed */
+	unsigned failures;    /* consecutive failed polls, for backoff */
 	char **codes;         /* ext_ref_codes of linked stores, sorted (strcmp) */
 	size_t ncodes;
 };

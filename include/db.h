@@ -36,6 +36,47 @@ int db_check_schema(struct db *db, char *err, size_t errlen) __attribute__((warn
 int db_load_connectors(struct db *db, struct connector **out, size_t *n, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
+/* Claims up to limit due connectors (all enabled ones with stores when
+ * ignore_schedule) whose lease is free, for lease_s seconds, and loads them
+ * with their codes and new lease_epoch. Skips rows another daemon is
+ * claiming at the same moment (FOR UPDATE SKIP LOCKED). */
+int db_claim(struct db *db, const char *owner, int64_t lease_s, size_t limit, bool ignore_schedule,
+	     struct connector **out, size_t *n, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Extends every unexpired lease owner holds by lease_s seconds. */
+int db_renew(struct db *db, const char *owner, int64_t lease_s, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Releases one lease (only if still this owner's, this epoch) and sets
+ * the connector's next poll and consecutive failures. */
+int db_finish(struct db *db, const char *owner, int64_t connector_id, int64_t epoch, int64_t next_poll,
+	      unsigned failures, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Releases every lease owner holds (shutdown). */
+int db_release_all(struct db *db, const char *owner, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Releases owner's leases except on the connectors in keep: those left by
+ * polls whose results were lost with a connection. */
+int db_release_stale(struct db *db, const char *owner, const int64_t *keep, size_t nkeep, char *err,
+		     size_t errlen) __attribute__((warn_unused_result));
+
+/* The channel the configuration triggers notify. */
+#define DB_NOTIFY_CHANNEL "ksi_sales_config"
+
+/* LISTEN on DB_NOTIFY_CHANNEL (again after every reconnect). */
+int db_listen(struct db *db, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* The connection's socket, to wait for notifications on; -1 if none. */
+int db_socket(const struct db *db);
+
+/* Reads what arrived; returns how many notifications, -1 if the
+ * connection broke. */
+int db_take_notifications(struct db *db);
+
+/* True when a write failed because its lease was lost (fencing). */
+bool db_error_is_lease_lost(const char *err);
+
 /* Outcome of one request, as stored in fetch_runs.outcome. */
 enum run_outcome {
 	RUN_OK,
@@ -74,6 +115,10 @@ struct db_run {
 	 * transaction; only for RUN_OK. */
 	bool advance;
 	int64_t advance_to;
+	/* The lease this write is made under: the statement aborts unless it
+	 * is still held (fencing). NULL: no lease check. */
+	const char *lease_owner;
+	int64_t lease_epoch;
 };
 
 /* Writes run atomically: upserts accepted records (sorted by store and

@@ -290,34 +290,37 @@ static int cmp_connector_id(const void *key, const void *elem)
 	return id < c->id ? -1 : id > c->id;
 }
 
-int db_load_connectors(struct db *db, struct connector **out, size_t *n, char *err, size_t errlen)
+/* Loads enabled connectors (only those in ids, a bigint[] literal, unless
+ * NULL) with their codes. Runs inside the caller's transaction, so codes
+ * and connectors come from one snapshot. */
+static int load_connectors(struct db *db, const char *ids, struct connector **out, size_t *n, char *err,
+			   size_t errlen)
 {
 	*out = NULL;
 	*n = 0;
-	char why[1024];
-	/* One snapshot for both queries, so codes match their connectors. */
-	if (exec_simple(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", why, sizeof(why)) != 0) {
-		set_err(err, errlen, "%s", why);
-		return -1;
-	}
-	PGresult *cres = PQexec(db->conn,
+	const char *params[] = {ids};
+	PGresult *cres = PQexecParams(db->conn,
 		"SELECT c.id, c.name, c.endpoint_url, c.bearer_token, c.timezone,"
 		" extract(epoch FROM c.poll_interval)::bigint,"
 		" extract(epoch FROM c.lookback)::bigint,"
 		" extract(epoch FROM c.initial_backfill)::bigint,"
 		" extract(epoch FROM c.max_window)::bigint,"
 		" extract(epoch FROM c.request_timeout)::bigint,"
-		" extract(epoch FROM st.synced_until)::bigint"
+		" extract(epoch FROM st.synced_until)::bigint,"
+		" coalesce(st.lease_epoch, 0), coalesce(st.failures, 0)"
 		" FROM ksi_sales.connectors c"
 		" LEFT JOIN ksi_sales.connector_state st ON st.connector_id = c.id"
-		" WHERE c.enabled ORDER BY c.id");
+		" WHERE c.enabled AND ($1::bigint[] IS NULL OR c.id = ANY ($1::bigint[]))"
+		" ORDER BY c.id",
+		1, NULL, params, NULL, NULL, 0);
 	/* COLLATE "C" sorts by bytes, the order strcmp and the validator use. */
-	PGresult *sres = PQexec(db->conn,
+	PGresult *sres = PQexecParams(db->conn,
 		"SELECT s.connector_id, s.ext_ref_code FROM ksi_sales.stores s"
 		" JOIN ksi_sales.connectors c ON c.id = s.connector_id"
 		" WHERE c.enabled AND s.ext_ref_code IS NOT NULL"
-		" ORDER BY s.connector_id, s.ext_ref_code COLLATE \"C\"");
-	PQclear(PQexec(db->conn, "COMMIT"));
+		" AND ($1::bigint[] IS NULL OR c.id = ANY ($1::bigint[]))"
+		" ORDER BY s.connector_id, s.ext_ref_code COLLATE \"C\"",
+		1, NULL, params, NULL, NULL, 0);
 	int rc = -1;
 	struct connector *v = NULL;
 	int rows = 0;
@@ -345,6 +348,8 @@ int db_load_connectors(struct db *db, struct connector **out, size_t *n, char *e
 		c->request_timeout = get_int64(cres, i, 9);
 		c->has_synced = !PQgetisnull(cres, i, 10);
 		c->synced_until = c->has_synced ? get_int64(cres, i, 10) : 0;
+		c->lease_epoch = get_int64(cres, i, 11);
+		c->failures = (unsigned)get_int64(cres, i, 12);
 	}
 	if (oom)
 		goto oom;
@@ -383,6 +388,196 @@ out:
 	return rc;
 }
 
+int db_load_connectors(struct db *db, struct connector **out, size_t *n, char *err, size_t errlen)
+{
+	char why[1024];
+	if (exec_simple(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", why, sizeof(why)) != 0) {
+		set_err(err, errlen, "%s", why);
+		return -1;
+	}
+	int rc = load_connectors(db, NULL, out, n, err, errlen);
+	PQclear(PQexec(db->conn, "COMMIT"));
+	return rc;
+}
+
+int db_claim(struct db *db, const char *owner, int64_t lease_s, size_t limit, bool ignore_schedule,
+	     struct connector **out, size_t *n, char *err, size_t errlen)
+{
+	*out = NULL;
+	*n = 0;
+	char why[1024];
+	char lease[32], lim[32];
+	snprintf(lease, sizeof(lease), "%" PRId64, lease_s);
+	snprintf(lim, sizeof(lim), "%zu", limit);
+	const char *params[] = {owner, lease, lim, ignore_schedule ? "true" : "false"};
+	if (exec_simple(db, "BEGIN", why, sizeof(why)) != 0) {
+		set_err(err, errlen, "%s", why);
+		return -1;
+	}
+	/* SKIP LOCKED: daemons claiming at the same moment take disjoint
+	 * sets instead of queueing behind each other. A lease still running
+	 * (another daemon's, or ours for a poll in flight) is left alone. */
+	PGresult *res = PQexecParams(db->conn,
+		"UPDATE ksi_sales.connector_state st"
+		" SET lease_owner = $1, lease_expires = now() + make_interval(secs => $2::bigint),"
+		"  lease_epoch = st.lease_epoch + 1"
+		" FROM (SELECT s.connector_id FROM ksi_sales.connector_state s"
+		"  JOIN ksi_sales.connectors c ON c.id = s.connector_id"
+		"  WHERE c.enabled AND ($4::boolean OR s.next_poll IS NULL OR s.next_poll <= now())"
+		"   AND (s.lease_expires IS NULL OR s.lease_expires <= now())"
+		"   AND EXISTS (SELECT 1 FROM ksi_sales.stores x"
+		"               WHERE x.connector_id = c.id AND x.ext_ref_code IS NOT NULL)"
+		"  ORDER BY s.next_poll NULLS FIRST, s.connector_id"
+		"  LIMIT $3::bigint FOR UPDATE OF s SKIP LOCKED) due"
+		" WHERE st.connector_id = due.connector_id"
+		" RETURNING st.connector_id",
+		4, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		set_err(err, errlen, "claiming connectors: %s", PQresultErrorMessage(res));
+		PQclear(res);
+		PQclear(PQexec(db->conn, "ROLLBACK"));
+		return -1;
+	}
+	int rc = 0;
+	int rows = PQntuples(res);
+	if (rows > 0) {
+		struct sbuf ids = {0};
+		sbuf_addc(&ids, '{');
+		for (int i = 0; i < rows; i++) {
+			if (i)
+				sbuf_addc(&ids, ',');
+			sbuf_add(&ids, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
+		}
+		sbuf_addc(&ids, '}');
+		if (ids.failed) {
+			set_err(err, errlen, "out of memory claiming connectors");
+			rc = -1;
+		} else {
+			rc = load_connectors(db, ids.data, out, n, err, errlen);
+		}
+		free(ids.data);
+	}
+	PQclear(res);
+	if (rc == 0 && exec_simple(db, "COMMIT", why, sizeof(why)) != 0) {
+		set_err(err, errlen, "claiming connectors: %s", why);
+		connectors_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+		return -1;
+	}
+	if (rc != 0)
+		PQclear(PQexec(db->conn, "ROLLBACK"));
+	return rc;
+}
+
+int db_renew(struct db *db, const char *owner, int64_t lease_s, char *err, size_t errlen)
+{
+	char lease[32];
+	snprintf(lease, sizeof(lease), "%" PRId64, lease_s);
+	const char *params[] = {owner, lease};
+	PGresult *res = PQexecParams(db->conn,
+		"UPDATE ksi_sales.connector_state"
+		" SET lease_expires = now() + make_interval(secs => $2::bigint)"
+		" WHERE lease_owner = $1 AND lease_expires > now()",
+		2, NULL, params, NULL, NULL, 0);
+	int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
+	if (rc != 0)
+		set_err(err, errlen, "renewing leases: %s", PQresultErrorMessage(res));
+	PQclear(res);
+	return rc;
+}
+
+int db_finish(struct db *db, const char *owner, int64_t connector_id, int64_t epoch, int64_t next_poll,
+	      unsigned failures, char *err, size_t errlen)
+{
+	char id[32], ep[32], next[32], fail[16];
+	snprintf(id, sizeof(id), "%" PRId64, connector_id);
+	snprintf(ep, sizeof(ep), "%" PRId64, epoch);
+	snprintf(next, sizeof(next), "%" PRId64, next_poll);
+	snprintf(fail, sizeof(fail), "%u", failures);
+	const char *params[] = {id, owner, ep, next, fail};
+	/* Only the holder of this very lease may set the schedule. */
+	PGresult *res = PQexecParams(db->conn,
+		"UPDATE ksi_sales.connector_state"
+		" SET lease_owner = NULL, lease_expires = NULL,"
+		"  next_poll = to_timestamp($4::bigint), failures = $5::integer"
+		" WHERE connector_id = $1::bigint AND lease_owner = $2 AND lease_epoch = $3::bigint",
+		5, NULL, params, NULL, NULL, 0);
+	int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
+	if (rc != 0)
+		set_err(err, errlen, "releasing the lease: %s", PQresultErrorMessage(res));
+	PQclear(res);
+	return rc;
+}
+
+int db_release_all(struct db *db, const char *owner, char *err, size_t errlen)
+{
+	const char *params[] = {owner};
+	PGresult *res = PQexecParams(db->conn,
+		"UPDATE ksi_sales.connector_state SET lease_owner = NULL, lease_expires = NULL"
+		" WHERE lease_owner = $1",
+		1, NULL, params, NULL, NULL, 0);
+	int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
+	if (rc != 0)
+		set_err(err, errlen, "releasing leases: %s", PQresultErrorMessage(res));
+	PQclear(res);
+	return rc;
+}
+
+int db_release_stale(struct db *db, const char *owner, const int64_t *keep, size_t nkeep, char *err,
+		     size_t errlen)
+{
+	struct sbuf ids = {0};
+	sbuf_addc(&ids, '{');
+	for (size_t i = 0; i < nkeep; i++)
+		sbuf_addf(&ids, i ? ",%" PRId64 : "%" PRId64, keep[i]);
+	sbuf_addc(&ids, '}');
+	if (ids.failed) {
+		free(ids.data);
+		set_err(err, errlen, "out of memory");
+		return -1;
+	}
+	const char *params[] = {owner, ids.data};
+	PGresult *res = PQexecParams(db->conn,
+		"UPDATE ksi_sales.connector_state SET lease_owner = NULL, lease_expires = NULL"
+		" WHERE lease_owner = $1 AND NOT (connector_id = ANY ($2::bigint[]))",
+		2, NULL, params, NULL, NULL, 0);
+	free(ids.data);
+	int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
+	if (rc != 0)
+		set_err(err, errlen, "releasing stale leases: %s", PQresultErrorMessage(res));
+	PQclear(res);
+	return rc;
+}
+
+int db_listen(struct db *db, char *err, size_t errlen)
+{
+	return exec_simple(db, "LISTEN " DB_NOTIFY_CHANNEL, err, errlen);
+}
+
+int db_socket(const struct db *db)
+{
+	return db ? PQsocket(db->conn) : -1;
+}
+
+int db_take_notifications(struct db *db)
+{
+	if (!PQconsumeInput(db->conn))
+		return -1;
+	int n = 0;
+	PGnotify *note;
+	while ((note = PQnotifies(db->conn))) {
+		n++;
+		PQfreemem(note);
+	}
+	return n;
+}
+
+bool db_error_is_lease_lost(const char *err)
+{
+	return err && strstr(err, "lease on connector") != NULL;
+}
+
 static const char *const outcome_names[] = {
 	[RUN_OK] = "ok",
 	[RUN_HTTP_ERROR] = "http_error",
@@ -407,9 +602,11 @@ const char *run_outcome_name(enum run_outcome o)
  * upserted in (store_id, hour) order so concurrent writers lock in the same
  * order and cannot deadlock. */
 static const char write_run_sql[] =
-	"WITH incoming AS ("
+	"WITH fence AS ("
+	"  SELECT ksi_sales.lease_check($1::bigint, $21::text, $22::bigint) AS held"
+	"), incoming AS ("
 	"  SELECT u.code, to_timestamp(u.hour) AS hour, u.n"
-	"  FROM unnest($12::text[], $13::bigint[], $14::integer[]) AS u(code, hour, n)"
+	"  FROM fence, unnest($12::text[], $13::bigint[], $14::integer[]) AS u(code, hour, n)"
 	"), upserted AS ("
 	"  INSERT INTO ksi_sales.sales_hourly AS h"
 	"   (store_id, hour, num_tickets, ext_ref_code, connector_id, fetched_at)"
@@ -428,7 +625,7 @@ static const char write_run_sql[] =
 	"  SELECT $1::bigint, to_timestamp($2::bigint), to_timestamp($3::bigint), $4::integer,"
 	"   to_timestamp($5::float8), to_timestamp($6::float8), $7::integer, $8::text, $9::integer,"
 	"   (SELECT count(*) FROM upserted), $10::integer, $11::bigint, $15::text"
-	"  RETURNING id"
+	"  FROM fence RETURNING id"
 	"), rejected AS ("
 	"  INSERT INTO ksi_sales.rejected_records"
 	"   (run_id, connector_id, position, reason, detail, record)"
@@ -437,18 +634,18 @@ static const char write_run_sql[] =
 	"   AS r(pos, reason, detail, record)"
 	"), advanced AS ("
 	"  INSERT INTO ksi_sales.connector_state AS st (connector_id, synced_until)"
-	"  SELECT $1::bigint, to_timestamp($20::bigint) WHERE $20::bigint IS NOT NULL"
+	"  SELECT $1::bigint, to_timestamp($20::bigint) FROM fence WHERE $20::bigint IS NOT NULL"
 	"  ON CONFLICT (connector_id) DO UPDATE"
 	"   SET synced_until = greatest(st.synced_until, EXCLUDED.synced_until)"
 	")"
 	" SELECT (SELECT count(*) FROM upserted)";
 
-enum { WRITE_RUN_NPARAMS = 20 };
+enum { WRITE_RUN_NPARAMS = 22 };
 
 int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *err, size_t errlen)
 {
 	*upserted = 0;
-	char num[12][32];
+	char num[13][32];
 	const char *p[WRITE_RUN_NPARAMS] = {0};
 	struct sbuf codes = {0}, hours = {0}, tickets = {0};
 	struct sbuf pos = {0}, reasons = {0}, details = {0}, records = {0};
@@ -540,6 +737,12 @@ int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *
 	if (run->outcome == RUN_OK && run->advance) {
 		snprintf(num[11], sizeof(num[11]), "%" PRId64, run->advance_to);
 		p[19] = num[11];
+	}
+
+	if (run->lease_owner) {
+		snprintf(num[12], sizeof(num[12]), "%" PRId64, run->lease_epoch);
+		p[20] = run->lease_owner;
+		p[21] = num[12];
 	}
 
 	PGresult *res = PQexecParams(db->conn, write_run_sql, WRITE_RUN_NPARAMS, NULL, p, NULL, NULL, 0);
