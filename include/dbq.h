@@ -1,0 +1,54 @@
+/* dbq: the database, off the event loop. libpq's calls block, and the
+ * loop must keep fetching, feeding the watchdog and hearing SIGTERM while
+ * PostgreSQL is slow or gone. So one thread owns the connection and runs
+ * jobs in order; each job's completion comes back to the loop through an
+ * ev_async. The same thread LISTENs for configuration changes while idle,
+ * reconnects with backoff, and re-issues LISTEN after every reconnect.
+ *
+ * Why a thread and not libpq's asynchronous API on the loop: the blocking
+ * db module is reused as it is (one tested write path for `once`, `run`
+ * and the tools), and the only shared state is two short queues. A job
+ * stuck longer than DBQ_JOB_DEADLINE (a backend that stopped answering)
+ * has its socket shut down from the loop, which fails the job and makes
+ * the thread reconnect. */
+#ifndef KSI_DBQ_H
+#define KSI_DBQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct ev_loop;
+struct db;
+struct dbq;
+
+#define DBQ_JOB_DEADLINE 30.0 /* seconds a single job may take */
+
+/* Runs in the database thread. Returns 0 or -1 with err set. */
+typedef int (*dbq_run_fn)(struct db *db, void *arg, char *err, size_t errlen);
+/* Runs on the loop with the job's result. err is "" on success. */
+typedef void (*dbq_done_fn)(int rc, const char *err, void *arg);
+
+enum dbq_event {
+	DBQ_CONNECTED,    /* (re)connected; LISTEN is in place */
+	DBQ_DISCONNECTED, /* the connection failed; detail says why */
+	DBQ_NOTIFIED,     /* a configuration change was notified */
+};
+typedef void (*dbq_event_fn)(enum dbq_event ev, const char *detail, void *user);
+
+/* Starts the thread, which connects at once. Events arrive on the loop. */
+int dbq_new(struct ev_loop *loop, const char *conninfo, dbq_event_fn on_event, void *user, struct dbq **out)
+	__attribute__((warn_unused_result));
+
+/* Queues a job. While the database is unreachable, jobs fail at once with
+ * the reason (after one connection attempt). -1 on out of memory. */
+int dbq_submit(struct dbq *q, dbq_run_fn run, dbq_done_fn done, void *arg) __attribute__((warn_unused_result));
+
+/* Jobs submitted whose done has not run yet. */
+size_t dbq_pending(const struct dbq *q);
+bool dbq_connected(const struct dbq *q);
+
+/* Stops the thread (a job in progress is cut off by closing its socket),
+ * joins it, drops jobs not yet done without calling them. Accepts NULL. */
+void dbq_free(struct dbq *q);
+
+#endif
