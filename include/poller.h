@@ -1,10 +1,11 @@
-/* poll: one poll of one connector (SPEC §5): plans its windows, fetches
+/* poller: one poll of one connector (SPEC §5): plans its windows, fetches
  * them through http oldest first, judges each answer with the validator
- * and writes each request's result with db in one transaction. A failed
- * request ends the poll: later windows wait for the next one, so
- * synced_until never skips a gap. */
-#ifndef KSI_POLL_H
-#define KSI_POLL_H
+ * and writes each request's result through the database thread in one
+ * transaction, under the connector's lease. A failed request ends the
+ * poll: later windows wait for the next one, so synced_until never skips
+ * a gap. (Named poller, not poll: <poll.h> is a system header.) */
+#ifndef KSI_POLLER_H
+#define KSI_POLLER_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -13,13 +14,13 @@
 #include "connector.h"
 #include "db.h"
 
-struct ev_loop;
 struct http;
-struct db;
+struct dbq;
 
 struct poll_result {
 	bool ok;                  /* every request succeeded and was committed */
-	bool db_failed;           /* a write failed (database trouble) */
+	bool db_failed;           /* a write failed: nothing of it was committed */
+	bool lease_lost;          /* a write was refused: another daemon holds it */
 	enum run_outcome outcome; /* of the last request made */
 	long retry_after;         /* from the failing answer, -1 when absent */
 	size_t requests, records, upserted, rejected;
@@ -27,25 +28,19 @@ struct poll_result {
 };
 
 struct poll_job;
-typedef void (*poll_done_fn)(struct poll_job *job, const struct poll_result *r, void *user);
+typedef void (*poll_done_fn)(const struct poll_result *r, void *user);
 
-/* Starts polling c (which must outlive the job) as of `now`. `done` is
- * called exactly once, from the loop or, for a connector that cannot be
- * polled at all (bad configuration), before poll_start returns; the job
- * is freed right after `done` returns. -1 on out of memory (no callback). */
-int poll_start(struct http *http, struct db *db, const struct connector *c, int64_t now,
-	       poll_done_fn done, void *user) __attribute__((warn_unused_result));
+/* Starts polling c (which must outlive the job) as of `now`, writing under
+ * the lease (lease_owner, c->lease_epoch); lease_owner NULL: no lease.
+ * `done` is called exactly once, always from the loop; the job frees
+ * itself right after. *out identifies the job until then. -1 on out of
+ * memory (no callback). */
+int poll_start(struct http *http, struct dbq *dbq, const struct connector *c, const char *lease_owner,
+	       int64_t now, poll_done_fn done, void *user, struct poll_job **out)
+	__attribute__((warn_unused_result));
 
-/* Totals of poll_all. */
-struct poll_summary {
-	size_t connectors, skipped_no_stores, ok, failed;
-	size_t requests, records, upserted, rejected;
-	bool db_failed;
-};
-
-/* Polls every connector of v at once (http limits the concurrency) and
- * runs the loop until all are done: `ksi-salesd once`. */
-int poll_all(struct ev_loop *loop, struct http *http, struct db *db, const struct connector *v,
-	     size_t n, struct poll_summary *sum) __attribute__((warn_unused_result));
+/* Frees a job whose done has not run, without calling it: only once no
+ * callback can reach it any more (http and dbq freed). */
+void poll_free(struct poll_job *j);
 
 #endif

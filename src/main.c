@@ -8,14 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <ev.h>
 
 #include "config.h"
-#include "connector.h"
+#include "daemon.h"
 #include "db.h"
 #include "http.h"
 #include "log.h"
-#include "poll.h"
+
 
 enum exit_code { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_DB = 3 };
 
@@ -26,6 +25,7 @@ struct command {
 };
 
 static int cmd_once(struct cfg *cfg);
+static int cmd_run(struct cfg *cfg);
 static int cmd_migrate(struct cfg *cfg);
 static int cmd_status(struct cfg *cfg);
 static int cmd_not_yet(struct cfg *cfg);
@@ -33,7 +33,7 @@ static int cmd_not_yet(struct cfg *cfg);
 static const char *command_name = "run";
 
 static const struct command commands[] = {
-	{"run", cmd_not_yet, "the daemon: polls due connectors forever (systemd Type=notify)"},
+	{"run", cmd_run, "the daemon: polls due connectors forever (systemd Type=notify)"},
 	{"once", cmd_once, "polls every enabled connector once and exits"},
 	{"test-connection", cmd_not_yet, "checks a customer API against the integration guide"},
 	{"backfill", cmd_not_yet, "fetches a past span of hours for one connector"},
@@ -116,44 +116,29 @@ static int cmd_status(struct cfg *cfg)
 	return rc;
 }
 
-static int cmd_once(struct cfg *cfg)
+static struct daemon_options daemon_opts;
+
+static int run_daemon(struct cfg *cfg, bool once)
 {
 	struct db *db;
+	/* Check the schema once, synchronously: a daemon against an old
+	 * schema would fail every write. */
 	int rc = connect_db(cfg, &db, true);
 	if (rc != EXIT_OK)
 		return rc;
-	char err[1024];
-	struct connector *v = NULL;
-	size_t n = 0;
-	if (db_load_connectors(db, &v, &n, err, sizeof(err)) != 0) {
-		log_error("once", NULL, "%s", err);
-		db_close(db);
-		return EXIT_DB;
-	}
-	struct ev_loop *loop = ev_default_loop(0);
-	struct http *http = NULL;
-	if (!loop || http_new(loop, cfg, &http) != 0) {
-		log_error("once", NULL, "cannot start the event loop or libcurl");
-		connectors_free(v, n);
-		db_close(db);
-		return EXIT_FAILED;
-	}
-	struct poll_summary s;
-	int prc = poll_all(loop, http, db, v, n, &s);
-	log_info("once", NULL,
-		 "%zu connector%s: %zu ok, %zu failed, %zu without stores; %zu requests, "
-		 "%zu records, %zu upserted, %zu refused",
-		 s.connectors, s.connectors == 1 ? "" : "s", s.ok, s.failed, s.skipped_no_stores, s.requests,
-		 s.records, s.upserted, s.rejected);
-	if (s.db_failed && !db_ok(db))
-		rc = EXIT_DB;
-	else if (prc != 0 || s.failed > 0)
-		rc = EXIT_FAILED;
-	http_free(http);
-	ev_loop_destroy(loop);
-	connectors_free(v, n);
 	db_close(db);
-	return rc;
+	daemon_opts.once = once;
+	return daemon_main(cfg, &daemon_opts);
+}
+
+static int cmd_once(struct cfg *cfg)
+{
+	return run_daemon(cfg, true);
+}
+
+static int cmd_run(struct cfg *cfg)
+{
+	return run_daemon(cfg, false);
 }
 
 static int cmd_not_yet(struct cfg *cfg)
@@ -227,6 +212,9 @@ int main(int argc, char **argv)
 	}
 	const char *env_url = getenv("KSI_SALESD_DATABASE_URL");
 	const char *url = database_url ? database_url : (env_url && *env_url ? env_url : NULL);
+	daemon_opts.config_path = config_path ? config_path : CFG_DEFAULT_PATH;
+	daemon_opts.config_required = config_path != NULL;
+	daemon_opts.database_url_override = url;
 	if (url) {
 		char *copy = strdup(url);
 		if (!copy) {

@@ -1,6 +1,6 @@
-/* poll: drives one connector's poll through its windows (SPEC §5), one
+/* poller: drives one connector's poll through its windows (SPEC §5), one
  * request at a time in window order, and `once` over many connectors. */
-#include "poll.h"
+#include "poller.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +9,7 @@
 
 #include <ev.h>
 
+#include "dbq.h"
 #include "http.h"
 #include "isotime.h"
 #include "log.h"
@@ -17,8 +18,9 @@
 
 struct poll_job {
 	struct http *http;
-	struct db *db;
+	struct dbq *dbq;
 	const struct connector *c;
+	const char *lease_owner;
 	poll_done_fn done;
 	void *user;
 	struct win_span *spans;
@@ -27,6 +29,12 @@ struct poll_job {
 	size_t nbatches, batch;
 	char from[ISO_FORMAT_LEN], to[ISO_FORMAT_LEN];
 	struct poll_result result;
+	/* The write in progress: what it writes lives here until it is done. */
+	struct db_run run;
+	struct val_result v;
+	char run_error[1024];
+	long upserted;
+	bool last_write; /* the poll ends once this write is done */
 };
 
 static void job_finish(struct poll_job *j)
@@ -36,16 +44,76 @@ static void job_finish(struct poll_job *j)
 	if (r->ok)
 		log_info("poll", c->name, "polled %zu request%s: %zu records, %zu upserted, %zu refused",
 			 r->requests, r->requests == 1 ? "" : "s", r->records, r->upserted, r->rejected);
-	else
-		log_warning("poll", c->name, "poll failed (%s): %s", run_outcome_name(r->outcome), r->error);
-	j->done(j, r, j->user);
-	free(j->spans);
-	free(j->ends);
-	free(j);
+	j->done(r, j->user);
+	poll_free(j);
 }
 
-/* Writes a failed or refused request's run row (or a config error with no
- * window) and ends the poll. */
+static void next_request(struct poll_job *j);
+
+/* Database thread: the one-statement write of SPEC §5. */
+static int write_in_thread(struct db *db, void *arg, char *err, size_t errlen)
+{
+	struct poll_job *j = arg;
+	return db_write_run(db, &j->run, &j->upserted, err, errlen);
+}
+
+/* Loop: the write of j->run is done. */
+static void on_written(int rc, const char *err, void *arg)
+{
+	struct poll_job *j = arg;
+	const struct connector *c = j->c;
+	struct poll_result *r = &j->result;
+	if (rc != 0) {
+		/* Nothing of this request was committed: the window did not
+		 * advance and the next poll fetches it again. */
+		r->ok = false;
+		if (db_error_is_lease_lost(err)) {
+			r->lease_lost = true;
+			snprintf(r->error, sizeof(r->error), "lease lost, result discarded: %s", err);
+			log_warning("poll", c->name, "%s", r->error);
+		} else {
+			r->db_failed = true;
+			r->outcome = RUN_DB_ERROR;
+			snprintf(r->error, sizeof(r->error), "writing window %s … %s: %s", j->from, j->to, err);
+			log_error("poll", c->name, "%s", r->error);
+		}
+		job_finish(j);
+		return;
+	}
+	if (j->last_write) {
+		job_finish(j);
+		return;
+	}
+	const struct val_result *v = &j->v;
+	r->outcome = RUN_OK;
+	r->records += v->received;
+	r->upserted += (size_t)j->upserted;
+	r->rejected += v->nrefusals;
+	if (v->nrefusals > 0)
+		log_warning("poll", c->name, "window %s … %s: %zu of %zu records refused; first, #%zu: %s: %s",
+			    j->from, j->to, v->nrefusals, v->received, v->refusals[0].index,
+			    val_reason_name(v->refusals[0].reason), v->refusals[0].detail);
+	log_debug("poll", c->name, "window %s … %s: HTTP %ld, %zu records, %ld upserted, %zu refused, %.3f s",
+		  j->from, j->to, j->run.http_status, v->received, j->upserted, v->nrefusals,
+		  j->run.finished_at - j->run.started_at);
+	val_result_free(&j->v);
+	memset(&j->v, 0, sizeof(j->v));
+	j->batch++;
+	next_request(j);
+}
+
+static void submit_write(struct poll_job *j)
+{
+	if (dbq_submit(j->dbq, write_in_thread, on_written, j) != 0) {
+		j->result.ok = false;
+		j->result.db_failed = true;
+		snprintf(j->result.error, sizeof(j->result.error), "out of memory queueing a write");
+		job_finish(j);
+	}
+}
+
+/* Records a failed or refused request (or a config error with no window)
+ * in fetch_runs, and ends the poll once that is written. */
 static void fail_request(struct poll_job *j, enum run_outcome outcome, const char *error, long status,
 			 double started, double finished, size_t bytes, bool has_window)
 {
@@ -54,7 +122,9 @@ static void fail_request(struct poll_job *j, enum run_outcome outcome, const cha
 	r->ok = false;
 	r->outcome = outcome;
 	snprintf(r->error, sizeof(r->error), "%s", error);
-	struct db_run run = {
+	snprintf(j->run_error, sizeof(j->run_error), "%s", error);
+	log_debug("poll", c->name, "%s: %s", run_outcome_name(outcome), error);
+	j->run = (struct db_run){
 		.connector_id = c->id,
 		.has_window = has_window,
 		.window_from = has_window ? j->spans[j->span].from : 0,
@@ -67,15 +137,12 @@ static void fail_request(struct poll_job *j, enum run_outcome outcome, const cha
 		.http_status = status,
 		.outcome = outcome,
 		.bytes = bytes,
-		.error = error,
+		.error = j->run_error,
+		.lease_owner = j->lease_owner,
+		.lease_epoch = c->lease_epoch,
 	};
-	long upserted;
-	char why[512];
-	if (db_write_run(j->db, &run, &upserted, why, sizeof(why)) != 0) {
-		r->db_failed = true;
-		log_error("poll", c->name, "could not record the failed run: %s", why);
-	}
-	job_finish(j);
+	j->last_write = true;
+	submit_write(j);
 }
 
 static enum run_outcome outcome_of(const struct http_response *resp)
@@ -97,8 +164,6 @@ static enum run_outcome outcome_of(const struct http_response *resp)
 	return RUN_NETWORK_ERROR;
 }
 
-static void next_request(struct poll_job *j);
-
 static void on_response(const struct http_response *resp, void *user)
 {
 	struct poll_job *j = user;
@@ -108,7 +173,8 @@ static void on_response(const struct http_response *resp, void *user)
 	size_t first = j->batch ? j->ends[j->batch - 1] : 0;
 	size_t ncodes = j->ends[j->batch] - first;
 	const char *const *codes = (const char *const *)c->codes + first;
-	r->retry_after = resp->retry_after;
+	/* SPEC §6 honours Retry-After on 429 and 503 only. */
+	r->retry_after = resp->status == 429 || resp->status == 503 ? resp->retry_after : -1;
 
 	enum run_outcome outcome = outcome_of(resp);
 	if (outcome != RUN_OK) {
@@ -124,26 +190,27 @@ static void on_response(const struct http_response *resp, void *user)
 		.to = span->to,
 		.now = (int64_t)time(NULL),
 	};
-	struct val_result v = {0};
-	if (val_validate(resp->body, resp->len, &vreq, &v) != 0) {
-		val_result_free(&v);
+	memset(&j->v, 0, sizeof(j->v));
+	if (val_validate(resp->body, resp->len, &vreq, &j->v) != 0) {
+		val_result_free(&j->v);
+		memset(&j->v, 0, sizeof(j->v));
 		fail_request(j, RUN_INVALID_RESPONSE, "out of memory judging the response", resp->status,
 			     resp->started_at, resp->finished_at, resp->bytes, true);
 		return;
 	}
-	if (v.refused) {
+	if (j->v.refused) {
 		char error[1024];
 		char where[300];
 		http_url_describe(c->endpoint_url, where, sizeof(where));
-		snprintf(error, sizeof(error), "response from %s refused: %s", where, v.error);
-		val_result_free(&v);
-		fail_request(j, RUN_INVALID_RESPONSE, error, resp->status, resp->started_at,
-			     resp->finished_at, resp->bytes, true);
+		snprintf(error, sizeof(error), "response from %s refused: %s", where, j->v.error);
+		val_result_free(&j->v);
+		memset(&j->v, 0, sizeof(j->v));
+		fail_request(j, RUN_INVALID_RESPONSE, error, resp->status, resp->started_at, resp->finished_at,
+			     resp->bytes, true);
 		return;
 	}
 
-	bool last_batch = j->batch + 1 == j->nbatches;
-	struct db_run run = {
+	j->run = (struct db_run){
 		.connector_id = c->id,
 		.has_window = true,
 		.window_from = span->from,
@@ -154,46 +221,15 @@ static void on_response(const struct http_response *resp, void *user)
 		.http_status = resp->status,
 		.outcome = RUN_OK,
 		.bytes = resp->bytes,
-		.result = &v,
+		.result = &j->v,
 		.codes = codes,
 		/* The window is done only when every code batch of it is. */
-		.advance = last_batch,
+		.advance = j->batch + 1 == j->nbatches,
 		.advance_to = span->to,
+		.lease_owner = j->lease_owner,
+		.lease_epoch = c->lease_epoch,
 	};
-	long upserted = 0;
-	char why[512];
-	if (db_write_run(j->db, &run, &upserted, why, sizeof(why)) != 0) {
-		val_result_free(&v);
-		r->db_failed = true;
-		r->ok = false;
-		r->outcome = RUN_DB_ERROR;
-		snprintf(r->error, sizeof(r->error), "writing window %s … %s: %s", j->from, j->to, why);
-		/* Leave a trace if the database still answers (a constraint,
-		 * not a lost connection). */
-		struct db_run failed = run;
-		failed.outcome = RUN_DB_ERROR;
-		failed.error = r->error;
-		failed.result = NULL;
-		failed.advance = false;
-		if (db_write_run(j->db, &failed, &upserted, why, sizeof(why)) != 0)
-			log_debug("poll", c->name, "could not record the db_error run: %s", why);
-		job_finish(j);
-		return;
-	}
-	r->outcome = RUN_OK;
-	r->records += v.received;
-	r->upserted += (size_t)upserted;
-	r->rejected += v.nrefusals;
-	if (v.nrefusals > 0)
-		log_warning("poll", c->name, "window %s … %s: %zu of %zu records refused; first, #%zu: %s: %s",
-			    j->from, j->to, v.nrefusals, v.received, v.refusals[0].index,
-			    val_reason_name(v.refusals[0].reason), v.refusals[0].detail);
-	log_debug("poll", c->name, "window %s … %s: HTTP %ld, %zu records, %ld upserted, %zu refused, %.3f s",
-		  j->from, j->to, resp->status, v.received, upserted, v.nrefusals,
-		  resp->finished_at - resp->started_at);
-	val_result_free(&v);
-	j->batch++;
-	next_request(j);
+	submit_write(j);
 }
 
 /* Prepares the code batches of span j->span: as many codes per request as
@@ -266,23 +302,41 @@ static void next_request(struct poll_job *j)
 	}
 }
 
-int poll_start(struct http *http, struct db *db, const struct connector *c, int64_t now, poll_done_fn done,
-	       void *user)
+/* Ends a poll that could not start (bad configuration), from the loop. */
+static void fail_before_start(struct poll_job *j, const char *error, bool has_window)
+{
+	double t = (double)time(NULL);
+	fail_request(j, RUN_CONFIG_ERROR, error, 0, t, t, 0, has_window);
+}
+
+void poll_free(struct poll_job *j)
+{
+	if (!j)
+		return;
+	val_result_free(&j->v);
+	free(j->spans);
+	free(j->ends);
+	free(j);
+}
+
+int poll_start(struct http *http, struct dbq *dbq, const struct connector *c, const char *lease_owner,
+	       int64_t now, poll_done_fn done, void *user, struct poll_job **out)
 {
 	struct poll_job *j = calloc(1, sizeof(*j));
 	if (!j)
 		return -1;
+	*out = j;
 	j->http = http;
-	j->db = db;
+	j->dbq = dbq;
 	j->c = c;
+	j->lease_owner = lease_owner;
 	j->done = done;
 	j->user = user;
 	j->result.retry_after = -1;
 
 	char err[512];
-	double t = (double)now;
 	if (connector_check(c, err, sizeof(err)) != 0) {
-		fail_request(j, RUN_CONFIG_ERROR, err, 0, t, t, 0, false);
+		fail_before_start(j, err, false);
 		return 0;
 	}
 	struct win_params wp = {
@@ -295,72 +349,15 @@ int poll_start(struct http *http, struct db *db, const struct connector *c, int6
 		.zone = c->timezone,
 	};
 	if (win_plan(&wp, &j->spans, &j->nspans) != 0) {
-		fail_request(j, RUN_CONFIG_ERROR, "its window cannot be planned (check timezone and intervals)",
-			     0, t, t, 0, false);
+		fail_before_start(j, "its window cannot be planned (check timezone and intervals)", false);
 		return 0;
 	}
 	if (plan_span(j, err, sizeof(err)) != 0) {
-		fail_request(j, RUN_CONFIG_ERROR, err, 0, t, t, 0, true);
+		fail_before_start(j, err, true);
 		return 0;
 	}
 	log_debug("poll", c->name, "polling from %s in %zu window%s", j->from, j->nspans,
 		  j->nspans == 1 ? "" : "s");
 	next_request(j);
 	return 0;
-}
-
-/* ---- once ----------------------------------------------------------------- */
-
-struct poll_all_state {
-	struct ev_loop *loop;
-	struct poll_summary *sum;
-	size_t pending;
-};
-
-static void on_connector_done(struct poll_job *job, const struct poll_result *r, void *user)
-{
-	struct poll_all_state *st = user;
-	(void)job;
-	struct poll_summary *s = st->sum;
-	if (r->ok)
-		s->ok++;
-	else
-		s->failed++;
-	s->db_failed |= r->db_failed;
-	s->requests += r->requests;
-	s->records += r->records;
-	s->upserted += r->upserted;
-	s->rejected += r->rejected;
-	if (--st->pending == 0)
-		ev_break(st->loop, EVBREAK_ONE);
-}
-
-int poll_all(struct ev_loop *loop, struct http *http, struct db *db, const struct connector *v, size_t n,
-	     struct poll_summary *sum)
-{
-	memset(sum, 0, sizeof(*sum));
-	struct poll_all_state st = {.loop = loop, .sum = sum};
-	int64_t now = (int64_t)time(NULL);
-	int rc = 0;
-	/* Hold one extra count so that a connector finishing synchronously
-	 * cannot end the loop before every one has started. */
-	st.pending = 1;
-	for (size_t i = 0; i < n; i++) {
-		sum->connectors++;
-		if (v[i].ncodes == 0) {
-			/* SPEC §2: not polled, not a failure; its health says so. */
-			sum->skipped_no_stores++;
-			log_info("poll", v[i].name, "no store linked: not polled");
-			continue;
-		}
-		st.pending++;
-		if (poll_start(http, db, &v[i], now, on_connector_done, &st) != 0) {
-			st.pending--;
-			sum->failed++;
-			rc = -1;
-		}
-	}
-	if (--st.pending > 0)
-		ev_run(loop, 0);
-	return rc;
 }

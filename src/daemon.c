@@ -1,0 +1,574 @@
+/* daemon: claims, polls and schedules connectors on one libev loop; reports
+ * to systemd; handles SIGTERM, SIGINT and SIGHUP as loop events. */
+#include "daemon.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <systemd/sd-daemon.h>
+
+#include "config.h"
+#include "connector.h"
+#include "db.h"
+#include "dbq.h"
+#include "http.h"
+#include "log.h"
+#include "poller.h"
+#include "schedule.h"
+
+/* In `run`, claim at most this many connectors per slot of
+ * max_concurrent_fetches: enough queued to keep every slot busy. */
+#define CLAIM_PER_SLOT 4
+
+struct daemon;
+
+/* One claimed connector, from its claim until its lease is released. */
+struct job {
+	struct daemon *d;
+	struct job *prev, *next;
+	struct connector c;   /* owned */
+	struct poll_job *pj;  /* while polling */
+	/* Set when the poll is done; written by finish_in_thread. */
+	int64_t next_poll;
+	unsigned failures;
+};
+
+struct claim {
+	struct daemon *d;
+	size_t limit;
+	struct connector *v;
+	size_t n;
+};
+
+struct daemon {
+	struct ev_loop *loop;
+	struct cfg *cfg;
+	const struct daemon_options *opt;
+	struct http *http;
+	struct dbq *dbq;
+	char owner[160];
+
+	struct job *jobs;
+	size_t njobs;
+	struct claim *claiming; /* a claim in the database thread */
+	bool claim_again;       /* something asked for a claim meanwhile */
+	bool renewing;
+	bool db_down;           /* reported once per outage */
+	bool stopping;
+	bool releasing;
+	bool once_claimed;
+
+	size_t polls_ok, polls_failed;
+	bool db_failed; /* a claim or a write failed for the database's sake */
+
+	ev_timer claim_timer, renew_timer, watchdog_timer, grace_timer, status_timer, start_timer;
+	ev_signal sigterm, sigint, sighup;
+};
+
+static int64_t now_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static void update_status(struct daemon *d)
+{
+	sd_notifyf(0,
+		   "STATUS=%s%zu connector%s polling, %zu transfer%s in flight, %zu polls ok and %zu failed "
+		   "since start; database %s",
+		   d->stopping ? "stopping: " : "", d->njobs, d->njobs == 1 ? "" : "s", http_in_flight(d->http),
+		   http_in_flight(d->http) == 1 ? "" : "s", d->polls_ok, d->polls_failed,
+		   dbq_connected(d->dbq) ? "up" : "unreachable");
+}
+
+/* ---- ending ---------------------------------------------------------------- */
+
+static void on_released(int rc, const char *err, void *arg)
+{
+	struct daemon *d = arg;
+	if (rc != 0)
+		log_warning("daemon", NULL, "could not release leases (they expire by themselves): %s", err);
+	ev_break(d->loop, EVBREAK_ALL);
+}
+
+static int release_in_thread(struct db *db, void *arg, char *err, size_t errlen)
+{
+	struct daemon *d = arg;
+	return db_release_all(db, d->owner, err, errlen);
+}
+
+/* Releases every lease we hold and leaves the loop when that is done. */
+static void release_and_exit(struct daemon *d)
+{
+	if (d->releasing)
+		return;
+	d->releasing = true;
+	if (dbq_submit(d->dbq, release_in_thread, on_released, d) != 0)
+		ev_break(d->loop, EVBREAK_ALL);
+}
+
+static void maybe_done(struct daemon *d)
+{
+	if (d->njobs > 0 || d->claiming)
+		return;
+	if (d->stopping || (d->opt->once && d->once_claimed))
+		release_and_exit(d);
+}
+
+/* ---- one connector --------------------------------------------------------- */
+
+static void job_unlink_free(struct job *j)
+{
+	struct daemon *d = j->d;
+	if (j->prev)
+		j->prev->next = j->next;
+	else
+		d->jobs = j->next;
+	if (j->next)
+		j->next->prev = j->prev;
+	d->njobs--;
+	connector_free(&j->c);
+	free(j);
+}
+
+static int finish_in_thread(struct db *db, void *arg, char *err, size_t errlen)
+{
+	struct job *j = arg;
+	return db_finish(db, j->d->owner, j->c.id, j->c.lease_epoch, j->next_poll, j->failures, err, errlen);
+}
+
+static void claim(struct daemon *d);
+
+static void on_finished(int rc, const char *err, void *arg)
+{
+	struct job *j = arg;
+	struct daemon *d = j->d;
+	if (rc != 0)
+		log_debug("daemon", j->c.name, "could not record the next poll (the lease will expire): %s", err);
+	job_unlink_free(j);
+	update_status(d);
+	if (!d->opt->once)
+		claim(d);
+	maybe_done(d);
+}
+
+static void on_polled(const struct poll_result *r, void *user)
+{
+	struct job *j = user;
+	struct daemon *d = j->d;
+	const struct connector *c = &j->c;
+	int64_t now = now_s();
+	uint32_t rnd = arc4random();
+	j->pj = NULL;
+
+	if (r->lease_lost) {
+		/* Another daemon has it now: nothing of ours to record. */
+		d->polls_failed++;
+		job_unlink_free(j);
+		update_status(d);
+		maybe_done(d);
+		return;
+	}
+	if (r->ok) {
+		d->polls_ok++;
+		if (c->failures > 0)
+			log_info("daemon", c->name, "recovered after %u failed poll%s", c->failures,
+				 c->failures == 1 ? "" : "s");
+		j->failures = 0;
+		j->next_poll = sched_after_success(now, c->id, c->poll_interval, rnd);
+	} else {
+		d->polls_failed++;
+		d->db_failed |= r->db_failed;
+		j->failures = r->db_failed ? c->failures : c->failures + 1;
+		/* A failure is logged when it starts (and by every `once`); while it
+		 * repeats, only at debug level. */
+		if (d->opt->once || c->failures == 0)
+			log_warning("daemon", c->name, "poll failed (%s): %s", run_outcome_name(r->outcome), r->error);
+		else
+			log_debug("daemon", c->name, "still failing (%u times): %s", j->failures, r->error);
+		j->next_poll = r->db_failed ? now + SCHED_BACKOFF_MIN
+					    : sched_after_failure(now, j->failures, r->outcome == RUN_AUTH_FAILED,
+								  r->retry_after, rnd);
+	}
+	if (dbq_submit(d->dbq, finish_in_thread, on_finished, j) != 0)
+		on_finished(-1, "out of memory", j);
+}
+
+/* ---- claiming ------------------------------------------------------------- */
+
+static int claim_in_thread(struct db *db, void *arg, char *err, size_t errlen)
+{
+	struct claim *cl = arg;
+	struct daemon *d = cl->d;
+	return db_claim(db, d->owner, d->cfg->lease_ms / 1000, cl->limit, d->opt->once, &cl->v, &cl->n, err,
+			errlen);
+}
+
+static void on_claimed(int rc, const char *err, void *arg)
+{
+	struct claim *cl = arg;
+	struct daemon *d = cl->d;
+	d->claiming = NULL;
+	if (rc != 0) {
+		if (!d->db_down)
+			log_error("daemon", NULL, "claiming connectors: %s", err);
+		d->db_failed = true;
+		if (d->opt->once)
+			d->once_claimed = true;
+		free(cl);
+		maybe_done(d);
+		return;
+	}
+	if (d->opt->once) {
+		d->once_claimed = true;
+		log_info("daemon", NULL, "polling %zu connector%s", cl->n, cl->n == 1 ? "" : "s");
+	}
+	int64_t now = now_s();
+	for (size_t i = 0; i < cl->n; i++) {
+		struct job *j = calloc(1, sizeof(*j));
+		if (!j) {
+			log_error("daemon", cl->v[i].name, "out of memory: not polled now");
+			connector_free(&cl->v[i]);
+			continue;
+		}
+		j->d = d;
+		j->c = cl->v[i]; /* moved */
+		memset(&cl->v[i], 0, sizeof(cl->v[i]));
+		j->next = d->jobs;
+		if (d->jobs)
+			d->jobs->prev = j;
+		d->jobs = j;
+		d->njobs++;
+		if (poll_start(d->http, d->dbq, &j->c, d->owner, now, on_polled, j, &j->pj) != 0) {
+			log_error("daemon", j->c.name, "out of memory: not polled now");
+			job_unlink_free(j);
+		}
+	}
+	bool more = cl->n == cl->limit;
+	free(cl->v);
+	free(cl);
+	update_status(d);
+	if (d->claim_again || (more && !d->opt->once)) {
+		d->claim_again = false;
+		claim(d);
+	}
+	maybe_done(d);
+}
+
+static void claim(struct daemon *d)
+{
+	if (d->stopping || (d->opt->once && (d->once_claimed || d->claiming)))
+		return;
+	if (d->claiming) {
+		d->claim_again = true;
+		return;
+	}
+	size_t want = (size_t)d->cfg->max_concurrent_fetches * CLAIM_PER_SLOT;
+	size_t limit = d->opt->once ? 1000000 : (want > d->njobs ? want - d->njobs : 0);
+	if (limit == 0)
+		return;
+	struct claim *cl = calloc(1, sizeof(*cl));
+	if (!cl)
+		return; /* the claim timer tries again */
+	cl->d = d;
+	cl->limit = limit;
+	d->claiming = cl;
+	if (dbq_submit(d->dbq, claim_in_thread, on_claimed, cl) != 0) {
+		d->claiming = NULL;
+		free(cl);
+	}
+}
+
+/* ---- timers and events ---------------------------------------------------- */
+
+static void on_claim_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	claim(w->data);
+}
+
+static int renew_in_thread(struct db *db, void *arg, char *err, size_t errlen)
+{
+	struct daemon *d = arg;
+	return db_renew(db, d->owner, d->cfg->lease_ms / 1000, err, errlen);
+}
+
+static void on_renewed(int rc, const char *err, void *arg)
+{
+	struct daemon *d = arg;
+	d->renewing = false;
+	if (rc != 0)
+		log_debug("daemon", NULL, "renewing leases: %s", err);
+}
+
+static void on_renew_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct daemon *d = w->data;
+	(void)loop;
+	(void)revents;
+	if (d->njobs == 0 || d->renewing)
+		return;
+	d->renewing = true;
+	if (dbq_submit(d->dbq, renew_in_thread, on_renewed, d) != 0)
+		d->renewing = false;
+}
+
+static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	/* Sent from the loop itself: a stuck loop stops feeding the watchdog. */
+	sd_notify(0, "WATCHDOG=1");
+}
+
+static void on_status_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	update_status(w->data);
+}
+
+/* Releases leases left from polls whose results were lost with the
+ * connection, so those connectors are due again at once rather than when
+ * the lease expires. Jobs still running keep theirs. */
+struct stale {
+	struct daemon *d;
+	int64_t *keep;
+	size_t nkeep;
+};
+
+static int release_stale_in_thread(struct db *db, void *arg, char *err, size_t errlen)
+{
+	struct stale *st = arg;
+	return db_release_stale(db, st->d->owner, st->keep, st->nkeep, err, errlen);
+}
+
+static void on_stale_released(int rc, const char *err, void *arg)
+{
+	struct stale *st = arg;
+	struct daemon *d = st->d;
+	if (rc != 0)
+		log_debug("daemon", NULL, "releasing stale leases: %s", err);
+	free(st->keep);
+	free(st);
+	claim(d);
+}
+
+static void release_stale(struct daemon *d)
+{
+	struct stale *st = calloc(1, sizeof(*st));
+	if (!st)
+		return;
+	st->d = d;
+	st->keep = calloc(d->njobs ? d->njobs : 1, sizeof(int64_t));
+	if (!st->keep) {
+		free(st);
+		return;
+	}
+	for (struct job *j = d->jobs; j; j = j->next)
+		st->keep[st->nkeep++] = j->c.id;
+	if (dbq_submit(d->dbq, release_stale_in_thread, on_stale_released, st) != 0) {
+		free(st->keep);
+		free(st);
+	}
+}
+
+static void on_db_event(enum dbq_event ev, const char *detail, void *user)
+{
+	struct daemon *d = user;
+	switch (ev) {
+	case DBQ_CONNECTED:
+		update_status(d);
+		if (d->db_down) {
+			log_info("daemon", NULL, "database connection restored");
+			d->db_down = false;
+			release_stale(d); /* and then claims */
+		} else {
+			log_debug("daemon", NULL, "database connected");
+			claim(d);
+		}
+		break;
+	case DBQ_DISCONNECTED:
+		if (!d->db_down)
+			log_error("daemon", NULL, "database unavailable (retrying): %s", detail);
+		d->db_down = true;
+		update_status(d);
+		break;
+	case DBQ_NOTIFIED:
+		log_debug("daemon", NULL, "configuration changed");
+		claim(d);
+		break;
+	}
+}
+
+static void on_grace(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct daemon *d = w->data;
+	(void)loop;
+	(void)revents;
+	log_warning("daemon", NULL, "shutdown_grace passed: abandoning %zu poll%s (their windows are fetched "
+		    "again next time)", d->njobs, d->njobs == 1 ? "" : "s");
+	release_and_exit(d);
+}
+
+static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct daemon *d = w->data;
+	(void)revents;
+	if (d->stopping) {
+		log_warning("daemon", NULL, "second stop signal: exiting now");
+		ev_break(loop, EVBREAK_ALL);
+		return;
+	}
+	d->stopping = true;
+	sd_notify(0, "STOPPING=1");
+	ev_timer_stop(loop, &d->claim_timer);
+	log_info("daemon", NULL, "stopping: waiting up to %.1f s for %zu poll%s in progress",
+		 d->cfg->shutdown_grace_ms / 1000.0, d->njobs, d->njobs == 1 ? "" : "s");
+	update_status(d);
+	ev_timer_set(&d->grace_timer, d->cfg->shutdown_grace_ms / 1000.0, 0.);
+	ev_timer_start(loop, &d->grace_timer);
+	maybe_done(d);
+}
+
+static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct daemon *d = w->data;
+	(void)loop;
+	(void)revents;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64,
+		   (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
+	struct cfg fresh;
+	char err[1024];
+	if (cfg_init(&fresh) != 0) {
+		log_error("daemon", NULL, "reload: out of memory; keeping the running configuration");
+	} else if (cfg_load(&fresh, d->opt->config_path, d->opt->config_required, err, sizeof(err)) != 0) {
+		log_error("daemon", NULL, "reload failed, keeping the running configuration: %s", err);
+		cfg_free(&fresh);
+	} else {
+		/* The database connection stays; a changed url takes a restart. */
+		const char *running = d->cfg->database_url ? d->cfg->database_url : "";
+		const char *wanted = d->opt->database_url_override ? d->opt->database_url_override
+				     : fresh.database_url      ? fresh.database_url
+								: "";
+		if (strcmp(running, wanted) != 0)
+			log_warning("daemon", NULL, "reload: [database] url changed; it takes effect at restart");
+		free(fresh.database_url);
+		fresh.database_url = d->cfg->database_url;
+		d->cfg->database_url = NULL;
+		/* Swap contents: http keeps its pointer to d->cfg. */
+		struct cfg old = *d->cfg;
+		*d->cfg = fresh;
+		cfg_free(&old);
+		log_setup(d->cfg->log_level, d->cfg->log_format);
+		log_info("daemon", NULL, "configuration reloaded from %s", d->opt->config_path);
+		ev_timer_set(&d->claim_timer, d->cfg->claim_interval_ms / 1000.0, d->cfg->claim_interval_ms / 1000.0);
+		ev_timer_again(d->loop, &d->claim_timer);
+	}
+	sd_notify(0, "READY=1");
+	update_status(d);
+}
+
+static void on_start(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct daemon *d = w->data;
+	(void)loop;
+	(void)revents;
+	/* The loop runs: tell systemd, then look for work. */
+	if (!d->opt->once) {
+		sd_notify(0, "READY=1");
+		log_info("daemon", NULL, "ksi-salesd %s running as %s", KSI_VERSION, d->owner);
+	}
+	update_status(d);
+	claim(d);
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
+{
+	struct daemon dd = {.cfg = cfg, .opt = opt};
+	struct daemon *d = &dd;
+	char host[64] = "host";
+	gethostname(host, sizeof(host) - 1);
+	snprintf(d->owner, sizeof(d->owner), "%s:%ld:%08" PRIx32, host, (long)getpid(), arc4random());
+
+	d->loop = ev_default_loop(EVFLAG_AUTO);
+	if (!d->loop) {
+		log_error("daemon", NULL, "cannot start the event loop");
+		return 1;
+	}
+	if (http_new(d->loop, cfg, &d->http) != 0 || dbq_new(d->loop, cfg->database_url, on_db_event, d, &d->dbq) != 0) {
+		log_error("daemon", NULL, "cannot start libcurl or the database thread");
+		http_free(d->http);
+		return 1;
+	}
+
+	ev_timer_init(&d->start_timer, on_start, 0., 0.);
+	ev_timer_init(&d->claim_timer, on_claim_timer, cfg->claim_interval_ms / 1000.0, cfg->claim_interval_ms / 1000.0);
+	ev_timer_init(&d->renew_timer, on_renew_timer, cfg->lease_ms / 3000.0, cfg->lease_ms / 3000.0);
+	ev_timer_init(&d->grace_timer, on_grace, 0., 0.);
+	ev_timer_init(&d->status_timer, on_status_timer, 5., 5.);
+	ev_timer_init(&d->watchdog_timer, on_watchdog, 0., 0.);
+	d->start_timer.data = d->claim_timer.data = d->renew_timer.data = d->grace_timer.data = d;
+	d->status_timer.data = d->watchdog_timer.data = d;
+	ev_timer_start(d->loop, &d->start_timer);
+	ev_timer_start(d->loop, &d->renew_timer);
+	if (!opt->once) {
+		ev_timer_start(d->loop, &d->claim_timer);
+		ev_timer_start(d->loop, &d->status_timer);
+		uint64_t usec = 0;
+		if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+			ev_timer_set(&d->watchdog_timer, usec / 2e6, usec / 2e6);
+			ev_timer_start(d->loop, &d->watchdog_timer);
+		}
+	}
+	ev_signal_init(&d->sigterm, on_stop_signal, SIGTERM);
+	ev_signal_init(&d->sigint, on_stop_signal, SIGINT);
+	ev_signal_init(&d->sighup, on_reload_signal, SIGHUP);
+	d->sigterm.data = d->sigint.data = d->sighup.data = d;
+	ev_signal_start(d->loop, &d->sigterm);
+	ev_signal_start(d->loop, &d->sigint);
+	if (!opt->once)
+		ev_signal_start(d->loop, &d->sighup);
+
+	ev_run(d->loop, 0);
+
+	if (!opt->once)
+		log_info("daemon", NULL, "stopped: %zu polls ok, %zu failed", d->polls_ok, d->polls_failed);
+	else
+		log_info("once", NULL, "%zu connector%s polled: %zu ok, %zu failed", d->polls_ok + d->polls_failed,
+			 d->polls_ok + d->polls_failed == 1 ? "" : "s", d->polls_ok, d->polls_failed);
+	/* once: 3 when the database failed us, 1 when a connector failed. */
+	int rc = !opt->once ? 0 : d->db_failed ? 3 : d->polls_failed > 0 ? 1 : 0;
+
+	/* Nothing may call back into what is freed below: stop the thread
+	 * and the transfers first, then free the jobs they referred to. */
+	dbq_free(d->dbq);
+	http_free(d->http);
+	while (d->jobs) {
+		struct job *j = d->jobs;
+		poll_free(j->pj);
+		job_unlink_free(j);
+	}
+	free(d->claiming);
+	ev_timer_stop(d->loop, &d->start_timer);
+	ev_timer_stop(d->loop, &d->claim_timer);
+	ev_timer_stop(d->loop, &d->renew_timer);
+	ev_timer_stop(d->loop, &d->grace_timer);
+	ev_timer_stop(d->loop, &d->status_timer);
+	ev_timer_stop(d->loop, &d->watchdog_timer);
+	ev_signal_stop(d->loop, &d->sigterm);
+	ev_signal_stop(d->loop, &d->sigint);
+	ev_signal_stop(d->loop, &d->sighup);
+	ev_loop_destroy(d->loop);
+	return rc;
+}
