@@ -21,7 +21,7 @@ REL_OBJS := $(MODULE_SRCS:src/%.c=build/rel/%.o) build/rel/migrations.o
 SAN_OBJS := $(MODULE_SRCS:src/%.c=build/san/%.o) build/san/migrations.o
 UNIT_TESTS := $(patsubst tests/unit/%.c,build/san/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps check unit integration valgrind demo bench clean format lint
+.PHONY: all deps check unit integration systemd-check valgrind demo bench install clean format lint
 all: build/ksi-salesd
 
 deps:
@@ -56,6 +56,7 @@ test_window_MODULES := window isotime
 test_validate_MODULES := validate isotime
 test_config_MODULES := config log
 test_http_MODULES := http window isotime config log
+test_schedule_MODULES := schedule
 .SECONDEXPANSION:
 build/san/test_%: tests/unit/test_%.c $$(addprefix build/san/,$$(addsuffix .o,$$(test_$$*_MODULES)))
 	$(CC) $(ALL_CFLAGS) $(SAN) $(shell pkg-config --cflags cmocka) -o $@ $^ \
@@ -71,6 +72,10 @@ unit: $(UNIT_TESTS)
 
 integration: build/san/ksi-salesd build/fakeapi
 	@bash tests/integration/run.sh build/san/ksi-salesd build/fakeapi
+	@bash tests/integration/daemon.sh build/san/ksi-salesd build/fakeapi
+
+systemd-check: build/ksi-salesd
+	@sh tests/systemd/check.sh build/ksi-salesd
 
 # The integration suite with every run of the release binary under
 # valgrind: any memory error or leak fails the run it happens in.
@@ -78,9 +83,12 @@ valgrind: build/ksi-salesd build/fakeapi
 	@KSI_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 		--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp" \
 		bash tests/integration/run.sh build/ksi-salesd build/fakeapi
+	@KSI_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
+		--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp" \
+		bash tests/integration/daemon.sh build/ksi-salesd build/fakeapi
 
 check: deps
-	@$(MAKE) --no-print-directory all unit integration
+	@$(MAKE) --no-print-directory all unit integration systemd-check
 
 demo: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
@@ -96,6 +104,14 @@ format:
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
 		--inline-suppr -Iinclude src tests/fakeapi
+
+PREFIX ?= /usr/local
+install: build/ksi-salesd
+	install -D -m 0755 build/ksi-salesd $(DESTDIR)$(PREFIX)/bin/ksi-salesd
+	install -D -m 0644 etc/ksi-salesd.conf $(DESTDIR)/etc/ksi-salesd/ksi-salesd.conf.example
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	sed 's|/usr/local/bin/ksi-salesd|$(PREFIX)/bin/ksi-salesd|' systemd/ksi-salesd.service \
+		> $(DESTDIR)$(PREFIX)/lib/systemd/system/ksi-salesd.service
 
 clean:
 	rm -rf build

@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Integration tests of `ksi-salesd run`: the daemon in the background against
+# a throwaway PostgreSQL and the fake API. Every wait is for a condition,
+# with a deadline.
+#   daemon.sh BINARY FAKEAPI
+set -uo pipefail
+
+BIN=$(realpath "$1")
+FAKE=$(realpath "$2")
+WORK=$(mktemp -d /tmp/ksi-salesd-daemon.XXXXXX)
+chmod 755 "$WORK"
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+TOKEN="canary-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+PIDS=()
+
+cleanup() {
+	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+	fake_stop
+	pg_stop
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+pg_start || exit 1
+fake_start "$FAKE" --token "$TOKEN" || exit 1
+"$BIN" migrate 2>/dev/null || { echo "migrate failed" >&2; exit 1; }
+
+write_conf() {
+	cat >"$1" <<CONF
+[daemon]
+lease = 10s
+claim_interval = 2s
+shutdown_grace = ${2:-5s}
+max_per_host = 64
+[log]
+level = debug
+CONF
+}
+write_conf "$WORK/d.conf"
+
+# start_daemon NAME [CONF] [DATABASE]: starts `run`, waits until it says it runs.
+start_daemon() {
+	local name=$1 conf=${2:-$WORK/d.conf} url=${3:-$CONNINFO}
+	${KSI_WRAP:-} "$BIN" run -c "$conf" -d "$url" 2>"$WORK/$name.log" &
+	local pid=$!
+	PIDS+=("$pid")
+	eval "PID_$name=$pid"
+	wait_for "$name to start" 20 grep -q "running as" "$WORK/$name.log"
+}
+
+alive() { kill -0 "$1" 2>/dev/null; }
+# sql_is CONNINFO EXPECTED QUERY: true when the query answers EXPECTED (for wait_for).
+sql_is() { [ "$(psql "$1" -X -A -t -q -c "$3")" = "$2" ]; }
+connector_runs() { sql "SELECT count(*) FROM ksi_sales.fetch_runs r JOIN ksi_sales.connectors c ON c.id = r.connector_id WHERE c.name = '$1' ${2:+AND r.outcome = '$2'}"; }
+has_runs() { [ "$(connector_runs "$1" "${2:-}")" -ge "${3:-1}" ]; }
+
+add_connector() { # NAME PATH [extra column=value SQL...]
+	sql "INSERT INTO ksi_sales.connectors (name, endpoint_url, bearer_token, initial_backfill, poll_interval)
+	     VALUES ('$1', '$FAKE_URL/$2', '$TOKEN', '3 hours', '${3:-1 hour}');
+	     INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code)
+	     SELECT 'Store of $1', id, '0001' FROM ksi_sales.connectors WHERE name = '$1'" >/dev/null
+}
+
+echo "# a connector added with SQL is polled within five seconds"
+start_daemon main
+add_connector fresh sales
+if wait_for "fresh to be polled" 5 has_runs fresh ok; then ok "a new connector is polled within 5 s of its INSERT"
+else not_ok "a new connector is polled within 5 s of its INSERT"; fi
+wait_for "fresh's lease to be released" 5 sql_is "$CONNINFO" 1 "SELECT count(*) FROM ksi_sales.connector_state s JOIN ksi_sales.connectors c ON c.id = s.connector_id WHERE c.name = 'fresh' AND s.lease_owner IS NULL"
+check "after a success: lease released, no failures, next poll within the interval" "t" \
+	"$(sql "SELECT s.lease_owner IS NULL AND s.failures = 0 AND s.next_poll > now()
+	               AND s.next_poll <= now() + interval '1 hour 30 seconds'
+	        FROM ksi_sales.connector_state s JOIN ksi_sales.connectors c ON c.id = s.connector_id WHERE c.name = 'fresh'")"
+check "the connector's hours are stored" "4" \
+	"$(sql "SELECT count(*) FROM ksi_sales.sales_hourly h JOIN ksi_sales.connectors c ON c.id = h.connector_id WHERE c.name = 'fresh'")"
+
+echo "# failures back off; Retry-After is honoured"
+add_connector busy status/429/retryafter/120/sales
+add_connector broken status/500/sales
+add_connector badurl sales
+sql "UPDATE ksi_sales.connectors SET endpoint_url = 'http://[::1/sales' WHERE name = 'badurl'" >/dev/null
+wait_for "the failing connectors to be polled" 10 bash -c "[ \$(psql '$CONNINFO' -XAtc \"SELECT count(DISTINCT connector_id) FROM ksi_sales.fetch_runs r JOIN ksi_sales.connector_state s USING (connector_id) WHERE r.outcome <> 'ok' AND s.lease_owner IS NULL\") -ge 3 ]"
+check "429 with Retry-After: 120 is next polled 120 s later" "t" \
+	"$(sql "SELECT s.next_poll - r.finished_at BETWEEN interval '119 seconds' AND interval '121 seconds' AND s.failures = 1
+	        FROM ksi_sales.connector_state s JOIN ksi_sales.connectors c ON c.id = s.connector_id
+	        JOIN ksi_sales.fetch_runs r ON r.connector_id = c.id WHERE c.name = 'busy'")"
+check "a 500 backs off 30 s (±20%)" "t" \
+	"$(sql "SELECT s.next_poll - r.finished_at BETWEEN interval '23 seconds' AND interval '37 seconds'
+	        FROM ksi_sales.connector_state s JOIN ksi_sales.connectors c ON c.id = s.connector_id
+	        JOIN ksi_sales.fetch_runs r ON r.connector_id = c.id WHERE c.name = 'broken'")"
+check "a connector row the daemon cannot use gets a config_error run" "1" "$(connector_runs badurl config_error)"
+# Another claim happens (this notification wakes one) ...
+add_connector later sales
+wait_for "later to be polled" 5 has_runs later ok
+# ... and it did not poll the 429 connector again before its time.
+check "the 429 connector is not retried early" "1" "$(connector_runs busy)"
+check "the daemon kept serving the others" "1" "$(connector_runs later ok)"
+
+echo "# SIGHUP reloads the configuration; a bad file keeps the running one"
+pid=$PID_main
+sed -i 's/level = debug/level = info/' "$WORK/d.conf"
+kill -HUP "$pid"
+wait_for "the reload" 5 grep -q "configuration reloaded" "$WORK/main.log" && ok "SIGHUP reloads the file" || not_ok "SIGHUP reloads the file"
+printf '[daemon]\nlease = 10s\nclaim_intervall = 2s\n' >"$WORK/d.conf"
+kill -HUP "$pid"
+if wait_for "the failed reload" 5 grep -q "reload failed, keeping the running configuration" "$WORK/main.log"; then
+	ok "a bad file is refused on SIGHUP"
+else not_ok "a bad file is refused on SIGHUP"; fi
+check_contains "the refusal names file, line and key" "d.conf:3" "$(grep 'reload failed' "$WORK/main.log")"
+add_connector after-reload sales
+if alive "$pid" && wait_for "after-reload to be polled" 5 has_runs after-reload ok; then ok "the daemon keeps polling after a bad reload"
+else not_ok "the daemon keeps polling after a bad reload"; fi
+write_conf "$WORK/d.conf"
+
+echo "# PostgreSQL restarted: the daemon recovers, LISTEN comes back, no hour is missing"
+sh "$ROOT/tests/lib/pg.sh" restart "$PG_DIR" fast
+add_connector after-restart sales
+if wait_for "after-restart to be polled" 15 has_runs after-restart ok; then ok "a connector added after the restart is polled"
+else not_ok "a connector added after the restart is polled"; fi
+if alive "$pid"; then ok "the daemon survived the restart"; else not_ok "the daemon survived the restart"; fi
+check "every ok connector has every hour from its first to synced_until" "0" \
+	"$(sql "SELECT count(*) FROM (SELECT s.connector_id, count(DISTINCT h.hour) AS got,
+	               extract(epoch FROM st.synced_until - min(h.hour)) / 3600 AS want
+	        FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id
+	        JOIN ksi_sales.connector_state st ON st.connector_id = s.connector_id
+	        GROUP BY s.connector_id, st.synced_until) x WHERE got <> want")"
+
+echo "# SIGTERM: in-flight work finishes within the grace, leases released, exit 0"
+add_connector slow delay/2000/sales
+wait_for "slow to be leased" 10 sql_is "$CONNINFO" 1 "SELECT count(*) FROM ksi_sales.connector_state s JOIN ksi_sales.connectors c ON c.id = s.connector_id WHERE c.name = 'slow' AND s.lease_owner IS NOT NULL"
+kill -TERM "$pid"
+wait "$pid"
+check "SIGTERM exits 0" 0 $?
+check "the poll in flight was finished and written" "1" "$(connector_runs slow ok)"
+check "no lease is left behind" "0" "$(sql "SELECT count(*) FROM ksi_sales.connector_state WHERE lease_owner IS NOT NULL")"
+check_contains "systemd is told it is stopping" "stopping" "$(cat "$WORK/main.log")"
+
+write_conf "$WORK/short.conf" 1s
+start_daemon short "$WORK/short.conf"
+add_connector glacial delay/30000/sales
+wait_for "glacial to be leased" 10 sql_is "$CONNINFO" 1 "SELECT count(*) FROM ksi_sales.connector_state s JOIN ksi_sales.connectors c ON c.id = s.connector_id WHERE c.name = 'glacial' AND s.lease_owner IS NOT NULL"
+t0=$SECONDS
+kill -TERM "$PID_short"
+wait "$PID_short"
+check "SIGTERM with a poll that outlasts the grace still exits 0" 0 $?
+check "... within the grace, not after the poll" "yes" "$([ $((SECONDS - t0)) -le 5 ] && echo yes)"
+check "... and releases the abandoned lease" "0" "$(sql "SELECT count(*) FROM ksi_sales.connector_state WHERE lease_owner IS NOT NULL")"
+sql "UPDATE ksi_sales.connectors SET enabled = false" >/dev/null
+
+echo "# three daemons share one database: each connector polled once; kill -9 is taken over"
+sql "CREATE DATABASE multi" >/dev/null
+MULTI="${CONNINFO/dbname=postgres/dbname=multi}"
+"$BIN" migrate -d "$MULTI" 2>/dev/null
+psql "$MULTI" -X -q -c "INSERT INTO ksi_sales.connectors (name, endpoint_url, bearer_token, initial_backfill, poll_interval)
+	SELECT 'm' || i, '$FAKE_URL/delay/300/sales', '$TOKEN', '2 hours', '1 hour' FROM generate_series(1, 30) AS i;
+	INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code) SELECT name, id, '0001' FROM ksi_sales.connectors"
+start_daemon d1 "$WORK/d.conf" "$MULTI"
+start_daemon d2 "$WORK/d.conf" "$MULTI"
+start_daemon d3 "$WORK/d.conf" "$MULTI"
+msql() { psql "$MULTI" -X -A -t -q -c "$1"; }
+if wait_for "all 30 to be polled" 20 sql_is "$MULTI" 30 "SELECT count(DISTINCT connector_id) FROM ksi_sales.fetch_runs WHERE outcome = 'ok'"; then
+	ok "three daemons poll all 30 connectors"
+else not_ok "three daemons poll all 30 connectors"; fi
+# One more connector wakes every daemon for another claim round, in which
+# a broken lease would show as a second poll.
+psql "$MULTI" -X -q -c "INSERT INTO ksi_sales.connectors (name, endpoint_url, bearer_token, initial_backfill, poll_interval)
+	VALUES ('m-extra', '$FAKE_URL/sales', '$TOKEN', '2 hours', '1 hour');
+	INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code) SELECT name, id, '0001' FROM ksi_sales.connectors WHERE name = 'm-extra'"
+wait_for "m-extra to be polled" 10 sql_is "$MULTI" 1 "SELECT count(*) FROM ksi_sales.fetch_runs r JOIN ksi_sales.connectors c ON c.id = r.connector_id WHERE c.name = 'm-extra'"
+check "no connector was polled twice within its interval" "0" \
+	"$(msql "SELECT count(*) FROM (SELECT connector_id FROM ksi_sales.fetch_runs GROUP BY connector_id HAVING count(*) > 1) x")"
+busy_daemons=0
+for n in d1 d2 d3; do grep -q "polled 1 request" "$WORK/$n.log" && busy_daemons=$((busy_daemons + 1)); done
+check "the work was shared (more than one daemon polled)" "yes" "$([ $busy_daemons -ge 2 ] && echo yes)"
+
+psql "$MULTI" -X -q -c "INSERT INTO ksi_sales.connectors (name, endpoint_url, bearer_token, initial_backfill, poll_interval)
+	SELECT 'k' || i, '$FAKE_URL/delay/6000/sales', '$TOKEN', '2 hours', '1 hour' FROM generate_series(1, 9) AS i;
+	INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code) SELECT name, id, '0001' FROM ksi_sales.connectors WHERE name LIKE 'k%'"
+wait_for "the slow ones to be leased" 10 sql_is "$MULTI" 9 "SELECT count(*) FROM ksi_sales.connector_state s JOIN ksi_sales.connectors c ON c.id = s.connector_id WHERE c.name LIKE 'k%' AND s.lease_owner IS NOT NULL"
+victim_owner=$(msql "SELECT s.lease_owner FROM ksi_sales.connector_state s JOIN ksi_sales.connectors c ON c.id = s.connector_id WHERE c.name LIKE 'k%' AND s.lease_owner IS NOT NULL LIMIT 1")
+victim_pid=$(echo "$victim_owner" | cut -d: -f2)
+kill -9 "$victim_pid"
+wait "$victim_pid" 2>/dev/null
+taken=$(msql "SELECT count(*) FROM ksi_sales.connector_state WHERE lease_owner = '$victim_owner'")
+if wait_for "the others to take over" 40 sql_is "$MULTI" 9 "SELECT count(DISTINCT r.connector_id) FROM ksi_sales.fetch_runs r JOIN ksi_sales.connectors c ON c.id = r.connector_id WHERE c.name LIKE 'k%' AND r.outcome = 'ok'"; then
+	ok "after kill -9 of a daemon, its $taken connectors are polled by the others"
+else not_ok "after kill -9 of a daemon, its $taken connectors are polled by the others"; fi
+check "none of them was polled twice" "0" \
+	"$(msql "SELECT count(*) FROM (SELECT connector_id FROM ksi_sales.fetch_runs GROUP BY connector_id HAVING count(*) > 1) x")"
+
+echo "# an idle daemon uses next to no CPU"
+survivor=$PID_d1; [ "$victim_pid" = "$PID_d1" ] && survivor=$PID_d2
+cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+c0=$(cpu "$survivor"); t0=$(date +%s.%N)
+sleep 4 # a measurement interval, not synchronisation
+c1=$(cpu "$survivor"); t1=$(date +%s.%N)
+ticks=$((c1 - c0))
+echo "    idle CPU: $ticks ticks of $(getconf CLK_TCK)/s over $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s"
+check "idle daemon used under 0.2 s of CPU in 4 s (ASan build)" "yes" "$([ "$ticks" -lt 20 ] && echo yes)"
+
+echo "# secrets"
+check_absent "the token is in no daemon log" "$TOKEN" "$(cat "$WORK"/*.log)"
+check_absent "the token is in no ksi-salesd process listing" "$TOKEN" "$(ps -C ksi-salesd -o args=)"
+
+echo
+echo "daemon: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
