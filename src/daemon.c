@@ -67,6 +67,7 @@ struct daemon {
 	bool db_failed; /* a claim or a write failed for the database's sake */
 
 	ev_timer claim_timer, renew_timer, watchdog_timer, grace_timer, status_timer, start_timer;
+	ev_timer release_timer; /* gives up on releasing leases (database stuck) */
 	ev_signal sigterm, sigint, sighup;
 };
 
@@ -101,12 +102,25 @@ static int release_in_thread(struct db *db, void *arg, char *err, size_t errlen)
 	return db_release_all(db, d->owner, err, errlen);
 }
 
-/* Releases every lease we hold and leaves the loop when that is done. */
+static void on_release_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	log_warning("daemon", NULL, "the database did not answer: leaving without releasing leases "
+		    "(they expire by themselves)");
+	ev_break(loop, EVBREAK_ALL);
+}
+
+/* Releases every lease we hold and leaves the loop when that is done, or
+ * after a few seconds if the database does not answer: a stuck database
+ * must not keep SIGTERM from working. */
 static void release_and_exit(struct daemon *d)
 {
 	if (d->releasing)
 		return;
 	d->releasing = true;
+	ev_timer_set(&d->release_timer, 3., 0.);
+	ev_timer_start(d->loop, &d->release_timer);
 	if (dbq_submit(d->dbq, release_in_thread, on_released, d) != 0)
 		ev_break(d->loop, EVBREAK_ALL);
 }
@@ -516,10 +530,11 @@ int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 	ev_timer_init(&d->claim_timer, on_claim_timer, cfg->claim_interval_ms / 1000.0, cfg->claim_interval_ms / 1000.0);
 	ev_timer_init(&d->renew_timer, on_renew_timer, cfg->lease_ms / 3000.0, cfg->lease_ms / 3000.0);
 	ev_timer_init(&d->grace_timer, on_grace, 0., 0.);
+	ev_timer_init(&d->release_timer, on_release_timeout, 0., 0.);
 	ev_timer_init(&d->status_timer, on_status_timer, 5., 5.);
 	ev_timer_init(&d->watchdog_timer, on_watchdog, 0., 0.);
 	d->start_timer.data = d->claim_timer.data = d->renew_timer.data = d->grace_timer.data = d;
-	d->status_timer.data = d->watchdog_timer.data = d;
+	d->status_timer.data = d->watchdog_timer.data = d->release_timer.data = d;
 	ev_timer_start(d->loop, &d->start_timer);
 	ev_timer_start(d->loop, &d->renew_timer);
 	if (!opt->once) {
@@ -564,6 +579,7 @@ int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 	ev_timer_stop(d->loop, &d->claim_timer);
 	ev_timer_stop(d->loop, &d->renew_timer);
 	ev_timer_stop(d->loop, &d->grace_timer);
+	ev_timer_stop(d->loop, &d->release_timer);
 	ev_timer_stop(d->loop, &d->status_timer);
 	ev_timer_stop(d->loop, &d->watchdog_timer);
 	ev_signal_stop(d->loop, &d->sigterm);

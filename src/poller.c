@@ -173,6 +173,8 @@ static void on_response(const struct http_response *resp, void *user)
 	size_t first = j->batch ? j->ends[j->batch - 1] : 0;
 	size_t ncodes = j->ends[j->batch] - first;
 	const char *const *codes = (const char *const *)c->codes + first;
+	log_debug("poll", c->name, "answer: HTTP %ld, %zu bytes in %.3f s", resp->status, resp->bytes,
+		  resp->finished_at - resp->started_at);
 	/* SPEC §6 honours Retry-After on 429 and 503 only. */
 	r->retry_after = resp->status == 429 || resp->status == 503 ? resp->retry_after : -1;
 
