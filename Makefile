@@ -21,7 +21,7 @@ REL_OBJS := $(MODULE_SRCS:src/%.c=build/rel/%.o) build/rel/migrations.o
 SAN_OBJS := $(MODULE_SRCS:src/%.c=build/san/%.o) build/san/migrations.o
 UNIT_TESTS := $(patsubst tests/unit/%.c,build/san/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps check unit integration systemd-check valgrind demo bench install clean format lint
+.PHONY: all deps check unit integration systemd-check valgrind demo bench soak install clean format lint
 all: build/ksi-salesd
 
 deps:
@@ -97,6 +97,10 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
 	@bash tests/bench/run.sh
+
+soak: deps
+	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
+	@bash tests/soak/run.sh
 
 format:
 	clang-format -i src/*.c include/*.h tests/unit/*.c tests/fakeapi/*.c

@@ -6,7 +6,7 @@ set -eu
 
 packages="gcc make pkg-config libcurl4-openssl-dev libcjson-dev libev-dev libpq-dev
 libsystemd-dev libinih-dev libcmocka-dev libmicrohttpd-dev zlib1g-dev
-postgresql postgresql-client curl systemd procps valgrind"
+postgresql postgresql-client curl systemd procps valgrind socat"
 
 missing=""
 for p in $packages; do
