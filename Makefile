@@ -73,6 +73,7 @@ unit: $(UNIT_TESTS)
 integration: build/san/ksi-salesd build/fakeapi
 	@bash tests/integration/run.sh build/san/ksi-salesd build/fakeapi
 	@bash tests/integration/daemon.sh build/san/ksi-salesd build/fakeapi
+	@bash tests/integration/tools.sh build/san/ksi-salesd build/fakeapi
 
 systemd-check: build/ksi-salesd
 	@sh tests/systemd/check.sh build/ksi-salesd
@@ -86,6 +87,9 @@ valgrind: build/ksi-salesd build/fakeapi
 	@KSI_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 		--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp" \
 		bash tests/integration/daemon.sh build/ksi-salesd build/fakeapi
+	@KSI_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
+		--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp" \
+		bash tests/integration/tools.sh build/ksi-salesd build/fakeapi
 
 check: deps
 	@$(MAKE) --no-print-directory all unit integration systemd-check

@@ -31,9 +31,9 @@ int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
  * explanation (missing, older: run migrate; newer: upgrade the binary). */
 int db_check_schema(struct db *db, char *err, size_t errlen) __attribute__((warn_unused_result));
 
-/* Enabled connectors with their linked store codes, ordered by name.
- * Connectors with no linked store are included with ncodes == 0. */
-int db_load_connectors(struct db *db, struct connector **out, size_t *n, char *err, size_t errlen)
+/* The enabled connector called name, with its codes. 0, 1 when there is
+ * no such enabled connector (err says which), -1 on a database error. */
+int db_load_connector_by_name(struct db *db, const char *name, struct connector *out, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
 /* Claims up to limit due connectors (all enabled ones with stores when
@@ -42,6 +42,15 @@ int db_load_connectors(struct db *db, struct connector **out, size_t *n, char *e
  * claiming at the same moment (FOR UPDATE SKIP LOCKED). */
 int db_claim(struct db *db, const char *owner, int64_t lease_s, size_t limit, bool ignore_schedule,
 	     struct connector **out, size_t *n, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Claims one connector's lease whatever its schedule (backfill): 0 with
+ * *epoch set; 1 when another holds it (holder: "owner until time"). */
+int db_claim_connector(struct db *db, const char *owner, int64_t lease_s, int64_t connector_id, int64_t *epoch,
+		       char *holder, size_t holderlen, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Releases one lease without touching the schedule. */
+int db_release_lease(struct db *db, const char *owner, int64_t connector_id, int64_t epoch, char *err,
+		     size_t errlen) __attribute__((warn_unused_result));
 
 /* Extends every unexpired lease owner holds by lease_s seconds. */
 int db_renew(struct db *db, const char *owner, int64_t lease_s, char *err, size_t errlen)
@@ -127,7 +136,8 @@ struct db_run {
 int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
-/* Prints connector_health as an aligned table on stdout. */
-int db_print_status(struct db *db, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Prints connector_health on stdout, failing connectors first: an aligned
+ * table, or one JSON document. */
+int db_print_status(struct db *db, bool json, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif

@@ -30,14 +30,34 @@ struct poll_result {
 struct poll_job;
 typedef void (*poll_done_fn)(const struct poll_result *r, void *user);
 
-/* Starts polling c (which must outlive the job) as of `now`, writing under
- * the lease (lease_owner, c->lease_epoch); lease_owner NULL: no lease.
- * `done` is called exactly once, always from the loop; the job frees
- * itself right after. *out identifies the job until then. -1 on out of
- * memory (no callback). */
-int poll_start(struct http *http, struct dbq *dbq, const struct connector *c, const char *lease_owner,
-	       int64_t now, poll_done_fn done, void *user, struct poll_job **out)
-	__attribute__((warn_unused_result));
+/* Progress of a poll, after each committed request. */
+struct poll_progress {
+	size_t windows_done, windows_total; /* windows fully committed */
+	int64_t hours_done, hours_total;
+	size_t records, upserted, rejected;
+};
+typedef void (*poll_progress_fn)(const struct poll_progress *p, void *user);
+
+/* What to poll and how. */
+struct poll_spec {
+	struct http *http;
+	struct dbq *dbq;
+	const struct connector *c; /* must outlive the job */
+	const char *lease_owner;   /* writes are fenced by (lease_owner, c->lease_epoch); NULL: none */
+	int64_t now;
+	/* The window (SPEC §5) unless has_span: then exactly the hours
+	 * [span_from, span_to) (backfill), and synced_until is left alone. */
+	bool has_span;
+	int64_t span_from, span_to;
+	poll_progress_fn progress; /* optional */
+	poll_done_fn done;
+	void *user;
+};
+
+/* Starts a poll. `done` is called exactly once, always from the loop; the
+ * job frees itself right after. *out identifies the job until then. -1 on
+ * out of memory (no callback). */
+int poll_start(const struct poll_spec *spec, struct poll_job **out) __attribute__((warn_unused_result));
 
 /* Frees a job whose done has not run, without calling it: only once no
  * callback can reach it any more (http and dbq freed). */

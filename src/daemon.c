@@ -257,7 +257,16 @@ static void on_claimed(int rc, const char *err, void *arg)
 			d->jobs->prev = j;
 		d->jobs = j;
 		d->njobs++;
-		if (poll_start(d->http, d->dbq, &j->c, d->owner, now, on_polled, j, &j->pj) != 0) {
+		struct poll_spec spec = {
+			.http = d->http,
+			.dbq = d->dbq,
+			.c = &j->c,
+			.lease_owner = d->owner,
+			.now = now,
+			.done = on_polled,
+			.user = j,
+		};
+		if (poll_start(&spec, &j->pj) != 0) {
 			log_error("daemon", j->c.name, "out of memory: not polled now");
 			job_unlink_free(j);
 		}

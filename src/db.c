@@ -388,14 +388,39 @@ out:
 	return rc;
 }
 
-int db_load_connectors(struct db *db, struct connector **out, size_t *n, char *err, size_t errlen)
+int db_load_connector_by_name(struct db *db, const char *name, struct connector *out, char *err, size_t errlen)
 {
+	memset(out, 0, sizeof(*out));
 	char why[1024];
+	const char *params[] = {name};
 	if (exec_simple(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", why, sizeof(why)) != 0) {
 		set_err(err, errlen, "%s", why);
 		return -1;
 	}
-	int rc = load_connectors(db, NULL, out, n, err, errlen);
+	PGresult *res = PQexecParams(db->conn,
+		"SELECT '{' || id || '}', enabled FROM ksi_sales.connectors WHERE name = $1", 1, NULL, params, NULL,
+		NULL, 0);
+	int rc = -1;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		set_err(err, errlen, "%s", PQresultErrorMessage(res));
+	} else if (PQntuples(res) == 0) {
+		set_err(err, errlen, "no connector is named \"%s\"", name);
+		rc = 1;
+	} else if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
+		set_err(err, errlen, "connector \"%s\" is disabled", name);
+		rc = 1;
+	} else {
+		struct connector *v = NULL;
+		size_t n = 0;
+		if (load_connectors(db, PQgetvalue(res, 0, 0), &v, &n, err, errlen) == 0 && n == 1) {
+			*out = v[0];
+			free(v);
+			rc = 0;
+		} else {
+			connectors_free(v, n);
+		}
+	}
+	PQclear(res);
 	PQclear(PQexec(db->conn, "COMMIT"));
 	return rc;
 }
@@ -467,6 +492,61 @@ int db_claim(struct db *db, const char *owner, int64_t lease_s, size_t limit, bo
 	}
 	if (rc != 0)
 		PQclear(PQexec(db->conn, "ROLLBACK"));
+	return rc;
+}
+
+int db_claim_connector(struct db *db, const char *owner, int64_t lease_s, int64_t connector_id, int64_t *epoch,
+		       char *holder, size_t holderlen, char *err, size_t errlen)
+{
+	char id[32], lease[32];
+	snprintf(id, sizeof(id), "%" PRId64, connector_id);
+	snprintf(lease, sizeof(lease), "%" PRId64, lease_s);
+	const char *params[] = {owner, lease, id};
+	PGresult *res = PQexecParams(db->conn,
+		"UPDATE ksi_sales.connector_state"
+		" SET lease_owner = $1, lease_expires = now() + make_interval(secs => $2::bigint),"
+		"  lease_epoch = lease_epoch + 1"
+		" WHERE connector_id = $3::bigint AND (lease_expires IS NULL OR lease_expires <= now())"
+		" RETURNING lease_epoch",
+		3, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		set_err(err, errlen, "claiming the connector: %s", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	if (PQntuples(res) == 1) {
+		*epoch = get_int64(res, 0, 0);
+		PQclear(res);
+		return 0;
+	}
+	PQclear(res);
+	const char *p1[] = {id};
+	res = PQexecParams(db->conn,
+		"SELECT coalesce(lease_owner, '?') || ' until '"
+		" || to_char(lease_expires, 'YYYY-MM-DD HH24:MI:SS\"Z\"')"
+		" FROM ksi_sales.connector_state WHERE connector_id = $1::bigint",
+		1, NULL, p1, NULL, NULL, 0);
+	snprintf(holder, holderlen, "%s",
+		 PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "?");
+	PQclear(res);
+	return 1;
+}
+
+int db_release_lease(struct db *db, const char *owner, int64_t connector_id, int64_t epoch, char *err,
+		     size_t errlen)
+{
+	char id[32], ep[32];
+	snprintf(id, sizeof(id), "%" PRId64, connector_id);
+	snprintf(ep, sizeof(ep), "%" PRId64, epoch);
+	const char *params[] = {id, owner, ep};
+	PGresult *res = PQexecParams(db->conn,
+		"UPDATE ksi_sales.connector_state SET lease_owner = NULL, lease_expires = NULL"
+		" WHERE connector_id = $1::bigint AND lease_owner = $2 AND lease_epoch = $3::bigint",
+		3, NULL, params, NULL, NULL, 0);
+	int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
+	if (rc != 0)
+		set_err(err, errlen, "releasing the lease: %s", PQresultErrorMessage(res));
+	PQclear(res);
 	return rc;
 }
 
@@ -764,8 +844,26 @@ out:
 	return rc;
 }
 
-int db_print_status(struct db *db, char *err, size_t errlen)
+/* connector_health as one JSON document, built by the server. */
+static int print_status_json(struct db *db, char *err, size_t errlen)
 {
+	PGresult *res = PQexec(db->conn,
+		"SELECT coalesce(json_agg(h ORDER BY h.state = 'failing' DESC, h.name), '[]')"
+		" FROM ksi_sales.connector_health h");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		set_err(err, errlen, "%s", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	printf("%s\n", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return 0;
+}
+
+int db_print_status(struct db *db, bool json, char *err, size_t errlen)
+{
+	if (json)
+		return print_status_json(db, err, errlen);
 	PGresult *res = PQexec(db->conn,
 		"SELECT name, state, stores::text, coalesce(last_outcome, '-'),"
 		" coalesce(to_char(last_success, 'YYYY-MM-DD HH24:MI:SS\"Z\"'), '-'),"

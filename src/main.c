@@ -9,6 +9,8 @@
 #include <string.h>
 
 
+#include "backfill.h"
+#include "cli.h"
 #include "config.h"
 #include "daemon.h"
 #include "db.h"
@@ -16,31 +18,40 @@
 #include "log.h"
 
 
-enum exit_code { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_DB = 3 };
-
 struct command {
 	const char *name;
-	int (*run)(struct cfg *cfg);
+	int (*run)(const struct cli *cli, struct cfg *cfg);
 	const char *summary;
+	unsigned options; /* which command-specific options it takes (OPT_*) */
 };
 
-static int cmd_once(struct cfg *cfg);
-static int cmd_run(struct cfg *cfg);
-static int cmd_migrate(struct cfg *cfg);
-static int cmd_status(struct cfg *cfg);
-static int cmd_not_yet(struct cfg *cfg);
+enum {
+	OPT_CONNECTOR = 1 << 0,
+	OPT_URL = 1 << 1,
+	OPT_TOKEN = 1 << 2,
+	OPT_CODES = 1 << 3,
+	OPT_FROM = 1 << 4,
+	OPT_TO = 1 << 5,
+	OPT_JSON = 1 << 6,
+	OPT_YES = 1 << 7,
+};
 
-static const char *command_name = "run";
+static int cmd_once(const struct cli *cli, struct cfg *cfg);
+static int cmd_run(const struct cli *cli, struct cfg *cfg);
+static int cmd_migrate(const struct cli *cli, struct cfg *cfg);
+static int cmd_status(const struct cli *cli, struct cfg *cfg);
+static int cmd_not_yet(const struct cli *cli, struct cfg *cfg);
 
 static const struct command commands[] = {
-	{"run", cmd_run, "the daemon: polls due connectors forever (systemd Type=notify)"},
-	{"once", cmd_once, "polls every enabled connector once and exits"},
-	{"test-connection", cmd_not_yet, "checks a customer API against the integration guide"},
-	{"backfill", cmd_not_yet, "fetches a past span of hours for one connector"},
-	{"status", cmd_status, "prints the connector_health table"},
-	{"migrate", cmd_migrate, "creates or upgrades the ksi_sales schema"},
+	{"run", cmd_run, "the daemon: polls due connectors forever (systemd Type=notify)", 0},
+	{"once", cmd_once, "polls every enabled connector once and exits", 0},
+	{"test-connection", cmd_not_yet, "checks a customer API against the integration guide",
+	 OPT_CONNECTOR | OPT_URL | OPT_TOKEN | OPT_CODES | OPT_FROM | OPT_TO | OPT_JSON},
+	{"backfill", backfill_command, "fetches a past span of hours for one connector",
+	 OPT_CONNECTOR | OPT_FROM | OPT_TO | OPT_YES},
+	{"status", cmd_status, "prints the connector_health table", OPT_JSON},
+	{"migrate", cmd_migrate, "creates or upgrades the ksi_sales schema", 0},
 };
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -59,6 +70,12 @@ static void usage(FILE *f)
 		"                           KSI_SALESD_DATABASE_URL and the file\n"
 		"  -h, --help               this text\n"
 		"  -V, --version            the version\n"
+		"\n"
+		"test-connection: --connector NAME, or --url URL --token-file FILE (or\n"
+		"  KSI_SALESD_TOKEN, or --token TOKEN, wiped from the process listing)\n"
+		"  --codes 0001,0002; optional --from T --to T, --json\n"
+		"backfill: --connector NAME --from T --to T [--yes for over a year]\n"
+		"status: [--json]\n"
 		"\n"
 		"Exit codes: 0 ok, 1 a connector failed, 2 usage or configuration error,\n"
 		"3 database unreachable.\n",
@@ -81,8 +98,9 @@ static int connect_db(const struct cfg *cfg, struct db **db, bool need_schema)
 	return EXIT_OK;
 }
 
-static int cmd_migrate(struct cfg *cfg)
+static int cmd_migrate(const struct cli *cli, struct cfg *cfg)
 {
+	(void)cli;
 	struct db *db;
 	int rc = connect_db(cfg, &db, false);
 	if (rc != EXIT_OK)
@@ -101,14 +119,14 @@ static int cmd_migrate(struct cfg *cfg)
 	return rc;
 }
 
-static int cmd_status(struct cfg *cfg)
+static int cmd_status(const struct cli *cli, struct cfg *cfg)
 {
 	struct db *db;
 	int rc = connect_db(cfg, &db, true);
 	if (rc != EXIT_OK)
 		return rc;
 	char err[1024];
-	if (db_print_status(db, err, sizeof(err)) != 0) {
+	if (db_print_status(db, cli->json, err, sizeof(err)) != 0) {
 		log_error("status", NULL, "%s", err);
 		rc = db_ok(db) ? EXIT_FAILED : EXIT_DB;
 	}
@@ -116,9 +134,7 @@ static int cmd_status(struct cfg *cfg)
 	return rc;
 }
 
-static struct daemon_options daemon_opts;
-
-static int run_daemon(struct cfg *cfg, bool once)
+static int run_daemon(const struct cli *cli, struct cfg *cfg, bool once)
 {
 	struct db *db;
 	/* Check the schema once, synchronously: a daemon against an old
@@ -127,26 +143,50 @@ static int run_daemon(struct cfg *cfg, bool once)
 	if (rc != EXIT_OK)
 		return rc;
 	db_close(db);
-	daemon_opts.once = once;
-	return daemon_main(cfg, &daemon_opts);
+	struct daemon_options opts = {
+		.once = once,
+		.config_path = cli->config_path ? cli->config_path : CFG_DEFAULT_PATH,
+		.config_required = cli->config_path != NULL,
+		.database_url_override = cli->database_url,
+	};
+	return daemon_main(cfg, &opts);
 }
 
-static int cmd_once(struct cfg *cfg)
+static int cmd_once(const struct cli *cli, struct cfg *cfg)
 {
-	return run_daemon(cfg, true);
+	return run_daemon(cli, cfg, true);
 }
 
-static int cmd_run(struct cfg *cfg)
+static int cmd_run(const struct cli *cli, struct cfg *cfg)
 {
-	return run_daemon(cfg, false);
+	return run_daemon(cli, cfg, false);
 }
 
-static int cmd_not_yet(struct cfg *cfg)
+static int cmd_not_yet(const struct cli *cli, struct cfg *cfg)
 {
 	(void)cfg;
-	log_error("main", NULL, "`%s` is not available in ksi-salesd %s yet; use `once` (for example from a "
-		  "systemd timer)", command_name, KSI_VERSION);
+	log_error("main", NULL, "`%s` is not available in ksi-salesd %s yet", cli->command, KSI_VERSION);
 	return EXIT_USAGE;
+}
+
+/* Reads a token from a file ("-": standard input), first line only. */
+static char *read_token_file(const char *path)
+{
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+	if (!f)
+		return NULL;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n = getline(&line, &cap, f);
+	if (f != stdin)
+		fclose(f);
+	if (n < 0) {
+		free(line);
+		return NULL;
+	}
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		line[--n] = '\0';
+	return line;
 }
 
 int main(int argc, char **argv)
@@ -156,18 +196,28 @@ int main(int argc, char **argv)
 		{"database-url", required_argument, NULL, 'd'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
+		{"connector", required_argument, NULL, 'C'},
+		{"url", required_argument, NULL, 'U'},
+		{"token", required_argument, NULL, 'T'},
+		{"token-file", required_argument, NULL, 'F'},
+		{"codes", required_argument, NULL, 'K'},
+		{"from", required_argument, NULL, 'f'},
+		{"to", required_argument, NULL, 't'},
+		{"json", no_argument, NULL, 'j'},
+		{"yes", no_argument, NULL, 'y'},
 		{NULL, 0, NULL, 0},
 	};
-	const char *config_path = NULL;
-	const char *database_url = NULL;
+	struct cli cli = {0};
+	unsigned given = 0;
+	const char *token_file = NULL;
 	int opt;
 	while ((opt = getopt_long(argc, argv, "c:d:hV", options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
-			config_path = optarg;
+			cli.config_path = optarg;
 			break;
 		case 'd':
-			database_url = optarg;
+			cli.database_url = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -175,6 +225,45 @@ int main(int argc, char **argv)
 		case 'V':
 			printf("ksi-salesd %s\n", KSI_VERSION);
 			return EXIT_OK;
+		case 'C':
+			cli.connector = optarg;
+			given |= OPT_CONNECTOR;
+			break;
+		case 'U':
+			cli.url = optarg;
+			given |= OPT_URL;
+			break;
+		case 'T':
+			free(cli.token);
+			cli.token = strdup(optarg);
+			/* Hide it from /proc/PID/cmdline and ps at once. */
+			memset(optarg, 'x', strlen(optarg));
+			given |= OPT_TOKEN;
+			break;
+		case 'F':
+			token_file = optarg;
+			given |= OPT_TOKEN;
+			break;
+		case 'K':
+			cli.codes = optarg;
+			given |= OPT_CODES;
+			break;
+		case 'f':
+			cli.from = optarg;
+			given |= OPT_FROM;
+			break;
+		case 't':
+			cli.to = optarg;
+			given |= OPT_TO;
+			break;
+		case 'j':
+			cli.json = true;
+			given |= OPT_JSON;
+			break;
+		case 'y':
+			cli.yes = true;
+			given |= OPT_YES;
+			break;
 		default:
 			usage(stderr);
 			return EXIT_USAGE;
@@ -195,31 +284,47 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	command_name = cmd->name;
+	cli.command = cmd->name;
+	if (given & ~cmd->options) {
+		fprintf(stderr, "ksi-salesd %s: an option given does not apply to this command (try --help)\n",
+			cmd->name);
+		free(cli.token);
+		return EXIT_USAGE;
+	}
+	if (token_file) {
+		free(cli.token);
+		cli.token = read_token_file(token_file);
+		if (!cli.token) {
+			fprintf(stderr, "ksi-salesd %s: cannot read a token from %s\n", cmd->name, token_file);
+			return EXIT_USAGE;
+		}
+	}
+	const char *env_token = getenv("KSI_SALESD_TOKEN");
+	if (!cli.token && env_token && *env_token && (cmd->options & OPT_TOKEN))
+		cli.token = strdup(env_token);
 
 	struct cfg cfg;
 	char err[1024];
 	if (cfg_init(&cfg) != 0) {
 		fprintf(stderr, "ksi-salesd: out of memory\n");
+		free(cli.token);
 		return EXIT_FAILED;
 	}
+	int rc = EXIT_USAGE;
 	/* The default file is optional; one named with -c must exist. */
-	if (cfg_load(&cfg, config_path ? config_path : CFG_DEFAULT_PATH, config_path != NULL, err,
+	if (cfg_load(&cfg, cli.config_path ? cli.config_path : CFG_DEFAULT_PATH, cli.config_path != NULL, err,
 		     sizeof(err)) != 0) {
 		fprintf(stderr, "ksi-salesd: %s\n", err);
-		cfg_free(&cfg);
-		return EXIT_USAGE;
+		goto out;
 	}
 	const char *env_url = getenv("KSI_SALESD_DATABASE_URL");
-	const char *url = database_url ? database_url : (env_url && *env_url ? env_url : NULL);
-	daemon_opts.config_path = config_path ? config_path : CFG_DEFAULT_PATH;
-	daemon_opts.config_required = config_path != NULL;
-	daemon_opts.database_url_override = url;
-	if (url) {
-		char *copy = strdup(url);
+	if (!cli.database_url && env_url && *env_url)
+		cli.database_url = env_url;
+	if (cli.database_url) {
+		char *copy = strdup(cli.database_url);
 		if (!copy) {
-			cfg_free(&cfg);
-			return EXIT_FAILED;
+			rc = EXIT_FAILED;
+			goto out;
 		}
 		free(cfg.database_url);
 		cfg.database_url = copy;
@@ -230,11 +335,16 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (http_global_init() != 0) {
 		log_error("main", NULL, "libcurl failed to initialise");
-		cfg_free(&cfg);
-		return EXIT_FAILED;
+		rc = EXIT_FAILED;
+		goto out;
 	}
-	int rc = cmd->run(&cfg);
+	rc = cmd->run(&cli, &cfg);
 	http_global_cleanup();
+out:
+	if (cli.token) {
+		explicit_bzero(cli.token, strlen(cli.token));
+		free(cli.token);
+	}
 	cfg_free(&cfg);
 	return rc;
 }

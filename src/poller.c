@@ -17,12 +17,14 @@
 #include "window.h"
 
 struct poll_job {
+	struct poll_spec spec;
 	struct http *http;
 	struct dbq *dbq;
 	const struct connector *c;
 	const char *lease_owner;
 	poll_done_fn done;
 	void *user;
+	struct poll_progress progress;
 	struct win_span *spans;
 	size_t nspans, span;
 	size_t *ends; /* code batches of the current span */
@@ -98,6 +100,17 @@ static void on_written(int rc, const char *err, void *arg)
 		  j->run.finished_at - j->run.started_at);
 	val_result_free(&j->v);
 	memset(&j->v, 0, sizeof(j->v));
+	if (j->spec.progress) {
+		struct poll_progress *p = &j->progress;
+		p->records = r->records;
+		p->upserted = r->upserted;
+		p->rejected = r->rejected;
+		if (j->batch + 1 == j->nbatches) {
+			p->windows_done++;
+			p->hours_done += (j->spans[j->span].to - j->spans[j->span].from) / 3600;
+		}
+		j->spec.progress(p, j->user);
+	}
 	j->batch++;
 	next_request(j);
 }
@@ -225,8 +238,9 @@ static void on_response(const struct http_response *resp, void *user)
 		.bytes = resp->bytes,
 		.result = &j->v,
 		.codes = codes,
-		/* The window is done only when every code batch of it is. */
-		.advance = j->batch + 1 == j->nbatches,
+		/* The window is done only when every code batch of it is; a
+		 * backfill leaves synced_until to the regular polls. */
+		.advance = j->batch + 1 == j->nbatches && !j->spec.has_span,
 		.advance_to = span->to,
 		.lease_owner = j->lease_owner,
 		.lease_epoch = c->lease_epoch,
@@ -321,39 +335,70 @@ void poll_free(struct poll_job *j)
 	free(j);
 }
 
-int poll_start(struct http *http, struct dbq *dbq, const struct connector *c, const char *lease_owner,
-	       int64_t now, poll_done_fn done, void *user, struct poll_job **out)
+/* Splits [from, to) into max_window pieces on the zone's hours. */
+static int plan_explicit_span(struct poll_job *j, int64_t from, int64_t to)
+{
+	const struct connector *c = j->c;
+	int64_t step = c->max_window / 3600 * 3600;
+	if (step < 3600)
+		step = 3600;
+	size_t n = (size_t)((to - from + step - 1) / step);
+	if (to <= from || n == 0 || n > 100000)
+		return -1;
+	j->spans = calloc(n, sizeof(*j->spans));
+	if (!j->spans)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		j->spans[i].from = from + (int64_t)i * step;
+		j->spans[i].to = j->spans[i].from + step < to ? j->spans[i].from + step : to;
+	}
+	j->nspans = n;
+	return 0;
+}
+
+int poll_start(const struct poll_spec *spec, struct poll_job **out)
 {
 	struct poll_job *j = calloc(1, sizeof(*j));
 	if (!j)
 		return -1;
 	*out = j;
-	j->http = http;
-	j->dbq = dbq;
-	j->c = c;
-	j->lease_owner = lease_owner;
-	j->done = done;
-	j->user = user;
+	j->spec = *spec;
+	j->http = spec->http;
+	j->dbq = spec->dbq;
+	j->c = spec->c;
+	j->lease_owner = spec->lease_owner;
+	j->done = spec->done;
+	j->user = spec->user;
 	j->result.retry_after = -1;
+	const struct connector *c = j->c;
 
 	char err[512];
 	if (connector_check(c, err, sizeof(err)) != 0) {
 		fail_before_start(j, err, false);
 		return 0;
 	}
-	struct win_params wp = {
-		.now = now,
-		.has_synced = c->has_synced,
-		.synced_until = c->synced_until,
-		.lookback = c->lookback,
-		.initial_backfill = c->initial_backfill,
-		.max_window = c->max_window,
-		.zone = c->timezone,
-	};
-	if (win_plan(&wp, &j->spans, &j->nspans) != 0) {
-		fail_before_start(j, "its window cannot be planned (check timezone and intervals)", false);
-		return 0;
+	if (spec->has_span) {
+		if (plan_explicit_span(j, spec->span_from, spec->span_to) != 0) {
+			fail_before_start(j, "the backfill span cannot be planned", false);
+			return 0;
+		}
+	} else {
+		struct win_params wp = {
+			.now = spec->now,
+			.has_synced = c->has_synced,
+			.synced_until = c->synced_until,
+			.lookback = c->lookback,
+			.initial_backfill = c->initial_backfill,
+			.max_window = c->max_window,
+			.zone = c->timezone,
+		};
+		if (win_plan(&wp, &j->spans, &j->nspans) != 0) {
+			fail_before_start(j, "its window cannot be planned (check timezone and intervals)", false);
+			return 0;
+		}
 	}
+	j->progress.windows_total = j->nspans;
+	j->progress.hours_total = (j->spans[j->nspans - 1].to - j->spans[0].from) / 3600;
 	if (plan_span(j, err, sizeof(err)) != 0) {
 		fail_before_start(j, err, true);
 		return 0;

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Integration tests of the operators' tools: backfill and status.
+#   tools.sh BINARY FAKEAPI
+set -uo pipefail
+
+BIN=$(realpath "$1")
+FAKE=$(realpath "$2")
+WORK=$(mktemp -d /tmp/ksi-salesd-tools.XXXXXX)
+chmod 755 "$WORK"
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+TOKEN="canary-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+cleanup() {
+	fake_stop
+	pg_stop
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+pg_start || exit 1
+fake_start "$FAKE" --token "$TOKEN" || exit 1
+printf '[daemon]\nlease = 10s\n[log]\nlevel = info\n' >"$WORK/t.conf"
+# shellcheck disable=SC2086 # KSI_WRAP is a command line, split on purpose
+ksi() { ${KSI_WRAP:-} "$BIN" "$@"; }
+ksi migrate 2>/dev/null || exit 1
+
+sql "INSERT INTO ksi_sales.connectors (name, endpoint_url, bearer_token, timezone, max_window)
+     VALUES ('chain', '$FAKE_URL/sales', '$TOKEN', 'Europe/Madrid', '24 hours'),
+            ('down', '$FAKE_URL/status/500/sales', '$TOKEN', 'UTC', '24 hours');
+     INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code)
+     SELECT c.name || k, c.id, k FROM ksi_sales.connectors c, unnest(ARRAY['A1', 'A2']) AS k" >/dev/null
+CHAIN="(SELECT id FROM ksi_sales.connectors WHERE name = 'chain')"
+FROM=$(date -u -d '10 days ago' +%Y-%m-%dT00:00:00+01:00)
+TO=$(date -u -d '7 days ago' +%Y-%m-%dT00:00:00+01:00)
+runs() { sql "SELECT count(*) FROM ksi_sales.fetch_runs"; }
+
+echo "# backfill"
+ksi backfill -c "$WORK/t.conf" --connector chain --from "$FROM" --to "$TO" 2>"$WORK/b1.log"
+check "backfill of 3 days exits 0" 0 $?
+check "every hour from --from up to, not including, --to, for both stores" \
+	"144 $(date -u -d "$FROM" '+%Y-%m-%d %H:00:00+00') $(date -u -d "$TO 1 hour ago" '+%Y-%m-%d %H:00:00+00')" \
+	"$(sql "SELECT count(*) || ' ' || min(hour) || ' ' || max(hour) FROM ksi_sales.sales_hourly WHERE connector_id = $CHAIN")"
+check "in max_window requests, oldest first" "3 true" \
+	"$(sql "SELECT count(*) || ' ' || bool_and(prev IS NULL OR prev = window_from) FROM
+	        (SELECT window_from, lag(window_to) OVER (ORDER BY id) AS prev FROM ksi_sales.fetch_runs WHERE connector_id = $CHAIN) w")"
+check "a backfill leaves synced_until to the regular polls" "" \
+	"$(sql "SELECT synced_until FROM ksi_sales.connector_state WHERE connector_id = $CHAIN")"
+check "the lease is released afterwards" "" \
+	"$(sql "SELECT lease_owner FROM ksi_sales.connector_state WHERE connector_id = $CHAIN")"
+check_contains "progress lines when stderr is not a terminal" "3/3 windows, 72/72 hours" "$(cat "$WORK/b1.log")"
+before=$(sql "SELECT md5(string_agg(store_id || ':' || hour || ':' || num_tickets, ',' ORDER BY store_id, hour)) FROM ksi_sales.sales_hourly")
+ksi backfill -c "$WORK/t.conf" --connector chain --from "$FROM" --to "$TO" 2>/dev/null
+check "a second run succeeds and changes nothing" "0 $before" \
+	"$? $(sql "SELECT md5(string_agg(store_id || ':' || hour || ':' || num_tickets, ',' ORDER BY store_id, hour)) FROM ksi_sales.sales_hourly")"
+
+echo "# backfill waits for a daemon's lease"
+sql "UPDATE ksi_sales.connector_state SET lease_owner = 'other-daemon', lease_expires = now() + interval '2 seconds'
+     WHERE connector_id = $CHAIN" >/dev/null
+ksi backfill -c "$WORK/t.conf" --connector chain --from "$FROM" --to "$TO" 2>"$WORK/b2.log"
+check "it waits for the lease to expire, then runs" "0" "$?"
+check_contains "and says whom it waited for" "being polled by other-daemon" "$(cat "$WORK/b2.log")"
+
+echo "# backfill refuses bad input, writing nothing"
+n=$(runs)
+ksi backfill -c "$WORK/t.conf" --connector chain --from "$TO" --to "$FROM" 2>"$WORK/e.log"
+check "--from after --to exits 2" "2" "$?"
+check_contains "and says so" "--from must be before --to" "$(cat "$WORK/e.log")"
+ksi backfill -c "$WORK/t.conf" --connector chain --from "2024-01-01T00:00:00" --to "$TO" 2>"$WORK/e.log"
+check "a time without offset exits 2" "2" "$?"
+check_contains "and says an offset is needed" "has no offset" "$(cat "$WORK/e.log")"
+ksi backfill -c "$WORK/t.conf" --connector nosuch --from "$FROM" --to "$TO" 2>"$WORK/e.log"
+check "an unknown connector exits 2" "2" "$?"
+check_contains "and names it" "no connector is named \"nosuch\"" "$(cat "$WORK/e.log")"
+ksi backfill -c "$WORK/t.conf" --connector chain --from 2020-01-01T00:00:00Z --to 2021-06-01T00:00:00Z 2>"$WORK/e.log"
+check "a span over a year without --yes exits 2" "2" "$?"
+check_contains "and asks for --yes" "--yes" "$(cat "$WORK/e.log")"
+ksi backfill -c "$WORK/t.conf" --from "$FROM" --to "$TO" 2>/dev/null
+check "a missing --connector exits 2" "2" "$?"
+check "nothing was written by the refused runs" "$n" "$(runs)"
+ksi backfill -c "$WORK/t.conf" --connector down --from "$FROM" --to "$TO" 2>"$WORK/e.log"
+check "a failing API makes backfill exit 1" "1" "$?"
+check_contains "with the API's error" "HTTP 500" "$(cat "$WORK/e.log")"
+
+echo "# status"
+out=$(ksi status -c "$WORK/t.conf" 2>&1)
+check "status exits 0" "0" "$?"
+check_contains "the table has a header" "CONNECTOR" "$out"
+check "failing connectors come first" "down" "$(echo "$out" | sed -n 2p | awk '{ print $1 }')"
+json=$(ksi status -c "$WORK/t.conf" --json 2>/dev/null)
+check "status --json is one JSON list, failing first" "down failing 2" \
+	"$(sql "SELECT (:'doc'::json->0->>'name') || ' ' || (:'doc'::json->0->>'state') || ' ' || json_array_length(:'doc'::json)" -v doc="$json")"
+check_absent "status never shows the token" "$TOKEN" "$out $json"
+check_absent "no tool log shows the token" "$TOKEN" "$(cat "$WORK"/*.log)"
+
+echo
+echo "tools: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
