@@ -53,7 +53,7 @@ build/san/ksi-salesd: build/san/main.o $(SAN_OBJS)
 # progress never breaks another's tests.
 test_isotime_MODULES := isotime
 test_window_MODULES := window isotime
-test_validate_MODULES := validate isotime
+test_validate_MODULES := validate isotime sbuf
 test_config_MODULES := config log
 test_http_MODULES := http window isotime config log
 test_schedule_MODULES := schedule

@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "migrations.h"
+#include "sbuf.h"
 
 /* Any constant works: it only has to be the same for every migrating host. */
 #define MIGRATE_LOCK_KEY "7233879461275471169"
@@ -22,60 +23,6 @@
 struct db {
 	PGconn *conn;
 };
-
-/* A growable string for array literals. On allocation failure `failed` is
- * set and further appends are ignored, so callers check once at the end. */
-struct sbuf {
-	char *data;
-	size_t len, cap;
-	bool failed;
-};
-
-static void sbuf_reserve(struct sbuf *b, size_t more)
-{
-	if (b->failed || b->len + more + 1 <= b->cap)
-		return;
-	size_t cap = b->cap ? b->cap : 256;
-	while (cap < b->len + more + 1)
-		cap *= 2;
-	char *p = realloc(b->data, cap);
-	if (!p) {
-		b->failed = true;
-		return;
-	}
-	b->data = p;
-	b->cap = cap;
-}
-
-static void sbuf_add(struct sbuf *b, const char *s, size_t n)
-{
-	sbuf_reserve(b, n);
-	if (b->failed)
-		return;
-	memcpy(b->data + b->len, s, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-}
-
-static void sbuf_addc(struct sbuf *b, char c)
-{
-	sbuf_add(b, &c, 1);
-}
-
-static void sbuf_addf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sbuf_addf(struct sbuf *b, const char *fmt, ...)
-{
-	char tmp[64];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(tmp)) {
-		b->failed = true;
-		return;
-	}
-	sbuf_add(b, tmp, (size_t)n);
-}
 
 /* Appends s as one quoted element of a text[] literal: "a\"b". */
 static void sbuf_add_array_text(struct sbuf *b, const char *s)
@@ -610,7 +557,7 @@ int db_release_stale(struct db *db, const char *owner, const int64_t *keep, size
 	struct sbuf ids = {0};
 	sbuf_addc(&ids, '{');
 	for (size_t i = 0; i < nkeep; i++)
-		sbuf_addf(&ids, i ? ",%" PRId64 : "%" PRId64, keep[i]);
+		sbuf_printf(&ids, i ? ",%" PRId64 : "%" PRId64, keep[i]);
 	sbuf_addc(&ids, '}');
 	if (ids.failed) {
 		free(ids.data);
@@ -769,8 +716,8 @@ int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *
 			sbuf_addc(&tickets, ',');
 		}
 		sbuf_add_array_text(&codes, run->codes[rec->code]);
-		sbuf_addf(&hours, "%" PRId64, rec->hour);
-		sbuf_addf(&tickets, "%" PRId32, rec->num_tickets);
+		sbuf_printf(&hours, "%" PRId64, rec->hour);
+		sbuf_printf(&tickets, "%" PRId32, rec->num_tickets);
 	}
 	sbuf_addc(&codes, '}');
 	sbuf_addc(&hours, '}');
@@ -791,7 +738,7 @@ int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *
 			sbuf_addc(&details, ',');
 			sbuf_addc(&records, ',');
 		}
-		sbuf_addf(&pos, "%zu", f->index);
+		sbuf_printf(&pos, "%zu", f->index);
 		sbuf_add_array_text(&reasons, val_reason_name(f->reason));
 		sbuf_add_array_text(&details, f->detail ? f->detail : "");
 		sbuf_add_array_text(&records, f->json ? f->json : "");

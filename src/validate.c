@@ -31,6 +31,7 @@
 #include <cjson/cJSON.h>
 
 #include "isotime.h"
+#include "sbuf.h"
 
 #define EXCERPT_BYTES 40 /* longest quoted value or body excerpt in a message */
 #define LIST_MAX 5       /* keys, codes or elements named in one message */
@@ -75,89 +76,6 @@ const char *val_reason_name(enum val_reason r)
 		return "duplicate";
 	}
 	return "unknown";
-}
-
-/* ---- a growable string; one failed allocation poisons it ---------------- */
-
-struct sbuf {
-	char *p;
-	size_t len;
-	size_t cap;
-	bool oom;
-};
-
-static void sb_add(struct sbuf *sb, const char *s, size_t n)
-{
-	if (sb->oom)
-		return;
-	if (sb->cap - sb->len <= n) {
-		size_t ncap = sb->cap ? sb->cap : 64;
-		char *grown;
-
-		while (ncap - sb->len <= n) {
-			if (ncap > SIZE_MAX / 2) {
-				sb->oom = true;
-				return;
-			}
-			ncap *= 2;
-		}
-		grown = realloc(sb->p, ncap);
-		if (!grown) {
-			sb->oom = true;
-			return;
-		}
-		sb->p = grown;
-		sb->cap = ncap;
-	}
-	memcpy(sb->p + sb->len, s, n);
-	sb->len += n;
-	sb->p[sb->len] = '\0';
-}
-
-static void sb_puts(struct sbuf *sb, const char *s)
-{
-	sb_add(sb, s, strlen(s));
-}
-
-static void sb_printf(struct sbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sbuf *sb, const char *fmt, ...)
-{
-	char small[128];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(small, sizeof(small), fmt, ap);
-	va_end(ap);
-	if (n < 0) {
-		sb->oom = true;
-		return;
-	}
-	if ((size_t)n < sizeof(small)) {
-		sb_add(sb, small, (size_t)n);
-		return;
-	}
-	/* Every format here is short; a longer one is a programming error,
-	 * but stays safe: keep the truncated text. */
-	sb_add(sb, small, sizeof(small) - 1);
-}
-
-/* Hands the text over (never NULL unless out of memory). */
-static char *sb_take(struct sbuf *sb)
-{
-	char *p;
-
-	if (!sb->oom && !sb->p)
-		sb_add(sb, "", 0);
-	if (sb->oom) {
-		free(sb->p);
-		sb->p = NULL;
-		return NULL;
-	}
-	p = sb->p;
-	sb->p = NULL;
-	sb->len = sb->cap = 0;
-	return p;
 }
 
 /* ---- UTF-8 --------------------------------------------------------------- */
@@ -239,10 +157,10 @@ static void sb_excerpt(struct sbuf *sb, const char *s, size_t n, size_t max, boo
 			step = 1;
 		}
 		if (used + plen > max) {
-			sb_puts(sb, ellipsis);
+			sbuf_puts(sb, ellipsis);
 			return;
 		}
-		sb_add(sb, piece, plen);
+		sbuf_add(sb, piece, plen);
 		used += plen;
 		i += step;
 	}
@@ -712,12 +630,12 @@ static void sb_raw(struct sbuf *sb, const struct element *e, size_t vs, size_t v
 static void sb_got(struct sbuf *sb, const struct element *e, const cJSON *item, size_t vs,
                    size_t ve)
 {
-	sb_puts(sb, type_name(item));
+	sbuf_puts(sb, type_name(item));
 	if (cJSON_IsBool(item) || cJSON_IsNull(item))
 		return;
-	sb_puts(sb, " (");
+	sbuf_puts(sb, " (");
 	sb_raw(sb, e, vs, ve);
-	sb_puts(sb, ")");
+	sbuf_puts(sb, ")");
 }
 
 /* Writes an instant at the record's own offset, the way its sender reads it. */
@@ -729,9 +647,9 @@ static void sb_instant(struct sbuf *sb, int64_t epoch, int32_t offset)
 	if (buf[0] == '\0')
 		iso_format(epoch, 0, buf);
 	if (buf[0] == '\0')
-		sb_printf(sb, "epoch %lld", (long long)epoch);
+		sbuf_printf(sb, "epoch %lld", (long long)epoch);
 	else
-		sb_puts(sb, buf);
+		sbuf_puts(sb, buf);
 }
 
 static int code_cmp(const void *key, const void *elem)
@@ -772,21 +690,21 @@ static bool check_string(const struct element *e, const struct field *f, struct 
 	str_inspect(e->b + f->vs + 1, f->ve - f->vs - 2, &facts);
 	if (facts.nul) {
 		o->reason = VAL_STRING_NUL;
-		sb_printf(sb, "%s ", f->name);
+		sbuf_printf(sb, "%s ", f->name);
 		sb_raw(sb, e, f->vs, f->ve);
-		sb_puts(sb, " contains a NUL character (raw or \\u0000): the guide requires text "
+		sbuf_puts(sb, " contains a NUL character (raw or \\u0000): the guide requires text "
 		            "without NUL");
 	} else if (facts.bad_utf8) {
 		o->reason = VAL_STRING_INVALID_UTF8;
-		sb_printf(sb, "%s ", f->name);
+		sbuf_printf(sb, "%s ", f->name);
 		sb_raw(sb, e, f->vs, f->ve);
-		sb_printf(sb, " is not valid UTF-8 (byte 0x%02X): the guide requires UTF-8 text",
+		sbuf_printf(sb, " is not valid UTF-8 (byte 0x%02X): the guide requires UTF-8 text",
 		          facts.bad_byte);
 	} else if (facts.decoded > VAL_MAX_STRING_BYTES) {
 		o->reason = VAL_STRING_TOO_LONG;
-		sb_printf(sb, "%s ", f->name);
+		sbuf_printf(sb, "%s ", f->name);
 		sb_raw(sb, e, f->vs, f->ve);
-		sb_printf(sb, " is %zu bytes long: the guide allows at most %d", facts.decoded,
+		sbuf_printf(sb, " is %zu bytes long: the guide allows at most %d", facts.decoded,
 		          VAL_MAX_STRING_BYTES);
 	} else {
 		return true;
@@ -802,19 +720,19 @@ static void judge_tickets(const struct element *e, const struct field *f, struct
 	if (t == TICKETS_OK)
 		return;
 	o->refused = true;
-	sb_puts(sb, "num_tickets ");
+	sbuf_puts(sb, "num_tickets ");
 	sb_raw(sb, e, f->vs, f->ve);
 	if (t == TICKETS_NEGATIVE) {
 		o->reason = VAL_TICKETS_NEGATIVE;
-		sb_puts(sb, " is negative");
+		sbuf_puts(sb, " is negative");
 	} else if (t == TICKETS_TOO_LARGE) {
 		o->reason = VAL_TICKETS_TOO_LARGE;
-		sb_puts(sb, " is too large");
+		sbuf_puts(sb, " is too large");
 	} else {
 		o->reason = VAL_TICKETS_FRACTIONAL;
-		sb_puts(sb, " has a fractional part");
+		sbuf_puts(sb, " has a fractional part");
 	}
-	sb_printf(sb, ": the guide requires a whole number from 0 to %d", TICKETS_MAX);
+	sbuf_printf(sb, ": the guide requires a whole number from 0 to %d", TICKETS_MAX);
 }
 
 /* Applies SPEC §3's record rules in order; the first that fails is the
@@ -837,21 +755,21 @@ static int judge(const struct element *e, struct outcome *o)
 	o->refused = true;
 	if (!cJSON_IsObject(e->item)) {
 		o->reason = VAL_NOT_OBJECT;
-		sb_puts(&sb, "element is ");
+		sbuf_puts(&sb, "element is ");
 		sb_got(&sb, e, e->item, e->span.start, e->span.end);
-		sb_puts(&sb, ", not an object: the guide requires an object with time, "
+		sbuf_puts(&sb, ", not an object: the guide requires an object with time, "
 		             "ext_ref_code and num_tickets");
 		goto refused;
 	}
 	for (i = 0; i < 3; i++) {
 		if (find_field(e, &fs[i]))
 			continue;
-		sb_puts(&sb, nmissing++ ? ", " : "missing ");
-		sb_puts(&sb, fs[i].name);
+		sbuf_puts(&sb, nmissing++ ? ", " : "missing ");
+		sbuf_puts(&sb, fs[i].name);
 	}
 	if (nmissing) {
 		o->reason = VAL_MISSING_FIELD;
-		sb_puts(&sb, ": the guide requires time, ext_ref_code and num_tickets in every "
+		sbuf_puts(&sb, ": the guide requires time, ext_ref_code and num_tickets in every "
 		             "record");
 		goto refused;
 	}
@@ -861,16 +779,16 @@ static int judge(const struct element *e, struct outcome *o)
 		if (ok)
 			continue;
 		o->reason = VAL_WRONG_TYPE;
-		sb_printf(&sb, "%s is ", fs[i].name);
+		sbuf_printf(&sb, "%s is ", fs[i].name);
 		sb_got(&sb, e, fs[i].item, fs[i].vs, fs[i].ve);
 		if (i == 0)
-			sb_puts(&sb, ": the guide requires a string with an ISO 8601 date-time "
+			sbuf_puts(&sb, ": the guide requires a string with an ISO 8601 date-time "
 			             "and offset, e.g. \"2023-02-08T00:00:00-03:00\"");
 		else if (i == 1)
-			sb_puts(&sb, ": the guide requires a string, one of the codes requested, "
+			sbuf_puts(&sb, ": the guide requires a string, one of the codes requested, "
 			             "e.g. \"0001\"");
 		else
-			sb_puts(&sb, ": the guide requires a JSON number without quotes, e.g. 25");
+			sbuf_puts(&sb, ": the guide requires a JSON number without quotes, e.g. 25");
 		goto refused;
 	}
 	if (!check_string(e, tf, o, &sb) || !check_string(e, cf, o, &sb))
@@ -879,19 +797,19 @@ static int judge(const struct element *e, struct outcome *o)
 	/* No NUL, so valuestring holds the whole decoded text. */
 	st = iso_parse(tf->item->valuestring, strlen(tf->item->valuestring), &t);
 	if (st != ISO_OK || !iso_on_hour(&t)) {
-		sb_puts(&sb, "time ");
+		sbuf_puts(&sb, "time ");
 		sb_raw(&sb, e, tf->vs, tf->ve);
 		if (st == ISO_NO_OFFSET) {
 			o->reason = VAL_TIME_NO_OFFSET;
-			sb_puts(&sb, " has no UTC offset: the guide requires an offset or Z, e.g. "
+			sbuf_puts(&sb, " has no UTC offset: the guide requires an offset or Z, e.g. "
 			             "\"2023-02-08T00:00:00-03:00\"");
 		} else if (st != ISO_OK) {
 			o->reason = VAL_TIME_UNPARSEABLE;
-			sb_puts(&sb, " is not an ISO 8601 date-time: the guide requires e.g. "
+			sbuf_puts(&sb, " is not an ISO 8601 date-time: the guide requires e.g. "
 			             "\"2023-02-08T00:00:00-03:00\"");
 		} else {
 			o->reason = VAL_TIME_NOT_ON_HOUR;
-			sb_puts(&sb, " is not the start of an hour: the guide requires minutes, "
+			sbuf_puts(&sb, " is not the start of an hour: the guide requires minutes, "
 			             "seconds and any fraction to be zero");
 		}
 		goto refused;
@@ -900,21 +818,21 @@ static int judge(const struct element *e, struct outcome *o)
 	o->offset = t.offset;
 	if (t.epoch < req->from || t.epoch >= req->to) {
 		o->reason = VAL_TIME_OUTSIDE_WINDOW;
-		sb_puts(&sb, "time ");
+		sbuf_puts(&sb, "time ");
 		sb_raw(&sb, e, tf->vs, tf->ve);
-		sb_puts(&sb, " is outside the requested window: from ");
+		sbuf_puts(&sb, " is outside the requested window: from ");
 		sb_instant(&sb, req->from, t.offset);
-		sb_puts(&sb, " up to, not including, ");
+		sbuf_puts(&sb, " up to, not including, ");
 		sb_instant(&sb, req->to, t.offset);
 		goto refused;
 	}
 	if (t.epoch > req->now) {
 		o->reason = VAL_TIME_IN_FUTURE;
-		sb_puts(&sb, "time ");
+		sbuf_puts(&sb, "time ");
 		sb_raw(&sb, e, tf->vs, tf->ve);
-		sb_puts(&sb, " is an hour that has not started yet (now is ");
+		sbuf_puts(&sb, " is an hour that has not started yet (now is ");
 		sb_instant(&sb, req->now, t.offset);
-		sb_puts(&sb, ")");
+		sbuf_puts(&sb, ")");
 		goto refused;
 	}
 	/* Exact bytes: "0001" is not "1" (SPEC §2). */
@@ -923,19 +841,19 @@ static int judge(const struct element *e, struct outcome *o)
 	                  : NULL;
 	if (!hit) {
 		o->reason = VAL_UNKNOWN_CODE;
-		sb_puts(&sb, "ext_ref_code ");
+		sbuf_puts(&sb, "ext_ref_code ");
 		sb_raw(&sb, e, cf->vs, cf->ve);
-		sb_puts(&sb, " was not requested: the request asked for ");
+		sbuf_puts(&sb, " was not requested: the request asked for ");
 		if (req->ncodes == 0)
-			sb_puts(&sb, "no codes");
+			sbuf_puts(&sb, "no codes");
 		for (i = 0; i < req->ncodes && i < LIST_MAX; i++) {
-			sb_puts(&sb, i ? ", \"" : "\"");
+			sbuf_puts(&sb, i ? ", \"" : "\"");
 			sb_excerpt(&sb, req->codes[i], strlen(req->codes[i]), EXCERPT_BYTES, false);
-			sb_puts(&sb, "\"");
+			sbuf_puts(&sb, "\"");
 		}
 		if (req->ncodes > LIST_MAX)
-			sb_printf(&sb, " and %zu more", req->ncodes - LIST_MAX);
-		sb_puts(&sb, " (exact match)");
+			sbuf_printf(&sb, " and %zu more", req->ncodes - LIST_MAX);
+		sbuf_puts(&sb, " (exact match)");
 		goto refused;
 	}
 	o->code = (size_t)(hit - req->codes);
@@ -945,7 +863,7 @@ static int judge(const struct element *e, struct outcome *o)
 	if (!o->refused)
 		return 0;
 refused:
-	o->detail = sb_take(&sb);
+	o->detail = sbuf_take(&sb);
 	return o->detail ? 0 : -1;
 }
 
@@ -989,38 +907,38 @@ static int mark_duplicates(const struct key *keys, size_t nkeys, struct outcome 
 			size_t named = 0;
 
 			if (o->refused) {
-				sb_puts(&sb, o->detail);
-				sb_printf(&sb,
+				sbuf_puts(&sb, o->detail);
+				sbuf_printf(&sb,
 				          " (and this code and hour appear %zu times in this "
 				          "response)",
 				          end - g);
 			} else {
 				const char *code = req->codes[keys[i].code];
 
-				sb_puts(&sb, "ext_ref_code \"");
+				sbuf_puts(&sb, "ext_ref_code \"");
 				sb_excerpt(&sb, code, strlen(code), EXCERPT_BYTES, false);
-				sb_puts(&sb, "\" and hour ");
+				sbuf_puts(&sb, "\" and hour ");
 				sb_instant(&sb, o->hour, o->offset);
-				sb_printf(&sb, " appear %zu times in this response (", end - g);
+				sbuf_printf(&sb, " appear %zu times in this response (", end - g);
 				for (j = g; j < end && named < LIST_MAX; j++) {
 					if (j == i)
 						continue;
 					if (named++)
-						sb_puts(&sb, ", ");
+						sbuf_puts(&sb, ", ");
 					else
-						sb_puts(&sb, end - g > 2 ? "also elements "
+						sbuf_puts(&sb, end - g > 2 ? "also elements "
 						                         : "also element ");
-					sb_printf(&sb, "%zu", keys[j].index);
+					sbuf_printf(&sb, "%zu", keys[j].index);
 				}
 				if (end - g - 1 > LIST_MAX)
-					sb_puts(&sb, ellipsis);
-				sb_puts(&sb, "): the guide allows one record per code and hour, "
+					sbuf_puts(&sb, ellipsis);
+				sbuf_puts(&sb, "): the guide allows one record per code and hour, "
 				             "and the daemon does not guess which is right");
 				o->reason = VAL_DUPLICATE;
 				o->refused = true;
 			}
 			free(o->detail);
-			o->detail = sb_take(&sb);
+			o->detail = sbuf_take(&sb);
 			if (!o->detail)
 				return -1;
 		}
@@ -1070,17 +988,17 @@ static char *render_json(const char *b, struct span sp)
 		}
 		if (sb.len + plen > VAL_MAX_JSON_BYTES)
 			break;
-		sb_add(&sb, piece, plen);
+		sbuf_add(&sb, piece, plen);
 		i += step;
 	}
-	return sb_take(&sb);
+	return sbuf_take(&sb);
 }
 
 /* ---- the whole response --------------------------------------------------- */
 
 static int refuse(struct val_result *out, struct sbuf *sb)
 {
-	out->error = sb_take(sb);
+	out->error = sbuf_take(sb);
 	out->refused = out->error != NULL; /* -1 leaves *out zeroed */
 	return out->error ? 0 : -1;
 }
@@ -1105,7 +1023,7 @@ static int refuse_not_json(struct val_result *out, const char *buf, size_t len, 
 	cJSON *root;
 
 	if (p == len) {
-		sb_puts(&sb, "response is an empty body (only white space): the guide requires "
+		sbuf_puts(&sb, "response is an empty body (only white space): the guide requires "
 		             "a bare JSON list, [] when there are no sales");
 		return refuse(out, &sb);
 	}
@@ -1113,7 +1031,7 @@ static int refuse_not_json(struct val_result *out, const char *buf, size_t len, 
 		bool html = contains_nocase(buf + p, len - p, "<html") ||
 		            contains_nocase(buf + p, len - p, "<!doctype");
 
-		sb_printf(&sb, "response is not JSON but %s: the guide requires a bare JSON list",
+		sbuf_printf(&sb, "response is not JSON but %s: the guide requires a bare JSON list",
 		          html ? "an HTML page" : "XML");
 		return refuse(out, &sb);
 	}
@@ -1121,7 +1039,7 @@ static int refuse_not_json(struct val_result *out, const char *buf, size_t len, 
 	root = cJSON_ParseWithLengthOpts(buf, len + 1, &end, 0);
 	if (root) {
 		cJSON_Delete(root);
-		sb_printf(&sb,
+		sbuf_printf(&sb,
 		          "response is JSON followed by other text at byte %zu: the guide "
 		          "requires a bare JSON list and nothing after it but white space",
 		          skip_ws(buf, (size_t)(end - buf), len));
@@ -1129,13 +1047,13 @@ static int refuse_not_json(struct val_result *out, const char *buf, size_t len, 
 	}
 	/* Looks like JSON that went wrong, or like something else entirely. */
 	if (buf[p] == '[' || buf[p] == '{')
-		sb_printf(&sb,
+		sbuf_printf(&sb,
 		          "response is not valid JSON (parsing stopped at byte %zu): ", err_at);
 	else
-		sb_puts(&sb, "response is not JSON but ");
-	sb_puts(&sb, "text starting with '");
+		sbuf_puts(&sb, "response is not JSON but ");
+	sbuf_puts(&sb, "text starting with '");
 	sb_excerpt(&sb, buf + p, len - p, EXCERPT_BYTES, true);
-	sb_puts(&sb, "': the guide requires a bare JSON list");
+	sbuf_puts(&sb, "': the guide requires a bare JSON list");
 	return refuse(out, &sb);
 }
 
@@ -1145,23 +1063,23 @@ static int refuse_not_list(struct val_result *out, const cJSON *root)
 	const cJSON *c;
 	size_t i = 0;
 
-	sb_puts(&sb, "response is ");
+	sbuf_puts(&sb, "response is ");
 	if (cJSON_IsObject(root) && !root->child)
-		sb_puts(&sb, "an empty object");
+		sbuf_puts(&sb, "an empty object");
 	else if (cJSON_IsObject(root))
-		sb_puts(&sb, "an object with keys ");
+		sbuf_puts(&sb, "an object with keys ");
 	else
-		sb_puts(&sb, type_name(root));
+		sbuf_puts(&sb, type_name(root));
 	for (c = cJSON_IsObject(root) ? root->child : NULL; c; c = c->next, i++) {
 		if (i == LIST_MAX) {
-			sb_printf(&sb, ", %s", ellipsis);
+			sbuf_printf(&sb, ", %s", ellipsis);
 			break;
 		}
 		if (i)
-			sb_puts(&sb, ", ");
+			sbuf_puts(&sb, ", ");
 		sb_excerpt(&sb, c->string, strlen(c->string), EXCERPT_BYTES, false);
 	}
-	sb_puts(&sb, ": the guide requires a bare list");
+	sbuf_puts(&sb, ": the guide requires a bare list");
 	return refuse(out, &sb);
 }
 
@@ -1171,16 +1089,16 @@ static int refuse_strict(struct val_result *out, const char *buf, size_t len,
 	struct sbuf sb = {0};
 
 	if (fault == STRICT_TRAILING) {
-		sb_printf(&sb,
+		sbuf_printf(&sb,
 		          "response is JSON followed by other text at byte %zu: the guide "
 		          "requires a bare JSON list and nothing after it but white space",
 		          at);
 	} else if (fault == STRICT_ESCAPE) {
-		sb_puts(&sb, "response is not valid JSON: escape '");
+		sbuf_puts(&sb, "response is not valid JSON: escape '");
 		sb_excerpt(&sb, buf + at, len - at < 6 ? len - at : 6, EXCERPT_BYTES, true);
-		sb_printf(&sb, "' at byte %zu is not \\u and four hex digits", at);
+		sbuf_printf(&sb, "' at byte %zu is not \\u and four hex digits", at);
 	} else if (fault == STRICT_CONTROL) {
-		sb_printf(&sb,
+		sbuf_printf(&sb,
 		          "response is not valid JSON: control byte 0x%02X outside a string "
 		          "at byte %zu",
 		          (unsigned char)buf[at], at);
@@ -1189,9 +1107,9 @@ static int refuse_strict(struct val_result *out, const char *buf, size_t len,
 
 		while (e < len && is_number_char(buf[e]))
 			e++;
-		sb_puts(&sb, "response is not valid JSON: malformed number '");
+		sbuf_puts(&sb, "response is not valid JSON: malformed number '");
 		sb_excerpt(&sb, buf + at, e - at, EXCERPT_BYTES, true);
-		sb_printf(&sb,
+		sbuf_printf(&sb,
 		          "' at byte %zu (JSON numbers have no leading zeros and a digit on "
 		          "each side of the point)",
 		          at);
@@ -1319,7 +1237,7 @@ int val_validate(const char *body, size_t len, const struct val_request *req,
 
 	memset(out, 0, sizeof(*out));
 	if (len == 0) {
-		sb_puts(&sb, "response is an empty body: the guide requires a bare JSON list, [] "
+		sbuf_puts(&sb, "response is an empty body: the guide requires a bare JSON list, [] "
 		             "when there are no sales");
 		return refuse(out, &sb);
 	}
