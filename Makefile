@@ -57,6 +57,7 @@ test_validate_MODULES := validate isotime sbuf
 test_config_MODULES := config log
 test_http_MODULES := http window isotime config log
 test_schedule_MODULES := schedule
+test_probe_MODULES := probe validate isotime window http config log sbuf
 .SECONDEXPANSION:
 build/san/test_%: tests/unit/test_%.c $$(addprefix build/san/,$$(addsuffix .o,$$(test_$$*_MODULES)))
 	$(CC) $(ALL_CFLAGS) $(SAN) $(shell pkg-config --cflags cmocka) -o $@ $^ \
@@ -71,25 +72,21 @@ unit: $(UNIT_TESTS)
 	@sh tests/lib/run-unit.sh $(UNIT_TESTS)
 
 integration: build/san/ksi-salesd build/fakeapi
-	@bash tests/integration/run.sh build/san/ksi-salesd build/fakeapi
-	@bash tests/integration/daemon.sh build/san/ksi-salesd build/fakeapi
-	@bash tests/integration/tools.sh build/san/ksi-salesd build/fakeapi
+	@rc=0; for s in $(INTEGRATION_SUITES); do \
+		bash tests/integration/$$s.sh build/san/ksi-salesd build/fakeapi || rc=1; done; exit $$rc
 
 systemd-check: build/ksi-salesd
 	@sh tests/systemd/check.sh build/ksi-salesd
 
-# The integration suite with every run of the release binary under
+# The integration suites with every run of the release binary under
 # valgrind: any memory error or leak fails the run it happens in.
+INTEGRATION_SUITES := run daemon tools probe
+VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
+	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
 valgrind: build/ksi-salesd build/fakeapi
-	@KSI_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
-		--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp" \
-		bash tests/integration/run.sh build/ksi-salesd build/fakeapi
-	@KSI_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
-		--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp" \
-		bash tests/integration/daemon.sh build/ksi-salesd build/fakeapi
-	@KSI_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
-		--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp" \
-		bash tests/integration/tools.sh build/ksi-salesd build/fakeapi
+	@rc=0; for s in $(INTEGRATION_SUITES); do \
+		KSI_WRAP="$(VALGRIND)" bash tests/integration/$$s.sh build/ksi-salesd build/fakeapi || rc=1; \
+	done; exit $$rc
 
 check: deps
 	@$(MAKE) --no-print-directory all unit integration systemd-check

@@ -16,6 +16,7 @@
 #include "db.h"
 #include "http.h"
 #include "log.h"
+#include "probe.h"
 
 
 struct command {
@@ -40,12 +41,11 @@ static int cmd_once(const struct cli *cli, struct cfg *cfg);
 static int cmd_run(const struct cli *cli, struct cfg *cfg);
 static int cmd_migrate(const struct cli *cli, struct cfg *cfg);
 static int cmd_status(const struct cli *cli, struct cfg *cfg);
-static int cmd_not_yet(const struct cli *cli, struct cfg *cfg);
 
 static const struct command commands[] = {
 	{"run", cmd_run, "the daemon: polls due connectors forever (systemd Type=notify)", 0},
 	{"once", cmd_once, "polls every enabled connector once and exits", 0},
-	{"test-connection", cmd_not_yet, "checks a customer API against the integration guide",
+	{"test-connection", probe_command, "checks a customer API against the integration guide",
 	 OPT_CONNECTOR | OPT_URL | OPT_TOKEN | OPT_CODES | OPT_FROM | OPT_TO | OPT_JSON},
 	{"backfill", backfill_command, "fetches a past span of hours for one connector",
 	 OPT_CONNECTOR | OPT_FROM | OPT_TO | OPT_YES},
@@ -162,13 +162,6 @@ static int cmd_run(const struct cli *cli, struct cfg *cfg)
 	return run_daemon(cli, cfg, false);
 }
 
-static int cmd_not_yet(const struct cli *cli, struct cfg *cfg)
-{
-	(void)cfg;
-	log_error("main", NULL, "`%s` is not available in ksi-salesd %s yet", cli->command, KSI_VERSION);
-	return EXIT_USAGE;
-}
-
 /* Reads a token from a file ("-": standard input), first line only. */
 static char *read_token_file(const char *path)
 {
@@ -266,6 +259,7 @@ int main(int argc, char **argv)
 			break;
 		default:
 			usage(stderr);
+			free(cli.token);
 			return EXIT_USAGE;
 		}
 	}
@@ -275,12 +269,13 @@ int main(int argc, char **argv)
 		for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 			if (strcmp(argv[optind], commands[i].name) == 0)
 				cmd = &commands[i];
-		if (!cmd) {
-			fprintf(stderr, "ksi-salesd: unknown command \"%s\" (try --help)\n", argv[optind]);
-			return EXIT_USAGE;
-		}
-		if (optind + 1 < argc) {
-			fprintf(stderr, "ksi-salesd %s: unexpected argument \"%s\"\n", cmd->name, argv[optind + 1]);
+		if (!cmd || optind + 1 < argc) {
+			if (!cmd)
+				fprintf(stderr, "ksi-salesd: unknown command \"%s\" (try --help)\n", argv[optind]);
+			else
+				fprintf(stderr, "ksi-salesd %s: unexpected argument \"%s\"\n", cmd->name,
+					argv[optind + 1]);
+			free(cli.token);
 			return EXIT_USAGE;
 		}
 	}

@@ -228,8 +228,11 @@ static bool read_digits(const char *s, int n, int *out)
 }
 
 /* Parses YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM). On failure writes
- * a message naming `name` into err. */
-static int parse_stamp(const char *name, const char *s, struct stamp *out, char *err, size_t errlen)
+ * a message naming `name` into err. With missing_is_utc (plusspace), a time
+ * whose offset is missing, or is a space and whatever follows it, is read as
+ * UTC and answered in "+00:00", as a server that decodes twice does. */
+static int parse_stamp(const char *name, const char *s, bool missing_is_utc, struct stamp *out,
+                       char *err, size_t errlen)
 {
 	int y, mo, d, h, mi, sec;
 
@@ -266,6 +269,14 @@ static int parse_stamp(const char *name, const char *s, struct stamp *out, char 
 			fraction |= *p != '0';
 	}
 
+	if (missing_is_utc && (*p == '\0' || *p == ' ')) {
+		out->zone.offset = 0;
+		snprintf(out->zone.suffix, sizeof out->zone.suffix, "+00:00");
+		out->epoch = days_from_civil(y, (unsigned int)mo, (unsigned int)d) * 86400 +
+		             h * HOUR + mi * 60 + sec;
+		out->on_hour = mi == 0 && sec == 0 && !fraction;
+		return 0;
+	}
 	if (*p == '\0') {
 		snprintf(err, errlen, "%s has no offset", name);
 		return -1;
@@ -335,7 +346,7 @@ struct mods {
 	uint64_t status, delay_ms, seed, huge_bytes, retry_after;
 	bool has_status, has_delay, has_seed, has_huge, has_retry_after;
 	bool redirect, gzip, wrapped, broken, html, trailing, empty, bad, future, lastcode, noauth,
-	    localtime, noop;
+	    localtime, plusspace, noop;
 };
 
 static const struct {
@@ -354,6 +365,7 @@ static const struct {
     {"lastcode", offsetof(struct mods, lastcode)},
     {"noauth", offsetof(struct mods, noauth)},
     {"localtime", offsetof(struct mods, localtime)},
+    {"plusspace", offsetof(struct mods, plusspace)},
     /* Where status/3xx and redirect point: plain /sales if a client follows. */
     {"moved", offsetof(struct mods, noop)},
     {"elsewhere", offsetof(struct mods, noop)},
@@ -806,6 +818,14 @@ static void add_bad_records(struct list *l, const struct stamp *from, int64_t ne
 		add_counted(l, h0, z, true, c0, tickets_for(c0->s, c0->len, h0, seed) + 1);
 }
 
+/* Copies n bytes of s into out (n + 1 bytes) with every '+' made a space. */
+static void plus_to_space(char *out, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		out[i] = s[i] == '+' ? ' ' : s[i];
+	out[n] = '\0';
+}
+
 /* Validates the query and builds the 200 answer into r; on a client error
  * returns -1 with the reason in err. */
 static int build_sales(struct MHD_Connection *conn, const struct mods *m, struct reply *r,
@@ -832,8 +852,18 @@ static int build_sales(struct MHD_Connection *conn, const struct mods *m, struct
 		         q.from != NULL && strlen(q.from) != q.from_len ? "fromTime" : "toTime");
 		goto out;
 	}
-	if (parse_stamp("fromTime", q.from, &from, err, errlen) != 0 ||
-	    parse_stamp("toTime", q.to, &to, err, errlen) != 0)
+	/* plusspace: a second form-decoding pass turns every '+' into a space. */
+	char from_copy[64], to_copy[64];
+	if (m->plusspace && q.from != NULL && q.from_len < sizeof from_copy) {
+		plus_to_space(from_copy, q.from, q.from_len);
+		q.from = from_copy;
+	}
+	if (m->plusspace && q.to != NULL && q.to_len < sizeof to_copy) {
+		plus_to_space(to_copy, q.to, q.to_len);
+		q.to = to_copy;
+	}
+	if (parse_stamp("fromTime", q.from, m->plusspace, &from, err, errlen) != 0 ||
+	    parse_stamp("toTime", q.to, m->plusspace, &to, err, errlen) != 0)
 		goto out;
 	if (!from.on_hour) {
 		snprintf(err, errlen, "fromTime is not the start of an hour in its offset");

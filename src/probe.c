@@ -1,0 +1,1220 @@
+/* probe: `ksi-salesd test-connection` (SPEC §6). Four requests for the same
+ * instants run at once on a libev loop of our own: the daemon's request
+ * (with the token, in the connector's zone), the same URL without any
+ * Authorization header, and the window written in +09:00 and in +00:00. The
+ * answers go through the daemon's validator; probe_judge turns them into
+ * checks. Nothing is written to the database. */
+#include "probe.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <ev.h>
+
+#include "connector.h"
+#include "db.h"
+#include "isotime.h"
+#include "log.h"
+#include "window.h"
+
+#define NREASONS (VAL_DUPLICATE + 1)
+#define LIST_MAX 10            /* codes named in one line */
+#define DEFAULT_TIMEOUT_S 30   /* --url: the connectors table's default */
+#define PLUS_ZONE "Asia/Tokyo" /* +09:00 all year: a whole-hour '+' offset */
+#define PLUS_OFFSET (9 * 3600)
+
+static const char misread[] = "a window written with a '+' offset is misread (the '+' probably "
+                              "became a space; decode %2B before form-decoding)";
+
+/* ---- codes --------------------------------------------------------------- */
+
+static int code_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void probe_codes_free(char **codes, size_t n)
+{
+	if (!codes)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(codes[i]);
+	free(codes);
+}
+
+int probe_parse_codes(const char *list, char ***codes, size_t *n, char *err, size_t errlen)
+{
+	*codes = NULL;
+	*n = 0;
+	if (!list || !*list) {
+		snprintf(err, errlen,
+		         "--codes is empty: give the store codes, e.g. --codes 0001,0002");
+		return -1;
+	}
+	size_t cap = 1;
+	for (const char *p = list; *p; p++)
+		cap += *p == ',';
+	char **v = calloc(cap, sizeof(*v));
+	if (!v) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	size_t k = 0;
+	for (const char *p = list;; p++) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if (len == 0 || len > VAL_MAX_STRING_BYTES) {
+			snprintf(
+			    err, errlen,
+			    "--codes: code #%zu is %s (each is 1 to %d bytes, separated by commas)",
+			    k + 1, len ? "too long" : "empty", VAL_MAX_STRING_BYTES);
+			probe_codes_free(v, k);
+			return -1;
+		}
+		if (!(v[k] = strndup(p, len))) {
+			snprintf(err, errlen, "out of memory");
+			probe_codes_free(v, k);
+			return -1;
+		}
+		k++;
+		if (!end)
+			break;
+		p = end;
+	}
+	/* The daemon's order (SPEC §2: sorted), and the validator's. */
+	qsort(v, k, sizeof(*v), code_cmp);
+	size_t u = 0;
+	for (size_t i = 0; i < k; i++) {
+		if (u > 0 && strcmp(v[u - 1], v[i]) == 0) {
+			free(v[i]);
+			continue;
+		}
+		v[u++] = v[i];
+	}
+	*codes = v;
+	*n = u;
+	return 0;
+}
+
+/* ---- answers -------------------------------------------------------------- */
+
+int probe_answer_set(struct probe_answer *a, const struct http_response *r,
+                     const struct val_request *req)
+{
+	probe_answer_free(a);
+	a->answered = true;
+	a->outcome = r->outcome;
+	a->status = r->status;
+	a->elapsed = r->finished_at - r->started_at;
+	a->bytes = r->bytes;
+	a->gzip = r->gzip;
+	snprintf(a->error, sizeof(a->error), "%s", r->error);
+	if (r->outcome != HTTP_OUTCOME_OK)
+		return 0;
+	if (val_validate(r->body, r->len, req, &a->v) != 0) {
+		val_result_free(&a->v);
+		memset(&a->v, 0, sizeof(a->v));
+		return -1;
+	}
+	a->validated = true;
+	return 0;
+}
+
+void probe_answer_free(struct probe_answer *a)
+{
+	if (!a)
+		return;
+	val_result_free(&a->v);
+	memset(a, 0, sizeof(*a));
+}
+
+/* ---- judging (pure) ----------------------------------------------------- */
+
+const char *probe_status_name(enum probe_status s)
+{
+	switch (s) {
+	case PROBE_PASS:
+		return "PASS";
+	case PROBE_FAIL:
+		return "FAIL";
+	case PROBE_WARN:
+		return "WARN";
+	case PROBE_INFO:
+		break;
+	}
+	return "INFO";
+}
+
+static struct probe_check *add_check(struct probe_report *r, const char *name, bool required)
+{
+	struct probe_check *c = &r->checks[r->nchecks++];
+	memset(c, 0, sizeof(*c));
+	c->name = name;
+	c->required = required;
+	c->status = PROBE_PASS;
+	return c;
+}
+
+/* Appends to the evidence; a cut is made on a UTF-8 character boundary and
+ * marked with "…", after which nothing more is added. */
+__attribute__((format(printf, 2, 3))) static void ev_add(struct probe_check *c, const char *fmt,
+                                                         ...)
+{
+	static const char more[] = "…";
+	size_t size = sizeof(c->evidence);
+	size_t len = strlen(c->evidence);
+	if (len + sizeof(more) >= size)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(c->evidence + len, size - len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n < size - len)
+		return;
+	/* Cut before a continuation byte backs off at most 3 bytes, so the
+	 * length stays within sizeof(more) of the end: later calls return. */
+	size_t cut = size - sizeof(more);
+	while (cut > len && ((unsigned char)c->evidence[cut] & 0xC0) == 0x80)
+		cut--;
+	memcpy(c->evidence + cut, more, sizeof(more));
+}
+
+static bool answered_2xx(const struct probe_answer *a)
+{
+	return a->answered && a->outcome == HTTP_OUTCOME_OK;
+}
+
+/* A 2xx answer accepted as a whole: its records can be read. */
+static bool got_list(const struct probe_answer *a)
+{
+	return answered_2xx(a) && a->validated && !a->v.refused;
+}
+
+/* Why an answer gave no list, for a person. */
+static const char *why_not(const struct probe_answer *a)
+{
+	if (!a->answered)
+		return "no answer";
+	if (a->outcome != HTTP_OUTCOME_OK)
+		return a->error;
+	if (a->validated && a->v.refused)
+		return a->v.error;
+	return "out of memory judging it";
+}
+
+static const char *plural(size_t n)
+{
+	return n == 1 ? "" : "s";
+}
+
+static void judge_auth(const struct probe_setup *s, const struct probe_answer *a,
+                       struct probe_report *r)
+{
+	const struct probe_answer *m = &a[PROBE_ASK_MAIN], *n = &a[PROBE_ASK_NOAUTH];
+	struct probe_check *c = add_check(r, "auth", true);
+	bool n_refused = n->answered && n->outcome == HTTP_OUTCOME_STATUS &&
+	                 (n->status == 401 || n->status == 403);
+	if (!s->has_token) {
+		c->status = PROBE_FAIL;
+		ev_add(
+		    c,
+		    "the connector has no bearer_token: the guide requires 'Authorization: Bearer "
+		    "<token>'");
+		if (answered_2xx(n))
+			ev_add(c, "; the API answers without a token: anyone can read this "
+			          "customer's sales");
+		return;
+	}
+	if (!answered_2xx(m)) {
+		c->status = PROBE_FAIL;
+		if (m->answered && (m->status == 401 || m->status == 403))
+			ev_add(c,
+			       "the API refused the token: %s: check the token the customer gave",
+			       m->error);
+		else
+			ev_add(c, "the request with the token got no 2xx answer: %s", why_not(m));
+		return;
+	}
+	if (answered_2xx(n)) {
+		c->status = PROBE_FAIL;
+		ev_add(
+		    c,
+		    "answers without a token: anyone can read this customer's sales (HTTP %ld with "
+		    "the token, HTTP %ld without any Authorization header): it must answer 401 or "
+		    "403",
+		    m->status, n->status);
+		return;
+	}
+	if (n_refused) {
+		ev_add(c, "HTTP %ld with the token, HTTP %ld without one", m->status, n->status);
+		return;
+	}
+	c->status = PROBE_WARN;
+	if (n->answered && n->outcome == HTTP_OUTCOME_STATUS)
+		ev_add(
+		    c,
+		    "HTTP %ld with the token; without one HTTP %ld, not 401 or 403: a wrong token "
+		    "would show as http_error instead of auth_failed",
+		    m->status, n->status);
+	else
+		ev_add(c, "HTTP %ld with the token; without one no clear refusal (401 or 403): %s",
+		       m->status, why_not(n));
+}
+
+static void judge_bare_list(const struct probe_answer *a, struct probe_report *r)
+{
+	const struct probe_answer *m = &a[PROBE_ASK_MAIN];
+	struct probe_check *c = add_check(r, "bare_list", true);
+	if (!answered_2xx(m)) {
+		c->status = PROBE_FAIL;
+		ev_add(c, "not judged: the request with the token got no 2xx answer (see auth)");
+	} else if (!m->validated) {
+		c->status = PROBE_FAIL;
+		ev_add(c, "not judged: out of memory");
+	} else if (m->v.refused) {
+		c->status = PROBE_FAIL;
+		ev_add(c, "the answer is refused as a whole: %s", m->v.error);
+	} else {
+		ev_add(c, "a bare JSON list of %zu element%s, %zu bytes", m->v.received,
+		       plural(m->v.received), m->bytes);
+	}
+}
+
+/* What a refusal reason means for the customer, in the guide's terms. */
+static const char *reason_advice(enum val_reason reason)
+{
+	switch (reason) {
+	case VAL_NOT_OBJECT:
+		return "returns list elements that are not objects: each must be an object with "
+		       "time, "
+		       "ext_ref_code and num_tickets";
+	case VAL_MISSING_FIELD:
+		return "leaves fields out: every record needs time, ext_ref_code and num_tickets";
+	case VAL_WRONG_TYPE:
+		return "sends fields of the wrong type: time and ext_ref_code are strings, "
+		       "num_tickets a "
+		       "JSON number";
+	case VAL_STRING_NUL:
+		return "sends strings with a NUL character";
+	case VAL_STRING_INVALID_UTF8:
+		return "sends strings that are not UTF-8";
+	case VAL_STRING_TOO_LONG:
+		return "sends strings over 200 bytes";
+	case VAL_TIME_NO_OFFSET:
+		return "returns times without an offset (like 2023-02-08T00:00:00): the guide "
+		       "requires Z "
+		       "or ±HH:MM";
+	case VAL_TIME_UNPARSEABLE:
+		return "returns times that are not ISO 8601 date-times";
+	case VAL_TIME_NOT_ON_HOUR:
+		return "returns times that are not the start of an hour: one record per hour, "
+		       "minutes "
+		       "and seconds zero";
+	case VAL_TIME_OUTSIDE_WINDOW:
+		return "returns hours outside the requested window: only fromTime up to toTime";
+	case VAL_TIME_IN_FUTURE:
+		return "returns hours that have not started yet: no future hours";
+	case VAL_UNKNOWN_CODE:
+		return "returns codes that were not requested: only the requested ext_ref_codes "
+		       "may come "
+		       "back, exactly as sent";
+	case VAL_TICKETS_NEGATIVE:
+		return "returns negative num_tickets";
+	case VAL_TICKETS_FRACTIONAL:
+		return "returns num_tickets with a fraction: whole numbers only";
+	case VAL_TICKETS_TOO_LARGE:
+		return "returns num_tickets over 2147483647";
+	case VAL_DUPLICATE:
+		break;
+	}
+	return "returns the same code and hour more than once: one record per code and hour";
+}
+
+static void judge_records(const struct probe_answer *a, struct probe_report *r)
+{
+	const struct probe_answer *m = &a[PROBE_ASK_MAIN];
+	struct probe_check *c = add_check(r, "records", true);
+	if (!got_list(m)) {
+		c->status = PROBE_FAIL;
+		ev_add(c, "not judged: no list to read (see %s)",
+		       answered_2xx(m) ? "bare_list" : "auth");
+		return;
+	}
+	const struct val_result *v = &m->v;
+	if (v->nrefusals == 0) {
+		if (v->received == 0) {
+			c->status = PROBE_WARN;
+			ev_add(c, "the list is empty: no record to check (pick a window with "
+			          "sales: --from, "
+			          "--to)");
+		} else {
+			ev_add(c, "all %zu record%s accepted", v->received, plural(v->received));
+		}
+		return;
+	}
+	c->status = PROBE_FAIL;
+	ev_add(c, "%zu of %zu record%s refused", v->nrefusals, v->received, plural(v->received));
+	/* Each reason once, in the order it first appears, with its count and
+	 * the first example's detail. */
+	bool seen[NREASONS] = {false};
+	for (size_t i = 0; i < v->nrefusals; i++) {
+		const struct val_refusal *f = &v->refusals[i];
+		if ((unsigned)f->reason >= NREASONS || seen[f->reason])
+			continue;
+		seen[f->reason] = true;
+		size_t count = 0;
+		for (size_t k = i; k < v->nrefusals; k++)
+			count += v->refusals[k].reason == f->reason;
+		ev_add(c, "; %s ×%zu: %s (first, element #%zu: %s)", val_reason_name(f->reason),
+		       count, reason_advice(f->reason), f->index, f->detail);
+	}
+}
+
+static void judge_all_codes(const struct probe_setup *s, const struct probe_answer *a,
+                            struct probe_report *r)
+{
+	const struct probe_answer *m = &a[PROBE_ASK_MAIN];
+	struct probe_check *c = add_check(r, "all_codes", true);
+	if (!got_list(m)) {
+		c->status = PROBE_FAIL;
+		ev_add(c, "not judged: no list to read (see %s)",
+		       answered_2xx(m) ? "bare_list" : "auth");
+		return;
+	}
+	if (s->ncodes < 2) {
+		c->status = PROBE_INFO;
+		ev_add(
+		    c,
+		    "one code asked: give two or more (--codes) to check that every ext_ref_codes "
+		    "parameter is honoured");
+		return;
+	}
+	const struct val_result *v = &m->v;
+	if (v->nrecords == 0) {
+		c->status = PROBE_WARN;
+		if (v->received == 0)
+			ev_add(c, "the list is empty: cannot tell whether every code is honoured "
+			          "(pick a window "
+			          "with sales)");
+		else
+			ev_add(c, "not judged: no record was accepted (see records)");
+		return;
+	}
+	/* Records are sorted by code index: count the distinct ones. */
+	size_t present = 0;
+	for (size_t i = 0; i < v->nrecords; i++)
+		present += i == 0 || v->records[i].code != v->records[i - 1].code;
+	if (present == s->ncodes) {
+		ev_add(c, "all %zu requested codes answered", s->ncodes);
+		return;
+	}
+	if (present == 1 && v->records[0].code == s->ncodes - 1) {
+		c->status = PROBE_FAIL;
+		ev_add(c,
+		       "honours only the last ext_ref_codes parameter: repeat the parameter once "
+		       "per store "
+		       "and return all of them (asked for %zu codes, records came only for \"%s\", "
+		       "the last)",
+		       s->ncodes, s->codes[s->ncodes - 1]);
+		return;
+	}
+	c->status = PROBE_WARN;
+	ev_add(c, "no records for %zu of %zu codes (a store may have no sales in the window): ",
+	       s->ncodes - present, s->ncodes);
+	size_t k = 0, listed = 0;
+	for (size_t i = 0; i < s->ncodes; i++) {
+		while (k < v->nrecords && v->records[k].code < i)
+			k++;
+		if (k < v->nrecords && v->records[k].code == i)
+			continue;
+		if (listed < LIST_MAX)
+			ev_add(c, "%s\"%s\"", listed ? ", " : "", s->codes[i]);
+		listed++;
+	}
+	if (listed > LIST_MAX)
+		ev_add(c, " and %zu more", listed - LIST_MAX);
+}
+
+static int record_cmp(const struct val_record *x, const struct val_record *y)
+{
+	if (x->code != y->code)
+		return x->code < y->code ? -1 : 1;
+	if (x->hour != y->hour)
+		return x->hour < y->hour ? -1 : 1;
+	return 0;
+}
+
+static void judge_plus_offset(const struct probe_setup *s, const struct probe_answer *a,
+                              struct probe_report *r)
+{
+	const struct probe_answer *p = &a[PROBE_ASK_PLUS], *u = &a[PROBE_ASK_UTC];
+	struct probe_check *c = add_check(r, "plus_offset", true);
+	if (!got_list(u)) {
+		c->status = PROBE_FAIL;
+		ev_add(c, "not judged: the window written in +00:00 got no usable answer: %s",
+		       why_not(u));
+		return;
+	}
+	if (!got_list(p)) {
+		c->status = PROBE_FAIL;
+		ev_add(c, "%s: the same window written in +09:00 got no usable answer: %s", misread,
+		       why_not(p));
+		return;
+	}
+	const struct val_result *pv = &p->v, *uv = &u->v;
+	/* Both lists are sorted by (code, hour): walk them together to the
+	 * first key whose record is missing on one side or has other tickets. */
+	struct val_record key = {0};
+	bool differ = false, in_plus = false, in_utc = false;
+	int32_t plus_tickets = 0, utc_tickets = 0;
+	for (size_t i = 0, j = 0; !differ && (i < pv->nrecords || j < uv->nrecords);) {
+		const struct val_record *x = i < pv->nrecords ? &pv->records[i] : NULL;
+		const struct val_record *y = j < uv->nrecords ? &uv->records[j] : NULL;
+		int cmp = !x ? 1 : !y ? -1 : record_cmp(x, y);
+		if (cmp == 0 && x->num_tickets == y->num_tickets) {
+			i++;
+			j++;
+			continue;
+		}
+		differ = true;
+		key = cmp <= 0 ? *x : *y; /* !x gives cmp 1, !y gives -1 */
+		if ((in_plus = cmp <= 0))
+			plus_tickets = x->num_tickets;
+		if ((in_utc = cmp >= 0))
+			utc_tickets = y->num_tickets;
+	}
+	if (!differ && pv->nrefusals == uv->nrefusals) {
+		if (pv->nrecords == 0) {
+			c->status = PROBE_WARN;
+			ev_add(c, "nothing to compare: neither the +09:00 nor the +00:00 answer "
+			          "has an accepted "
+			          "record");
+		} else {
+			ev_add(c,
+			       "the same %zu record%s (code, hour, num_tickets) with the window "
+			       "written in "
+			       "+09:00 and in +00:00",
+			       pv->nrecords, plural(pv->nrecords));
+		}
+		return;
+	}
+	c->status = PROBE_FAIL;
+	ev_add(c,
+	       "%s: for the same instants, +09:00 gave %zu accepted record%s (%zu refused), +00:00 "
+	       "gave %zu "
+	       "(%zu refused)",
+	       misread, pv->nrecords, plural(pv->nrecords), pv->nrefusals, uv->nrecords,
+	       uv->nrefusals);
+	if (differ) {
+		char hour[ISO_FORMAT_LEN];
+		iso_format(key.hour, 0, hour);
+		ev_add(c, "; first difference, \"%s\" at %s: ", s->codes[key.code], hour);
+		if (in_plus)
+			ev_add(c, "%d tickets", (int)plus_tickets);
+		else
+			ev_add(c, "no record");
+		ev_add(c, " with +09:00, ");
+		if (in_utc)
+			ev_add(c, "%d tickets", (int)utc_tickets);
+		else
+			ev_add(c, "no record");
+		ev_add(c, " with +00:00");
+	} else if (pv->nrefusals > 0) {
+		ev_add(c, "; first refused with +09:00, element #%zu: %s", pv->refusals[0].index,
+		       pv->refusals[0].detail);
+	}
+}
+
+/* The connector's own '+HH:30' or '+HH:45' offset was on the wire already. */
+static void judge_zone_offset(const struct probe_setup *s, struct probe_report *r)
+{
+	int32_t off = s->zone_offset;
+	if (off <= 0 || off % 3600 == 0)
+		return;
+	struct probe_check *c = add_check(r, "zone_offset", false);
+	c->status = PROBE_INFO;
+	ev_add(
+	    c,
+	    "the connector's zone %s is +%02d:%02d: the main request already sent its window with "
+	    "that offset (%%2B%02d%%3A%02d), so records and all_codes cover it",
+	    s->zone, (int)(off / 3600), (int)(off % 3600 / 60), (int)(off / 3600),
+	    (int)(off % 3600 / 60));
+}
+
+static void judge_latency(const struct probe_setup *s, const struct probe_answer *a,
+                          struct probe_report *r)
+{
+	const struct probe_answer *m = &a[PROBE_ASK_MAIN];
+	struct probe_check *c = add_check(r, "latency", true);
+	double limit_s = (double)s->timeout_ms / 1000.0;
+	long ms = (long)(m->elapsed * 1000.0 + 0.5);
+	if (m->answered && m->outcome == HTTP_OUTCOME_TIMEOUT) {
+		c->status = PROBE_FAIL;
+		ev_add(c, "no answer within request_timeout (%g s): %s", limit_s, m->error);
+	} else if (!m->answered || m->status == 0) {
+		c->status = PROBE_FAIL;
+		ev_add(c, "no answer to time: %s", why_not(m));
+	} else if ((double)ms > (double)s->timeout_ms / 2.0) {
+		c->status = PROBE_WARN;
+		ev_add(
+		    c,
+		    "%ld ms, over half of request_timeout (%g s): ask for a faster API, or shorten "
+		    "max_window or raise request_timeout",
+		    ms, limit_s);
+	} else {
+		ev_add(c, "%ld ms (request_timeout %g s)", ms, limit_s);
+	}
+}
+
+static void judge_gzip(const struct probe_answer *a, struct probe_report *r)
+{
+	const struct probe_answer *m = &a[PROBE_ASK_MAIN];
+	struct probe_check *c = add_check(r, "gzip", false);
+	c->status = PROBE_INFO;
+	if (!m->answered || m->status == 0)
+		ev_add(c, "offered (Accept-Encoding: gzip); no answer");
+	else if (m->gzip)
+		ev_add(c, "offered and used: %zu bytes once decoded", m->bytes);
+	else
+		ev_add(c, "offered (Accept-Encoding: gzip), not used: %zu bytes uncompressed",
+		       m->bytes);
+}
+
+void probe_judge(const struct probe_setup *s, const struct probe_answer answers[PROBE_NASKS],
+                 struct probe_report *out)
+{
+	memset(out, 0, sizeof(*out));
+	judge_auth(s, answers, out);
+	judge_bare_list(answers, out);
+	judge_records(answers, out);
+	judge_all_codes(s, answers, out);
+	judge_plus_offset(s, answers, out);
+	judge_zone_offset(s, out);
+	judge_latency(s, answers, out);
+	judge_gzip(answers, out);
+}
+
+enum probe_status probe_verdict(const struct probe_report *r)
+{
+	enum probe_status v = PROBE_PASS;
+	for (size_t i = 0; i < r->nchecks; i++) {
+		if (r->checks[i].required && r->checks[i].status == PROBE_FAIL)
+			return PROBE_FAIL;
+		if (r->checks[i].status == PROBE_WARN)
+			v = PROBE_WARN;
+	}
+	return v;
+}
+
+/* ---- output ----------------------------------------------------------------- */
+
+/* Bytes of the UTF-8 sequence at p (RFC 3629), 0 when it is not one. */
+static size_t utf8_seq(const unsigned char *p)
+{
+	unsigned char c = p[0];
+	if (c < 0x80)
+		return 1;
+	unsigned char lo = 0x80, hi = 0xBF;
+	size_t n;
+	if (c >= 0xC2 && c <= 0xDF) {
+		n = 2;
+	} else if (c >= 0xE0 && c <= 0xEF) {
+		n = 3;
+		if (c == 0xE0)
+			lo = 0xA0;
+		else if (c == 0xED)
+			hi = 0x9F; /* no surrogates */
+	} else if (c >= 0xF0 && c <= 0xF4) {
+		n = 4;
+		if (c == 0xF0)
+			lo = 0x90;
+		else if (c == 0xF4)
+			hi = 0x8F;
+	} else {
+		return 0;
+	}
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (p[i] < 0x80 || p[i] > 0xBF)
+			return 0;
+	return n;
+}
+
+/* Length of mask when it starts at p, else 0. */
+static size_t masked_at(const char *p, const char *mask, size_t mlen)
+{
+	return mlen && strncmp(p, mask, mlen) == 0 ? mlen : 0;
+}
+
+void probe_json_string(FILE *f, const char *s, const char *mask)
+{
+	size_t mlen = mask ? strlen(mask) : 0;
+	fputc('"', f);
+	for (const char *p = s ? s : ""; *p;) {
+		size_t m = masked_at(p, mask, mlen);
+		if (m) {
+			for (size_t i = 0; i < m; i++)
+				fputc('*', f);
+			p += m;
+			continue;
+		}
+		const unsigned char *u = (const unsigned char *)p;
+		size_t n = utf8_seq(u);
+		if (n == 0) {
+			fputs("\\ufffd", f);
+			p++;
+		} else if (n > 1) {
+			fwrite(p, 1, n, f);
+			p += n;
+		} else {
+			switch (*u) {
+			case '"':
+				fputs("\\\"", f);
+				break;
+			case '\\':
+				fputs("\\\\", f);
+				break;
+			case '\n':
+				fputs("\\n", f);
+				break;
+			case '\t':
+				fputs("\\t", f);
+				break;
+			default:
+				if (*u < 0x20 || *u == 0x7f)
+					fprintf(f, "\\u%04x", *u);
+				else
+					fputc(*u, f);
+			}
+			p++;
+		}
+	}
+	fputc('"', f);
+}
+
+/* Text output: one line per check, so control bytes become spaces. */
+static void put_text(FILE *f, const char *s, const char *mask)
+{
+	size_t mlen = mask ? strlen(mask) : 0;
+	for (const char *p = s ? s : ""; *p;) {
+		size_t m = masked_at(p, mask, mlen);
+		if (m) {
+			for (size_t i = 0; i < m; i++)
+				fputc('*', f);
+			p += m;
+			continue;
+		}
+		unsigned char c = (unsigned char)*p++;
+		fputc(c < 0x20 || c == 0x7f ? ' ' : c, f);
+	}
+}
+
+/* ---- the command --------------------------------------------------------- */
+
+static const char *const ask_names[PROBE_NASKS] = {"main", "noauth", "plus", "utc"};
+
+struct probe;
+
+/* One request of the probe. */
+struct ask {
+	struct probe *p;
+	enum probe_ask which;
+	int64_t from, to;                                  /* [from, to), epoch seconds */
+	char from_s[ISO_FORMAT_LEN], to_s[ISO_FORMAT_LEN]; /* fromTime, toTime as sent */
+	char *url;
+};
+
+struct probe {
+	struct connector c; /* loaded, or made from --url, --codes and the token */
+	bool from_db;
+	char where[300]; /* the endpoint for people: no query, no user info */
+	size_t nasked;   /* codes in the requests: the first URL-sized batch */
+	struct ask asks[PROBE_NASKS];
+	struct probe_answer answers[PROBE_NASKS];
+	struct ev_loop *loop;
+	size_t pending;
+	bool oom;
+};
+
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "ksi-salesd test-connection: %s\n", msg);
+	return EXIT_USAGE;
+}
+
+/* --from / --to: ISO 8601 with an offset. */
+static int parse_time(const char *opt, const char *s, int64_t *out)
+{
+	struct iso_instant t;
+	switch (iso_parse(s, strlen(s), &t)) {
+	case ISO_OK:
+		if (t.fraction_nonzero)
+			return usage_error("%s %s is not the start of an hour", opt, s);
+		*out = t.epoch;
+		return EXIT_OK;
+	case ISO_NO_OFFSET:
+		return usage_error(
+		    "%s %s has no UTC offset: write Z or ±HH:MM, e.g. 2023-02-08T00:00:00-03:00",
+		    opt, s);
+	case ISO_UNPARSEABLE:
+		break;
+	}
+	return usage_error(
+	    "%s %s is not an ISO 8601 date-time with an offset, e.g. 2023-02-08T00:00:00-03:00",
+	    opt, s);
+}
+
+/* The connector to test: from the database (--connector) or the command
+ * line (--url, --codes, the token). */
+static int load_target(struct probe *p, const struct cli *cli, const struct cfg *cfg)
+{
+	char err[1024];
+	struct connector *c = &p->c;
+	if (cli->connector && cli->url)
+		return usage_error("give --connector NAME or --url URL, not both");
+	if (!cli->connector && !cli->url)
+		return usage_error(
+		    "give --connector NAME, or --url URL --codes 0001,0002 with a token "
+		    "(--token-file FILE, KSI_SALESD_TOKEN or --token)");
+	if (cli->url) {
+		if (!cli->codes)
+			return usage_error(
+			    "--url needs --codes 0001,0002 (the customer's store codes)");
+		if (!cli->token || !*cli->token)
+			return usage_error(
+			    "--url needs a token: --token-file FILE, KSI_SALESD_TOKEN or --token");
+		if (http_url_check(cli->url, err, sizeof(err)) != 0)
+			return usage_error("--url: %s", err);
+		c->endpoint_url = strdup(cli->url);
+		c->bearer_token = strdup(cli->token);
+		c->timezone = strdup("UTC");
+		c->request_timeout = DEFAULT_TIMEOUT_S;
+		if (!c->endpoint_url || !c->bearer_token || !c->timezone) {
+			log_error("probe", NULL, "out of memory");
+			return EXIT_FAILED;
+		}
+	} else {
+		struct db *db = NULL;
+		if (db_connect(cfg->database_url, &db, err, sizeof(err)) != 0) {
+			log_error("probe", NULL, "database unreachable: %s", err);
+			return EXIT_DB;
+		}
+		int rc = EXIT_OK;
+		if (db_check_schema(db, err, sizeof(err)) != 0) {
+			rc = db_ok(db) ? usage_error("%s", err) : EXIT_DB;
+		} else {
+			/* A read-only transaction: nothing is written. */
+			int found =
+			    db_load_connector_by_name(db, cli->connector, c, err, sizeof(err));
+			if (found == 1) {
+				rc = usage_error(
+				    "%s (see: SELECT name, enabled FROM ksi_sales.connectors)",
+				    err);
+			} else if (found != 0) {
+				log_error("probe", cli->connector, "loading the connector: %s",
+				          err);
+				rc = db_ok(db) ? EXIT_FAILED : EXIT_DB;
+			}
+		}
+		db_close(db);
+		if (rc != EXIT_OK)
+			return rc;
+		p->from_db = true;
+		if (cli->token)
+			fprintf(
+			    stderr,
+			    "ksi-salesd test-connection: the token given on the command line or in "
+			    "KSI_SALESD_TOKEN is not used: --connector sends the connector's own "
+			    "bearer_token\n");
+	}
+	if (cli->codes) {
+		char **codes;
+		size_t n;
+		if (probe_parse_codes(cli->codes, &codes, &n, err, sizeof(err)) != 0)
+			return usage_error("%s", err);
+		probe_codes_free(c->codes, c->ncodes);
+		c->codes = codes;
+		c->ncodes = n;
+	}
+	if (c->ncodes == 0)
+		return usage_error(
+		    "connector \"%s\" has no store linked: link one (ksi_sales.stores) or give "
+		    "--codes 0001,0002",
+		    c->name);
+	if (connector_check(c, err, sizeof(err)) != 0)
+		return usage_error("%s%s%s: %s", c->name ? "connector \"" : "",
+		                   c->name ? c->name : "", c->name ? "\"" : "", err);
+	http_url_describe(c->endpoint_url, p->where, sizeof(p->where));
+	return EXIT_OK;
+}
+
+/* --from and --to, both or neither: checked before the database is asked. */
+static int parse_window(const struct cli *cli, int64_t *from, int64_t *to)
+{
+	if (!cli->from != !cli->to)
+		return usage_error("give both --from and --to, or neither (the last 24 hours)");
+	if (!cli->from)
+		return EXIT_OK;
+	int rc = parse_time("--from", cli->from, from);
+	if (rc == EXIT_OK)
+		rc = parse_time("--to", cli->to, to);
+	if (rc == EXIT_OK && *from >= *to)
+		rc = usage_error("--from %s is not before --to %s", cli->from, cli->to);
+	return rc;
+}
+
+/* The main window: --from/--to (parsed), or the 24 hours up to the start
+ * of the current hour, in whole hours of the connector's zone. */
+static int plan_window(struct probe *p, const struct cli *cli, int64_t *from, int64_t *to)
+{
+	const char *zone = p->c.timezone;
+	if (cli->from) {
+		int64_t f, t;
+		if (win_hour_floor(*from, zone, &f) != 0 || win_hour_floor(*to, zone, &t) != 0)
+			return usage_error("timezone \"%s\" cannot be used", zone);
+		if (f != *from || t != *to)
+			return usage_error(
+			    "--%s %s is not the start of an hour in %s (the zone fromTime and "
+			    "toTime are written in): the window is whole hours, from --from up to, "
+			    "not including, --to",
+			    f != *from ? "from" : "to", f != *from ? cli->from : cli->to, zone);
+		return EXIT_OK;
+	}
+	int64_t end, start;
+	if (win_hour_floor((int64_t)time(NULL), zone, &end) != 0 ||
+	    win_hour_floor(end - 24 * 3600, zone, &start) != 0)
+		return usage_error("timezone \"%s\" cannot be used", zone);
+	*from = start;
+	*to = end;
+	return EXIT_OK;
+}
+
+/* Writes fromTime/toTime of an ask: in zone, or at a fixed offset when the
+ * zone is missing from this host's tz database. */
+static int format_ask(struct ask *a, const char *zone, int32_t fallback)
+{
+	if (iso_format_in_zone(a->from, zone, a->from_s) != 0 ||
+	    iso_format_in_zone(a->to - 1, zone, a->to_s) != 0) {
+		if (fallback < 0)
+			return -1;
+		iso_format(a->from, fallback, a->from_s);
+		iso_format(a->to - 1, fallback, a->to_s);
+	}
+	return 0;
+}
+
+static int plan_asks(struct probe *p, int64_t from, int64_t to)
+{
+	const struct connector *c = &p->c;
+	char err[512];
+	/* The +09:00 / +00:00 pair asks the same instants on whole UTC hours
+	 * (the same as the main window unless the zone is +HH:30 or +HH:45). */
+	int64_t ufrom, uto;
+	if (win_hour_floor(from, "UTC", &ufrom) != 0 || win_hour_floor(to - 1, "UTC", &uto) != 0)
+		return usage_error("the window cannot be planned");
+	uto += 3600;
+	for (int i = 0; i < PROBE_NASKS; i++) {
+		struct ask *a = &p->asks[i];
+		a->p = p;
+		a->which = (enum probe_ask)i;
+		bool main_window = i == PROBE_ASK_MAIN || i == PROBE_ASK_NOAUTH;
+		a->from = main_window ? from : ufrom;
+		a->to = main_window ? to : uto;
+		int rc = i == PROBE_ASK_PLUS  ? format_ask(a, PLUS_ZONE, PLUS_OFFSET)
+		         : i == PROBE_ASK_UTC ? format_ask(a, "UTC", 0)
+		                              : format_ask(a, c->timezone, -1);
+		if (rc != 0)
+			return usage_error("timezone \"%s\" cannot be used", c->timezone);
+	}
+	/* As many codes as fit one URL of the daemon's limit, measured on the
+	 * longest of the encodings ('+' travels as %2B). */
+	size_t base_len = 0;
+	for (int i = 0; i < PROBE_NASKS; i++) {
+		char *base = NULL;
+		if (http_build_url(c->endpoint_url, p->asks[i].from_s, p->asks[i].to_s, NULL, 0,
+		                   &base, err, sizeof(err)) != 0)
+			return usage_error("%s", err);
+		if (strlen(base) > base_len)
+			base_len = strlen(base);
+		free(base);
+	}
+	size_t *ends = NULL, nbatches = 0;
+	if (win_split_codes((const char *const *)c->codes, c->ncodes, base_len, WIN_MAX_URL_BYTES,
+	                    &ends, &nbatches) != 0)
+		return usage_error("a store code cannot fit in a URL of %d bytes",
+		                   WIN_MAX_URL_BYTES);
+	p->nasked = ends[0];
+	free(ends);
+	for (int i = 0; i < PROBE_NASKS; i++) {
+		struct ask *a = &p->asks[i];
+		if (http_build_url(c->endpoint_url, a->from_s, a->to_s,
+		                   (const char *const *)c->codes, p->nasked, &a->url, err,
+		                   sizeof(err)) != 0)
+			return usage_error("%s", err);
+	}
+	return EXIT_OK;
+}
+
+static void on_answer(const struct http_response *resp, void *user)
+{
+	struct ask *a = user;
+	struct probe *p = a->p;
+	struct val_request req = {
+	    .codes = (const char *const *)p->c.codes,
+	    .ncodes = p->nasked,
+	    .from = a->from,
+	    .to = a->to,
+	    .now = (int64_t)time(NULL),
+	};
+	if (probe_answer_set(&p->answers[a->which], resp, &req) != 0)
+		p->oom = true;
+	log_debug("probe", p->c.name, "%s: HTTP %ld, %zu bytes in %.3f s", ask_names[a->which],
+	          resp->status, resp->bytes, resp->finished_at - resp->started_at);
+	if (--p->pending == 0)
+		ev_break(p->loop, EVBREAK_ALL);
+}
+
+/* Runs the asks at once on a loop of our own. */
+static int fetch_all(struct probe *p, const struct cfg *cfg)
+{
+	struct http *http = NULL;
+	p->loop = ev_loop_new(EVFLAG_AUTO);
+	if (!p->loop || http_new(p->loop, cfg, &http) != 0) {
+		log_error("probe", p->c.name, "cannot set up the event loop or libcurl");
+		if (p->loop)
+			ev_loop_destroy(p->loop);
+		p->loop = NULL;
+		return EXIT_FAILED;
+	}
+	int rc = EXIT_OK;
+	for (int i = 0; i < PROBE_NASKS; i++) {
+		struct ask *a = &p->asks[i];
+		struct http_request req = {
+		    .url = a->url,
+		    .token = i == PROBE_ASK_NOAUTH ? NULL : p->c.bearer_token,
+		    .timeout_ms = p->c.request_timeout * 1000,
+		    .log_name = p->c.name ? p->c.name : "test-connection",
+		    .done = on_answer,
+		    .user = a,
+		};
+		if (http_submit(http, &req) != 0) {
+			log_error("probe", p->c.name, "out of memory starting a request");
+			rc = EXIT_FAILED;
+			break;
+		}
+		p->pending++;
+	}
+	if (rc == EXIT_OK)
+		ev_run(p->loop, 0);
+	http_free(http); /* aborts whatever is left, without callbacks */
+	ev_loop_destroy(p->loop);
+	p->loop = NULL;
+	if (rc == EXIT_OK && p->oom) {
+		log_error("probe", p->c.name, "out of memory judging the answers");
+		rc = EXIT_FAILED;
+	} else if (rc == EXIT_OK && p->pending != 0) {
+		log_error("probe", p->c.name,
+		          "the event loop stopped with %zu request%s unanswered", p->pending,
+		          plural(p->pending));
+		rc = EXIT_FAILED;
+	}
+	return rc;
+}
+
+static const char *outcome_name(const struct probe_answer *a)
+{
+	if (!a->answered)
+		return "none";
+	switch (a->outcome) {
+	case HTTP_OUTCOME_OK:
+		return "ok";
+	case HTTP_OUTCOME_STATUS:
+		return "status";
+	case HTTP_OUTCOME_REDIRECT:
+		return "redirect";
+	case HTTP_OUTCOME_TOO_LARGE:
+		return "too_large";
+	case HTTP_OUTCOME_TIMEOUT:
+		return "timeout";
+	case HTTP_OUTCOME_NETWORK:
+		break;
+	}
+	return "network";
+}
+
+static const char *verdict_summary(const struct probe_report *r, char *buf, size_t len)
+{
+	enum probe_status v = probe_verdict(r);
+	if (v == PROBE_PASS)
+		return "the API follows the integration guide";
+	if (v == PROBE_WARN)
+		return "every required check passed; read the warnings";
+	size_t nfailed = 0, o = 0;
+	for (size_t i = 0; i < r->nchecks; i++)
+		nfailed += r->checks[i].required && r->checks[i].status == PROBE_FAIL;
+	o += (size_t)snprintf(buf, len, "%zu required check%s failed (", nfailed, plural(nfailed));
+	for (size_t i = 0, k = 0; i < r->nchecks && o < len; i++)
+		if (r->checks[i].required && r->checks[i].status == PROBE_FAIL)
+			o += (size_t)snprintf(buf + o, len - o, "%s%s", k++ ? ", " : "",
+			                      r->checks[i].name);
+	if (o < len)
+		snprintf(buf + o, len - o, "): the API does not follow the integration guide");
+	return buf;
+}
+
+static void print_text(const struct probe *p, const struct probe_report *r)
+{
+	const char *mask = p->c.bearer_token;
+	const struct ask *m = &p->asks[PROBE_ASK_MAIN];
+	printf("ksi-salesd test-connection: ");
+	put_text(stdout, p->where, mask);
+	if (p->from_db) {
+		printf(" (connector ");
+		put_text(stdout, p->c.name, mask);
+		printf(")");
+	}
+	printf("\n  window %s … %s (%s), %zu code%s: ", m->from_s, m->to_s, p->c.timezone,
+	       p->nasked, plural(p->nasked));
+	for (size_t i = 0; i < p->nasked && i < LIST_MAX; i++) {
+		printf("%s", i ? ", " : "");
+		put_text(stdout, p->c.codes[i], mask);
+	}
+	if (p->nasked > LIST_MAX)
+		printf(" and %zu more", p->nasked - LIST_MAX);
+	if (p->nasked < p->c.ncodes)
+		printf(" (the first %zu of %zu: the daemon splits the codes over several requests)",
+		       p->nasked, p->c.ncodes);
+	printf("\n");
+	for (size_t i = 0; i < r->nchecks; i++) {
+		const struct probe_check *c = &r->checks[i];
+		printf("%-4s  %-11s  ", probe_status_name(c->status), c->name);
+		put_text(stdout, c->evidence, mask);
+		printf("\n");
+	}
+	char buf[512];
+	printf("verdict: %s: %s\n", probe_status_name(probe_verdict(r)),
+	       verdict_summary(r, buf, sizeof(buf)));
+}
+
+static void print_json(const struct probe *p, const struct probe_report *r)
+{
+	const char *mask = p->c.bearer_token;
+	const struct ask *m = &p->asks[PROBE_ASK_MAIN];
+	FILE *f = stdout;
+	fputs("{\"endpoint\":", f);
+	probe_json_string(f, p->where, mask);
+	fputs(",\"connector\":", f);
+	if (p->from_db)
+		probe_json_string(f, p->c.name, mask);
+	else
+		fputs("null", f);
+	fputs(",\"timezone\":", f);
+	probe_json_string(f, p->c.timezone, mask);
+	fprintf(f, ",\"fromTime\":\"%s\",\"toTime\":\"%s\",\"codes\":[", m->from_s, m->to_s);
+	for (size_t i = 0; i < p->nasked; i++) {
+		if (i)
+			fputc(',', f);
+		probe_json_string(f, p->c.codes[i], mask);
+	}
+	fprintf(f, "],\"codes_total\":%zu,\n\"checks\":[", p->c.ncodes);
+	for (size_t i = 0; i < r->nchecks; i++) {
+		const struct probe_check *c = &r->checks[i];
+		fprintf(f, "%s\n {\"name\":\"%s\",\"status\":\"%s\",\"required\":%s,\"evidence\":",
+		        i ? "," : "", c->name, probe_status_name(c->status),
+		        c->required ? "true" : "false");
+		probe_json_string(f, c->evidence, mask);
+		fputc('}', f);
+	}
+	fputs("],\n\"requests\":[", f);
+	for (int i = 0; i < PROBE_NASKS; i++) {
+		const struct ask *a = &p->asks[i];
+		const struct probe_answer *x = &p->answers[i];
+		fprintf(
+		    f,
+		    "%s\n "
+		    "{\"name\":\"%s\",\"authorization\":%s,\"fromTime\":\"%s\",\"toTime\":\"%s\","
+		    "\"outcome\":\"%s\",\"http_status\":%ld,\"ms\":%ld,\"bytes\":%zu,\"gzip\":%s",
+		    i ? "," : "", ask_names[i], i == PROBE_ASK_NOAUTH ? "false" : "true", a->from_s,
+		    a->to_s, outcome_name(x), x->status, (long)(x->elapsed * 1000.0 + 0.5),
+		    x->bytes, x->gzip ? "true" : "false");
+		if (x->validated && !x->v.refused)
+			fprintf(f, ",\"received\":%zu,\"accepted\":%zu,\"refused\":%zu",
+			        x->v.received, x->v.nrecords, x->v.nrefusals);
+		if (x->validated && x->v.refused) {
+			fputs(",\"error\":", f);
+			probe_json_string(f, x->v.error, mask);
+		} else if (x->answered && x->outcome != HTTP_OUTCOME_OK) {
+			fputs(",\"error\":", f);
+			probe_json_string(f, x->error, mask);
+		}
+		fputc('}', f);
+	}
+	char buf[512];
+	enum probe_status v = probe_verdict(r);
+	fprintf(f, "],\n\"verdict\":\"%s\",\"summary\":", probe_status_name(v));
+	probe_json_string(f, verdict_summary(r, buf, sizeof(buf)), mask);
+	fprintf(f, ",\"exit_code\":%d}\n", v == PROBE_FAIL ? EXIT_FAILED : EXIT_OK);
+}
+
+int probe_command(const struct cli *cli, struct cfg *cfg)
+{
+	struct probe *p = calloc(1, sizeof(*p));
+	if (!p) {
+		log_error("probe", NULL, "out of memory");
+		return EXIT_FAILED;
+	}
+	int64_t from = 0, to = 0;
+	/* Usage errors that need no database come first. */
+	int rc = parse_window(cli, &from, &to);
+	if (rc == EXIT_OK)
+		rc = load_target(p, cli, cfg);
+	if (rc == EXIT_OK)
+		rc = plan_window(p, cli, &from, &to);
+	if (rc == EXIT_OK)
+		rc = plan_asks(p, from, to);
+	if (rc == EXIT_OK)
+		rc = fetch_all(p, cfg);
+	if (rc == EXIT_OK) {
+		int32_t offset = 0;
+		if (iso_zone_offset(p->c.timezone, from, &offset) != 0)
+			offset = 0;
+		struct probe_setup setup = {
+		    .codes = (const char *const *)p->c.codes,
+		    .ncodes = p->nasked,
+		    .has_token = p->c.bearer_token && *p->c.bearer_token,
+		    .timeout_ms = p->c.request_timeout * 1000,
+		    .zone = p->c.timezone,
+		    .zone_offset = offset,
+		};
+		struct probe_report *report = calloc(1, sizeof(*report));
+		if (!report) {
+			log_error("probe", p->c.name, "out of memory");
+			rc = EXIT_FAILED;
+		} else {
+			probe_judge(&setup, p->answers, report);
+			if (cli->json)
+				print_json(p, report);
+			else
+				print_text(p, report);
+			fflush(stdout);
+			rc = probe_verdict(report) == PROBE_FAIL ? EXIT_FAILED : EXIT_OK;
+			free(report);
+		}
+	}
+	for (int i = 0; i < PROBE_NASKS; i++) {
+		free(p->asks[i].url);
+		probe_answer_free(&p->answers[i]);
+	}
+	connector_free(&p->c);
+	free(p);
+	return rc;
+}
