@@ -44,8 +44,21 @@ SQL
 # The token goes in through a psql variable, so it is not echoed above.
 sed "s/'<token>'/:'token'/" "$WORK/setup.sql" | psql "$CONNINFO" -X -q -v ON_ERROR_STOP=1 -v token="$TOKEN"
 
-say "4. ksi-salesd once"
-"$BIN" once
+say "Test connection (the guide's button): the demo API, then a broken one"
+printf '%s\n' "$TOKEN" >"$WORK/token"
+"$BIN" test-connection --connector demo-retail || true
+echo
+echo "... and an API that honours only the last ext_ref_codes (exit 1 is expected):"
+"$BIN" test-connection --url "$FAKE_URL/lastcode/sales" --token-file "$WORK/token" --codes 0001,0002,0003 || true
+
+say "4. ksi-salesd run: the daemon, until the connector is polled, then SIGTERM"
+"$BIN" run 2>"$WORK/run.log" &
+DAEMON=$!
+polled() { [ "$(psql "$CONNINFO" -XAtc "SELECT count(*) FROM ksi_sales.connector_health WHERE state = 'ok' AND polled_by IS NULL")" = 1 ]; }
+wait_for "the daemon to poll demo-retail" 30 polled || { cat "$WORK/run.log"; exit 1; }
+kill -TERM "$DAEMON"
+wait "$DAEMON"
+cat "$WORK/run.log"
 
 say "Ingested hours: the last four per store (ksi_sales.sales_hourly)"
 psql "$CONNINFO" -X -q -P footer=off -c "
@@ -61,6 +74,9 @@ psql "$CONNINFO" -X -q -P footer=off -c "SELECT store_name, day, num_tickets, ho
 
 say "ksi-salesd status"
 "$BIN" status
+
+say "Coverage: fetched hours versus hours never fetched (ksi_sales.coverage)"
+psql "$CONNINFO" -X -q -P footer=off -c "SELECT store_name, status, count(*) AS hours FROM ksi_sales.coverage GROUP BY 1, 2 ORDER BY 1, 2"
 
 say "Requests made (ksi_sales.fetch_runs)"
 psql "$CONNINFO" -X -q -P footer=off -c "
