@@ -529,6 +529,13 @@ static int setup_easy(struct http *h, struct xfer *x)
 	bad |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "gzip") != CURLE_OK;
 	bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, c->user_agent) != CURLE_OK;
 	bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)x->timeout_ms) != CURLE_OK;
+	/* A server dripping a byte now and then is cut off well before the
+	 * whole-request timeout: under 16 bytes/s for 30 s (or the timeout). */
+	long low_speed_s = x->timeout_ms / 1000 < 30 ? (long)(x->timeout_ms / 1000) : 30;
+	if (low_speed_s >= 1) {
+		bad |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 16L) != CURLE_OK;
+		bad |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, low_speed_s) != CURLE_OK;
+	}
 	long connect_ms = (long)(c->connect_timeout_ms < x->timeout_ms ? c->connect_timeout_ms : x->timeout_ms);
 	bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_ms) != CURLE_OK;
 	/* An empty proxy disables the *_proxy environment variables: the
@@ -617,7 +624,15 @@ size_t http_queued(const struct http *h)
 
 int http_global_init(void)
 {
-	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return -1;
+	/* With CURLOPT_NOSIGNAL, a libcurl that resolves names synchronously
+	 * would block the whole loop on a slow DNS server. */
+	const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+	if (!(v->features & CURL_VERSION_ASYNCHDNS))
+		log_warning("http", NULL, "libcurl %s resolves host names synchronously: a slow DNS server "
+			    "will stall every transfer", v->version);
+	return 0;
 }
 
 void http_global_cleanup(void)

@@ -315,6 +315,16 @@ peak=$(grep -o 'delay/1000/sales?[^ ]* .*inflight=[0-9]*' "$WORK/fake.log" | sed
 check "32 requests were in flight at once (max_concurrent_fetches), never more" "32" "$peak"
 check "each slow connector was fetched once" "40" "$(grep -c 'delay/1000/sales' "$WORK/fake.log")"
 
+echo "# deny_networks is enforced on the address connected to"
+printf '[http]\ndeny_networks = 127.0.0.0/8, ::1/128\n' >"$WORK/deny.conf"
+sql "UPDATE ksi_sales.connectors SET enabled = (name = 'acme')" >/dev/null
+requests_before=$(grep -c . "$WORK/fake.log")
+ksi once -c "$WORK/deny.conf" 2>"$WORK/deny.log"
+check "a connector whose host is in deny_networks fails" "1" "$?"
+check_contains "with an error naming the forbidden address" "resolves to 127.0.0.1, which deny_networks forbids" \
+	"$(sql "SELECT error FROM ksi_sales.fetch_runs WHERE connector_id = $ACME ORDER BY id DESC LIMIT 1")"
+check "and no request reached the API" "$requests_before" "$(grep -c . "$WORK/fake.log")"
+
 echo "# secrets"
 check_absent "the token is in no log line" "$TOKEN" "$(cat "$WORK/all.log" "$WORK"/migrate*.log)"
 check "the token is in no table but connectors" "0" \
