@@ -21,7 +21,7 @@ REL_OBJS := $(MODULE_SRCS:src/%.c=build/rel/%.o) build/rel/migrations.o
 SAN_OBJS := $(MODULE_SRCS:src/%.c=build/san/%.o) build/san/migrations.o
 UNIT_TESTS := $(patsubst tests/unit/%.c,build/san/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps check unit integration systemd-check valgrind demo bench soak install clean format lint
+.PHONY: all deps check unit fuzz fuzz-smoke integration systemd-check valgrind demo bench soak install clean format lint
 all: build/ksi-salesd
 
 deps:
@@ -68,6 +68,22 @@ build/fakeapi: tests/fakeapi/fakeapi.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Iinclude -o $@ $< $(shell pkg-config --libs libmicrohttpd) -lz -lpthread
 
+# libFuzzer targets (clang): the validator and the ISO 8601 parser.
+FUZZ_FLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=all -Iinclude $(shell pkg-config --cflags libcjson 2>/dev/null)
+build/fuzz/fuzz_validate: tests/fuzz/fuzz_validate.c src/validate.c src/isotime.c src/sbuf.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_FLAGS) -o $@ $^ -lcjson
+build/fuzz/fuzz_isotime: tests/fuzz/fuzz_isotime.c src/isotime.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_FLAGS) -o $@ $^
+FUZZ_SECONDS ?= 60
+fuzz: build/fuzz/fuzz_validate build/fuzz/fuzz_isotime
+	@sh tests/fuzz/run.sh $(FUZZ_SECONDS)
+# The short run `make check` includes.
+fuzz-smoke: build/fuzz/fuzz_validate build/fuzz/fuzz_isotime
+	@sh tests/fuzz/run.sh 10
+
 unit: $(UNIT_TESTS)
 	@sh tests/lib/run-unit.sh $(UNIT_TESTS)
 
@@ -89,7 +105,7 @@ valgrind: build/ksi-salesd build/fakeapi
 	done; exit $$rc
 
 check: deps
-	@$(MAKE) --no-print-directory all unit integration systemd-check
+	@$(MAKE) --no-print-directory all unit fuzz-smoke integration systemd-check
 
 demo: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
