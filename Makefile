@@ -57,11 +57,13 @@ test_validate_MODULES := validate isotime sbuf
 test_config_MODULES := config log
 test_http_MODULES := http window isotime config log
 test_schedule_MODULES := schedule
+test_validate_oom_MODULES := validate isotime sbuf
+test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 test_probe_MODULES := probe validate isotime window http config log sbuf
 .SECONDEXPANSION:
 build/san/test_%: tests/unit/test_%.c $$(addprefix build/san/,$$(addsuffix .o,$$(test_$$*_MODULES)))
 	$(CC) $(ALL_CFLAGS) $(SAN) $(shell pkg-config --cflags cmocka) -o $@ $^ \
-		$(PKG_LIBS) $(shell pkg-config --libs cmocka)
+		$(PKG_LIBS) $(shell pkg-config --libs cmocka) $(test_$*_LDFLAGS)
 
 # The fake customer API (tests, demo, bench).
 build/fakeapi: tests/fakeapi/fakeapi.c
