@@ -25,6 +25,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Every statement is logged with its application name, so the canary can
+# be looked for in what the daemon sent.
+export PG_EXTRA_OPTS="-c log_statement=all -c log_line_prefix='%a|'"
 pg_start || { echo "could not start PostgreSQL" >&2; exit 1; }
 fake_start "$FAKE" --token "$TOKEN" || { cat "$WORK/fake.out" >&2; exit 1; }
 
@@ -330,6 +333,10 @@ check_absent "the token is in no log line" "$TOKEN" "$(cat "$WORK/all.log" "$WOR
 check "the token is in no table but connectors" "0" \
 	"$(sql "SELECT count(*) FROM (SELECT error AS t FROM ksi_sales.fetch_runs UNION ALL
 	        SELECT record || detail FROM ksi_sales.rejected_records) x WHERE t LIKE '%$TOKEN%'")"
+
+daemon_statements=$(grep -c '^ksi-salesd|' "$PG_DIR/server.log")
+check "the statement log has the daemon's statements" "yes" "$([ "$daemon_statements" -gt 100 ] && echo yes)"
+check "none of the daemon's statements carries the token" "0" "$(grep '^ksi-salesd|' "$PG_DIR/server.log" | grep -c -- "$TOKEN")"
 
 echo
 echo "integration: $PASSED passed, $FAILED failed"

@@ -4,6 +4,7 @@
 #   pg.sh start DIR   prints the conninfo to use ("host=DIR dbname=postgres user=postgres")
 #   pg.sh stop DIR    stops it and removes DIR
 #   pg.sh restart DIR [fast|immediate]
+# PG_EXTRA_OPTS adds server options at start, e.g. "-c log_statement=all".
 # initdb refuses to run as root, so as root the cluster belongs to `postgres`.
 set -eu
 
@@ -25,7 +26,8 @@ start)
 		{ cat "$dir/initdb.log" >&2; exit 1; }
 	as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
 		-o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=off \
-		    -c full_page_writes=off -c synchronous_commit=off -c max_connections=200" \
+		    -c full_page_writes=off -c synchronous_commit=off -c max_connections=200 \
+		    ${PG_EXTRA_OPTS:-}" \
 		start >/dev/null ||
 		{ cat "$dir/server.log" >&2; exit 1; }
 	echo "host=$dir dbname=postgres user=postgres"
