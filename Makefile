@@ -98,7 +98,7 @@ systemd-check: build/ksi-salesd
 
 # The integration suites with every run of the release binary under
 # valgrind: any memory error or leak fails the run it happens in.
-INTEGRATION_SUITES := run daemon tools probe views
+INTEGRATION_SUITES := run daemon tools probe views requests faults
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
 valgrind: build/ksi-salesd build/fakeapi

@@ -61,7 +61,9 @@ int db_renew(struct db *db, const char *owner, int64_t lease_s, char *err, size_
 int db_finish(struct db *db, const char *owner, int64_t connector_id, int64_t epoch, int64_t next_poll,
 	      unsigned failures, char *err, size_t errlen) __attribute__((warn_unused_result));
 
-/* Releases every lease owner holds (shutdown). */
+/* Releases every lease owner holds (shutdown): connector leases, and the
+ * connection_tests and backfill_requests rows it still runs go back to
+ * pending for the next daemon. */
 int db_release_all(struct db *db, const char *owner, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
@@ -135,6 +137,92 @@ struct db_run {
  * synced_until. *upserted gets the rows written. */
 int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
+
+/* ---- requests the daemon executes: connection_tests, backfill_requests ----
+ * Claimed rows are leased (0004): lease_owner, lease_expires, and attempts
+ * (claims so far), which every write-back checks with the owner, so a
+ * daemon that lost a row cannot overwrite the outcome of the one that took
+ * it over. Pending rows and running rows whose lease expired are claimed,
+ * oldest first, FOR UPDATE SKIP LOCKED. */
+
+enum db_request_end {
+	DB_REQUEST_DONE,    /* status done */
+	DB_REQUEST_FAILED,  /* status failed */
+	DB_REQUEST_REQUEUE, /* back to pending, for the next claim (progress kept) */
+};
+
+/* One claimed connection_tests row. */
+struct db_conn_test {
+	int64_t id;
+	int64_t attempt;   /* attempts after this claim: fences the write-back */
+	bool by_connector; /* connector_id was given */
+	/* With connector_id: that connector, enabled or not, with the codes of
+	 * its stores (only c.id is set if it was deleted meanwhile). Else the
+	 * row's endpoint_url, bearer_token (may be NULL) and timezone. */
+	struct connector c;
+	char **codes; /* the row's codes, distinct, sorted (strcmp); NULL: none given */
+	size_t ncodes;
+	bool has_from, has_to;
+	int64_t from, to; /* epoch seconds, floored */
+};
+void db_conn_tests_free(struct db_conn_test *v, size_t n);
+
+/* Claims up to limit tests for lease_s seconds (status running, started_at). */
+int db_claim_conn_tests(struct db *db, const char *owner, int64_t lease_s, size_t limit,
+			struct db_conn_test **out, size_t *n, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Records a test's outcome in one UPDATE: status done (passed) or failed
+ * (passed NULL), report (a JSON document), finished_at, and bearer_token
+ * NULL; or puts it back to pending, token kept (DB_REQUEST_REQUEUE).
+ * *written is false when the row is no longer this claim's. */
+int db_end_conn_test(struct db *db, const char *owner, int64_t id, int64_t attempt, enum db_request_end end,
+		     bool passed, const char *report, bool *written, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* One claimed backfill_requests row. */
+struct db_backfill {
+	int64_t id;
+	int64_t attempt;
+	int64_t connector_id;
+	int64_t lease_epoch;    /* the connector's lease, taken with the claim */
+	bool connector_enabled; /* false: disabled (c is empty) */
+	struct connector c;     /* with its codes and lease_epoch */
+	int64_t from, to;       /* time_from, time_to */
+	bool has_done_until;    /* an earlier claim committed windows up to done_until */
+	int64_t done_until;
+	int64_t windows_done, records; /* reported by earlier claims */
+};
+void db_backfill_free(struct db_backfill *b);
+
+/* Claims the oldest request whose connector's lease is free, and that
+ * lease (db_claim_connector), in one transaction. *claimed is false when
+ * there is none: requests whose connector is held stay pending. */
+int db_claim_backfill(struct db *db, const char *owner, int64_t lease_s, struct db_backfill *out, bool *claimed,
+		      char *err, size_t errlen) __attribute__((warn_unused_result));
+
+struct db_backfill_progress {
+	int64_t windows_total, windows_done, records;
+	bool has_done_until; /* else done_until is left as it is */
+	int64_t done_until;
+};
+
+/* Records progress, if the row is still this claim's. */
+int db_backfill_progress(struct db *db, const char *owner, int64_t id, int64_t attempt,
+			 const struct db_backfill_progress *p, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Records the outcome (done, failed with error, or back to pending) and the
+ * last progress, and releases the connector's lease (connector_id, epoch),
+ * in one transaction. */
+int db_end_backfill(struct db *db, const char *owner, int64_t id, int64_t attempt, enum db_request_end end,
+		    const char *error, const struct db_backfill_progress *p, int64_t connector_id, int64_t epoch,
+		    char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Extends the leases of the request rows owner runs: tests[0..ntests) and
+ * the backfill backfill_id (0: none). */
+int db_renew_requests(struct db *db, const char *owner, int64_t lease_s, const int64_t *tests, size_t ntests,
+		      int64_t backfill_id, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Prints connector_health on stdout, failing connectors first: an aligned
  * table, or one JSON document. */

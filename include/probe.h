@@ -1,10 +1,12 @@
 /* probe: `ksi-salesd test-connection` (SPEC §6), the integration guide's
  * "Test connection". It asks one customer API a few questions with the
  * daemon's own URL builder, HTTP module and validator, judges the answers
- * check by check and prints a report. It writes nothing to the database.
+ * check by check and reports. It writes nothing to the database.
  *
- * The judging is pure (answers in, checks out) and exposed for the unit
- * tests; probe_command does the I/O around it. */
+ * Three layers: the judging is pure (answers in, checks out) and exposed
+ * for the unit tests; a probe is planned (probe_plan) and run on any loop's
+ * http (probe_start), which is how the daemon runs connection_tests rows;
+ * probe_command is the command around them, on a loop of its own. */
 #ifndef KSI_PROBE_H
 #define KSI_PROBE_H
 
@@ -15,6 +17,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "connector.h"
 #include "http.h"
 #include "validate.h"
 
@@ -97,5 +100,51 @@ enum probe_status probe_verdict(const struct probe_report *r);
  * control bytes escaped, bytes that are not UTF-8 written as U+FFFD, and
  * every occurrence of mask (when not NULL or empty) written as '*'s. */
 void probe_json_string(FILE *f, const char *s, const char *mask);
+
+/* ---- one probe, planned then run on a loop ---------------------------- */
+
+struct probe;
+
+/* What to probe. */
+struct probe_target {
+	/* URL, token, zone, codes (sorted with strcmp, distinct) and
+	 * request_timeout; the name when named. probe_plan takes it over. */
+	struct connector c;
+	bool named;       /* a row of ksi_sales.connectors: the report names it */
+	bool has_window;  /* [from, to) below; else the 24 hours up to the start
+	                   * of the current hour in c's zone */
+	int64_t from, to; /* epoch seconds, whole hours of c's zone */
+	/* What the caller calls from and to, for errors ("--from", "time_from"),
+	 * and their values as written (NULL: written in c's zone). */
+	const char *from_label, *to_label;
+	const char *from_text, *to_text;
+};
+
+/* Plans a probe of t->c (moved into the probe: t->c is zeroed, whatever the
+ * outcome). 0, or -1 with a reason for a person in err: no codes, a URL,
+ * zone or token the daemon cannot use, a window not on whole hours, a code
+ * too long for a URL, out of memory. */
+int probe_plan(struct probe_target *t, struct probe **out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* error is NULL when every request was answered and judged, else why the
+ * probe could not run. p stays the caller's (it may free it here). */
+typedef void (*probe_done_fn)(struct probe *p, const char *error, void *user);
+
+/* Starts the requests on http (so on its loop), all at once. done is called
+ * exactly once, from the loop, never from inside probe_start. -1 on out of
+ * memory before any request started (no callback then). */
+int probe_start(struct probe *p, struct http *http, probe_done_fn done, void *user)
+    __attribute__((warn_unused_result));
+
+/* After done with no error: the verdict, and the report as the --json
+ * document (malloc'd; NULL on out of memory), the token written as '*'s
+ * wherever it would appear. */
+enum probe_status probe_result(const struct probe *p);
+char *probe_report_json(const struct probe *p);
+
+/* Frees p: only once no callback can reach it (done has run, or http is
+ * freed). Accepts NULL. */
+void probe_free(struct probe *p);
 
 #endif

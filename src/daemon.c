@@ -1,5 +1,7 @@
-/* daemon: claims, polls and schedules connectors on one libev loop; reports
- * to systemd; handles SIGTERM, SIGINT and SIGHUP as loop events. */
+/* daemon: claims, polls and schedules connectors on one libev loop; runs
+ * the request tables through the requests module from the same claim
+ * cycle (`run` only); reports to systemd; handles SIGTERM, SIGINT and
+ * SIGHUP as loop events. */
 #include "daemon.h"
 
 #include <inttypes.h>
@@ -19,6 +21,7 @@
 #include "http.h"
 #include "log.h"
 #include "poller.h"
+#include "requests.h"
 #include "schedule.h"
 
 /* In `run`, claim at most this many connectors per slot of
@@ -51,6 +54,7 @@ struct daemon {
 	const struct daemon_options *opt;
 	struct http *http;
 	struct dbq *dbq;
+	struct requests *rq; /* connection_tests, backfill_requests (`run` only) */
 	char owner[160];
 
 	struct job *jobs;
@@ -127,7 +131,7 @@ static void release_and_exit(struct daemon *d)
 
 static void maybe_done(struct daemon *d)
 {
-	if (d->njobs > 0 || d->claiming)
+	if (d->njobs > 0 || d->claiming || requests_busy(d->rq))
 		return;
 	if (d->stopping || (d->opt->once && d->once_claimed))
 		release_and_exit(d);
@@ -308,11 +312,18 @@ static void claim(struct daemon *d)
 
 /* ---- timers and events ---------------------------------------------------- */
 
+/* A claim cycle: due connectors, and the request tables. */
+static void claim_cycle(struct daemon *d)
+{
+	claim(d);
+	requests_claim(d->rq);
+}
+
 static void on_claim_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
-	claim(w->data);
+	claim_cycle(w->data);
 }
 
 static int renew_in_thread(struct db *db, void *arg, char *err, size_t errlen)
@@ -334,7 +345,8 @@ static void on_renew_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	struct daemon *d = w->data;
 	(void)loop;
 	(void)revents;
-	if (d->njobs == 0 || d->renewing)
+	/* A running backfill holds its connector's lease too. */
+	if ((d->njobs == 0 && !requests_leased_connector(d->rq, NULL)) || d->renewing)
 		return;
 	d->renewing = true;
 	if (dbq_submit(d->dbq, renew_in_thread, on_renewed, d) != 0)
@@ -389,13 +401,15 @@ static void release_stale(struct daemon *d)
 	if (!st)
 		return;
 	st->d = d;
-	st->keep = calloc(d->njobs ? d->njobs : 1, sizeof(int64_t));
+	st->keep = calloc(d->njobs + 1, sizeof(int64_t));
 	if (!st->keep) {
 		free(st);
 		return;
 	}
 	for (struct job *j = d->jobs; j; j = j->next)
 		st->keep[st->nkeep++] = j->c.id;
+	if (requests_leased_connector(d->rq, &st->keep[st->nkeep]))
+		st->nkeep++;
 	if (dbq_submit(d->dbq, release_stale_in_thread, on_stale_released, st) != 0) {
 		free(st->keep);
 		free(st);
@@ -416,6 +430,7 @@ static void on_db_event(enum dbq_event ev, const char *detail, void *user)
 			log_debug("daemon", NULL, "database connected");
 			claim(d);
 		}
+		requests_claim(d->rq);
 		break;
 	case DBQ_DISCONNECTED:
 		if (!d->db_down)
@@ -424,8 +439,9 @@ static void on_db_event(enum dbq_event ev, const char *detail, void *user)
 		update_status(d);
 		break;
 	case DBQ_NOTIFIED:
+		/* A connector, a store or a request row was written. */
 		log_debug("daemon", NULL, "configuration changed");
-		claim(d);
+		claim_cycle(d);
 		break;
 	}
 }
@@ -437,6 +453,9 @@ static void on_grace(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	log_warning("daemon", NULL, "shutdown_grace passed: abandoning %zu poll%s (their windows are fetched "
 		    "again next time)", d->njobs, d->njobs == 1 ? "" : "s");
+	/* Requests still running go back to pending with the leases
+	 * (db_release_all); a backfill first records how far it got. */
+	requests_abandon(d->rq);
 	release_and_exit(d);
 }
 
@@ -450,6 +469,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		return;
 	}
 	d->stopping = true;
+	requests_stop(d->rq);
 	sd_notify(0, "STOPPING=1");
 	ev_timer_stop(loop, &d->claim_timer);
 	log_info("daemon", NULL, "stopping: waiting up to %.1f s for %zu poll%s in progress",
@@ -511,10 +531,15 @@ static void on_start(struct ev_loop *loop, ev_timer *w, int revents)
 		log_info("daemon", NULL, "ksi-salesd %s running as %s", KSI_VERSION, d->owner);
 	}
 	update_status(d);
-	claim(d);
+	claim_cycle(d);
 }
 
 /* ---- main ------------------------------------------------------------------ */
+
+static void on_requests_idle(void *user)
+{
+	maybe_done(user);
+}
 
 int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 {
@@ -531,6 +556,21 @@ int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 	}
 	if (http_new(d->loop, cfg, &d->http) != 0 || dbq_new(d->loop, cfg->database_url, on_db_event, d, &d->dbq) != 0) {
 		log_error("daemon", NULL, "cannot start libcurl or the database thread");
+		http_free(d->http);
+		return 1;
+	}
+	struct requests_env renv = {
+		.loop = d->loop,
+		.http = d->http,
+		.dbq = d->dbq,
+		.cfg = cfg,
+		.owner = d->owner,
+		.idle = on_requests_idle,
+		.user = d,
+	};
+	if (!opt->once && requests_new(&renv, &d->rq) != 0) {
+		log_error("daemon", NULL, "out of memory");
+		dbq_free(d->dbq);
 		http_free(d->http);
 		return 1;
 	}
@@ -578,6 +618,7 @@ int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 	 * and the transfers first, then free the jobs they referred to. */
 	dbq_free(d->dbq);
 	http_free(d->http);
+	requests_free(d->rq);
 	while (d->jobs) {
 		struct job *j = d->jobs;
 		poll_free(j->pj);

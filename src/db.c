@@ -237,15 +237,15 @@ static int cmp_connector_id(const void *key, const void *elem)
 	return id < c->id ? -1 : id > c->id;
 }
 
-/* Loads enabled connectors (only those in ids, a bigint[] literal, unless
- * NULL) with their codes. Runs inside the caller's transaction, so codes
- * and connectors come from one snapshot. */
-static int load_connectors(struct db *db, const char *ids, struct connector **out, size_t *n, char *err,
-			   size_t errlen)
+/* Loads enabled connectors (any, when !enabled_only; only those in ids, a
+ * bigint[] literal, unless NULL) with their codes. Runs inside the caller's
+ * transaction, so codes and connectors come from one snapshot. */
+static int load_connectors(struct db *db, const char *ids, bool enabled_only, struct connector **out, size_t *n,
+			   char *err, size_t errlen)
 {
 	*out = NULL;
 	*n = 0;
-	const char *params[] = {ids};
+	const char *params[] = {ids, enabled_only ? "true" : "false"};
 	PGresult *cres = PQexecParams(db->conn,
 		"SELECT c.id, c.name, c.endpoint_url, c.bearer_token, c.timezone,"
 		" extract(epoch FROM c.poll_interval)::bigint,"
@@ -257,17 +257,17 @@ static int load_connectors(struct db *db, const char *ids, struct connector **ou
 		" coalesce(st.lease_epoch, 0), coalesce(st.failures, 0)"
 		" FROM ksi_sales.connectors c"
 		" LEFT JOIN ksi_sales.connector_state st ON st.connector_id = c.id"
-		" WHERE c.enabled AND ($1::bigint[] IS NULL OR c.id = ANY ($1::bigint[]))"
+		" WHERE (c.enabled OR NOT $2::boolean) AND ($1::bigint[] IS NULL OR c.id = ANY ($1::bigint[]))"
 		" ORDER BY c.id",
-		1, NULL, params, NULL, NULL, 0);
+		2, NULL, params, NULL, NULL, 0);
 	/* COLLATE "C" sorts by bytes, the order strcmp and the validator use. */
 	PGresult *sres = PQexecParams(db->conn,
 		"SELECT s.connector_id, s.ext_ref_code FROM ksi_sales.stores s"
 		" JOIN ksi_sales.connectors c ON c.id = s.connector_id"
-		" WHERE c.enabled AND s.ext_ref_code IS NOT NULL"
+		" WHERE (c.enabled OR NOT $2::boolean) AND s.ext_ref_code IS NOT NULL"
 		" AND ($1::bigint[] IS NULL OR c.id = ANY ($1::bigint[]))"
 		" ORDER BY s.connector_id, s.ext_ref_code COLLATE \"C\"",
-		1, NULL, params, NULL, NULL, 0);
+		2, NULL, params, NULL, NULL, 0);
 	int rc = -1;
 	struct connector *v = NULL;
 	int rows = 0;
@@ -359,7 +359,7 @@ int db_load_connector_by_name(struct db *db, const char *name, struct connector 
 	} else {
 		struct connector *v = NULL;
 		size_t n = 0;
-		if (load_connectors(db, PQgetvalue(res, 0, 0), &v, &n, err, errlen) == 0 && n == 1) {
+		if (load_connectors(db, PQgetvalue(res, 0, 0), true, &v, &n, err, errlen) == 0 && n == 1) {
 			*out = v[0];
 			free(v);
 			rc = 0;
@@ -425,7 +425,7 @@ int db_claim(struct db *db, const char *owner, int64_t lease_s, size_t limit, bo
 			set_err(err, errlen, "out of memory claiming connectors");
 			rc = -1;
 		} else {
-			rc = load_connectors(db, ids.data, out, n, err, errlen);
+			rc = load_connectors(db, ids.data, true, out, n, err, errlen);
 		}
 		free(ids.data);
 	}
@@ -540,8 +540,20 @@ int db_finish(struct db *db, const char *owner, int64_t connector_id, int64_t ep
 int db_release_all(struct db *db, const char *owner, char *err, size_t errlen)
 {
 	const char *params[] = {owner};
+	/* One statement: connector leases released, and the request rows
+	 * still running put back to pending for the next daemon (a backfill
+	 * resumes at its done_until). */
 	PGresult *res = PQexecParams(db->conn,
-		"UPDATE ksi_sales.connector_state SET lease_owner = NULL, lease_expires = NULL"
+		"WITH tests AS ("
+		"  UPDATE ksi_sales.connection_tests SET status = 'pending', started_at = NULL,"
+		"   lease_owner = NULL, lease_expires = NULL"
+		"  WHERE lease_owner = $1 AND status = 'running'"
+		"), backfills AS ("
+		"  UPDATE ksi_sales.backfill_requests SET status = 'pending', started_at = NULL,"
+		"   lease_owner = NULL, lease_expires = NULL"
+		"  WHERE lease_owner = $1 AND status = 'running'"
+		")"
+		" UPDATE ksi_sales.connector_state SET lease_owner = NULL, lease_expires = NULL"
 		" WHERE lease_owner = $1",
 		1, NULL, params, NULL, NULL, 0);
 	int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
@@ -853,4 +865,441 @@ int db_print_status(struct db *db, bool json, char *err, size_t errlen)
 		printf("(no connectors: add one with INSERT INTO ksi_sales.connectors ...)\n");
 	PQclear(res);
 	return 0;
+}
+
+/* ---- requests the daemon executes (connection_tests, backfill_requests) ---- */
+
+/* The rows a claim may take: pending ones, and running ones whose lease
+ * has expired (their daemon crashed, was killed, or lost the database for
+ * longer than the lease). The status IN (...) term lets the partial
+ * indexes *_open (0003) answer it. */
+#define CLAIMABLE_REQUEST                                                                  \
+	" status IN ('pending', 'running')"                                                \
+	" AND (status = 'pending' OR lease_expires IS NULL OR lease_expires <= now())"
+
+/* Appends "{1,2,3}" to b. */
+static void sbuf_add_ids(struct sbuf *b, const int64_t *ids, size_t n)
+{
+	sbuf_addc(b, '{');
+	for (size_t i = 0; i < n; i++)
+		sbuf_printf(b, i ? ",%" PRId64 : "%" PRId64, ids[i]);
+	sbuf_addc(b, '}');
+}
+
+void db_conn_tests_free(struct db_conn_test *v, size_t n)
+{
+	if (!v)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		connector_free(&v[i].c);
+		for (size_t k = 0; k < v[i].ncodes; k++)
+			free(v[i].codes[k]);
+		free(v[i].codes);
+	}
+	free(v);
+}
+
+/* Loads the connector of a test row, enabled or not (a connector may be
+ * tested before it is enabled). Missing (deleted meanwhile): c keeps only
+ * its id. */
+static int load_test_connector(struct db *db, struct connector *c, char *err, size_t errlen)
+{
+	char ids[40];
+	snprintf(ids, sizeof(ids), "{%" PRId64 "}", c->id);
+	struct connector *v = NULL;
+	size_t n = 0;
+	if (load_connectors(db, ids, false, &v, &n, err, errlen) != 0)
+		return -1;
+	if (n == 1) {
+		*c = v[0]; /* moved */
+		free(v);
+	} else {
+		connectors_free(v, n);
+	}
+	return 0;
+}
+
+/* Gives each test its row's codes: rows of (test id, code), grouped by id. */
+static int attach_test_codes(struct db_conn_test *v, size_t n, const PGresult *res)
+{
+	int rows = PQntuples(res);
+	for (int i = 0; i < rows;) {
+		int64_t id = get_int64(res, i, 0);
+		int j = i;
+		while (j < rows && get_int64(res, j, 0) == id)
+			j++;
+		for (size_t k = 0; k < n; k++) {
+			if (v[k].id != id)
+				continue;
+			v[k].codes = calloc((size_t)(j - i), sizeof(char *));
+			if (!v[k].codes)
+				return -1;
+			bool oom = false;
+			for (int r = i; r < j && !oom; r++) {
+				v[k].codes[v[k].ncodes] = dup_value(res, r, 1, &oom);
+				if (!oom)
+					v[k].ncodes++;
+			}
+			if (oom)
+				return -1;
+		}
+		i = j;
+	}
+	return 0;
+}
+
+int db_claim_conn_tests(struct db *db, const char *owner, int64_t lease_s, size_t limit,
+			struct db_conn_test **out, size_t *n, char *err, size_t errlen)
+{
+	*out = NULL;
+	*n = 0;
+	char why[1024], lease[32], lim[32];
+	snprintf(lease, sizeof(lease), "%" PRId64, lease_s);
+	snprintf(lim, sizeof(lim), "%zu", limit);
+	const char *params[] = {owner, lease, lim};
+	if (exec_simple(db, "BEGIN", why, sizeof(why)) != 0) {
+		set_err(err, errlen, "claiming connection tests: %s", why);
+		return -1;
+	}
+	PGresult *res = PQexecParams(db->conn,
+		"UPDATE ksi_sales.connection_tests t"
+		" SET status = 'running', started_at = now(), lease_owner = $1,"
+		"  lease_expires = now() + make_interval(secs => $2::bigint), attempts = t.attempts + 1"
+		" FROM (SELECT id FROM ksi_sales.connection_tests WHERE" CLAIMABLE_REQUEST
+		"  ORDER BY requested_at, id LIMIT $3::bigint FOR UPDATE SKIP LOCKED) due"
+		" WHERE t.id = due.id"
+		" RETURNING t.id, t.attempts, t.connector_id, t.endpoint_url, t.bearer_token, t.timezone,"
+		"  floor(extract(epoch FROM t.time_from))::bigint, floor(extract(epoch FROM t.time_to))::bigint",
+		3, NULL, params, NULL, NULL, 0);
+	PGresult *codes = NULL;
+	struct db_conn_test *v = NULL;
+	struct sbuf ids = {0};
+	size_t rows = 0;
+	int rc = -1;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		set_err(err, errlen, "claiming connection tests: %s", PQresultErrorMessage(res));
+		goto out;
+	}
+	rows = (size_t)PQntuples(res);
+	if (rows == 0) {
+		rc = 0;
+		goto out;
+	}
+	v = calloc(rows, sizeof(*v));
+	if (!v)
+		goto oom;
+	bool oom = false;
+	sbuf_addc(&ids, '{');
+	for (size_t i = 0; i < rows; i++) {
+		struct db_conn_test *t = &v[i];
+		int r = (int)i;
+		t->id = get_int64(res, r, 0);
+		t->attempt = get_int64(res, r, 1);
+		t->by_connector = !PQgetisnull(res, r, 2);
+		if (t->by_connector) {
+			t->c.id = get_int64(res, r, 2);
+		} else {
+			t->c.endpoint_url = dup_value(res, r, 3, &oom);
+			t->c.bearer_token = dup_value(res, r, 4, &oom);
+			t->c.timezone = dup_value(res, r, 5, &oom);
+		}
+		t->has_from = !PQgetisnull(res, r, 6);
+		t->from = t->has_from ? get_int64(res, r, 6) : 0;
+		t->has_to = !PQgetisnull(res, r, 7);
+		t->to = t->has_to ? get_int64(res, r, 7) : 0;
+		sbuf_printf(&ids, i ? ",%" PRId64 : "%" PRId64, t->id);
+	}
+	sbuf_addc(&ids, '}');
+	if (oom || ids.failed)
+		goto oom;
+	/* The rows' own codes, distinct, in strcmp order (COLLATE "C"). */
+	const char *p1[] = {ids.data};
+	codes = PQexecParams(db->conn,
+		"SELECT DISTINCT t.id, u.code COLLATE \"C\""
+		" FROM ksi_sales.connection_tests t, unnest(t.codes) AS u(code)"
+		" WHERE t.id = ANY ($1::bigint[]) AND u.code IS NOT NULL ORDER BY 1, 2",
+		1, NULL, p1, NULL, NULL, 0);
+	if (PQresultStatus(codes) != PGRES_TUPLES_OK) {
+		set_err(err, errlen, "claiming connection tests: %s", PQresultErrorMessage(codes));
+		goto out;
+	}
+	if (attach_test_codes(v, rows, codes) != 0)
+		goto oom;
+	for (size_t i = 0; i < rows; i++)
+		if (v[i].by_connector && load_test_connector(db, &v[i].c, err, errlen) != 0)
+			goto out;
+	if (exec_simple(db, "COMMIT", why, sizeof(why)) != 0) {
+		set_err(err, errlen, "claiming connection tests: %s", why);
+		goto out;
+	}
+	*out = v;
+	*n = rows;
+	v = NULL;
+	rc = 0;
+	goto out;
+oom:
+	set_err(err, errlen, "out of memory claiming connection tests");
+out:
+	if (rc != 0)
+		PQclear(PQexec(db->conn, "ROLLBACK"));
+	else if (rows == 0)
+		PQclear(PQexec(db->conn, "COMMIT"));
+	db_conn_tests_free(v, rows);
+	free(ids.data);
+	PQclear(res);
+	PQclear(codes);
+	return rc;
+}
+
+int db_end_conn_test(struct db *db, const char *owner, int64_t id, int64_t attempt, enum db_request_end end,
+		     bool passed, const char *report, bool *written, char *err, size_t errlen)
+{
+	*written = false;
+	char sid[32], sattempt[32];
+	snprintf(sid, sizeof(sid), "%" PRId64, id);
+	snprintf(sattempt, sizeof(sattempt), "%" PRId64, attempt);
+	const char *params[] = {sid, owner, sattempt, end == DB_REQUEST_DONE ? "done" : "failed",
+				end == DB_REQUEST_DONE ? (passed ? "true" : "false") : NULL, report};
+	/* One UPDATE: the outcome, and the operator's token gone with it. */
+	PGresult *res = end == DB_REQUEST_REQUEUE
+		? PQexecParams(db->conn,
+			"UPDATE ksi_sales.connection_tests"
+			" SET status = 'pending', started_at = NULL, lease_owner = NULL, lease_expires = NULL"
+			" WHERE id = $1::bigint AND lease_owner = $2 AND attempts = $3::integer",
+			3, NULL, params, NULL, NULL, 0)
+		: PQexecParams(db->conn,
+			"UPDATE ksi_sales.connection_tests"
+			" SET status = $4, passed = $5::boolean, report = $6::jsonb, finished_at = now(),"
+			"  bearer_token = NULL, lease_owner = NULL, lease_expires = NULL"
+			" WHERE id = $1::bigint AND lease_owner = $2 AND attempts = $3::integer",
+			6, NULL, params, NULL, NULL, 0);
+	int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
+	if (rc != 0)
+		set_err(err, errlen, "recording connection test %s: %s", sid, PQresultErrorMessage(res));
+	else
+		*written = strcmp(PQcmdTuples(res), "1") == 0;
+	PQclear(res);
+	return rc;
+}
+
+int db_claim_backfill(struct db *db, const char *owner, int64_t lease_s, struct db_backfill *out, bool *claimed,
+		      char *err, size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	*claimed = false;
+	char why[1024], lease[32];
+	snprintf(lease, sizeof(lease), "%" PRId64, lease_s);
+	if (exec_simple(db, "BEGIN", why, sizeof(why)) != 0) {
+		set_err(err, errlen, "claiming backfill requests: %s", why);
+		return -1;
+	}
+	/* The oldest requests whose connector is free: a request whose
+	 * connector is being polled (by any daemon, this one included) stays
+	 * pending for a later claim. Candidates are locked, so two daemons
+	 * never take the same one. */
+	PGresult *cand = PQexec(db->conn,
+		"SELECT id, connector_id FROM ksi_sales.backfill_requests WHERE" CLAIMABLE_REQUEST
+		" ORDER BY requested_at, id LIMIT 16 FOR UPDATE SKIP LOCKED");
+	PGresult *res = NULL;
+	int rc = -1;
+	if (PQresultStatus(cand) != PGRES_TUPLES_OK) {
+		set_err(err, errlen, "claiming backfill requests: %s", PQresultErrorMessage(cand));
+		goto out;
+	}
+	int chosen = -1;
+	int64_t epoch = 0;
+	for (int i = 0; i < PQntuples(cand) && chosen < 0; i++) {
+		char holder[256];
+		int got = db_claim_connector(db, owner, lease_s, get_int64(cand, i, 1), &epoch, holder,
+					     sizeof(holder), err, errlen);
+		if (got < 0)
+			goto out;
+		if (got == 0)
+			chosen = i;
+	}
+	if (chosen < 0) {
+		rc = 0;
+		goto out;
+	}
+	out->id = get_int64(cand, chosen, 0);
+	out->connector_id = get_int64(cand, chosen, 1);
+	out->lease_epoch = epoch;
+	char sid[32];
+	snprintf(sid, sizeof(sid), "%" PRId64, out->id);
+	const char *params[] = {sid, owner, lease};
+	res = PQexecParams(db->conn,
+		"UPDATE ksi_sales.backfill_requests"
+		" SET status = 'running', started_at = now(), finished_at = NULL, error = NULL,"
+		"  lease_owner = $2, lease_expires = now() + make_interval(secs => $3::bigint),"
+		"  attempts = attempts + 1"
+		" WHERE id = $1::bigint"
+		" RETURNING attempts, floor(extract(epoch FROM time_from))::bigint,"
+		"  floor(extract(epoch FROM time_to))::bigint, floor(extract(epoch FROM done_until))::bigint,"
+		"  coalesce(windows_done, 0), coalesce(records, 0)",
+		3, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		set_err(err, errlen, "claiming backfill request %s: %s", sid, PQresultErrorMessage(res));
+		goto out;
+	}
+	out->attempt = get_int64(res, 0, 0);
+	out->from = get_int64(res, 0, 1);
+	out->to = get_int64(res, 0, 2);
+	out->has_done_until = !PQgetisnull(res, 0, 3);
+	out->done_until = out->has_done_until ? get_int64(res, 0, 3) : 0;
+	out->windows_done = get_int64(res, 0, 4);
+	out->records = get_int64(res, 0, 5);
+	/* Like `ksi-salesd backfill`: enabled connectors only. */
+	char ids[40];
+	snprintf(ids, sizeof(ids), "{%" PRId64 "}", out->connector_id);
+	struct connector *v = NULL;
+	size_t n = 0;
+	if (load_connectors(db, ids, true, &v, &n, err, errlen) != 0)
+		goto out;
+	if (n == 1) {
+		out->c = v[0]; /* moved */
+		out->c.lease_epoch = epoch;
+		out->connector_enabled = true;
+		free(v);
+	} else {
+		connectors_free(v, n);
+	}
+	if (exec_simple(db, "COMMIT", why, sizeof(why)) != 0) {
+		set_err(err, errlen, "claiming backfill requests: %s", why);
+		goto out;
+	}
+	*claimed = true;
+	rc = 0;
+out:
+	if (rc != 0 || !*claimed)
+		PQclear(PQexec(db->conn, rc != 0 ? "ROLLBACK" : "COMMIT"));
+	if (!*claimed)
+		db_backfill_free(out);
+	PQclear(cand);
+	PQclear(res);
+	return rc;
+}
+
+void db_backfill_free(struct db_backfill *b)
+{
+	if (!b)
+		return;
+	connector_free(&b->c);
+	memset(b, 0, sizeof(*b));
+}
+
+/* Parameters $4… of a progress write: windows_total, windows_done,
+ * records, done_until. */
+struct progress_params {
+	char total[32], done[32], records[32], until[32];
+};
+
+static void set_progress_params(struct progress_params *pp, const struct db_backfill_progress *p,
+				const char **params)
+{
+	snprintf(pp->total, sizeof(pp->total), "%" PRId64, p->windows_total);
+	snprintf(pp->done, sizeof(pp->done), "%" PRId64, p->windows_done);
+	snprintf(pp->records, sizeof(pp->records), "%" PRId64, p->records);
+	snprintf(pp->until, sizeof(pp->until), "%" PRId64, p->done_until);
+	params[0] = pp->total;
+	params[1] = pp->done;
+	params[2] = pp->records;
+	params[3] = p->has_done_until ? pp->until : NULL;
+}
+
+int db_backfill_progress(struct db *db, const char *owner, int64_t id, int64_t attempt,
+			 const struct db_backfill_progress *p, char *err, size_t errlen)
+{
+	char sid[32], sattempt[32];
+	struct progress_params pp = {0};
+	snprintf(sid, sizeof(sid), "%" PRId64, id);
+	snprintf(sattempt, sizeof(sattempt), "%" PRId64, attempt);
+	const char *params[7] = {sid, owner, sattempt};
+	set_progress_params(&pp, p, params + 3);
+	PGresult *res = PQexecParams(db->conn,
+		"UPDATE ksi_sales.backfill_requests"
+		" SET windows_total = $4::integer, windows_done = $5::integer, records = $6::integer,"
+		"  done_until = coalesce(to_timestamp($7::bigint), done_until)"
+		" WHERE id = $1::bigint AND lease_owner = $2 AND attempts = $3::integer",
+		7, NULL, params, NULL, NULL, 0);
+	int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
+	if (rc != 0)
+		set_err(err, errlen, "recording backfill progress: %s", PQresultErrorMessage(res));
+	PQclear(res);
+	return rc;
+}
+
+int db_end_backfill(struct db *db, const char *owner, int64_t id, int64_t attempt, enum db_request_end end,
+		    const char *error, const struct db_backfill_progress *p, int64_t connector_id, int64_t epoch,
+		    char *err, size_t errlen)
+{
+	char why[1024], sid[32], sattempt[32];
+	struct progress_params pp = {0};
+	snprintf(sid, sizeof(sid), "%" PRId64, id);
+	snprintf(sattempt, sizeof(sattempt), "%" PRId64, attempt);
+	const char *params[9] = {sid, owner, sattempt};
+	set_progress_params(&pp, p, params + 3);
+	params[7] = end == DB_REQUEST_DONE ? "done" : end == DB_REQUEST_FAILED ? "failed" : "pending";
+	params[8] = error;
+	if (exec_simple(db, "BEGIN", why, sizeof(why)) != 0) {
+		set_err(err, errlen, "recording backfill request %s: %s", sid, why);
+		return -1;
+	}
+	PGresult *res = PQexecParams(db->conn,
+		"UPDATE ksi_sales.backfill_requests"
+		" SET status = $8, error = $9,"
+		"  started_at = CASE WHEN $8 = 'pending' THEN NULL ELSE started_at END,"
+		"  finished_at = CASE WHEN $8 = 'pending' THEN NULL ELSE now() END,"
+		"  windows_total = $4::integer, windows_done = $5::integer, records = $6::integer,"
+		"  done_until = coalesce(to_timestamp($7::bigint), done_until),"
+		"  lease_owner = NULL, lease_expires = NULL"
+		" WHERE id = $1::bigint AND lease_owner = $2 AND attempts = $3::integer",
+		9, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		set_err(err, errlen, "recording backfill request %s: %s", sid, PQresultErrorMessage(res));
+		PQclear(res);
+		PQclear(PQexec(db->conn, "ROLLBACK"));
+		return -1;
+	}
+	PQclear(res);
+	if (db_release_lease(db, owner, connector_id, epoch, err, errlen) != 0) {
+		PQclear(PQexec(db->conn, "ROLLBACK"));
+		return -1;
+	}
+	if (exec_simple(db, "COMMIT", why, sizeof(why)) != 0) {
+		set_err(err, errlen, "recording backfill request %s: %s", sid, why);
+		return -1;
+	}
+	return 0;
+}
+
+int db_renew_requests(struct db *db, const char *owner, int64_t lease_s, const int64_t *tests, size_t ntests,
+		      int64_t backfill_id, char *err, size_t errlen)
+{
+	char lease[32], bf[32];
+	struct sbuf ids = {0};
+	snprintf(lease, sizeof(lease), "%" PRId64, lease_s);
+	snprintf(bf, sizeof(bf), "%" PRId64, backfill_id);
+	sbuf_add_ids(&ids, tests, ntests);
+	if (ids.failed) {
+		free(ids.data);
+		set_err(err, errlen, "out of memory");
+		return -1;
+	}
+	const char *params[] = {owner, lease, ids.data, backfill_id ? bf : NULL};
+	/* Only the rows still running here: a row whose outcome could not be
+	 * written is left to expire, and is then run again. */
+	PGresult *res = PQexecParams(db->conn,
+		"WITH tests AS ("
+		"  UPDATE ksi_sales.connection_tests SET lease_expires = now() + make_interval(secs => $2::bigint)"
+		"  WHERE lease_owner = $1 AND status = 'running' AND id = ANY ($3::bigint[])"
+		")"
+		" UPDATE ksi_sales.backfill_requests SET lease_expires = now() + make_interval(secs => $2::bigint)"
+		" WHERE lease_owner = $1 AND status = 'running' AND id = $4::bigint",
+		4, NULL, params, NULL, NULL, 0);
+	free(ids.data);
+	int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
+	if (rc != 0)
+		set_err(err, errlen, "renewing request leases: %s", PQresultErrorMessage(res));
+	PQclear(res);
+	return rc;
 }

@@ -1,9 +1,10 @@
-/* probe: `ksi-salesd test-connection` (SPEC §6). Four requests for the same
- * instants run at once on a libev loop of our own: the daemon's request
+/* probe: `ksi-salesd test-connection` (SPEC §6) and the daemon's
+ * connection_tests rows. Four requests for the same instants run at once on
+ * a libev loop (the command's own, or the daemon's): the daemon's request
  * (with the token, in the connector's zone), the same URL without any
  * Authorization header, and the window written in +09:00 and in +00:00. The
  * answers go through the daemon's validator; probe_judge turns them into
- * checks. Nothing is written to the database. */
+ * checks. Nothing is written to the database here. */
 #include "probe.h"
 
 #include <stdarg.h>
@@ -713,11 +714,9 @@ static void put_text(FILE *f, const char *s, const char *mask)
 	}
 }
 
-/* ---- the command --------------------------------------------------------- */
+/* ---- one probe: planned, then run on a loop ------------------------------ */
 
 static const char *const ask_names[PROBE_NASKS] = {"main", "noauth", "plus", "utc"};
-
-struct probe;
 
 /* One request of the probe. */
 struct ask {
@@ -729,173 +728,67 @@ struct ask {
 };
 
 struct probe {
-	struct connector c; /* loaded, or made from --url, --codes and the token */
+	struct connector c; /* the target (owned): loaded, or made from options or a row */
 	bool from_db;
 	char where[300]; /* the endpoint for people: no query, no user info */
 	size_t nasked;   /* codes in the requests: the first URL-sized batch */
+	int64_t from;    /* the main window's start */
 	struct ask asks[PROBE_NASKS];
 	struct probe_answer answers[PROBE_NASKS];
-	struct ev_loop *loop;
-	size_t pending;
-	bool oom;
+	size_t pending;    /* requests started and not answered yet */
+	bool start_failed; /* a request could not be started (out of memory) */
+	bool oom;          /* an answer could not be judged (out of memory) */
+	probe_done_fn done;
+	void *user;
+	struct probe_report report; /* judged once every answer is in */
 };
 
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+/* The main window: [t->from, t->to) in whole hours of zone, or the 24 hours
+ * up to the start of the current hour. */
+static int plan_window(const struct probe_target *t, const char *zone, int64_t *from, int64_t *to,
+                       char *err, size_t errlen)
 {
-	char msg[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "ksi-salesd test-connection: %s\n", msg);
-	return EXIT_USAGE;
-}
-
-/* --from / --to: ISO 8601 with an offset. */
-static int parse_time(const char *opt, const char *s, int64_t *out)
-{
-	struct iso_instant t;
-	switch (iso_parse(s, strlen(s), &t)) {
-	case ISO_OK:
-		if (t.fraction_nonzero)
-			return usage_error("%s %s is not the start of an hour", opt, s);
-		*out = t.epoch;
-		return EXIT_OK;
-	case ISO_NO_OFFSET:
-		return usage_error(
-		    "%s %s has no UTC offset: write Z or ±HH:MM, e.g. 2023-02-08T00:00:00-03:00",
-		    opt, s);
-	case ISO_UNPARSEABLE:
-		break;
-	}
-	return usage_error(
-	    "%s %s is not an ISO 8601 date-time with an offset, e.g. 2023-02-08T00:00:00-03:00",
-	    opt, s);
-}
-
-/* The connector to test: from the database (--connector) or the command
- * line (--url, --codes, the token). */
-static int load_target(struct probe *p, const struct cli *cli, const struct cfg *cfg)
-{
-	char err[1024];
-	struct connector *c = &p->c;
-	if (cli->connector && cli->url)
-		return usage_error("give --connector NAME or --url URL, not both");
-	if (!cli->connector && !cli->url)
-		return usage_error(
-		    "give --connector NAME, or --url URL --codes 0001,0002 with a token "
-		    "(--token-file FILE, KSI_SALESD_TOKEN or --token)");
-	if (cli->url) {
-		if (!cli->codes)
-			return usage_error(
-			    "--url needs --codes 0001,0002 (the customer's store codes)");
-		if (!cli->token || !*cli->token)
-			return usage_error(
-			    "--url needs a token: --token-file FILE, KSI_SALESD_TOKEN or --token");
-		if (http_url_check(cli->url, err, sizeof(err)) != 0)
-			return usage_error("--url: %s", err);
-		c->endpoint_url = strdup(cli->url);
-		c->bearer_token = strdup(cli->token);
-		c->timezone = strdup("UTC");
-		c->request_timeout = DEFAULT_TIMEOUT_S;
-		if (!c->endpoint_url || !c->bearer_token || !c->timezone) {
-			log_error("probe", NULL, "out of memory");
-			return EXIT_FAILED;
+	const char *fl = t->from_label ? t->from_label : "from";
+	const char *tl = t->to_label ? t->to_label : "to";
+	if (t->has_window) {
+		int64_t f, e;
+		if (t->from >= t->to) {
+			snprintf(err, errlen, "%s must be before %s", fl, tl);
+			return -1;
 		}
-	} else {
-		struct db *db = NULL;
-		if (db_connect(cfg->database_url, &db, err, sizeof(err)) != 0) {
-			log_error("probe", NULL, "database unreachable: %s", err);
-			return EXIT_DB;
+		if (win_hour_floor(t->from, zone, &f) != 0 ||
+		    win_hour_floor(t->to, zone, &e) != 0) {
+			snprintf(err, errlen, "timezone \"%s\" cannot be used", zone);
+			return -1;
 		}
-		int rc = EXIT_OK;
-		if (db_check_schema(db, err, sizeof(err)) != 0) {
-			rc = db_ok(db) ? usage_error("%s", err) : EXIT_DB;
-		} else {
-			/* A read-only transaction: nothing is written. */
-			int found =
-			    db_load_connector_by_name(db, cli->connector, c, err, sizeof(err));
-			if (found == 1) {
-				rc = usage_error(
-				    "%s (see: SELECT name, enabled FROM ksi_sales.connectors)",
-				    err);
-			} else if (found != 0) {
-				log_error("probe", cli->connector, "loading the connector: %s",
-				          err);
-				rc = db_ok(db) ? EXIT_FAILED : EXIT_DB;
-			}
+		if (f != t->from || e != t->to) {
+			char when[64] = "";
+			bool bad_from = f != t->from;
+			const char *text = bad_from ? t->from_text : t->to_text;
+			if (text)
+				snprintf(when, sizeof(when), "%s", text);
+			else if (iso_format_in_zone(bad_from ? t->from : t->to, zone, when) != 0)
+				when[0] = '\0';
+			snprintf(err, errlen,
+			         "%s %s is not the start of an hour in %s (the zone fromTime and "
+			         "toTime are written in): the window is whole hours, from %s up to, "
+			         "not including, %s",
+			         bad_from ? fl : tl, when, zone, fl, tl);
+			return -1;
 		}
-		db_close(db);
-		if (rc != EXIT_OK)
-			return rc;
-		p->from_db = true;
-		if (cli->token)
-			fprintf(
-			    stderr,
-			    "ksi-salesd test-connection: the token given on the command line or in "
-			    "KSI_SALESD_TOKEN is not used: --connector sends the connector's own "
-			    "bearer_token\n");
-	}
-	if (cli->codes) {
-		char **codes;
-		size_t n;
-		if (probe_parse_codes(cli->codes, &codes, &n, err, sizeof(err)) != 0)
-			return usage_error("%s", err);
-		probe_codes_free(c->codes, c->ncodes);
-		c->codes = codes;
-		c->ncodes = n;
-	}
-	if (c->ncodes == 0)
-		return usage_error(
-		    "connector \"%s\" has no store linked: link one (ksi_sales.stores) or give "
-		    "--codes 0001,0002",
-		    c->name);
-	if (connector_check(c, err, sizeof(err)) != 0)
-		return usage_error("%s%s%s: %s", c->name ? "connector \"" : "",
-		                   c->name ? c->name : "", c->name ? "\"" : "", err);
-	http_url_describe(c->endpoint_url, p->where, sizeof(p->where));
-	return EXIT_OK;
-}
-
-/* --from and --to, both or neither: checked before the database is asked. */
-static int parse_window(const struct cli *cli, int64_t *from, int64_t *to)
-{
-	if (!cli->from != !cli->to)
-		return usage_error("give both --from and --to, or neither (the last 24 hours)");
-	if (!cli->from)
-		return EXIT_OK;
-	int rc = parse_time("--from", cli->from, from);
-	if (rc == EXIT_OK)
-		rc = parse_time("--to", cli->to, to);
-	if (rc == EXIT_OK && *from >= *to)
-		rc = usage_error("--from %s is not before --to %s", cli->from, cli->to);
-	return rc;
-}
-
-/* The main window: --from/--to (parsed), or the 24 hours up to the start
- * of the current hour, in whole hours of the connector's zone. */
-static int plan_window(struct probe *p, const struct cli *cli, int64_t *from, int64_t *to)
-{
-	const char *zone = p->c.timezone;
-	if (cli->from) {
-		int64_t f, t;
-		if (win_hour_floor(*from, zone, &f) != 0 || win_hour_floor(*to, zone, &t) != 0)
-			return usage_error("timezone \"%s\" cannot be used", zone);
-		if (f != *from || t != *to)
-			return usage_error(
-			    "--%s %s is not the start of an hour in %s (the zone fromTime and "
-			    "toTime are written in): the window is whole hours, from --from up to, "
-			    "not including, --to",
-			    f != *from ? "from" : "to", f != *from ? cli->from : cli->to, zone);
-		return EXIT_OK;
+		*from = t->from;
+		*to = t->to;
+		return 0;
 	}
 	int64_t end, start;
 	if (win_hour_floor((int64_t)time(NULL), zone, &end) != 0 ||
-	    win_hour_floor(end - 24 * 3600, zone, &start) != 0)
-		return usage_error("timezone \"%s\" cannot be used", zone);
+	    win_hour_floor(end - 24 * 3600, zone, &start) != 0) {
+		snprintf(err, errlen, "timezone \"%s\" cannot be used", zone);
+		return -1;
+	}
 	*from = start;
 	*to = end;
-	return EXIT_OK;
+	return 0;
 }
 
 /* Writes fromTime/toTime of an ask: in zone, or at a fixed offset when the
@@ -912,15 +805,16 @@ static int format_ask(struct ask *a, const char *zone, int32_t fallback)
 	return 0;
 }
 
-static int plan_asks(struct probe *p, int64_t from, int64_t to)
+static int plan_asks(struct probe *p, int64_t from, int64_t to, char *err, size_t errlen)
 {
 	const struct connector *c = &p->c;
-	char err[512];
 	/* The +09:00 / +00:00 pair asks the same instants on whole UTC hours
 	 * (the same as the main window unless the zone is +HH:30 or +HH:45). */
 	int64_t ufrom, uto;
-	if (win_hour_floor(from, "UTC", &ufrom) != 0 || win_hour_floor(to - 1, "UTC", &uto) != 0)
-		return usage_error("the window cannot be planned");
+	if (win_hour_floor(from, "UTC", &ufrom) != 0 || win_hour_floor(to - 1, "UTC", &uto) != 0) {
+		snprintf(err, errlen, "the window cannot be planned");
+		return -1;
+	}
 	uto += 3600;
 	for (int i = 0; i < PROBE_NASKS; i++) {
 		struct ask *a = &p->asks[i];
@@ -932,8 +826,10 @@ static int plan_asks(struct probe *p, int64_t from, int64_t to)
 		int rc = i == PROBE_ASK_PLUS  ? format_ask(a, PLUS_ZONE, PLUS_OFFSET)
 		         : i == PROBE_ASK_UTC ? format_ask(a, "UTC", 0)
 		                              : format_ask(a, c->timezone, -1);
-		if (rc != 0)
-			return usage_error("timezone \"%s\" cannot be used", c->timezone);
+		if (rc != 0) {
+			snprintf(err, errlen, "timezone \"%s\" cannot be used", c->timezone);
+			return -1;
+		}
 	}
 	/* As many codes as fit one URL of the daemon's limit, measured on the
 	 * longest of the encodings ('+' travels as %2B). */
@@ -941,27 +837,88 @@ static int plan_asks(struct probe *p, int64_t from, int64_t to)
 	for (int i = 0; i < PROBE_NASKS; i++) {
 		char *base = NULL;
 		if (http_build_url(c->endpoint_url, p->asks[i].from_s, p->asks[i].to_s, NULL, 0,
-		                   &base, err, sizeof(err)) != 0)
-			return usage_error("%s", err);
+		                   &base, err, errlen) != 0)
+			return -1;
 		if (strlen(base) > base_len)
 			base_len = strlen(base);
 		free(base);
 	}
 	size_t *ends = NULL, nbatches = 0;
 	if (win_split_codes((const char *const *)c->codes, c->ncodes, base_len, WIN_MAX_URL_BYTES,
-	                    &ends, &nbatches) != 0)
-		return usage_error("a store code cannot fit in a URL of %d bytes",
-		                   WIN_MAX_URL_BYTES);
+	                    &ends, &nbatches) != 0) {
+		snprintf(err, errlen, "a store code cannot fit in a URL of %d bytes",
+		         WIN_MAX_URL_BYTES);
+		return -1;
+	}
 	p->nasked = ends[0];
 	free(ends);
 	for (int i = 0; i < PROBE_NASKS; i++) {
 		struct ask *a = &p->asks[i];
 		if (http_build_url(c->endpoint_url, a->from_s, a->to_s,
 		                   (const char *const *)c->codes, p->nasked, &a->url, err,
-		                   sizeof(err)) != 0)
-			return usage_error("%s", err);
+		                   errlen) != 0)
+			return -1;
 	}
-	return EXIT_OK;
+	return 0;
+}
+
+int probe_plan(struct probe_target *t, struct probe **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	struct probe *p = calloc(1, sizeof(*p));
+	if (!p) {
+		connector_free(&t->c);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	p->c = t->c; /* moved */
+	memset(&t->c, 0, sizeof(t->c));
+	p->from_db = t->named;
+	const struct connector *c = &p->c;
+	char why[512];
+	int64_t from = 0, to = 0;
+	int rc = -1;
+	if (c->ncodes == 0)
+		snprintf(err, errlen, "no store code to ask for");
+	else if (connector_check(c, why, sizeof(why)) != 0)
+		snprintf(err, errlen, "%s%s%s%s", c->name ? "connector \"" : "",
+		         c->name ? c->name : "", c->name ? "\": " : "", why);
+	else if (plan_window(t, c->timezone, &from, &to, err, errlen) == 0 &&
+	         plan_asks(p, from, to, err, errlen) == 0)
+		rc = 0;
+	if (rc != 0) {
+		probe_free(p);
+		return -1;
+	}
+	p->from = from;
+	http_url_describe(c->endpoint_url, p->where, sizeof(p->where));
+	*out = p;
+	return 0;
+}
+
+/* Every answer is in: judge them, then tell the caller. */
+static void probe_finish(struct probe *p)
+{
+	const char *error = NULL;
+	if (p->start_failed) {
+		error = "out of memory starting a request";
+	} else if (p->oom) {
+		error = "out of memory judging the answers";
+	} else {
+		int32_t offset = 0;
+		if (iso_zone_offset(p->c.timezone, p->from, &offset) != 0)
+			offset = 0;
+		struct probe_setup setup = {
+		    .codes = (const char *const *)p->c.codes,
+		    .ncodes = p->nasked,
+		    .has_token = p->c.bearer_token && *p->c.bearer_token,
+		    .timeout_ms = p->c.request_timeout * 1000,
+		    .zone = p->c.timezone,
+		    .zone_offset = offset,
+		};
+		probe_judge(&setup, p->answers, &p->report);
+	}
+	p->done(p, error, p->user);
 }
 
 static void on_answer(const struct http_response *resp, void *user)
@@ -979,23 +936,15 @@ static void on_answer(const struct http_response *resp, void *user)
 		p->oom = true;
 	log_debug("probe", p->c.name, "%s: HTTP %ld, %zu bytes in %.3f s", ask_names[a->which],
 	          resp->status, resp->bytes, resp->finished_at - resp->started_at);
+	/* Nothing of p is touched after done: the caller may free it there. */
 	if (--p->pending == 0)
-		ev_break(p->loop, EVBREAK_ALL);
+		probe_finish(p);
 }
 
-/* Runs the asks at once on a loop of our own. */
-static int fetch_all(struct probe *p, const struct cfg *cfg)
+int probe_start(struct probe *p, struct http *http, probe_done_fn done, void *user)
 {
-	struct http *http = NULL;
-	p->loop = ev_loop_new(EVFLAG_AUTO);
-	if (!p->loop || http_new(p->loop, cfg, &http) != 0) {
-		log_error("probe", p->c.name, "cannot set up the event loop or libcurl");
-		if (p->loop)
-			ev_loop_destroy(p->loop);
-		p->loop = NULL;
-		return EXIT_FAILED;
-	}
-	int rc = EXIT_OK;
+	p->done = done;
+	p->user = user;
 	for (int i = 0; i < PROBE_NASKS; i++) {
 		struct ask *a = &p->asks[i];
 		struct http_request req = {
@@ -1007,28 +956,35 @@ static int fetch_all(struct probe *p, const struct cfg *cfg)
 		    .user = a,
 		};
 		if (http_submit(http, &req) != 0) {
-			log_error("probe", p->c.name, "out of memory starting a request");
-			rc = EXIT_FAILED;
+			if (p->pending == 0)
+				return -1;
+			/* Those started still answer; done then reports this. */
+			p->start_failed = true;
 			break;
 		}
 		p->pending++;
 	}
-	if (rc == EXIT_OK)
-		ev_run(p->loop, 0);
-	http_free(http); /* aborts whatever is left, without callbacks */
-	ev_loop_destroy(p->loop);
-	p->loop = NULL;
-	if (rc == EXIT_OK && p->oom) {
-		log_error("probe", p->c.name, "out of memory judging the answers");
-		rc = EXIT_FAILED;
-	} else if (rc == EXIT_OK && p->pending != 0) {
-		log_error("probe", p->c.name,
-		          "the event loop stopped with %zu request%s unanswered", p->pending,
-		          plural(p->pending));
-		rc = EXIT_FAILED;
-	}
-	return rc;
+	return 0;
 }
+
+enum probe_status probe_result(const struct probe *p)
+{
+	return probe_verdict(&p->report);
+}
+
+void probe_free(struct probe *p)
+{
+	if (!p)
+		return;
+	for (int i = 0; i < PROBE_NASKS; i++) {
+		free(p->asks[i].url);
+		probe_answer_free(&p->answers[i]);
+	}
+	connector_free(&p->c);
+	free(p);
+}
+
+/* ---- reports ------------------------------------------------------------- */
 
 static const char *outcome_name(const struct probe_answer *a)
 {
@@ -1071,8 +1027,9 @@ static const char *verdict_summary(const struct probe_report *r, char *buf, size
 	return buf;
 }
 
-static void print_text(const struct probe *p, const struct probe_report *r)
+static void print_text(const struct probe *p)
 {
+	const struct probe_report *r = &p->report;
 	const char *mask = p->c.bearer_token;
 	const struct ask *m = &p->asks[PROBE_ASK_MAIN];
 	printf("ksi-salesd test-connection: ");
@@ -1105,11 +1062,13 @@ static void print_text(const struct probe *p, const struct probe_report *r)
 	       verdict_summary(r, buf, sizeof(buf)));
 }
 
-static void print_json(const struct probe *p, const struct probe_report *r)
+/* The --json document, also what a connection_tests row's report holds.
+ * Every string goes through probe_json_string with the token as its mask. */
+static void print_json(FILE *f, const struct probe *p)
 {
+	const struct probe_report *r = &p->report;
 	const char *mask = p->c.bearer_token;
 	const struct ask *m = &p->asks[PROBE_ASK_MAIN];
-	FILE *f = stdout;
 	fputs("{\"endpoint\":", f);
 	probe_json_string(f, p->where, mask);
 	fputs(",\"connector\":", f);
@@ -1165,56 +1124,231 @@ static void print_json(const struct probe *p, const struct probe_report *r)
 	fprintf(f, ",\"exit_code\":%d}\n", v == PROBE_FAIL ? EXIT_FAILED : EXIT_OK);
 }
 
-int probe_command(const struct cli *cli, struct cfg *cfg)
+char *probe_report_json(const struct probe *p)
 {
-	struct probe *p = calloc(1, sizeof(*p));
-	if (!p) {
-		log_error("probe", NULL, "out of memory");
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f)
+		return NULL;
+	print_json(f, p);
+	bool failed = ferror(f) != 0;
+	if (fclose(f) != 0 || failed) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+/* ---- the command --------------------------------------------------------- */
+
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "ksi-salesd test-connection: %s\n", msg);
+	return EXIT_USAGE;
+}
+
+/* --from / --to: ISO 8601 with an offset. */
+static int parse_time(const char *opt, const char *s, int64_t *out)
+{
+	struct iso_instant t;
+	switch (iso_parse(s, strlen(s), &t)) {
+	case ISO_OK:
+		if (t.fraction_nonzero)
+			return usage_error("%s %s is not the start of an hour", opt, s);
+		*out = t.epoch;
+		return EXIT_OK;
+	case ISO_NO_OFFSET:
+		return usage_error(
+		    "%s %s has no UTC offset: write Z or ±HH:MM, e.g. 2023-02-08T00:00:00-03:00",
+		    opt, s);
+	case ISO_UNPARSEABLE:
+		break;
+	}
+	return usage_error(
+	    "%s %s is not an ISO 8601 date-time with an offset, e.g. 2023-02-08T00:00:00-03:00",
+	    opt, s);
+}
+
+/* The connector to test: from the database (--connector) or the command
+ * line (--url, --codes, the token). */
+static int load_target(struct probe_target *t, const struct cli *cli, const struct cfg *cfg)
+{
+	char err[1024];
+	struct connector *c = &t->c;
+	if (cli->connector && cli->url)
+		return usage_error("give --connector NAME or --url URL, not both");
+	if (!cli->connector && !cli->url)
+		return usage_error(
+		    "give --connector NAME, or --url URL --codes 0001,0002 with a token "
+		    "(--token-file FILE, KSI_SALESD_TOKEN or --token)");
+	if (cli->url) {
+		if (!cli->codes)
+			return usage_error(
+			    "--url needs --codes 0001,0002 (the customer's store codes)");
+		if (!cli->token || !*cli->token)
+			return usage_error(
+			    "--url needs a token: --token-file FILE, KSI_SALESD_TOKEN or --token");
+		if (http_url_check(cli->url, err, sizeof(err)) != 0)
+			return usage_error("--url: %s", err);
+		c->endpoint_url = strdup(cli->url);
+		c->bearer_token = strdup(cli->token);
+		c->timezone = strdup("UTC");
+		c->request_timeout = DEFAULT_TIMEOUT_S;
+		if (!c->endpoint_url || !c->bearer_token || !c->timezone) {
+			log_error("probe", NULL, "out of memory");
+			return EXIT_FAILED;
+		}
+	} else {
+		struct db *db = NULL;
+		if (db_connect(cfg->database_url, &db, err, sizeof(err)) != 0) {
+			log_error("probe", NULL, "database unreachable: %s", err);
+			return EXIT_DB;
+		}
+		int rc = EXIT_OK;
+		if (db_check_schema(db, err, sizeof(err)) != 0) {
+			rc = db_ok(db) ? usage_error("%s", err) : EXIT_DB;
+		} else {
+			/* A read-only transaction: nothing is written. */
+			int found =
+			    db_load_connector_by_name(db, cli->connector, c, err, sizeof(err));
+			if (found == 1) {
+				rc = usage_error(
+				    "%s (see: SELECT name, enabled FROM ksi_sales.connectors)",
+				    err);
+			} else if (found != 0) {
+				log_error("probe", cli->connector, "loading the connector: %s",
+				          err);
+				rc = db_ok(db) ? EXIT_FAILED : EXIT_DB;
+			}
+		}
+		db_close(db);
+		if (rc != EXIT_OK)
+			return rc;
+		t->named = true;
+		if (cli->token)
+			fprintf(
+			    stderr,
+			    "ksi-salesd test-connection: the token given on the command line or in "
+			    "KSI_SALESD_TOKEN is not used: --connector sends the connector's own "
+			    "bearer_token\n");
+	}
+	if (cli->codes) {
+		char **codes;
+		size_t n;
+		if (probe_parse_codes(cli->codes, &codes, &n, err, sizeof(err)) != 0)
+			return usage_error("%s", err);
+		probe_codes_free(c->codes, c->ncodes);
+		c->codes = codes;
+		c->ncodes = n;
+	}
+	if (c->ncodes == 0)
+		return usage_error(
+		    "connector \"%s\" has no store linked: link one (ksi_sales.stores) or give "
+		    "--codes 0001,0002",
+		    c->name);
+	/* The rest (URL, zone, token, window) is checked by probe_plan. */
+	return EXIT_OK;
+}
+
+/* --from and --to, both or neither: checked before the database is asked. */
+static int parse_window(const struct cli *cli, struct probe_target *t)
+{
+	if (!cli->from != !cli->to)
+		return usage_error("give both --from and --to, or neither (the last 24 hours)");
+	t->from_label = "--from";
+	t->to_label = "--to";
+	t->from_text = cli->from;
+	t->to_text = cli->to;
+	if (!cli->from)
+		return EXIT_OK;
+	t->has_window = true;
+	int rc = parse_time("--from", cli->from, &t->from);
+	if (rc == EXIT_OK)
+		rc = parse_time("--to", cli->to, &t->to);
+	if (rc == EXIT_OK && t->from >= t->to)
+		rc = usage_error("--from %s is not before --to %s", cli->from, cli->to);
+	return rc;
+}
+
+/* The command's own loop: the probe runs on it alone. */
+struct command_run {
+	struct ev_loop *loop;
+	bool done;
+	char error[256];
+};
+
+static void on_probed(struct probe *p, const char *error, void *user)
+{
+	struct command_run *run = user;
+	(void)p;
+	run->done = true;
+	if (error)
+		snprintf(run->error, sizeof(run->error), "%s", error);
+	ev_break(run->loop, EVBREAK_ALL);
+}
+
+static int fetch_all(struct probe *p, const struct cfg *cfg)
+{
+	struct command_run run = {0};
+	struct http *http = NULL;
+	run.loop = ev_loop_new(EVFLAG_AUTO);
+	if (!run.loop || http_new(run.loop, cfg, &http) != 0) {
+		log_error("probe", p->c.name, "cannot set up the event loop or libcurl");
+		if (run.loop)
+			ev_loop_destroy(run.loop);
 		return EXIT_FAILED;
 	}
-	int64_t from = 0, to = 0;
+	int rc = EXIT_OK;
+	if (probe_start(p, http, on_probed, &run) != 0) {
+		log_error("probe", p->c.name, "out of memory starting a request");
+		rc = EXIT_FAILED;
+	} else {
+		ev_run(run.loop, 0);
+	}
+	http_free(http); /* aborts whatever is left, without callbacks */
+	ev_loop_destroy(run.loop);
+	if (rc == EXIT_OK && !run.done) {
+		log_error("probe", p->c.name,
+		          "the event loop stopped with %zu request%s unanswered", p->pending,
+		          plural(p->pending));
+		rc = EXIT_FAILED;
+	} else if (rc == EXIT_OK && run.error[0]) {
+		log_error("probe", p->c.name, "%s", run.error);
+		rc = EXIT_FAILED;
+	}
+	return rc;
+}
+
+int probe_command(const struct cli *cli, struct cfg *cfg)
+{
+	struct probe_target t = {0};
+	struct probe *p = NULL;
 	/* Usage errors that need no database come first. */
-	int rc = parse_window(cli, &from, &to);
+	int rc = parse_window(cli, &t);
 	if (rc == EXIT_OK)
-		rc = load_target(p, cli, cfg);
-	if (rc == EXIT_OK)
-		rc = plan_window(p, cli, &from, &to);
-	if (rc == EXIT_OK)
-		rc = plan_asks(p, from, to);
+		rc = load_target(&t, cli, cfg);
+	if (rc == EXIT_OK) {
+		char err[1024];
+		if (probe_plan(&t, &p, err, sizeof(err)) != 0)
+			rc = usage_error("%s", err);
+	}
 	if (rc == EXIT_OK)
 		rc = fetch_all(p, cfg);
 	if (rc == EXIT_OK) {
-		int32_t offset = 0;
-		if (iso_zone_offset(p->c.timezone, from, &offset) != 0)
-			offset = 0;
-		struct probe_setup setup = {
-		    .codes = (const char *const *)p->c.codes,
-		    .ncodes = p->nasked,
-		    .has_token = p->c.bearer_token && *p->c.bearer_token,
-		    .timeout_ms = p->c.request_timeout * 1000,
-		    .zone = p->c.timezone,
-		    .zone_offset = offset,
-		};
-		struct probe_report *report = calloc(1, sizeof(*report));
-		if (!report) {
-			log_error("probe", p->c.name, "out of memory");
-			rc = EXIT_FAILED;
-		} else {
-			probe_judge(&setup, p->answers, report);
-			if (cli->json)
-				print_json(p, report);
-			else
-				print_text(p, report);
-			fflush(stdout);
-			rc = probe_verdict(report) == PROBE_FAIL ? EXIT_FAILED : EXIT_OK;
-			free(report);
-		}
+		if (cli->json)
+			print_json(stdout, p);
+		else
+			print_text(p);
+		fflush(stdout);
+		rc = probe_result(p) == PROBE_FAIL ? EXIT_FAILED : EXIT_OK;
 	}
-	for (int i = 0; i < PROBE_NASKS; i++) {
-		free(p->asks[i].url);
-		probe_answer_free(&p->answers[i]);
-	}
-	connector_free(&p->c);
-	free(p);
+	probe_free(p);
+	connector_free(&t.c); /* what load_target made, when probe_plan did not take it */
 	return rc;
 }
