@@ -5,52 +5,17 @@
 #   daemon.sh BINARY FAKEAPI
 set -uo pipefail
 
-BIN=$(realpath "$1")
-FAKE=$(realpath "$2")
-WORK=$(mktemp -d /tmp/ksi-salesd-daemon.XXXXXX)
-chmod 755 "$WORK"
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
+suite_start "$@"
 
-TOKEN="canary-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-PIDS=()
 
-cleanup() {
-	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-	fake_stop
-	pg_stop
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 pg_start || exit 1
 fake_start "$FAKE" --token "$TOKEN" || exit 1
-"$BIN" migrate 2>/dev/null || { echo "migrate failed" >&2; exit 1; }
+ksi migrate 2>/dev/null || { echo "migrate failed" >&2; exit 1; }
 
-write_conf() {
-	cat >"$1" <<CONF
-[daemon]
-lease = 10s
-claim_interval = 2s
-shutdown_grace = ${2:-5s}
-max_per_host = 64
-[log]
-level = debug
-CONF
-}
-write_conf "$WORK/d.conf"
-
-# start_daemon NAME [CONF] [DATABASE]: starts `run`, waits until it says it runs.
-start_daemon() {
-	local name=$1 conf=${2:-$WORK/d.conf} url=${3:-$CONNINFO}
-	${KSI_WRAP:-} "$BIN" run -c "$conf" -d "$url" 2>"$WORK/$name.log" &
-	local pid=$!
-	PIDS+=("$pid")
-	eval "PID_$name=$pid"
-	wait_for "$name to start" 20 grep -q "running as" "$WORK/$name.log"
-}
+daemon_conf "$WORK/d.conf"
 
 alive() { kill -0 "$1" 2>/dev/null; }
 # lines_ge FILE PATTERN N: FILE has at least N lines matching PATTERN (for wait_for).
@@ -117,7 +82,7 @@ check_contains "the refusal names file, line and key" "d.conf:3" "$(grep 'reload
 add_connector after-reload sales
 if alive "$pid" && wait_for "after-reload to be polled" 5 has_runs after-reload ok; then ok "the daemon keeps polling after a bad reload"
 else not_ok "the daemon keeps polling after a bad reload"; fi
-write_conf "$WORK/d.conf"
+daemon_conf "$WORK/d.conf"
 
 echo "# PostgreSQL restarted: the daemon recovers, LISTEN comes back, no hour is missing"
 sh "$ROOT/tests/lib/pg.sh" restart "$PG_DIR" fast
@@ -142,7 +107,7 @@ check "the poll in flight was finished and written" "1" "$(connector_runs slow o
 check "no lease is left behind" "0" "$(sql "SELECT count(*) FROM ksi_sales.connector_state WHERE lease_owner IS NOT NULL")"
 check_contains "systemd is told it is stopping" "stopping" "$(cat "$WORK/main.log")"
 
-write_conf "$WORK/short.conf" 1s
+daemon_conf "$WORK/short.conf" 1s
 start_daemon short "$WORK/short.conf"
 add_connector glacial delay/30000/sales
 wait_for "glacial to be leased" 10 sql_is "$CONNINFO" 1 "SELECT count(*) FROM ksi_sales.connector_state s JOIN ksi_sales.connectors c ON c.id = s.connector_id WHERE c.name = 'glacial' AND s.lease_owner IS NOT NULL"
@@ -197,7 +162,7 @@ check "... within the grace and the release timeout (1 s + 3 s), not hanging" "y
 echo "# three daemons share one database: each connector polled once; kill -9 is taken over"
 sql "CREATE DATABASE multi" >/dev/null
 MULTI="${CONNINFO/dbname=postgres/dbname=multi}"
-"$BIN" migrate -d "$MULTI" 2>/dev/null
+ksi migrate -d "$MULTI" 2>/dev/null
 psql "$MULTI" -X -q -c "INSERT INTO ksi_sales.connectors (name, endpoint_url, bearer_token, initial_backfill, poll_interval)
 	SELECT 'm' || i, '$FAKE_URL/delay/300/sales', '$TOKEN', '2 hours', '1 hour' FROM generate_series(1, 30) AS i;
 	INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code) SELECT name, id, '0001' FROM ksi_sales.connectors"

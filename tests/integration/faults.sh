@@ -4,27 +4,12 @@
 #   faults.sh BINARY FAKEAPI
 set -uo pipefail
 
-BIN=$(realpath "$1")
-FAKE=$(realpath "$2")
-WORK=$(mktemp -d /tmp/ksi-salesd-faults.XXXXXX)
-chmod 755 "$WORK"
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
-TOKEN="canary-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-cleanup() {
-	[ -n "${OPID:-}" ] && kill -9 "$OPID" 2>/dev/null && wait "$OPID" 2>/dev/null
-	fake_stop
-	pg_stop
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+suite_start "$@"
 pg_start || exit 1
 fake_start "$FAKE" --token "$TOKEN" || exit 1
 printf '[daemon]\nlease = 10s\nmax_per_host = 64\n[log]\nlevel = warning\n' >"$WORK/f.conf"
-# shellcheck disable=SC2086 # KSI_WRAP is a command line, split on purpose
-ksi() { ${KSI_WRAP:-} "$BIN" "$@"; }
 
 # A database with the scenario: 300 stores, 3 days in 6-hour windows, an API
 # taking 300 ms per request, so a run lasts long enough to be cut.
@@ -66,10 +51,10 @@ echo "# kill -9 of once in the middle of its run"
 setup_db killed || exit 1
 ksi once -c "$WORK/f.conf" -d "$(url_of killed)" 2>"$WORK/killed1.log" &
 OPID=$!
+PIDS+=("$OPID")
 wait_for "a few windows to commit" 30 ok_runs_at_least killed 3
 kill -9 "$OPID"
 wait "$OPID" 2>/dev/null
-OPID=
 committed=$(q killed "SELECT count(*) FROM ksi_sales.fetch_runs WHERE outcome = 'ok'")
 echo "    killed after $committed committed requests"
 check "what was committed is whole" "t" "$(consistent killed)"
@@ -82,11 +67,11 @@ echo "# PostgreSQL restarted (immediate) in the middle of the writes"
 setup_db crashed || exit 1
 ksi once -c "$WORK/f.conf" -d "$(url_of crashed)" 2>"$WORK/crashed1.log" &
 OPID=$!
+PIDS+=("$OPID")
 wait_for "a few windows to commit" 30 ok_runs_at_least crashed 3
 sh "$ROOT/tests/lib/pg.sh" restart "$PG_DIR" immediate
 wait "$OPID"
 rc=$?
-OPID=
 check "the interrupted run reports a database failure (exit 3)" 3 "$rc"
 check "what was committed is whole" "t" "$(consistent crashed)"
 wait_for "the lease to expire" 20 lease_free crashed

@@ -1,6 +1,7 @@
-# Shared by the integration tests and the demo: a throwaway PostgreSQL, the
-# fake customer API, and assertions that name what they expected.
-# Sourced by bash scripts; expects $WORK (a scratch directory) to be set.
+# Shared by the integration tests, the demo, bench and soak: a throwaway
+# PostgreSQL, the fake customer API, and assertions that name what they
+# expected. Sourced by bash scripts. A test suite starts with
+# `suite_start "$@"`; the others set $WORK (a scratch directory) themselves.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PASSED=0
@@ -19,6 +20,62 @@ wait_for() {
 		fi
 		sleep 0.05
 	done
+}
+
+# suite_start BINARY FAKEAPI: what every integration suite starts with:
+# absolute paths (BIN, FAKE), a scratch directory (WORK), a canary token
+# (TOKEN: it must end up nowhere but connectors.bearer_token), sanitizers
+# that stop at the first error, and cleanup on exit of the fake API,
+# PostgreSQL, the scratch directory and every process in PIDS.
+suite_start() {
+	BIN=$(realpath "$1")
+	FAKE=$(realpath "$2")
+	WORK=$(mktemp -d "/tmp/ksi-salesd-$(basename "$0" .sh).XXXXXX")
+	chmod 755 "$WORK"
+	TOKEN="canary-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+	PIDS=()
+	trap suite_cleanup EXIT
+}
+
+suite_cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+	fake_stop
+	pg_stop
+	rm -rf "$WORK"
+}
+
+# ksi ARGS...: the binary under test, through $KSI_WRAP when set (`make
+# valgrind` sets it to a valgrind command line).
+# shellcheck disable=SC2086 # KSI_WRAP is a command line, split on purpose
+ksi() { ${KSI_WRAP:-} "$BIN" "$@"; }
+
+# daemon_conf FILE [SHUTDOWN_GRACE] [CLAIM_INTERVAL]: a configuration for
+# daemons under test: short leases, debug logs, no per-host limit in the
+# way (every fake API is on 127.0.0.1).
+daemon_conf() {
+	cat >"$1" <<CONF
+[daemon]
+lease = 10s
+claim_interval = ${3:-2s}
+shutdown_grace = ${2:-5s}
+max_per_host = 64
+[log]
+level = debug
+CONF
+}
+
+# start_daemon NAME [CONF] [DATABASE]: starts `run` in the background (PID
+# in PID_NAME, log in $WORK/NAME.log) and waits until it says it runs.
+start_daemon() {
+	local name=$1 conf=${2:-$WORK/d.conf} url=${3:-$CONNINFO}
+	${KSI_WRAP:-} "$BIN" run -c "$conf" -d "$url" 2>"$WORK/$name.log" &
+	local pid=$!
+	PIDS+=("$pid")
+	eval "PID_$name=$pid"
+	wait_for "$name to start" 20 grep -q "running as" "$WORK/$name.log"
 }
 
 pg_start() {

@@ -7,27 +7,12 @@
 # the binary goes through it.
 set -uo pipefail
 
-BIN=$(realpath "$1")
-FAKE=$(realpath "$2")
-WORK=$(mktemp -d /tmp/ksi-salesd-probe.XXXXXX)
-chmod 755 "$WORK"
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
+suite_start "$@"
 
-# A canary token: it must never show up in what test-connection prints.
-TOKEN="canary-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 unset KSI_SALESD_TOKEN
 
-BG_PID=
-cleanup() {
-	[ -n "$BG_PID" ] && kill "$BG_PID" 2>/dev/null && wait "$BG_PID" 2>/dev/null
-	fake_stop
-	pg_stop
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 pg_start || { echo "could not start PostgreSQL" >&2; exit 1; }
 fake_start "$FAKE" --token "$TOKEN" || { cat "$WORK/fake.out" >&2; exit 1; }
@@ -41,8 +26,6 @@ CONF
 printf '%s\n' "$TOKEN" >"$WORK/token"
 chmod 600 "$WORK/token"
 
-# shellcheck disable=SC2086 # KSI_WRAP is a command line, split on purpose
-ksi() { ${KSI_WRAP:-} "$BIN" "$@"; }
 
 # probe ARGS...: runs test-connection (token from a file), sets RC, OUT, ERR;
 # everything it prints is kept in all.txt for the token check.
@@ -200,6 +183,7 @@ echo "# the token stays secret"
 "$BIN" test-connection -c "$WORK/test.conf" --url "$FAKE_URL/delay/3000/sales" --codes 0001 \
 	--token "$TOKEN" >"$WORK/ps.out" 2>"$WORK/ps.err" &
 BG_PID=$!
+PIDS+=("$BG_PID")
 if wait_for "test-connection to reach the fake API" 20 grep -q "/delay/3000/sales" "$WORK/fake.log"; then
 	ARGS=$(ps -o args= -p "$BG_PID")
 	check_contains "ps shows test-connection running" "test-connection" "$ARGS"
@@ -209,7 +193,6 @@ else
 fi
 wait "$BG_PID"
 check "the delayed test-connection exits 0" 0 $?
-BG_PID=
 cat "$WORK/ps.out" "$WORK/ps.err" >>"$WORK/all.txt"
 check_contains "the delayed test-connection waited for the answer" "PASS  latency" "$(cat "$WORK/ps.out")"
 check_absent "the token never appears in stdout or stderr ($RUN runs)" "$TOKEN" "$(cat "$WORK/all.txt")"

@@ -8,56 +8,20 @@
 #   requests.sh BINARY FAKEAPI
 set -uo pipefail
 
-BIN=$(realpath "$1")
-FAKE=$(realpath "$2")
-WORK=$(mktemp -d /tmp/ksi-salesd-requests.XXXXXX)
-chmod 755 "$WORK"
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
+suite_start "$@"
 
-# A canary token: it must end up nowhere but connectors.bearer_token.
-TOKEN="canary-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-PIDS=()
 
-cleanup() {
-	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-	fake_stop
-	pg_stop
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 pg_start || exit 1
 fake_start "$FAKE" --token "$TOKEN" || exit 1
-"$BIN" migrate 2>/dev/null || { echo "migrate failed" >&2; exit 1; }
+ksi migrate 2>/dev/null || { echo "migrate failed" >&2; exit 1; }
 
 # claim_interval is long on purpose: a request picked up within seconds
 # was woken by its INSERT's NOTIFY, not by the periodic claim.
-write_conf() {
-	cat >"$1" <<CONF
-[daemon]
-lease = 10s
-claim_interval = 30s
-shutdown_grace = ${2:-5s}
-max_per_host = 64
-[log]
-level = debug
-CONF
-}
-write_conf "$WORK/d.conf"
-write_conf "$WORK/short.conf" 1s
-
-# start_daemon NAME [CONF]: starts `run`, waits until it says it runs.
-start_daemon() {
-	local name=$1 conf=${2:-$WORK/d.conf}
-	${KSI_WRAP:-} "$BIN" run -c "$conf" 2>"$WORK/$name.log" &
-	local pid=$!
-	PIDS+=("$pid")
-	eval "PID_$name=$pid"
-	wait_for "$name to start" 20 grep -q "running as" "$WORK/$name.log"
-}
+daemon_conf "$WORK/d.conf" 5s 30s
+daemon_conf "$WORK/short.conf" 1s 30s
 
 # Conditions for wait_for: each runs its query again every time it is called.
 sql_is() { [ "$(sql "$2")" = "$1" ]; }

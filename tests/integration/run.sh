@@ -6,24 +6,11 @@
 # the binary goes through it: `make valgrind` uses that on the release build.
 set -uo pipefail
 
-BIN=$(realpath "$1")
-FAKE=$(realpath "$2")
-WORK=$(mktemp -d /tmp/ksi-salesd-it.XXXXXX)
-chmod 755 "$WORK"
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
+suite_start "$@"
 
-# A canary token: it must never show up outside connectors.bearer_token.
-TOKEN="canary-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-cleanup() {
-	fake_stop
-	pg_stop
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 # Every statement is logged with its application name, so the canary can
 # be looked for in what the daemon sent.
@@ -43,8 +30,6 @@ level = debug
 CONF
 
 RUN=0
-# shellcheck disable=SC2086 # KSI_WRAP is a command line, split on purpose
-ksi() { ${KSI_WRAP:-} "$BIN" "$@"; }
 # once [args...]: runs `ksi-salesd once`, keeps its log, sets RC and LOG.
 once() {
 	RUN=$((RUN + 1))

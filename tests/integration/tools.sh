@@ -3,26 +3,12 @@
 #   tools.sh BINARY FAKEAPI
 set -uo pipefail
 
-BIN=$(realpath "$1")
-FAKE=$(realpath "$2")
-WORK=$(mktemp -d /tmp/ksi-salesd-tools.XXXXXX)
-chmod 755 "$WORK"
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
-TOKEN="canary-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-cleanup() {
-	fake_stop
-	pg_stop
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+suite_start "$@"
 pg_start || exit 1
 fake_start "$FAKE" --token "$TOKEN" || exit 1
 printf '[daemon]\nlease = 10s\n[log]\nlevel = info\n' >"$WORK/t.conf"
-# shellcheck disable=SC2086 # KSI_WRAP is a command line, split on purpose
-ksi() { ${KSI_WRAP:-} "$BIN" "$@"; }
 ksi migrate 2>/dev/null || exit 1
 
 sql "INSERT INTO ksi_sales.connectors (name, endpoint_url, bearer_token, timezone, max_window)

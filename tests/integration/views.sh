@@ -8,24 +8,12 @@
 # sales_hourly.revisions are skipped, and say so, until src/db.c does.
 set -uo pipefail
 
-BIN=$(realpath "$1")
-FAKE=$(realpath "$2")
-WORK=$(mktemp -d /tmp/ksi-salesd-views.XXXXXX)
-chmod 755 "$WORK"
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
+suite_start "$@"
 
-TOKEN="canary-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 DASHBOARD=$ROOT/etc/grafana/ksi-sales.json
 
-cleanup() {
-	fake_stop
-	pg_stop
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 
 pg_start || { echo "could not start PostgreSQL" >&2; exit 1; }
@@ -39,8 +27,6 @@ connect_timeout = 2s
 level = debug
 CONF
 
-# shellcheck disable=SC2086 # KSI_WRAP is a command line, split on purpose
-ksi() { ${KSI_WRAP:-} "$BIN" "$@"; }
 RUN=0
 # once [args...]: `ksi-salesd once`, sets RC and LOG.
 once() {
