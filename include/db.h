@@ -52,6 +52,10 @@ int db_claim_connector(struct db *db, const char *owner, int64_t lease_s, int64_
 int db_release_lease(struct db *db, const char *owner, int64_t connector_id, int64_t epoch, char *err,
 		     size_t errlen) __attribute__((warn_unused_result));
 
+/* Enabled connectors with stores whose lease another owner holds now. */
+int db_count_leased_elsewhere(struct db *db, const char *owner, long *n, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
 /* Extends every unexpired lease owner holds by lease_s seconds. */
 int db_renew(struct db *db, const char *owner, int64_t lease_s, char *err, size_t errlen)
 	__attribute__((warn_unused_result));

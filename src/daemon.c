@@ -46,6 +46,7 @@ struct claim {
 	size_t limit;
 	struct connector *v;
 	size_t n;
+	long leased_elsewhere; /* once: connectors another process polls now */
 };
 
 struct daemon {
@@ -222,8 +223,14 @@ static int claim_in_thread(struct db *db, void *arg, char *err, size_t errlen)
 {
 	struct claim *cl = arg;
 	struct daemon *d = cl->d;
-	return db_claim(db, d->owner, d->cfg->lease_ms / 1000, cl->limit, d->opt->once, &cl->v, &cl->n, err,
-			errlen);
+	int rc = db_claim(db, d->owner, d->cfg->lease_ms / 1000, cl->limit, d->opt->once, &cl->v, &cl->n, err,
+			  errlen);
+	/* `once` polls every connector, but not one a daemon (or a killed
+	 * run, until its lease expires) holds: say so rather than skip it
+	 * silently. */
+	if (rc == 0 && d->opt->once && db_count_leased_elsewhere(db, d->owner, &cl->leased_elsewhere, err, errlen) != 0)
+		cl->leased_elsewhere = 0;
+	return rc;
 }
 
 static void on_claimed(int rc, const char *err, void *arg)
@@ -244,6 +251,12 @@ static void on_claimed(int rc, const char *err, void *arg)
 	if (d->opt->once) {
 		d->once_claimed = true;
 		log_info("daemon", NULL, "polling %zu connector%s", cl->n, cl->n == 1 ? "" : "s");
+		if (cl->leased_elsewhere > 0)
+			log_warning("daemon", NULL,
+				    "%ld connector%s left alone: another ksi-salesd holds %s lease (see "
+				    "connector_health.polled_by)",
+				    cl->leased_elsewhere, cl->leased_elsewhere == 1 ? "" : "s",
+				    cl->leased_elsewhere == 1 ? "its" : "their");
 	}
 	int64_t now = now_s();
 	for (size_t i = 0; i < cl->n; i++) {

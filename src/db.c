@@ -497,6 +497,24 @@ int db_release_lease(struct db *db, const char *owner, int64_t connector_id, int
 	return rc;
 }
 
+int db_count_leased_elsewhere(struct db *db, const char *owner, long *n, char *err, size_t errlen)
+{
+	const char *params[] = {owner};
+	PGresult *res = PQexecParams(db->conn,
+		"SELECT count(*) FROM ksi_sales.connector_state s"
+		" JOIN ksi_sales.connectors c ON c.id = s.connector_id"
+		" WHERE c.enabled AND s.lease_expires > now() AND s.lease_owner <> $1"
+		" AND EXISTS (SELECT 1 FROM ksi_sales.stores x WHERE x.connector_id = c.id)",
+		1, NULL, params, NULL, NULL, 0);
+	int rc = PQresultStatus(res) == PGRES_TUPLES_OK ? 0 : -1;
+	if (rc == 0)
+		*n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	else
+		set_err(err, errlen, "%s", PQresultErrorMessage(res));
+	PQclear(res);
+	return rc;
+}
+
 int db_renew(struct db *db, const char *owner, int64_t lease_s, char *err, size_t errlen)
 {
 	char lease[32];

@@ -58,6 +58,9 @@ wait "$OPID" 2>/dev/null
 committed=$(q killed "SELECT count(*) FROM ksi_sales.fetch_runs WHERE outcome = 'ok'")
 echo "    killed after $committed committed requests"
 check "what was committed is whole" "t" "$(consistent killed)"
+ksi once -c "$WORK/f.conf" -d "$(url_of killed)" 2>"$WORK/early.log"
+check_contains "a once while the dead run's lease lasts says what it leaves alone" \
+	"1 connector left alone: another ksi-salesd holds its lease" "$(cat "$WORK/early.log")"
 wait_for "the dead run's lease to expire" 20 lease_free killed
 ksi once -c "$WORK/f.conf" -d "$(url_of killed)" 2>"$WORK/killed2.log"
 check "the next run exits 0" 0 $?
