@@ -343,10 +343,10 @@ static uint32_t tickets_for(const char *code, size_t len, int64_t hour, uint32_t
 /* Behaviour modifiers: the path segments before the final "sales". */
 
 struct mods {
-	uint64_t status, delay_ms, seed, huge_bytes, retry_after;
-	bool has_status, has_delay, has_seed, has_huge, has_retry_after;
+	uint64_t status, delay_ms, seed, huge_bytes, retry_after, drip_ms;
+	bool has_status, has_delay, has_seed, has_huge, has_retry_after, has_drip;
 	bool redirect, gzip, wrapped, broken, html, trailing, empty, bad, future, lastcode, noauth,
-	    localtime, plusspace, noop;
+	    localtime, plusspace, reset, noop;
 };
 
 static const struct {
@@ -366,6 +366,7 @@ static const struct {
     {"noauth", offsetof(struct mods, noauth)},
     {"localtime", offsetof(struct mods, localtime)},
     {"plusspace", offsetof(struct mods, plusspace)},
+    {"reset", offsetof(struct mods, reset)},
     /* Where status/3xx and redirect point: plain /sales if a client follows. */
     {"moved", offsetof(struct mods, noop)},
     {"elsewhere", offsetof(struct mods, noop)},
@@ -384,6 +385,7 @@ static const struct {
     {"huge", 0, MAX_HUGE_BYTES, offsetof(struct mods, huge_bytes), offsetof(struct mods, has_huge)},
     {"retryafter", 0, 86400, offsetof(struct mods, retry_after),
      offsetof(struct mods, has_retry_after)},
+    {"drip", 1, 60000, offsetof(struct mods, drip_ms), offsetof(struct mods, has_drip)},
 };
 
 /* Digits only (strtoull alone would take "-1", " 7" and "+7"). */
@@ -537,11 +539,24 @@ struct stream {
 	struct buf head;
 	uint64_t pad;
 	struct buf tail;
+	unsigned int drip_ms; /* drip/MS: one byte per MS milliseconds */
+	bool reset;           /* reset: the connection breaks halfway */
 };
+
+static void sleep_ms(unsigned int ms);
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 {
 	const struct stream *s = cls;
+	uint64_t half = (s->head.len + s->pad + s->tail.len) / 2;
+	if (s->reset && pos >= half)
+		return MHD_CONTENT_READER_END_WITH_ERROR; /* MHD closes the socket */
+	if (s->reset && max > half - pos)
+		max = (size_t)(half - pos);
+	if (s->drip_ms > 0 && pos < s->head.len + s->pad + s->tail.len) {
+		sleep_ms(s->drip_ms);
+		max = 1;
+	}
 	const uint64_t pad_end = s->head.len + s->pad;
 	const uint64_t total = pad_end + s->tail.len;
 	size_t done = 0;
@@ -675,7 +690,8 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, struct reply *r,
 		gzipped = true;
 	}
 
-	if (r->pad == 0) {
+	bool drip_or_reset = m != NULL && (m->has_drip || m->reset);
+	if (r->pad == 0 && !drip_or_reset) {
 		buf_add(&r->head, r->tail.data, r->tail.len);
 		buf_free(&r->tail);
 		if (r->head.failed)
@@ -697,6 +713,8 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, struct reply *r,
 		s->head = r->head;
 		s->pad = r->pad;
 		s->tail = r->tail;
+		s->drip_ms = m != NULL && m->has_drip ? (unsigned int)m->drip_ms : 0;
+		s->reset = m != NULL && m->reset;
 		r->head = (struct buf){0};
 		r->tail = (struct buf){0};
 		uint64_t total = s->head.len + s->pad + s->tail.len;

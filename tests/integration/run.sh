@@ -188,6 +188,8 @@ status401|status/401/sales|30s|auth_failed|HTTP 401
 redirect|redirect/sales|30s|redirected|/elsewhere/sales
 huge|huge/2000000/sales|30s|too_large|max_response_bytes
 slow|delay/3000/sales|1s|timeout|timeout
+drip|drip/500/sales|2s|timeout|timeout
+reset|reset/sales|30s|network_error|transfer closed
 badurl|sales|30s|config_error|endpoint_url"
 n=0
 while IFS='|' read -r name path timeout _ _; do
