@@ -334,16 +334,23 @@ static const char *reason_advice(enum val_reason reason)
 	return "returns the same code and hour more than once: one record per code and hour";
 }
 
+/* A required check that needs the main answer's list fails, pointing at
+ * the check that explains why, when there is no list to read. */
+static bool judgeable(const struct probe_answer *m, struct probe_check *c)
+{
+	if (got_list(m))
+		return true;
+	c->status = PROBE_FAIL;
+	ev_add(c, "not judged: no list to read (see %s)", answered_2xx(m) ? "bare_list" : "auth");
+	return false;
+}
+
 static void judge_records(const struct probe_answer *a, struct probe_report *r)
 {
 	const struct probe_answer *m = &a[PROBE_ASK_MAIN];
 	struct probe_check *c = add_check(r, "records", true);
-	if (!got_list(m)) {
-		c->status = PROBE_FAIL;
-		ev_add(c, "not judged: no list to read (see %s)",
-		       answered_2xx(m) ? "bare_list" : "auth");
+	if (!judgeable(m, c))
 		return;
-	}
 	const struct val_result *v = &m->v;
 	if (v->nrefusals == 0) {
 		if (v->received == 0) {
@@ -379,12 +386,8 @@ static void judge_all_codes(const struct probe_setup *s, const struct probe_answ
 {
 	const struct probe_answer *m = &a[PROBE_ASK_MAIN];
 	struct probe_check *c = add_check(r, "all_codes", true);
-	if (!got_list(m)) {
-		c->status = PROBE_FAIL;
-		ev_add(c, "not judged: no list to read (see %s)",
-		       answered_2xx(m) ? "bare_list" : "auth");
+	if (!judgeable(m, c))
 		return;
-	}
 	if (s->ncodes < 2) {
 		c->status = PROBE_INFO;
 		ev_add(

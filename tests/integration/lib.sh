@@ -52,6 +52,17 @@ suite_cleanup() {
 # shellcheck disable=SC2086 # KSI_WRAP is a command line, split on purpose
 ksi() { ${KSI_WRAP:-} "$BIN" "$@"; }
 
+# once [args...]: runs `ksi-salesd once -c $WORK/test.conf`, keeps its log
+# (LOG, also appended to $WORK/all.log) and exit code (RC).
+RUN=0
+once() {
+	RUN=$((RUN + 1))
+	LOG=$WORK/once-$RUN.log
+	ksi once -c "$WORK/test.conf" "$@" 2>"$LOG"
+	RC=$?
+	cat "$LOG" >>"$WORK/all.log"
+}
+
 # daemon_conf FILE [SHUTDOWN_GRACE] [CLAIM_INTERVAL]: a configuration for
 # daemons under test: short leases, debug logs, no per-host limit in the
 # way (every fake API is on 127.0.0.1).

@@ -29,15 +29,6 @@ connect_timeout = 2s
 level = debug
 CONF
 
-RUN=0
-# once [args...]: runs `ksi-salesd once`, keeps its log, sets RC and LOG.
-once() {
-	RUN=$((RUN + 1))
-	LOG=$WORK/once-$RUN.log
-	ksi once -c "$WORK/test.conf" "$@" 2>"$LOG"
-	RC=$?
-	cat "$LOG" >>"$WORK/all.log"
-}
 
 # fake_answer FROM TO CODE...: what the fake API answers for a window,
 # fetched with curl, to compare the tables against.

@@ -27,14 +27,6 @@ connect_timeout = 2s
 level = debug
 CONF
 
-RUN=0
-# once [args...]: `ksi-salesd once`, sets RC and LOG.
-once() {
-	RUN=$((RUN + 1))
-	LOG=$WORK/once-$RUN.log
-	ksi once -c "$WORK/test.conf" "$@" 2>"$LOG"
-	RC=$?
-}
 # sql_err QUERY [psql options]: the error psql prints (empty when none).
 # shellcheck disable=SC2069 # stderr to the caller, stdout dropped: on purpose
 sql_err() { sql "$@" 2>&1 >/dev/null; }
