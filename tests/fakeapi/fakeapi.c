@@ -37,6 +37,10 @@
 
 #define CONNECTION_LIMIT 20000u
 #define THREAD_STACK_SIZE ((size_t)256 * 1024)
+/* Per-connection read buffer: a request line of SPEC's 8,000-byte URL and
+ * its headers must fit (libmicrohttpd's default, 32 KiB, is shared with the
+ * answer and refuses long URLs with an empty reply). */
+#define CONNECTION_MEMORY ((size_t)64 * 1024)
 #define LISTEN_BACKLOG 4096u
 #define IDLE_TIMEOUT_S 120u
 /* An answer bigger than this is refused with 400 rather than built in memory. */
@@ -1317,7 +1321,8 @@ int main(int argc, char **argv)
 
 	struct MHD_Daemon *d = MHD_start_daemon(
 	    flags, (uint16_t)opt.port, NULL, NULL, handle, NULL, MHD_OPTION_SOCK_ADDR, sa,
-	    MHD_OPTION_CONNECTION_LIMIT, CONNECTION_LIMIT, MHD_OPTION_THREAD_STACK_SIZE,
+	    MHD_OPTION_CONNECTION_LIMIT, CONNECTION_LIMIT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY,
+	    MHD_OPTION_THREAD_STACK_SIZE,
 	    THREAD_STACK_SIZE, MHD_OPTION_LISTEN_BACKLOG_SIZE, LISTEN_BACKLOG,
 	    MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S, MHD_OPTION_URI_LOG_CALLBACK, uri_logger,
 	    NULL, MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL, MHD_OPTION_END);
