@@ -568,7 +568,13 @@ static void start_ready(struct http *h)
 		h->active = t;
 		ready_push(h, x);
 		t->started_at = now_epoch();
-		if (curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {
+		/* The easy handle is made only now: thousands of queued
+		 * requests then cost a few hundred bytes each, not libcurl's
+		 * buffers. */
+		t->easy = curl_easy_init();
+		if (!t->easy || setup_easy(h, t) != 0 ||
+		    curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, h->headers) != CURLE_OK ||
+		    curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {
 			/* Report it like any failed transfer, from the loop. */
 			snprintf(t->errbuf, sizeof(t->errbuf), "libcurl refused the transfer");
 			finish(h, t, CURLE_FAILED_INIT);
@@ -588,11 +594,8 @@ int http_submit(struct http *h, const struct http_request *req)
 	x->url = strdup(req->url);
 	x->log_name = strdup(req->log_name ? req->log_name : "");
 	x->token = req->token ? strdup(req->token) : NULL;
-	x->easy = curl_easy_init();
 	x->host = x->url ? host_get(h, x->url) : NULL;
-	if (!x->url || !x->log_name || (req->token && !x->token) || !x->easy || !x->host ||
-	    setup_easy(h, x) != 0 ||
-	    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, h->headers) != CURLE_OK) {
+	if (!x->url || !x->log_name || (req->token && !x->token) || !x->host) {
 		xfer_free(x);
 		return -1;
 	}
