@@ -37,11 +37,13 @@ int db_load_connector_by_name(struct db *db, const char *name, struct connector 
 	__attribute__((warn_unused_result));
 
 /* Claims up to limit due connectors (all enabled ones with stores when
- * ignore_schedule) whose lease is free, for lease_s seconds, and loads them
- * with their codes and new lease_epoch. Skips rows another daemon is
- * claiming at the same moment (FOR UPDATE SKIP LOCKED). */
+ * ignore_schedule, in id order, ids above after_id only: `once` claims in
+ * chunks) whose lease is free, for lease_s seconds, and loads them with
+ * their codes and new lease_epoch. Skips rows another daemon is claiming at
+ * the same moment (FOR UPDATE SKIP LOCKED). */
 int db_claim(struct db *db, const char *owner, int64_t lease_s, size_t limit, bool ignore_schedule,
-	     struct connector **out, size_t *n, char *err, size_t errlen) __attribute__((warn_unused_result));
+	     int64_t after_id, struct connector **out, size_t *n, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
 
 /* Claims one connector's lease whatever its schedule (backfill): 0 with
  * *epoch set; 1 when another holds it (holder: "owner until time"). */
@@ -88,6 +90,11 @@ int db_socket(const struct db *db);
 /* Reads what arrived; returns how many notifications, -1 if the
  * connection broke. */
 int db_take_notifications(struct db *db);
+
+/* False when the server closed the idle connection (a restart): reads what
+ * it sent without blocking; notifications are dropped (a writer's
+ * connection does not LISTEN). */
+bool db_alive(struct db *db);
 
 /* True when a write failed because its lease was lost (fencing). */
 bool db_error_is_lease_lost(const char *err);
@@ -141,6 +148,30 @@ struct db_run {
  * synced_until. *upserted gets the rows written. */
 int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
+
+/* The end of one poll, as db_finish takes it. */
+struct db_finish {
+	const char *owner;
+	int64_t connector_id, epoch, next_poll;
+	unsigned failures;
+};
+
+/* One write of a batch: a request's result, or the end of a poll. */
+struct db_write {
+	const struct db_run *run;       /* or NULL */
+	const struct db_finish *finish; /* or NULL */
+	/* Set by db_write_batch. */
+	int rc;
+	long upserted; /* run's rows written */
+	char err[1024];
+};
+
+/* Does n writes, each atomically and each of a different connector. They
+ * commit in one transaction, which saves the per-statement and per-commit
+ * cost of thousands of small polls; when that fails (a lost lease, a
+ * constraint), each is done again on its own, so one write's failure is
+ * that write's alone. */
+void db_write_batch(struct db *db, struct db_write *const *w, size_t n);
 
 /* ---- requests the daemon executes: connection_tests, backfill_requests ----
  * Claimed rows are leased (0004): lease_owner, lease_expires, and attempts

@@ -19,9 +19,19 @@
 
 struct ev_loop;
 struct db;
+struct db_write;
 struct dbq;
 
 #define DBQ_JOB_DEADLINE 30.0 /* seconds a single job may take */
+/* Writes queued back to back run as one batch (db_write_batch) of at most
+ * this many writes and, beyond the first, this many records. */
+#define DBQ_WRITE_BATCH 256
+/* Connections: the main thread's (every job, LISTEN, and writes) and
+ * writers' (writes only), so PostgreSQL works on writes with more than one
+ * core. At most one write per connector is in flight at a time, except a
+ * backfill's, whose windows do not overlap. */
+#define DBQ_CONNECTIONS 2
+#define DBQ_WRITE_BATCH_RECORDS 100000
 
 /* Runs in the database thread. Returns 0 or -1 with err set. */
 typedef int (*dbq_run_fn)(struct db *db, void *arg, char *err, size_t errlen);
@@ -42,6 +52,11 @@ int dbq_new(struct ev_loop *loop, const char *conninfo, dbq_event_fn on_event, v
 /* Queues a job. While the database is unreachable, jobs fail at once with
  * the reason (after one connection attempt). -1 on out of memory. */
 int dbq_submit(struct dbq *q, dbq_run_fn run, dbq_done_fn done, void *arg) __attribute__((warn_unused_result));
+
+/* Queues a write (see db_write_batch). w must live until done runs; done
+ * gets w's rc and err. Writes queued one after another commit together. */
+int dbq_submit_write(struct dbq *q, struct db_write *w, dbq_done_fn done, void *arg)
+	__attribute__((warn_unused_result));
 
 /* Jobs submitted whose done has not run yet. */
 size_t dbq_pending(const struct dbq *q);

@@ -27,6 +27,9 @@
 /* In `run`, claim at most this many connectors per slot of
  * max_concurrent_fetches: enough queued to keep every slot busy. */
 #define CLAIM_PER_SLOT 4
+/* Polls started at once per slot: enough that a slot never waits for a
+ * poll to start while one write is being committed. */
+#define POLLING_PER_SLOT 4
 
 struct daemon;
 
@@ -34,16 +37,26 @@ struct daemon;
 struct job {
 	struct daemon *d;
 	struct job *prev, *next;
+	struct job *wnext;    /* in the queue of claimed polls not started yet */
 	struct connector c;   /* owned */
 	struct poll_job *pj;  /* while polling */
 	/* Set when the poll is done; written by finish_in_thread. */
 	int64_t next_poll;
 	unsigned failures;
+	struct finish *finish; /* the poll's end, while it is written */
+};
+
+/* The end of a poll as a batched write (allocated only then: `once` holds
+ * thousands of claimed jobs). */
+struct finish {
+	struct db_finish fin;
+	struct db_write write;
 };
 
 struct claim {
 	struct daemon *d;
 	size_t limit;
+	int64_t after_id; /* once: claim ids above this */
 	struct connector *v;
 	size_t n;
 	long leased_elsewhere; /* once: connectors another process polls now */
@@ -60,6 +73,11 @@ struct daemon {
 
 	struct job *jobs;
 	size_t njobs;
+	/* Claimed but not started: `once` claims every connector at once, and
+	 * a started poll costs a few KiB, so at most POLLING_PER_SLOT per
+	 * transfer slot run at a time. */
+	struct job *wait_head, *wait_tail;
+	size_t npolling;
 	struct claim *claiming; /* a claim in the database thread */
 	bool claim_again;       /* something asked for a claim meanwhile */
 	bool renewing;
@@ -67,6 +85,8 @@ struct daemon {
 	bool stopping;
 	bool releasing;
 	bool once_claimed;
+	int64_t once_after; /* once: the highest id claimed so far */
+	size_t once_total;  /* once: connectors claimed so far */
 
 	size_t polls_ok, polls_failed;
 	bool db_failed; /* a claim or a write failed for the database's sake */
@@ -151,13 +171,8 @@ static void job_unlink_free(struct job *j)
 		j->next->prev = j->prev;
 	d->njobs--;
 	connector_free(&j->c);
+	free(j->finish);
 	free(j);
-}
-
-static int finish_in_thread(struct db *db, void *arg, char *err, size_t errlen)
-{
-	struct job *j = arg;
-	return db_finish(db, j->d->owner, j->c.id, j->c.lease_epoch, j->next_poll, j->failures, err, errlen);
 }
 
 static void claim(struct daemon *d);
@@ -175,6 +190,47 @@ static void on_finished(int rc, const char *err, void *arg)
 	maybe_done(d);
 }
 
+static void on_polled(const struct poll_result *r, void *user);
+
+/* Starts claimed polls while fewer than POLLING_PER_SLOT per slot run. */
+static void start_waiting(struct daemon *d)
+{
+	size_t limit = (size_t)d->cfg->max_concurrent_fetches * POLLING_PER_SLOT;
+	while (!d->stopping && d->npolling < limit && d->wait_head) {
+		struct job *j = d->wait_head;
+		d->wait_head = j->wnext;
+		if (!d->wait_head)
+			d->wait_tail = NULL;
+		struct poll_spec spec = {
+			.http = d->http,
+			.dbq = d->dbq,
+			.c = &j->c,
+			.lease_owner = d->owner,
+			.now = now_s(),
+			.done = on_polled,
+			.user = j,
+		};
+		if (poll_start(&spec, &j->pj) != 0) {
+			log_error("daemon", j->c.name, "out of memory: not polled now");
+			job_unlink_free(j);
+			continue;
+		}
+		d->npolling++;
+	}
+}
+
+/* Stopping: claimed polls not started yet are dropped (their leases go
+ * with all the others in db_release_all). */
+static void drop_waiting(struct daemon *d)
+{
+	while (d->wait_head) {
+		struct job *j = d->wait_head;
+		d->wait_head = j->wnext;
+		job_unlink_free(j);
+	}
+	d->wait_tail = NULL;
+}
+
 static void on_polled(const struct poll_result *r, void *user)
 {
 	struct job *j = user;
@@ -183,6 +239,8 @@ static void on_polled(const struct poll_result *r, void *user)
 	int64_t now = now_s();
 	uint32_t rnd = arc4random();
 	j->pj = NULL;
+	d->npolling--;
+	start_waiting(d);
 
 	if (r->lease_lost) {
 		/* Another daemon has it now: nothing of ours to record. */
@@ -213,7 +271,20 @@ static void on_polled(const struct poll_result *r, void *user)
 					    : sched_after_failure(now, j->failures, r->outcome == RUN_AUTH_FAILED,
 								  r->retry_after, rnd);
 	}
-	if (dbq_submit(d->dbq, finish_in_thread, on_finished, j) != 0)
+	/* Batched with other polls' writes: thousands of polls end in a few
+	 * statements. */
+	j->finish = calloc(1, sizeof(*j->finish));
+	if (!j->finish) {
+		on_finished(-1, "out of memory", j);
+		return;
+	}
+	j->finish->fin = (struct db_finish){.owner = d->owner,
+					    .connector_id = c->id,
+					    .epoch = c->lease_epoch,
+					    .next_poll = j->next_poll,
+					    .failures = j->failures};
+	j->finish->write = (struct db_write){.finish = &j->finish->fin};
+	if (dbq_submit_write(d->dbq, &j->finish->write, on_finished, j) != 0)
 		on_finished(-1, "out of memory", j);
 }
 
@@ -223,12 +294,13 @@ static int claim_in_thread(struct db *db, void *arg, char *err, size_t errlen)
 {
 	struct claim *cl = arg;
 	struct daemon *d = cl->d;
-	int rc = db_claim(db, d->owner, d->cfg->lease_ms / 1000, cl->limit, d->opt->once, &cl->v, &cl->n, err,
-			  errlen);
+	int rc = db_claim(db, d->owner, d->cfg->lease_ms / 1000, cl->limit, d->opt->once, cl->after_id, &cl->v,
+			  &cl->n, err, errlen);
 	/* `once` polls every connector, but not one a daemon (or a killed
 	 * run, until its lease expires) holds: say so rather than skip it
-	 * silently. */
-	if (rc == 0 && d->opt->once && db_count_leased_elsewhere(db, d->owner, &cl->leased_elsewhere, err, errlen) != 0)
+	 * silently (after its last claim). */
+	if (rc == 0 && d->opt->once && cl->n < cl->limit &&
+	    db_count_leased_elsewhere(db, d->owner, &cl->leased_elsewhere, err, errlen) != 0)
 		cl->leased_elsewhere = 0;
 	return rc;
 }
@@ -248,9 +320,18 @@ static void on_claimed(int rc, const char *err, void *arg)
 		maybe_done(d);
 		return;
 	}
+	/* `once` claims in chunks of as many polls as run at a time, so the
+	 * first transfers start at once, not after claiming thousands. */
+	bool more = cl->n == cl->limit;
 	if (d->opt->once) {
-		d->once_claimed = true;
-		log_info("daemon", NULL, "polling %zu connector%s", cl->n, cl->n == 1 ? "" : "s");
+		for (size_t i = 0; i < cl->n; i++)
+			if (cl->v[i].id > d->once_after)
+				d->once_after = cl->v[i].id;
+		d->once_total += cl->n;
+		d->once_claimed = !more;
+	}
+	if (d->opt->once && !more) {
+		log_info("daemon", NULL, "polling %zu connector%s", d->once_total, d->once_total == 1 ? "" : "s");
 		if (cl->leased_elsewhere > 0)
 			log_warning("daemon", NULL,
 				    "%ld connector%s left alone: another ksi-salesd holds %s lease (see "
@@ -258,7 +339,6 @@ static void on_claimed(int rc, const char *err, void *arg)
 				    cl->leased_elsewhere, cl->leased_elsewhere == 1 ? "" : "s",
 				    cl->leased_elsewhere == 1 ? "its" : "their");
 	}
-	int64_t now = now_s();
 	for (size_t i = 0; i < cl->n; i++) {
 		struct job *j = calloc(1, sizeof(*j));
 		if (!j) {
@@ -274,25 +354,17 @@ static void on_claimed(int rc, const char *err, void *arg)
 			d->jobs->prev = j;
 		d->jobs = j;
 		d->njobs++;
-		struct poll_spec spec = {
-			.http = d->http,
-			.dbq = d->dbq,
-			.c = &j->c,
-			.lease_owner = d->owner,
-			.now = now,
-			.done = on_polled,
-			.user = j,
-		};
-		if (poll_start(&spec, &j->pj) != 0) {
-			log_error("daemon", j->c.name, "out of memory: not polled now");
-			job_unlink_free(j);
-		}
+		if (d->wait_tail)
+			d->wait_tail->wnext = j;
+		else
+			d->wait_head = j;
+		d->wait_tail = j;
 	}
-	bool more = cl->n == cl->limit;
+	start_waiting(d);
 	free(cl->v);
 	free(cl);
 	update_status(d);
-	if (d->claim_again || (more && !d->opt->once)) {
+	if (d->claim_again || more) {
 		d->claim_again = false;
 		claim(d);
 	}
@@ -308,7 +380,7 @@ static void claim(struct daemon *d)
 		return;
 	}
 	size_t want = (size_t)d->cfg->max_concurrent_fetches * CLAIM_PER_SLOT;
-	size_t limit = d->opt->once ? 1000000 : (want > d->njobs ? want - d->njobs : 0);
+	size_t limit = d->opt->once ? want : (want > d->njobs ? want - d->njobs : 0);
 	if (limit == 0)
 		return;
 	struct claim *cl = calloc(1, sizeof(*cl));
@@ -316,6 +388,7 @@ static void claim(struct daemon *d)
 		return; /* the claim timer tries again */
 	cl->d = d;
 	cl->limit = limit;
+	cl->after_id = d->once_after;
 	d->claiming = cl;
 	if (dbq_submit(d->dbq, claim_in_thread, on_claimed, cl) != 0) {
 		d->claiming = NULL;
@@ -482,6 +555,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		return;
 	}
 	d->stopping = true;
+	drop_waiting(d);
 	requests_stop(d->rq);
 	sd_notify(0, "STOPPING=1");
 	ev_timer_stop(loop, &d->claim_timer);

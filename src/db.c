@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,22 @@ static int exec_simple(struct db *db, const char *sql, char *err, size_t errlen)
 	return rc;
 }
 
+/* The server's notices and warnings (a RAISE WARNING in a migration, "terminating
+ * connection due to administrator command") go to our log, one line each,
+ * instead of libpq's raw stderr. */
+static void on_notice(void *arg, const PGresult *res)
+{
+	(void)arg;
+	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+	bool warn = severity && strcmp(severity, "NOTICE") != 0 && strcmp(severity, "INFO") != 0 &&
+		    strcmp(severity, "LOG") != 0 && strncmp(severity, "DEBUG", 5) != 0;
+	log_msg(warn ? LOG_LEVEL_WARNING : LOG_LEVEL_DEBUG, "db", NULL, "PostgreSQL %s: %s%s%s%s",
+		severity ? severity : "notice", msg ? msg : "", hint ? " (hint: " : "", hint ? hint : "",
+		hint ? ")" : "");
+}
+
 int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -86,6 +103,7 @@ int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
 		return -1;
 	}
 	db->conn = conn;
+	PQsetNoticeReceiver(conn, on_notice, NULL);
 	/* Timestamps cross the wire as epoch seconds, but text output of
 	 * timestamptz (status) should not depend on the server's setting. */
 	if (exec_simple(db, "SET TIME ZONE 'UTC'", err, errlen) != 0) {
@@ -373,15 +391,16 @@ int db_load_connector_by_name(struct db *db, const char *name, struct connector 
 }
 
 int db_claim(struct db *db, const char *owner, int64_t lease_s, size_t limit, bool ignore_schedule,
-	     struct connector **out, size_t *n, char *err, size_t errlen)
+	     int64_t after_id, struct connector **out, size_t *n, char *err, size_t errlen)
 {
 	*out = NULL;
 	*n = 0;
 	char why[1024];
-	char lease[32], lim[32];
+	char lease[32], lim[32], after[32];
 	snprintf(lease, sizeof(lease), "%" PRId64, lease_s);
 	snprintf(lim, sizeof(lim), "%zu", limit);
-	const char *params[] = {owner, lease, lim, ignore_schedule ? "true" : "false"};
+	snprintf(after, sizeof(after), "%" PRId64, ignore_schedule ? after_id : INT64_MIN);
+	const char *params[] = {owner, lease, lim, ignore_schedule ? "true" : "false", after};
 	if (exec_simple(db, "BEGIN", why, sizeof(why)) != 0) {
 		set_err(err, errlen, "%s", why);
 		return -1;
@@ -396,14 +415,15 @@ int db_claim(struct db *db, const char *owner, int64_t lease_s, size_t limit, bo
 		" FROM (SELECT s.connector_id FROM ksi_sales.connector_state s"
 		"  JOIN ksi_sales.connectors c ON c.id = s.connector_id"
 		"  WHERE c.enabled AND ($4::boolean OR s.next_poll IS NULL OR s.next_poll <= now())"
+		"   AND s.connector_id > $5::bigint"
 		"   AND (s.lease_expires IS NULL OR s.lease_expires <= now())"
 		"   AND EXISTS (SELECT 1 FROM ksi_sales.stores x"
 		"               WHERE x.connector_id = c.id AND x.ext_ref_code IS NOT NULL)"
-		"  ORDER BY s.next_poll NULLS FIRST, s.connector_id"
+		"  ORDER BY CASE WHEN $4::boolean THEN NULL ELSE s.next_poll END NULLS FIRST, s.connector_id"
 		"  LIMIT $3::bigint FOR UPDATE OF s SKIP LOCKED) due"
 		" WHERE st.connector_id = due.connector_id"
 		" RETURNING st.connector_id",
-		4, NULL, params, NULL, NULL, 0);
+		5, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		set_err(err, errlen, "claiming connectors: %s", PQresultErrorMessage(res));
 		PQclear(res);
@@ -630,6 +650,24 @@ int db_take_notifications(struct db *db)
 	return n;
 }
 
+bool db_alive(struct db *db)
+{
+	/* Read whatever the server sent while we were idle: a FATAL
+	 * "terminating connection" message, then the end of the stream, which
+	 * libpq only notices on the read after the one that got the message. */
+	for (int i = 0; i < 16 && PQstatus(db->conn) == CONNECTION_OK; i++) {
+		struct pollfd p = {.fd = PQsocket(db->conn), .events = POLLIN};
+		if (poll(&p, 1, 0) <= 0)
+			break;
+		if (!PQconsumeInput(db->conn))
+			return false;
+		PGnotify *note;
+		while ((note = PQnotifies(db->conn)))
+			PQfreemem(note);
+	}
+	return PQstatus(db->conn) == CONNECTION_OK;
+}
+
 bool db_error_is_lease_lost(const char *err)
 {
 	return err && strstr(err, "lease on connector") != NULL;
@@ -653,24 +691,37 @@ const char *run_outcome_name(enum run_outcome o)
 	return (size_t)o < sizeof(outcome_names) / sizeof(outcome_names[0]) ? outcome_names[o] : "unknown";
 }
 
-/* One statement, hence one transaction: the upsert, the run row, its
- * refusals and the advance of synced_until commit together or not at all
- * (data-modifying CTEs always run to completion, read or not). Rows are
- * upserted in (store_id, hour) order so concurrent writers lock in the same
- * order and cannot deadlock. */
-static const char write_run_sql[] =
-	"WITH fence AS ("
-	"  SELECT ksi_sales.lease_check($1::bigint, $21::text, $22::bigint) AS held"
+/* One statement, hence one transaction, for any number of requests'
+ * results (each of a different connector): the upserts, the run rows,
+ * their refusals and the advances of synced_until commit together or not
+ * at all (data-modifying CTEs always run to completion, read or not). Every
+ * run's lease is checked first (fencing: lease_check raises, which aborts
+ * the whole statement). Rows are upserted in (store_id, hour) order so
+ * concurrent writers lock in the same order and cannot deadlock. The runs
+ * come as parallel arrays numbered by k (their ordinality); records and
+ * refusals name their run by k. */
+static const char write_runs_sql[] =
+	"WITH runs AS ("
+	"  SELECT r.*, ksi_sales.lease_check(r.connector_id, r.owner, r.epoch) AS held"
+	"  FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::integer[], $5::float8[],"
+	"   $6::float8[], $7::integer[], $8::text[], $9::integer[], $10::integer[], $11::bigint[],"
+	"   $12::text[], $13::bigint[], $14::text[], $15::bigint[]) WITH ORDINALITY"
+	"   AS r(connector_id, window_from, window_to, codes, started, finished, status, outcome,"
+	"   received, rejected, bytes, error, advance_to, owner, epoch, k)"
 	"), incoming AS ("
-	"  SELECT u.code, to_timestamp(u.hour) AS hour, u.n"
-	"  FROM fence, unnest($12::text[], $13::bigint[], $14::integer[]) AS u(code, hour, n)"
+	"  SELECT r.connector_id, r.finished, u.code, to_timestamp(u.hour) AS hour, u.n"
+	"  FROM unnest($16::integer[], $17::text[], $18::bigint[], $19::integer[]) AS u(k, code, hour, n)"
+	"  JOIN runs r ON r.k = u.k"
 	"), upserted AS ("
 	"  INSERT INTO ksi_sales.sales_hourly AS h"
 	"   (store_id, hour, num_tickets, ext_ref_code, connector_id, fetched_at, first_seen, last_changed)"
-	"  SELECT s.id, i.hour, i.n, i.code, $1::bigint, to_timestamp($6::float8),"
-	"   to_timestamp($6::float8), to_timestamp($6::float8)"
+	"  SELECT s.id, i.hour, i.n, i.code, i.connector_id, to_timestamp(i.finished),"
+	"   to_timestamp(i.finished), to_timestamp(i.finished)"
 	"  FROM incoming i JOIN ksi_sales.stores s"
-	"   ON s.connector_id = $1::bigint AND s.ext_ref_code = i.code"
+	"   ON s.connector_id = i.connector_id AND s.ext_ref_code = i.code"
+	/* Redundant, but it lets the planner read only these connectors'
+	 * stores through the index instead of hashing every store. */
+	"   AND s.connector_id = ANY ($1::bigint[])"
 	"  ORDER BY s.id, i.hour"
 	"  ON CONFLICT (store_id, hour) DO UPDATE SET num_tickets = EXCLUDED.num_tickets,"
 	"   ext_ref_code = EXCLUDED.ext_ref_code, connector_id = EXCLUDED.connector_id,"
@@ -679,151 +730,293 @@ static const char write_run_sql[] =
 	"   revisions = h.revisions + (h.num_tickets <> EXCLUDED.num_tickets)::integer,"
 	"   last_changed = CASE WHEN h.num_tickets <> EXCLUDED.num_tickets"
 	"    THEN EXCLUDED.fetched_at ELSE h.last_changed END"
-	"  RETURNING 1"
-	"), run AS ("
+	"  RETURNING h.connector_id"
+	"), counts AS ("
+	"  SELECT r.k, count(u.connector_id) AS n FROM runs r"
+	"  LEFT JOIN upserted u ON u.connector_id = r.connector_id GROUP BY r.k"
+	"), run_rows AS ("
 	"  INSERT INTO ksi_sales.fetch_runs (connector_id, window_from, window_to, codes_requested,"
 	"   started_at, finished_at, http_status, outcome, records_received, records_upserted,"
 	"   records_rejected, bytes, error)"
-	"  SELECT $1::bigint, to_timestamp($2::bigint), to_timestamp($3::bigint), $4::integer,"
-	"   to_timestamp($5::float8), to_timestamp($6::float8), $7::integer, $8::text, $9::integer,"
-	"   (SELECT count(*) FROM upserted), $10::integer, $11::bigint, $15::text"
-	"  FROM fence RETURNING id"
+	"  SELECT r.connector_id, to_timestamp(r.window_from), to_timestamp(r.window_to), r.codes,"
+	"   to_timestamp(r.started), to_timestamp(r.finished), r.status, r.outcome, r.received,"
+	"   c.n, r.rejected, r.bytes, r.error"
+	"  FROM runs r JOIN counts c ON c.k = r.k ORDER BY r.k RETURNING id, connector_id"
 	"), rejected AS ("
 	"  INSERT INTO ksi_sales.rejected_records"
 	"   (run_id, connector_id, position, reason, detail, record)"
-	"  SELECT run.id, $1::bigint, r.pos, r.reason, r.detail, r.record"
-	"  FROM run, unnest($16::integer[], $17::text[], $18::text[], $19::text[])"
-	"   AS r(pos, reason, detail, record)"
+	"  SELECT rr.id, r.connector_id, f.pos, f.reason, f.detail, f.record"
+	"  FROM unnest($20::integer[], $21::integer[], $22::text[], $23::text[], $24::text[])"
+	"   AS f(k, pos, reason, detail, record)"
+	"  JOIN runs r ON r.k = f.k JOIN run_rows rr ON rr.connector_id = r.connector_id"
 	"), advanced AS ("
-	"  INSERT INTO ksi_sales.connector_state AS st (connector_id, synced_until)"
-	"  SELECT $1::bigint, to_timestamp($20::bigint) FROM fence WHERE $20::bigint IS NOT NULL"
-	"  ON CONFLICT (connector_id) DO UPDATE"
-	"   SET synced_until = greatest(st.synced_until, EXCLUDED.synced_until)"
+	/* Never backwards, and never over a hole: a window that does not
+	 * start at or before synced_until (an earlier window's commit was lost,
+	 * e.g. by a crash with asynchronous commit) leaves synced_until where
+	 * it is, so the next poll fetches the hole again. */
+	"  UPDATE ksi_sales.connector_state st"
+	"  SET synced_until = greatest(st.synced_until, to_timestamp(r.advance_to))"
+	"  FROM runs r WHERE st.connector_id = r.connector_id AND r.advance_to IS NOT NULL"
+	"   AND (st.synced_until IS NULL OR st.synced_until >= to_timestamp(r.window_from))"
+	"), created AS ("
+	"  INSERT INTO ksi_sales.connector_state (connector_id, synced_until)"
+	"  SELECT r.connector_id, to_timestamp(r.advance_to) FROM runs r"
+	"  WHERE r.advance_to IS NOT NULL ORDER BY r.connector_id"
+	"  ON CONFLICT (connector_id) DO NOTHING"
 	")"
-	" SELECT (SELECT count(*) FROM upserted)";
+	" SELECT k, n FROM counts ORDER BY k";
 
-enum { WRITE_RUN_NPARAMS = 22 };
+/* The parameters of write_runs_sql, each an array literal built in an sbuf. */
+enum {
+	W_CONNECTOR, W_FROM, W_TO, W_CODES, W_STARTED, W_FINISHED, W_STATUS, W_OUTCOME, W_RECEIVED,
+	W_REJECTED, W_BYTES, W_ERROR, W_ADVANCE, W_OWNER, W_EPOCH,
+	W_REC_K, W_REC_CODE, W_REC_HOUR, W_REC_N,
+	W_REF_K, W_REF_POS, W_REF_REASON, W_REF_DETAIL, W_REF_RECORD,
+	W_NPARAMS
+};
 
-int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *err, size_t errlen)
+/* Appends one element to an array literal: the separator, then v. */
+static void arr_next(struct sbuf *b)
 {
-	*upserted = 0;
-	char num[13][32];
-	const char *p[WRITE_RUN_NPARAMS] = {0};
-	struct sbuf codes = {0}, hours = {0}, tickets = {0};
-	struct sbuf pos = {0}, reasons = {0}, details = {0}, records = {0};
+	sbuf_addc(b, b->len == 0 ? '{' : ',');
+}
+static void arr_int(struct sbuf *b, int64_t v)
+{
+	char num[24];
+	int n = snprintf(num, sizeof(num), "%" PRId64, v);
+	arr_next(b);
+	sbuf_add(b, num, (size_t)n);
+}
+static void arr_float(struct sbuf *b, double v)
+{
+	arr_next(b);
+	sbuf_printf(b, "%.6f", v);
+}
+/* NULL becomes SQL NULL; anything else a quoted element. */
+static void arr_text(struct sbuf *b, const char *s)
+{
+	arr_next(b);
+	if (s)
+		sbuf_add_array_text(b, s);
+	else
+		sbuf_puts(b, "NULL");
+}
+static void arr_null(struct sbuf *b)
+{
+	arr_next(b);
+	sbuf_puts(b, "NULL");
+}
 
-	snprintf(num[0], sizeof(num[0]), "%" PRId64, run->connector_id);
-	p[0] = num[0];
+/* Adds run k (1-based) to the parameters. */
+static void add_run(struct sbuf *a, const struct db_run *run, int64_t k)
+{
+	arr_int(&a[W_CONNECTOR], run->connector_id);
 	if (run->has_window) {
-		snprintf(num[1], sizeof(num[1]), "%" PRId64, run->window_from);
-		snprintf(num[2], sizeof(num[2]), "%" PRId64, run->window_to);
-		p[1] = num[1];
-		p[2] = num[2];
+		arr_int(&a[W_FROM], run->window_from);
+		arr_int(&a[W_TO], run->window_to);
+	} else {
+		arr_null(&a[W_FROM]);
+		arr_null(&a[W_TO]);
 	}
-	snprintf(num[3], sizeof(num[3]), "%zu", run->codes_requested);
-	snprintf(num[4], sizeof(num[4]), "%.6f", run->started_at);
-	snprintf(num[5], sizeof(num[5]), "%.6f", run->finished_at);
-	p[3] = num[3];
-	p[4] = num[4];
-	p[5] = num[5];
-	if (run->http_status > 0) {
-		snprintf(num[6], sizeof(num[6]), "%ld", run->http_status);
-		p[6] = num[6];
-	}
-	p[7] = run_outcome_name(run->outcome);
+	arr_int(&a[W_CODES], (int64_t)run->codes_requested);
+	arr_float(&a[W_STARTED], run->started_at);
+	arr_float(&a[W_FINISHED], run->finished_at);
+	if (run->http_status > 0)
+		arr_int(&a[W_STATUS], run->http_status);
+	else
+		arr_null(&a[W_STATUS]);
+	arr_text(&a[W_OUTCOME], run_outcome_name(run->outcome));
 	const struct val_result *r = run->outcome == RUN_OK ? run->result : NULL;
-	snprintf(num[8], sizeof(num[8]), "%zu", r ? r->received : 0);
-	snprintf(num[9], sizeof(num[9]), "%zu", r ? r->nrefusals : 0);
-	snprintf(num[10], sizeof(num[10]), "%zu", run->bytes);
-	p[8] = num[8];
-	p[9] = num[9];
-	p[10] = num[10];
-	p[14] = run->error;
+	arr_int(&a[W_RECEIVED], r ? (int64_t)r->received : 0);
+	arr_int(&a[W_REJECTED], r ? (int64_t)r->nrefusals : 0);
+	arr_int(&a[W_BYTES], (int64_t)run->bytes);
+	arr_text(&a[W_ERROR], run->error);
+	if (run->outcome == RUN_OK && run->advance)
+		arr_int(&a[W_ADVANCE], run->advance_to);
+	else
+		arr_null(&a[W_ADVANCE]);
+	arr_text(&a[W_OWNER], run->lease_owner);
+	if (run->lease_owner)
+		arr_int(&a[W_EPOCH], run->lease_epoch);
+	else
+		arr_null(&a[W_EPOCH]);
 
-	sbuf_addc(&codes, '{');
-	sbuf_addc(&hours, '{');
-	sbuf_addc(&tickets, '{');
 	for (size_t i = 0; r && i < r->nrecords; i++) {
 		const struct val_record *rec = &r->records[i];
-		if (i) {
-			sbuf_addc(&codes, ',');
-			sbuf_addc(&hours, ',');
-			sbuf_addc(&tickets, ',');
-		}
-		sbuf_add_array_text(&codes, run->codes[rec->code]);
-		sbuf_printf(&hours, "%" PRId64, rec->hour);
-		sbuf_printf(&tickets, "%" PRId32, rec->num_tickets);
+		arr_int(&a[W_REC_K], k);
+		arr_text(&a[W_REC_CODE], run->codes[rec->code]);
+		arr_int(&a[W_REC_HOUR], rec->hour);
+		arr_int(&a[W_REC_N], rec->num_tickets);
 	}
-	sbuf_addc(&codes, '}');
-	sbuf_addc(&hours, '}');
-	sbuf_addc(&tickets, '}');
-
-	sbuf_addc(&pos, '{');
-	sbuf_addc(&reasons, '{');
-	sbuf_addc(&details, '{');
-	sbuf_addc(&records, '{');
 	size_t nrej = r ? r->nrefusals : 0;
 	if (nrej > DB_MAX_REJECTED_ROWS)
 		nrej = DB_MAX_REJECTED_ROWS;
 	for (size_t i = 0; i < nrej; i++) {
 		const struct val_refusal *f = &r->refusals[i];
-		if (i) {
-			sbuf_addc(&pos, ',');
-			sbuf_addc(&reasons, ',');
-			sbuf_addc(&details, ',');
-			sbuf_addc(&records, ',');
-		}
-		sbuf_printf(&pos, "%zu", f->index);
-		sbuf_add_array_text(&reasons, val_reason_name(f->reason));
-		sbuf_add_array_text(&details, f->detail ? f->detail : "");
-		sbuf_add_array_text(&records, f->json ? f->json : "");
+		arr_int(&a[W_REF_K], k);
+		arr_int(&a[W_REF_POS], (int64_t)f->index);
+		arr_text(&a[W_REF_REASON], val_reason_name(f->reason));
+		arr_text(&a[W_REF_DETAIL], f->detail ? f->detail : "");
+		arr_text(&a[W_REF_RECORD], f->json ? f->json : "");
 	}
-	sbuf_addc(&pos, '}');
-	sbuf_addc(&reasons, '}');
-	sbuf_addc(&details, '}');
-	sbuf_addc(&records, '}');
+}
 
+/* Writes runs[0..n) in one statement (see write_runs_sql): all or nothing.
+ * upserted[i] gets run i's rows written. */
+static int write_runs(struct db *db, const struct db_run *const *runs, size_t n, long *upserted, char *err,
+		      size_t errlen)
+{
+	struct sbuf a[W_NPARAMS] = {0};
+	const char *p[W_NPARAMS];
+	for (size_t i = 0; i < n; i++) {
+		upserted[i] = 0;
+		add_run(a, runs[i], (int64_t)i + 1);
+	}
 	int rc = -1;
-	if (codes.failed || hours.failed || tickets.failed || pos.failed || reasons.failed ||
-	    details.failed || records.failed) {
+	bool failed = false;
+	for (int i = 0; i < W_NPARAMS; i++) {
+		sbuf_puts(&a[i], a[i].len ? "}" : "{}");
+		failed |= a[i].failed;
+		p[i] = a[i].data;
+	}
+	if (failed) {
 		set_err(err, errlen, "out of memory building the write");
 		goto out;
 	}
-	p[11] = codes.data;
-	p[12] = hours.data;
-	p[13] = tickets.data;
-	p[15] = pos.data;
-	p[16] = reasons.data;
-	p[17] = details.data;
-	p[18] = records.data;
-	if (run->outcome == RUN_OK && run->advance) {
-		snprintf(num[11], sizeof(num[11]), "%" PRId64, run->advance_to);
-		p[19] = num[11];
-	}
-
-	if (run->lease_owner) {
-		snprintf(num[12], sizeof(num[12]), "%" PRId64, run->lease_epoch);
-		p[20] = run->lease_owner;
-		p[21] = num[12];
-	}
-
-	PGresult *res = PQexecParams(db->conn, write_run_sql, WRITE_RUN_NPARAMS, NULL, p, NULL, NULL, 0);
-	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-		*upserted = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	PGresult *res = PQexecParams(db->conn, write_runs_sql, W_NPARAMS, NULL, p, NULL, NULL, 0);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && (size_t)PQntuples(res) == n) {
+		for (size_t i = 0; i < n; i++)
+			upserted[i] = strtol(PQgetvalue(res, (int)i, 1), NULL, 10);
 		rc = 0;
 	} else {
 		set_err(err, errlen, "%s", PQresultErrorMessage(res));
 	}
 	PQclear(res);
 out:
-	free(codes.data);
-	free(hours.data);
-	free(tickets.data);
-	free(pos.data);
-	free(reasons.data);
-	free(details.data);
-	free(records.data);
+	for (int i = 0; i < W_NPARAMS; i++)
+		free(a[i].data);
 	return rc;
+}
+
+int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *err, size_t errlen)
+{
+	return write_runs(db, &run, 1, upserted, err, errlen);
+}
+
+/* Ends many polls in one statement (see db_finish). */
+static int finish_many(struct db *db, struct db_write *const *w, size_t n, char *err, size_t errlen)
+{
+	struct sbuf a[5] = {0};
+	const char *p[5];
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct db_finish *f = w[i]->finish;
+		if (!f)
+			continue;
+		arr_int(&a[0], f->connector_id);
+		arr_text(&a[1], f->owner);
+		arr_int(&a[2], f->epoch);
+		arr_int(&a[3], f->next_poll);
+		arr_int(&a[4], f->failures);
+		m++;
+	}
+	if (m == 0)
+		return 0;
+	int rc = -1;
+	bool failed = false;
+	for (int i = 0; i < 5; i++) {
+		sbuf_puts(&a[i], "}");
+		failed |= a[i].failed;
+		p[i] = a[i].data;
+	}
+	if (failed) {
+		set_err(err, errlen, "out of memory building the write");
+		goto out;
+	}
+	PGresult *res = PQexecParams(db->conn,
+		"UPDATE ksi_sales.connector_state st SET lease_owner = NULL, lease_expires = NULL,"
+		"  next_poll = to_timestamp(u.next_poll), failures = u.failures"
+		" FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::integer[])"
+		"  AS u(connector_id, owner, epoch, next_poll, failures)"
+		" WHERE st.connector_id = u.connector_id AND st.lease_owner = u.owner"
+		"  AND st.lease_epoch = u.epoch",
+		5, NULL, p, NULL, NULL, 0);
+	rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
+	if (rc != 0)
+		set_err(err, errlen, "releasing the leases: %s", PQresultErrorMessage(res));
+	PQclear(res);
+out:
+	for (int i = 0; i < 5; i++)
+		free(a[i].data);
+	return rc;
+}
+
+/* Does w alone, as if it were the only write. */
+static void write_one(struct db *db, struct db_write *w)
+{
+	if (w->run)
+		w->rc = write_runs(db, &w->run, 1, &w->upserted, w->err, sizeof(w->err));
+	else if (w->finish)
+		w->rc = db_finish(db, w->finish->owner, w->finish->connector_id, w->finish->epoch,
+				  w->finish->next_poll, w->finish->failures, w->err, sizeof(w->err));
+	else
+		w->rc = 0;
+}
+
+/* Every write's connector differs from the others' (a connector's rows
+ * twice in one INSERT … ON CONFLICT would be an error). */
+static bool distinct_connectors(struct db_write *const *w, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = i + 1; j < n && w[i]->run; j++)
+			if (w[j]->run && w[j]->run->connector_id == w[i]->run->connector_id)
+				return false;
+	return true;
+}
+
+void db_write_batch(struct db *db, struct db_write *const *w, size_t n)
+{
+	size_t nruns = 0;
+	for (size_t i = 0; i < n; i++) {
+		w[i]->rc = -1;
+		w[i]->err[0] = '\0';
+		w[i]->upserted = 0;
+		nruns += w[i]->run != NULL;
+	}
+	if (n == 1 || !distinct_connectors(w, n))
+		goto one_by_one;
+
+	/* Together: one transaction, one statement for the results and one
+	 * for the ends of polls. Any failure (a lost lease, a constraint, the
+	 * connection) rolls all of it back, and each write is then tried on
+	 * its own so only the one at fault fails. */
+	const struct db_run **runs = calloc(nruns ? nruns : 1, sizeof(*runs));
+	long *upserted = calloc(nruns ? nruns : 1, sizeof(*upserted));
+	char err[1024];
+	bool ok = runs && upserted && exec_simple(db, "BEGIN", err, sizeof(err)) == 0;
+	if (ok) {
+		size_t m = 0;
+		for (size_t i = 0; i < n; i++)
+			if (w[i]->run)
+				runs[m++] = w[i]->run;
+		ok = (m == 0 || write_runs(db, runs, m, upserted, err, sizeof(err)) == 0) &&
+		     finish_many(db, w, n, err, sizeof(err)) == 0 && exec_simple(db, "COMMIT", err, sizeof(err)) == 0;
+		if (!ok && PQtransactionStatus(db->conn) != PQTRANS_IDLE)
+			(void)exec_simple(db, "ROLLBACK", err, sizeof(err));
+		if (ok)
+			for (size_t i = 0, k = 0; i < n; i++) {
+				w[i]->rc = 0;
+				if (w[i]->run)
+					w[i]->upserted = upserted[k++];
+			}
+	}
+	free(runs);
+	free(upserted);
+	if (ok)
+		return;
+one_by_one:
+	for (size_t i = 0; i < n; i++)
+		write_one(db, w[i]);
 }
 
 /* connector_health as one JSON document, built by the server. */

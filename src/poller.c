@@ -1,5 +1,14 @@
-/* poller: drives one connector's poll through its windows (SPEC §5), one
- * request at a time in window order, and `once` over many connectors. */
+/* poller: drives one connector's poll through its windows (SPEC §5), in
+ * window order, and `once` over many connectors.
+ *
+ * A poll is a pipeline of requests: while one request's result is being
+ * written, the next is fetched (one fetch at a time: a customer's API is
+ * never asked twice at once). Writes commit in request order, one at a
+ * time, so synced_until never passes a window that did not commit. A
+ * backfill (an explicit span, synced_until untouched) lets two writes run
+ * at once on the database's two connections; its requests are still
+ * retired in order, so the progress it reports (and a backfill request's
+ * done_until) only ever covers hours all committed. */
 #include "poller.h"
 
 #include <stdio.h>
@@ -16,6 +25,26 @@
 #include "validate.h"
 #include "window.h"
 
+/* Writes in flight per poll, and requests between fetch and retirement. */
+#define WRITES_POLL 1
+#define WRITES_SPAN 2
+#define SLOTS (WRITES_SPAN + 1)
+
+/* One request, from its answer until it is retired. */
+struct slot {
+	struct poll_job *j;
+	bool used, submitted, written;
+	int rc;
+	size_t seq;       /* request number within the poll */
+	size_t span;      /* its window */
+	bool window_done; /* the last code batch of its window */
+	bool failure;     /* a failed request: the poll ends once it is written */
+	char from[ISO_FORMAT_LEN], to[ISO_FORMAT_LEN];
+	struct db_run run;
+	struct db_write write; /* of run; its rc and err once written */
+	struct val_result v;
+};
+
 struct poll_job {
 	struct poll_spec spec;
 	struct http *http;
@@ -26,17 +55,24 @@ struct poll_job {
 	void *user;
 	struct poll_progress progress;
 	struct win_span *spans;
-	size_t nspans, span;
-	size_t *ends; /* code batches of the current span */
+	size_t nspans;
+	/* The next request to fetch: window span, code batch. */
+	size_t span;
+	size_t *ends; /* code batches of that window */
 	size_t nbatches, batch;
 	char from[ISO_FORMAT_LEN], to[ISO_FORMAT_LEN];
+	bool fetching;     /* a request is in flight */
+	bool no_more;      /* every request was fetched, or one failed */
+	bool ending;       /* a write failed or a failure was recorded */
+	bool plan_failed;  /* the window at the fetch position cannot be planned */
+	char plan_err[512];
+	size_t seq_fetch;  /* next request number to hand out */
+	size_t seq_retire; /* next request number to retire */
+	size_t writing;    /* writes in flight */
+	size_t max_writes;
+	struct slot slots[SLOTS];
+	char run_error[1024]; /* of the failed request that ends the poll */
 	struct poll_result result;
-	/* The write in progress: what it writes lives here until it is done. */
-	struct db_run run;
-	struct val_result v;
-	char run_error[1024];
-	long upserted;
-	bool last_write; /* the poll ends once this write is done */
 };
 
 static void job_finish(struct poll_job *j)
@@ -50,85 +86,170 @@ static void job_finish(struct poll_job *j)
 	poll_free(j);
 }
 
-static void next_request(struct poll_job *j);
+static void pump(struct poll_job *j);
 
-/* Database thread: the one-statement write of SPEC §5. */
-static int write_in_thread(struct db *db, void *arg, char *err, size_t errlen)
+static void slot_clear(struct slot *s)
 {
-	struct poll_job *j = arg;
-	return db_write_run(db, &j->run, &j->upserted, err, errlen);
+	val_result_free(&s->v);
+	struct poll_job *j = s->j;
+	memset(s, 0, sizeof(*s));
+	s->j = j;
 }
 
-/* Loop: the write of j->run is done. */
+/* A free slot for request seq (there is one: pump fetches only then). */
+static struct slot *slot_take(struct poll_job *j)
+{
+	for (size_t i = 0; i < SLOTS; i++)
+		if (!j->slots[i].used) {
+			struct slot *s = &j->slots[i];
+			s->used = true;
+			s->seq = j->seq_fetch++;
+			s->span = j->span;
+			snprintf(s->from, sizeof(s->from), "%s", j->from);
+			snprintf(s->to, sizeof(s->to), "%s", j->to);
+			return s;
+		}
+	return NULL;
+}
+
+static struct slot *slot_seq(struct poll_job *j, size_t seq)
+{
+	for (size_t i = 0; i < SLOTS; i++)
+		if (j->slots[i].used && j->slots[i].seq == seq)
+			return &j->slots[i];
+	return NULL;
+}
+
+static size_t slots_used(const struct poll_job *j)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < SLOTS; i++)
+		n += j->slots[i].used;
+	return n;
+}
+
+/* Loop: a slot's write is done; it is retired when every earlier one is. */
 static void on_written(int rc, const char *err, void *arg)
 {
-	struct poll_job *j = arg;
+	struct slot *s = arg;
+	struct poll_job *j = s->j;
+	(void)err; /* the same as s->write.err */
+	j->writing--;
+	s->written = true;
+	s->rc = rc;
+	pump(j);
+}
+
+/* Takes stock of the oldest written request. Returns false when the poll
+ * must end. */
+static bool retire(struct poll_job *j, struct slot *s)
+{
 	const struct connector *c = j->c;
 	struct poll_result *r = &j->result;
-	if (rc != 0) {
+	if (s->rc != 0) {
 		/* Nothing of this request was committed: the window did not
 		 * advance and the next poll fetches it again. */
 		r->ok = false;
-		if (db_error_is_lease_lost(err)) {
+		if (db_error_is_lease_lost(s->write.err)) {
 			r->lease_lost = true;
-			snprintf(r->error, sizeof(r->error), "lease lost, result discarded: %s", err);
+			snprintf(r->error, sizeof(r->error), "lease lost, result discarded: %.900s", s->write.err);
 			log_warning("poll", c->name, "%s", r->error);
 		} else {
 			r->db_failed = true;
 			r->outcome = RUN_DB_ERROR;
-			snprintf(r->error, sizeof(r->error), "writing window %s … %s: %s", j->from, j->to, err);
+			snprintf(r->error, sizeof(r->error), "writing window %s … %s: %.900s", s->from, s->to, s->write.err);
 			log_error("poll", c->name, "%s", r->error);
 		}
-		job_finish(j);
-		return;
+		return false;
 	}
-	if (j->last_write) {
-		job_finish(j);
-		return;
-	}
-	const struct val_result *v = &j->v;
+	if (s->failure)
+		return false; /* recorded; r says what failed */
+	const struct val_result *v = &s->v;
 	r->outcome = RUN_OK;
 	r->records += v->received;
-	r->upserted += (size_t)j->upserted;
+	r->upserted += (size_t)s->write.upserted;
 	r->rejected += v->nrefusals;
 	if (v->nrefusals > 0)
 		log_warning("poll", c->name, "window %s … %s: %zu of %zu records refused; first, #%zu: %s: %s",
-			    j->from, j->to, v->nrefusals, v->received, v->refusals[0].index,
+			    s->from, s->to, v->nrefusals, v->received, v->refusals[0].index,
 			    val_reason_name(v->refusals[0].reason), v->refusals[0].detail);
-	log_debug("poll", c->name, "window %s … %s: HTTP %ld, %zu records, %ld upserted, %zu refused, %.3f s",
-		  j->from, j->to, j->run.http_status, v->received, j->upserted, v->nrefusals,
-		  j->run.finished_at - j->run.started_at);
-	val_result_free(&j->v);
-	memset(&j->v, 0, sizeof(j->v));
+	log_debug("poll", c->name, "window %s … %s: HTTP %ld, %zu records, %ld upserted, %zu refused, %.3f s", s->from,
+		  s->to, s->run.http_status, v->received, s->write.upserted, v->nrefusals,
+		  s->run.finished_at - s->run.started_at);
 	if (j->spec.progress) {
 		struct poll_progress *p = &j->progress;
 		p->records = r->records;
 		p->upserted = r->upserted;
 		p->rejected = r->rejected;
-		if (j->batch + 1 == j->nbatches) {
+		if (s->window_done) {
 			p->windows_done++;
-			p->hours_done += (j->spans[j->span].to - j->spans[j->span].from) / 3600;
+			p->hours_done += (j->spans[s->span].to - j->spans[s->span].from) / 3600;
 		}
 		j->spec.progress(p, j->user);
 	}
-	j->batch++;
-	next_request(j);
+	return true;
 }
 
-static void submit_write(struct poll_job *j)
+static void submit_write(struct poll_job *j, struct slot *s)
 {
-	if (dbq_submit(j->dbq, write_in_thread, on_written, j) != 0) {
-		j->result.ok = false;
-		j->result.db_failed = true;
-		snprintf(j->result.error, sizeof(j->result.error), "out of memory queueing a write");
+	/* The one-statement write of SPEC §5, batched with other polls' writes. */
+	s->write = (struct db_write){.run = &s->run};
+	s->submitted = true;
+	if (dbq_submit_write(j->dbq, &s->write, on_written, s) != 0) {
+		s->written = true;
+		s->rc = -1;
+		snprintf(s->write.err, sizeof(s->write.err), "out of memory queueing a write");
+		return;
+	}
+	j->writing++;
+}
+
+static void fetch_next(struct poll_job *j);
+
+/* Moves the poll along after any event: retires written requests in
+ * order, submits writes in order, fetches ahead, and ends the poll once
+ * nothing is in flight and nothing is left (or a failure ended it). */
+static void pump(struct poll_job *j)
+{
+	struct slot *s;
+	while ((s = slot_seq(j, j->seq_retire)) && s->written) {
+		if (!j->ending && !retire(j, s))
+			j->ending = true;
+		slot_clear(s);
+		j->seq_retire++;
+	}
+	if (j->ending) {
+		/* Requests answered but not yet written are dropped: the next
+		 * poll fetches them again. */
+		for (size_t i = 0; i < SLOTS; i++)
+			if (j->slots[i].used && !j->slots[i].submitted)
+				slot_clear(&j->slots[i]);
+	}
+	for (size_t seq = j->seq_retire; !j->ending && j->writing < j->max_writes && seq < j->seq_fetch; seq++) {
+		s = slot_seq(j, seq);
+		if (s && !s->submitted) {
+			submit_write(j, s);
+			if (s->written) { /* could not even be queued */
+				pump(j);
+				return;
+			}
+		}
+	}
+	if (!j->ending && !j->no_more && !j->fetching && slots_used(j) <= j->max_writes) {
+		fetch_next(j); /* which calls pump again if it could not start */
+		return;
+	}
+	if (!j->fetching && j->writing == 0 && slots_used(j) == 0 && (j->ending || j->no_more)) {
+		if (!j->ending)
+			j->result.ok = true;
 		job_finish(j);
 	}
 }
 
 /* Records a failed or refused request (or a config error with no window)
- * in fetch_runs, and ends the poll once that is written. */
-static void fail_request(struct poll_job *j, enum run_outcome outcome, const char *error, long status,
-			 double started, double finished, size_t bytes, bool has_window)
+ * in fetch_runs; the poll ends once that is written. */
+static void fail_request(struct poll_job *j, struct slot *s, enum run_outcome outcome, const char *error,
+			 long status, double started, double finished, size_t bytes, bool has_window)
 {
 	const struct connector *c = j->c;
 	struct poll_result *r = &j->result;
@@ -137,12 +258,13 @@ static void fail_request(struct poll_job *j, enum run_outcome outcome, const cha
 	snprintf(r->error, sizeof(r->error), "%s", error);
 	snprintf(j->run_error, sizeof(j->run_error), "%s", error);
 	log_debug("poll", c->name, "%s: %s", run_outcome_name(outcome), error);
-	j->run = (struct db_run){
+	s->failure = true;
+	s->run = (struct db_run){
 		.connector_id = c->id,
 		.has_window = has_window,
-		.window_from = has_window ? j->spans[j->span].from : 0,
-		.window_to = has_window ? j->spans[j->span].to : 0,
-		.codes_requested = has_window && j->nbatches
+		.window_from = has_window ? j->spans[s->span].from : 0,
+		.window_to = has_window ? j->spans[s->span].to : 0,
+		.codes_requested = has_window && j->batch < j->nbatches
 					   ? j->ends[j->batch] - (j->batch ? j->ends[j->batch - 1] : 0)
 					   : 0,
 		.started_at = started,
@@ -154,8 +276,7 @@ static void fail_request(struct poll_job *j, enum run_outcome outcome, const cha
 		.lease_owner = j->lease_owner,
 		.lease_epoch = c->lease_epoch,
 	};
-	j->last_write = true;
-	submit_write(j);
+	j->no_more = true;
 }
 
 static enum run_outcome outcome_of(const struct http_response *resp)
@@ -177,24 +298,34 @@ static enum run_outcome outcome_of(const struct http_response *resp)
 	return RUN_NETWORK_ERROR;
 }
 
+/* Steps the fetch position past the request just answered. */
+static void advance_position(struct poll_job *j);
+
 static void on_response(const struct http_response *resp, void *user)
 {
 	struct poll_job *j = user;
 	const struct connector *c = j->c;
 	struct poll_result *r = &j->result;
+	j->fetching = false;
+	log_debug("poll", c->name, "answer: HTTP %ld, %zu bytes in %.3f s", resp->status, resp->bytes,
+		  resp->finished_at - resp->started_at);
+	if (j->ending) { /* an earlier write failed: this answer is dropped */
+		pump(j);
+		return;
+	}
+	struct slot *s = slot_take(j);
 	const struct win_span *span = &j->spans[j->span];
 	size_t first = j->batch ? j->ends[j->batch - 1] : 0;
 	size_t ncodes = j->ends[j->batch] - first;
 	const char *const *codes = (const char *const *)c->codes + first;
-	log_debug("poll", c->name, "answer: HTTP %ld, %zu bytes in %.3f s", resp->status, resp->bytes,
-		  resp->finished_at - resp->started_at);
 	/* SPEC §6 honours Retry-After on 429 and 503 only. */
 	r->retry_after = resp->status == 429 || resp->status == 503 ? resp->retry_after : -1;
 
 	enum run_outcome outcome = outcome_of(resp);
 	if (outcome != RUN_OK) {
-		fail_request(j, outcome, resp->error, resp->status, resp->started_at, resp->finished_at,
+		fail_request(j, s, outcome, resp->error, resp->status, resp->started_at, resp->finished_at,
 			     resp->bytes, true);
+		pump(j);
 		return;
 	}
 
@@ -205,27 +336,29 @@ static void on_response(const struct http_response *resp, void *user)
 		.to = span->to,
 		.now = (int64_t)time(NULL),
 	};
-	memset(&j->v, 0, sizeof(j->v));
-	if (val_validate(resp->body, resp->len, &vreq, &j->v) != 0) {
-		val_result_free(&j->v);
-		memset(&j->v, 0, sizeof(j->v));
-		fail_request(j, RUN_INVALID_RESPONSE, "out of memory judging the response", resp->status,
+	if (val_validate(resp->body, resp->len, &vreq, &s->v) != 0) {
+		val_result_free(&s->v);
+		memset(&s->v, 0, sizeof(s->v));
+		fail_request(j, s, RUN_INVALID_RESPONSE, "out of memory judging the response", resp->status,
 			     resp->started_at, resp->finished_at, resp->bytes, true);
+		pump(j);
 		return;
 	}
-	if (j->v.refused) {
+	if (s->v.refused) {
 		char error[1024];
 		char where[300];
 		http_url_describe(c->endpoint_url, where, sizeof(where));
-		snprintf(error, sizeof(error), "response from %s refused: %s", where, j->v.error);
-		val_result_free(&j->v);
-		memset(&j->v, 0, sizeof(j->v));
-		fail_request(j, RUN_INVALID_RESPONSE, error, resp->status, resp->started_at, resp->finished_at,
+		snprintf(error, sizeof(error), "response from %s refused: %s", where, s->v.error);
+		val_result_free(&s->v);
+		memset(&s->v, 0, sizeof(s->v));
+		fail_request(j, s, RUN_INVALID_RESPONSE, error, resp->status, resp->started_at, resp->finished_at,
 			     resp->bytes, true);
+		pump(j);
 		return;
 	}
 
-	j->run = (struct db_run){
+	s->window_done = j->batch + 1 == j->nbatches;
+	s->run = (struct db_run){
 		.connector_id = c->id,
 		.has_window = true,
 		.window_from = span->from,
@@ -236,16 +369,17 @@ static void on_response(const struct http_response *resp, void *user)
 		.http_status = resp->status,
 		.outcome = RUN_OK,
 		.bytes = resp->bytes,
-		.result = &j->v,
+		.result = &s->v,
 		.codes = codes,
 		/* The window is done only when every code batch of it is; a
 		 * backfill leaves synced_until to the regular polls. */
-		.advance = j->batch + 1 == j->nbatches && !j->spec.has_span,
+		.advance = s->window_done && !j->spec.has_span,
 		.advance_to = span->to,
 		.lease_owner = j->lease_owner,
 		.lease_epoch = c->lease_epoch,
 	};
-	submit_write(j);
+	advance_position(j);
+	pump(j);
 }
 
 /* Prepares the code batches of span j->span: as many codes per request as
@@ -276,29 +410,42 @@ static int plan_span(struct poll_job *j, char *err, size_t errlen)
 	return 0;
 }
 
-static void next_request(struct poll_job *j)
+static int plan_span(struct poll_job *j, char *err, size_t errlen);
+
+static void advance_position(struct poll_job *j)
+{
+	char err[512];
+	if (++j->batch < j->nbatches)
+		return;
+	if (++j->span == j->nspans) {
+		j->no_more = true;
+		return;
+	}
+	if (plan_span(j, err, sizeof(err)) != 0) {
+		/* Recorded as this window's failed request when its turn comes. */
+		j->plan_failed = true;
+		snprintf(j->plan_err, sizeof(j->plan_err), "%s", err);
+	}
+}
+
+/* Starts the request at the fetch position. */
+static void fetch_next(struct poll_job *j)
 {
 	const struct connector *c = j->c;
 	char err[512];
-	if (j->batch == j->nbatches) {
-		j->span++;
-		if (j->span == j->nspans) {
-			j->result.ok = true;
-			job_finish(j);
-			return;
-		}
-		if (plan_span(j, err, sizeof(err)) != 0) {
-			double t = (double)time(NULL);
-			fail_request(j, RUN_CONFIG_ERROR, err, 0, t, t, 0, true);
-			return;
-		}
+	if (j->plan_failed) {
+		double t = (double)time(NULL);
+		fail_request(j, slot_take(j), RUN_CONFIG_ERROR, j->plan_err, 0, t, t, 0, true);
+		pump(j);
+		return;
 	}
 	size_t first = j->batch ? j->ends[j->batch - 1] : 0;
 	char *url = NULL;
 	if (http_build_url(c->endpoint_url, j->from, j->to, (const char *const *)c->codes + first,
 			   j->ends[j->batch] - first, &url, err, sizeof(err)) != 0) {
 		double t = (double)time(NULL);
-		fail_request(j, RUN_CONFIG_ERROR, err, 0, t, t, 0, true);
+		fail_request(j, slot_take(j), RUN_CONFIG_ERROR, err, 0, t, t, 0, true);
+		pump(j);
 		return;
 	}
 	struct http_request req = {
@@ -310,11 +457,15 @@ static void next_request(struct poll_job *j)
 		.user = j,
 	};
 	j->result.requests++;
+	j->fetching = true;
 	int rc = http_submit(j->http, &req);
 	free(url);
 	if (rc != 0) {
 		double t = (double)time(NULL);
-		fail_request(j, RUN_NETWORK_ERROR, "out of memory starting the request", 0, t, t, 0, true);
+		j->fetching = false;
+		fail_request(j, slot_take(j), RUN_NETWORK_ERROR, "out of memory starting the request", 0, t, t, 0,
+			     true);
+		pump(j);
 	}
 }
 
@@ -322,14 +473,16 @@ static void next_request(struct poll_job *j)
 static void fail_before_start(struct poll_job *j, const char *error, bool has_window)
 {
 	double t = (double)time(NULL);
-	fail_request(j, RUN_CONFIG_ERROR, error, 0, t, t, 0, has_window);
+	fail_request(j, slot_take(j), RUN_CONFIG_ERROR, error, 0, t, t, 0, has_window);
+	pump(j);
 }
 
 void poll_free(struct poll_job *j)
 {
 	if (!j)
 		return;
-	val_result_free(&j->v);
+	for (size_t i = 0; i < SLOTS; i++)
+		val_result_free(&j->slots[i].v);
 	free(j->spans);
 	free(j->ends);
 	free(j);
@@ -370,6 +523,9 @@ int poll_start(const struct poll_spec *spec, struct poll_job **out)
 	j->done = spec->done;
 	j->user = spec->user;
 	j->result.retry_after = -1;
+	j->max_writes = spec->has_span ? WRITES_SPAN : WRITES_POLL;
+	for (size_t i = 0; i < SLOTS; i++)
+		j->slots[i].j = j;
 	const struct connector *c = j->c;
 
 	char err[512];
@@ -405,6 +561,6 @@ int poll_start(const struct poll_spec *spec, struct poll_job **out)
 	}
 	log_debug("poll", c->name, "polling from %s in %zu window%s", j->from, j->nspans,
 		  j->nspans == 1 ? "" : "s");
-	next_request(j);
+	pump(j);
 	return 0;
 }

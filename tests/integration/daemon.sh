@@ -88,7 +88,10 @@ echo "# PostgreSQL restarted: the daemon recovers, LISTEN comes back, no hour is
 sh "$ROOT/tests/lib/pg.sh" restart "$PG_DIR" fast
 add_connector after-restart sales
 if wait_for "after-restart to be polled" 15 has_runs after-restart ok; then ok "a connector added after the restart is polled"
-else not_ok "a connector added after the restart is polled"; fi
+else
+	not_ok "a connector added after the restart is polled"
+	tail -n 20 "$WORK/main.log" | sed 's/^/    /'
+fi
 if alive "$pid"; then ok "the daemon survived the restart"; else not_ok "the daemon survived the restart"; fi
 check "every ok connector has every hour from its first to synced_until" "0" \
 	"$(sql "SELECT count(*) FROM (SELECT s.connector_id, count(DISTINCT h.hour) AS got,

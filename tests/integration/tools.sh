@@ -29,7 +29,7 @@ check "every hour from --from up to, not including, --to, for both stores" \
 	"$(sql "SELECT count(*) || ' ' || min(hour) || ' ' || max(hour) FROM ksi_sales.sales_hourly WHERE connector_id = $CHAIN")"
 check "in max_window requests, oldest first" "3 true" \
 	"$(sql "SELECT count(*) || ' ' || bool_and(prev IS NULL OR prev = window_from) FROM
-	        (SELECT window_from, lag(window_to) OVER (ORDER BY id) AS prev FROM ksi_sales.fetch_runs WHERE connector_id = $CHAIN) w")"
+	        (SELECT window_from, lag(window_to) OVER (ORDER BY started_at, id) AS prev FROM ksi_sales.fetch_runs WHERE connector_id = $CHAIN) w")"
 check "a backfill leaves synced_until to the regular polls" "" \
 	"$(sql "SELECT synced_until FROM ksi_sales.connector_state WHERE connector_id = $CHAIN")"
 check "the lease is released afterwards" "" \
