@@ -19,7 +19,9 @@ MODULE_SRCS := $(filter-out src/main.c,$(wildcard src/*.c))
 MIGRATIONS := $(sort $(wildcard src/migrations/*.sql))
 REL_OBJS := $(MODULE_SRCS:src/%.c=build/rel/%.o) build/rel/migrations.o
 SAN_OBJS := $(MODULE_SRCS:src/%.c=build/san/%.o) build/san/migrations.o
-UNIT_TESTS := $(patsubst tests/unit/%.c,build/san/%,$(wildcard tests/unit/test_*.c))
+# test_db_oom needs a database: tests/integration/db_oom.sh runs it, not `make unit`.
+DB_UNIT_TESTS := build/san/test_db_oom
+UNIT_TESTS := $(filter-out $(DB_UNIT_TESTS),$(patsubst tests/unit/%.c,build/san/%,$(wildcard tests/unit/test_*.c)))
 
 .PHONY: all deps check unit fuzz fuzz-smoke integration systemd-check valgrind demo bench soak install clean format lint
 all: build/ksi-salesd
@@ -60,6 +62,10 @@ test_schedule_MODULES := schedule
 test_validate_oom_MODULES := validate isotime sbuf
 test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 test_probe_MODULES := probe validate isotime window http config log sbuf
+# The writer under allocation failure: db and what it links (connector
+# needs http and isotime, http needs config; validate for the reason names).
+test_db_oom_MODULES := db sbuf log connector http config isotime validate migrations
+test_db_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 .SECONDEXPANSION:
 build/san/test_%: tests/unit/test_%.c $$(addprefix build/san/,$$(addsuffix .o,$$(test_$$*_MODULES)))
 	$(CC) $(ALL_CFLAGS) $(SAN) $(shell pkg-config --cflags cmocka) -o $@ $^ \
@@ -89,7 +95,7 @@ fuzz-smoke: build/fuzz/fuzz_validate build/fuzz/fuzz_isotime
 unit: $(UNIT_TESTS)
 	@sh tests/lib/run-unit.sh $(UNIT_TESTS)
 
-integration: build/san/ksi-salesd build/fakeapi
+integration: build/san/ksi-salesd build/fakeapi $(DB_UNIT_TESTS)
 	@rc=0; for s in $(INTEGRATION_SUITES); do \
 		bash tests/integration/$$s.sh build/san/ksi-salesd build/fakeapi || rc=1; done; exit $$rc
 
@@ -97,11 +103,12 @@ systemd-check: build/ksi-salesd
 	@sh tests/systemd/check.sh build/ksi-salesd
 
 # The integration suites with every run of the release binary under
-# valgrind: any memory error or leak fails the run it happens in.
-INTEGRATION_SUITES := run daemon tools probe views requests faults
+# valgrind: any memory error or leak fails the run it happens in. db_oom
+# runs build/san/test_db_oom (ASan and LSan, never under valgrind) either way.
+INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
-valgrind: build/ksi-salesd build/fakeapi
+valgrind: build/ksi-salesd build/fakeapi $(DB_UNIT_TESTS)
 	@rc=0; for s in $(INTEGRATION_SUITES); do \
 		KSI_WRAP="$(VALGRIND)" bash tests/integration/$$s.sh build/ksi-salesd build/fakeapi || rc=1; \
 	done; exit $$rc
