@@ -1,7 +1,8 @@
 #!/bin/sh
 # Checks systemd/ksi-salesd.service offline, without a running systemd (works
 # in a container where systemd is not PID 1):
-#   1. every directive in the unit has a comment line right above it;
+#   1. every directive in the unit has a comment line right above it and a
+#      row in systemd/README.md;
 #   2. `systemd-analyze verify` prints nothing at all (any warning fails);
 #   3. `systemd-analyze security --offline=true` rates it 2.0 or lower.
 # Usage: tests/systemd/check.sh [BINARY]   (default build/ksi-salesd)
@@ -89,6 +90,17 @@ if [ -z "$uncommented" ]; then
 else
 	not_ok "every directive has a comment"
 	echo "$uncommented" | indent
+fi
+
+# 1b. ... and has its one-line row in systemd/README.md's table.
+undocumented=$(for key in $(sed -n 's/^\([A-Za-z][A-Za-z0-9]*\)=.*/\1/p' "$UNIT" | sort -u); do
+	grep -q "^| .*\`$key=" "$ROOT/systemd/README.md" || echo "$key="
+done)
+if [ -z "$undocumented" ]; then
+	ok "every directive has a row in systemd/README.md"
+else
+	not_ok "every directive has a row in systemd/README.md"
+	echo "$undocumented" | indent
 fi
 
 # 2. verify: any output at all (a warning, an unknown key, a missing
