@@ -75,6 +75,10 @@ struct http {
 	struct xfer *active; /* in flight, so http_free can abort them */
 	struct sock *socks;  /* watched sockets, so http_free can stop them */
 	struct curl_slist *headers;
+	/* Easy handles of finished transfers, reset, for the next ones: a new
+	 * handle costs libcurl dozens of allocations and KiBs of zeroing. */
+	CURL **idle;
+	size_t nidle, idle_cap;
 };
 
 static double now_epoch(void)
@@ -253,12 +257,30 @@ static struct host *ready_pop(struct http *h)
 	return x;
 }
 
+/* A handle for a transfer about to start: a reused one, or a new one. */
+static CURL *easy_take(struct http *h)
+{
+	return h->nidle > 0 ? h->idle[--h->nidle] : curl_easy_init();
+}
+
+/* Gives back the handle of a transfer no longer in the multi handle. The
+ * reset drops every option (the token among them) at once. */
+static void easy_put(struct http *h, CURL *e)
+{
+	if (h->nidle < h->idle_cap) {
+		curl_easy_reset(e);
+		h->idle[h->nidle++] = e;
+	} else {
+		curl_easy_cleanup(e);
+	}
+}
+
 static void xfer_free(struct xfer *x)
 {
 	if (!x)
 		return;
 	if (x->easy)
-		curl_easy_cleanup(x->easy);
+		easy_put(x->http, x->easy);
 	if (x->token) {
 		explicit_bzero(x->token, strlen(x->token));
 		free(x->token);
@@ -571,7 +593,7 @@ static void start_ready(struct http *h)
 		/* The easy handle is made only now: thousands of queued
 		 * requests then cost a few hundred bytes each, not libcurl's
 		 * buffers. */
-		t->easy = curl_easy_init();
+		t->easy = easy_take(h);
 		if (!t->easy || setup_easy(h, t) != 0 ||
 		    curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, h->headers) != CURLE_OK ||
 		    curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {
@@ -670,6 +692,9 @@ int http_new(struct ev_loop *loop, const struct cfg *cfg, struct http **out)
 	curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
 	/* Keep one idle connection per possible transfer for reuse. */
 	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)cfg->max_concurrent_fetches);
+	/* As many idle handles as transfers in flight (none if that fails). */
+	h->idle = calloc(cfg->max_concurrent_fetches, sizeof(*h->idle));
+	h->idle_cap = h->idle ? cfg->max_concurrent_fetches : 0;
 	*out = h;
 	return 0;
 }
@@ -699,6 +724,9 @@ void http_free(struct http *h)
 		xfer_free(t);
 	}
 	ev_timer_stop(h->loop, &h->timer);
+	while (h->nidle > 0)
+		curl_easy_cleanup(h->idle[--h->nidle]);
+	free(h->idle);
 	curl_multi_cleanup(h->multi); /* may still report sockets removed */
 	while (h->socks) {
 		struct sock *s = h->socks;
