@@ -104,29 +104,32 @@ ksi once -c "$WORK/f.conf" -d "$(url_of killed)" 2>"$WORK/killed2.log"
 check "the next run exits 0" 0 $?
 check "the tables equal the fault-free run's" "$REF" "$(snapshot killed "$LAST")"
 
-echo "# PostgreSQL restarted (immediate) in the middle of the writes"
-setup_db crashed || exit 1
+for mode in fast immediate; do
+echo "# PostgreSQL restarted ($mode) in the middle of a write"
+db=crashed_$mode
+setup_db "$db" || exit 1
 # The test cluster runs with synchronous_commit off, which an immediate
 # shutdown turns into lost commits: this database keeps what it acknowledged.
-sql "ALTER DATABASE crashed SET synchronous_commit = on" >/dev/null
-check "commits are durable in this database" "on" "$(q crashed "SHOW synchronous_commit")"
-once_in_background crashed
-# The crash must find a write in progress (not, say, an HTTP request).
-lock_sales crashed
-if wait_for "once's write to wait for the lock" 20 write_waits crashed; then
+sql "ALTER DATABASE $db SET synchronous_commit = on" >/dev/null
+check "commits are durable in this database" "on" "$(q "$db" "SHOW synchronous_commit")"
+once_in_background "$db"
+# The restart must find a write in progress (not, say, an HTTP request).
+lock_sales "$db"
+if wait_for "once's write to wait for the lock" 20 write_waits "$db"; then
 	ok "once's write waits for the lock"
 else not_ok "once's write waits for the lock"; fi
-sh "$ROOT/tests/lib/pg.sh" restart "$PG_DIR" immediate
+sh "$ROOT/tests/lib/pg.sh" restart "$PG_DIR" "$mode"
 wait "$LOCKER" 2>/dev/null
 wait "$OPID"
 rc=$?
 check "the interrupted run reports a database failure (exit 3)" 3 "$rc"
-check "what was committed is whole" "t" "$(consistent crashed)"
-check "every committed run's rows are all there" "0" "$(runs_whole crashed)"
-wait_for "the lease to expire" 20 lease_free crashed
-ksi once -c "$WORK/f.conf" -d "$(url_of crashed)" 2>"$WORK/crashed2.log"
+check "what was committed is whole" "t" "$(consistent "$db")"
+check "every committed run's rows are all there" "0" "$(runs_whole "$db")"
+wait_for "the lease to expire" 20 lease_free "$db"
+ksi once -c "$WORK/f.conf" -d "$(url_of "$db")" 2>"$WORK/${db}2.log"
 check "the next run exits 0" 0 $?
-check "the tables equal the fault-free run's" "$REF" "$(snapshot crashed "$LAST")"
+check "the tables equal the fault-free run's" "$REF" "$(snapshot "$db" "$LAST")"
+done
 
 echo "# kill -9 of the daemon while its write waits for a lock"
 # The lock holds the daemon's write inside PostgreSQL when the kill comes.
