@@ -83,9 +83,16 @@ int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
 {
 	*out = NULL;
 	/* expand_dbname lets `dbname` carry a whole conninfo string or URI;
-	 * the fallback name shows the daemon in pg_stat_activity. */
-	const char *keys[] = {"dbname", "fallback_application_name", NULL};
-	const char *vals[] = {conninfo && *conninfo ? conninfo : NULL, "ksi-salesd", NULL};
+	 * the fallback name shows the daemon in pg_stat_activity. A database
+	 * host that drops packets must not hold a connection attempt (and so
+	 * a shutdown) for the kernel's minutes: 10 s unless the conninfo or
+	 * PGCONNECT_TIMEOUT says otherwise (keywords before dbname are
+	 * overridden by what it expands to). */
+	const char *timeout = getenv("PGCONNECT_TIMEOUT") ? NULL : "10";
+	const char *keys[] = {timeout ? "connect_timeout" : "fallback_application_name", "dbname",
+			      "fallback_application_name", NULL};
+	const char *vals[] = {timeout ? timeout : "ksi-salesd", conninfo && *conninfo ? conninfo : NULL,
+			      "ksi-salesd", NULL};
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);
 	if (!conn) {
 		set_err(err, errlen, "out of memory");
