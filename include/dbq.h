@@ -1,13 +1,19 @@
 /* dbq: the database, off the event loop. libpq's calls block, and the
  * loop must keep fetching, feeding the watchdog and hearing SIGTERM while
- * PostgreSQL is slow or gone. So one thread owns the connection and runs
- * jobs in order; each job's completion comes back to the loop through an
- * ev_async. The same thread LISTENs for configuration changes while idle,
- * reconnects with backoff, and re-issues LISTEN after every reconnect.
+ * PostgreSQL is slow or gone. So a main thread owns a connection and runs
+ * jobs (claims, leases, the request tables) in the order they were queued;
+ * each job's completion comes back to the loop through an ev_async. The
+ * same thread LISTENs for configuration changes while idle, reconnects
+ * with backoff, and re-issues LISTEN after every reconnect.
  *
- * Why a thread and not libpq's asynchronous API on the loop: the blocking
+ * Writes (db_write_batch: requests' results and ends of polls) have a
+ * queue of their own: the writes queued together run as one batch, taken
+ * by the main thread between jobs or by a writer thread with a second
+ * connection, so PostgreSQL works on them with two cores.
+ *
+ * Why threads and not libpq's asynchronous API on the loop: the blocking
  * db module is reused as it is (one tested write path for `once`, `run`
- * and the tools), and the only shared state is two short queues. A job
+ * and the tools), and the only shared state is a few short queues. A job
  * stuck longer than DBQ_JOB_DEADLINE (a backend that stopped answering)
  * has its socket shut down from the loop, which fails the job and makes
  * the thread reconnect. */

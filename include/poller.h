@@ -1,7 +1,8 @@
 /* poller: one poll of one connector (SPEC §5): plans its windows, fetches
- * them through http oldest first, judges each answer with the validator
- * and writes each request's result through the database thread in one
- * transaction, under the connector's lease. A failed request ends the
+ * them through http oldest first (the next one while the previous one is
+ * written), judges each answer with the validator and writes each
+ * request's result through dbq atomically, in request order, under the
+ * connector's lease. A failed request ends the
  * poll: later windows wait for the next one, so synced_until never skips
  * a gap. (Named poller, not poll: <poll.h> is a system header.) */
 #ifndef KSI_POLLER_H
