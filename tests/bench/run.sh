@@ -4,7 +4,7 @@
 #   slow APIs     N connectors x 5 stores whose API answers in 200 ms, 64
 #                 transfers in flight, N = 250 ... 2000: `once` against
 #                 the ideal ceil(N / 64) x 0.2 s; the peer on N = 2000.
-#   at scale      10,000 connectors x 5 stores, 100 ms, 512 in flight.
+#   at scale      10,000 connectors x 5 stores, 100 ms, 512 in flight, 3 times.
 #   big backfill  1 connector x 1,000 stores x 30 days (720,000 records)
 #                 with `backfill`, against the floor (the same rows through
 #                 psql's \copy and one INSERT ... ON CONFLICT) and the peer.
@@ -169,9 +169,15 @@ if [ -n "$HAVE_PEER" ]; then
 	row "peer: slow APIs 2000 x 200 ms" 2000 5 64 6.4 "$(records)"
 fi
 
-# -- at scale --
-daemon_cycle 10000 100 512 "at scale: 10000 x 100 ms"
-SCALE_RATIO=$(awk -v w="$WALL" 'BEGIN { printf "%.2f", w / 2.0 }') SCALE_RSS=$RSS
+# -- at scale: three cycles (the busiest scenario varies most); the target
+# takes their median --
+SCALE_WALLS= SCALE_RSS=0
+for i in 1 2 3; do
+	daemon_cycle 10000 100 512 "at scale: 10000 x 100 ms ($i/3)"
+	SCALE_WALLS="$SCALE_WALLS $WALL"
+	SCALE_RSS=$(awk -v a="$SCALE_RSS" -v b="$RSS" 'BEGIN { print (b > a) ? b : a }')
+done
+SCALE_RATIO=$(printf '%s\n' $SCALE_WALLS | sort -n | sed -n 2p | awk '{ printf "%.2f", $1 / 2.0 }')
 
 # -- big backfill: daemon, floor, peer --
 STORES=1000 DAYS=30
@@ -239,7 +245,7 @@ target() { # NAME VALUE OP LIMIT
 target "slow APIs 2000 x 200 ms, cycle / ideal" "$(awk -v w="$SLOW_WALL" 'BEGIN { printf "%.2f", w / 6.4 }')" "<=" 1.15
 [ -n "$HAVE_PEER" ] && target "slow APIs, daemon CPU / peer CPU" \
 	"$(awk -v a="$SLOW_CPU" -v b="$PEER_SLOW_CPU" 'BEGIN { printf "%.3f", a / b }')" "<=" 0.25
-target "at scale 10000 x 100 ms, 512 in flight, cycle / ideal" "$SCALE_RATIO" "<=" 1.3
+target "at scale 10000 x 100 ms, 512 in flight, cycle / ideal (median of 3)" "$SCALE_RATIO" "<=" 1.3
 target "big backfill, daemon records/s / floor records/s" "$BF_RATIO" ">=" 0.75
 if [ -n "$HAVE_PEER" ]; then
 	target "big backfill, daemon records/s / peer records/s" \
