@@ -162,8 +162,13 @@ static bool retire(struct poll_job *j, struct slot *s)
 		}
 		return false;
 	}
-	if (s->failure)
-		return false; /* recorded; r says what failed */
+	if (s->failure) {
+		/* Recorded. r->error says what failed; the outcome is set again
+		 * here because an earlier request retired after this one was
+		 * answered (fetch ahead) set it to ok. */
+		r->outcome = s->run.outcome;
+		return false;
+	}
 	const struct val_result *v = &s->v;
 	r->outcome = RUN_OK;
 	r->records += v->received;

@@ -123,6 +123,7 @@ wait "$LOCKER" 2>/dev/null
 wait "$OPID"
 rc=$?
 check "the interrupted run reports a database failure (exit 3)" 3 "$rc"
+[ "$rc" = 3 ] || tail -n 40 "$WORK/${db}1.log" | sed 's/^/    /'
 check "what was committed is whole" "t" "$(consistent "$db")"
 check "every committed run's rows are all there" "0" "$(runs_whole "$db")"
 wait_for "the lease to expire" 20 lease_free "$db"
@@ -260,12 +261,20 @@ setup_db down "http://127.0.0.1:$DOWN_PORT" || exit 1
 ksi once -c "$WORK/f.conf" -d "$(url_of down)" 2>"$WORK/down0.log" &
 OPID=$!
 PIDS+=("$OPID")
-# The outage starts in the middle of a run.
+# The outage starts in the middle of a run, while a window's write waits
+# for a lock: the next request, fetched meanwhile, fails before the write
+# before it commits.
 wait_for "a few windows to commit" 30 ok_runs_at_least down 3
+lock_sales down
+wait_for "once's write to wait for the lock" 20 write_waits down || not_ok "once's write waits for the lock"
 kill "$DOWN_PID"
 wait "$DOWN_PID"
+q down "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'faults-locker'" >/dev/null
+wait "$LOCKER" 2>/dev/null
 wait "$OPID"
 check "the run the outage cut exits 1" 1 $?
+check_contains "it names the failure, not the window committed after it was fetched" \
+	"poll failed (network_error)" "$(cat "$WORK/down0.log")"
 check "what was committed is whole" "t" "$(consistent down)"
 check "every committed run's rows are all there" "0" "$(runs_whole down)"
 state() {
