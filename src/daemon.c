@@ -79,6 +79,7 @@ struct daemon {
 	struct job *wait_head, *wait_tail;
 	size_t npolling;
 	struct claim *claiming; /* a claim in the database thread */
+	struct stale *stales;   /* stale-lease releases in the database thread */
 	bool claim_again;       /* something asked for a claim meanwhile */
 	bool renewing;
 	bool db_down;           /* reported once per outage */
@@ -460,9 +461,21 @@ static void on_status_timer(struct ev_loop *loop, ev_timer *w, int revents)
  * the lease expires. Jobs still running keep theirs. */
 struct stale {
 	struct daemon *d;
+	struct stale *next; /* in d->stales until its callback ran */
 	int64_t *keep;
 	size_t nkeep;
 };
+
+static void stale_free(struct stale *st)
+{
+	struct stale **p = &st->d->stales;
+	while (*p && *p != st)
+		p = &(*p)->next;
+	if (*p)
+		*p = st->next;
+	free(st->keep);
+	free(st);
+}
 
 static int release_stale_in_thread(struct db *db, void *arg, char *err, size_t errlen)
 {
@@ -476,8 +489,7 @@ static void on_stale_released(int rc, const char *err, void *arg)
 	struct daemon *d = st->d;
 	if (rc != 0)
 		log_debug("daemon", NULL, "releasing stale leases: %s", err);
-	free(st->keep);
-	free(st);
+	stale_free(st);
 	claim(d);
 }
 
@@ -499,7 +511,10 @@ static void release_stale(struct daemon *d)
 	if (dbq_submit(d->dbq, release_stale_in_thread, on_stale_released, st) != 0) {
 		free(st->keep);
 		free(st);
+		return;
 	}
+	st->next = d->stales;
+	d->stales = st;
 }
 
 static void on_db_event(enum dbq_event ev, const char *detail, void *user)
@@ -712,6 +727,9 @@ int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 		job_unlink_free(j);
 	}
 	free(d->claiming);
+	/* Left in the queue when the release timed out (database down). */
+	while (d->stales)
+		stale_free(d->stales);
 	ev_timer_stop(d->loop, &d->start_timer);
 	ev_timer_stop(d->loop, &d->claim_timer);
 	ev_timer_stop(d->loop, &d->renew_timer);
