@@ -62,11 +62,6 @@ int db_count_leased_elsewhere(struct db *db, const char *owner, long *n, char *e
 int db_renew(struct db *db, const char *owner, int64_t lease_s, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
-/* Releases one lease (only if still this owner's, this epoch) and sets
- * the connector's next poll and consecutive failures. */
-int db_finish(struct db *db, const char *owner, int64_t connector_id, int64_t epoch, int64_t next_poll,
-	      unsigned failures, char *err, size_t errlen) __attribute__((warn_unused_result));
-
 /* Releases every lease owner holds (shutdown): connector leases, and the
  * connection_tests and backfill_requests rows it still runs go back to
  * pending for the next daemon. */
@@ -149,7 +144,8 @@ struct db_run {
 int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
-/* The end of one poll, as db_finish takes it. */
+/* The end of one poll: its lease released (only if still this owner's,
+ * this epoch), its next poll and consecutive failures set. */
 struct db_finish {
 	const char *owner;
 	int64_t connector_id, epoch, next_poll;

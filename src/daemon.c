@@ -40,9 +40,6 @@ struct job {
 	struct job *wnext;    /* in the queue of claimed polls not started yet */
 	struct connector c;   /* owned */
 	struct poll_job *pj;  /* while polling */
-	/* Set when the poll is done; written by finish_in_thread. */
-	int64_t next_poll;
-	unsigned failures;
 	struct finish *finish; /* the poll's end, while it is written */
 };
 
@@ -237,8 +234,9 @@ static void on_polled(const struct poll_result *r, void *user)
 	struct job *j = user;
 	struct daemon *d = j->d;
 	const struct connector *c = &j->c;
-	int64_t now = now_s();
+	int64_t now = now_s(), next_poll;
 	uint32_t rnd = arc4random();
+	unsigned failures;
 	j->pj = NULL;
 	d->npolling--;
 	start_waiting(d);
@@ -256,21 +254,21 @@ static void on_polled(const struct poll_result *r, void *user)
 		if (c->failures > 0)
 			log_info("daemon", c->name, "recovered after %u failed poll%s", c->failures,
 				 c->failures == 1 ? "" : "s");
-		j->failures = 0;
-		j->next_poll = sched_after_success(now, c->id, c->poll_interval, rnd);
+		failures = 0;
+		next_poll = sched_after_success(now, c->id, c->poll_interval, rnd);
 	} else {
 		d->polls_failed++;
 		d->db_failed |= r->db_failed;
-		j->failures = r->db_failed ? c->failures : c->failures + 1;
+		failures = r->db_failed ? c->failures : c->failures + 1;
 		/* A failure is logged when it starts (and by every `once`); while it
 		 * repeats, only at debug level. */
 		if (d->opt->once || c->failures == 0)
 			log_warning("daemon", c->name, "poll failed (%s): %s", run_outcome_name(r->outcome), r->error);
 		else
-			log_debug("daemon", c->name, "still failing (%u times): %s", j->failures, r->error);
-		j->next_poll = r->db_failed ? now + SCHED_BACKOFF_MIN
-					    : sched_after_failure(now, j->failures, r->outcome == RUN_AUTH_FAILED,
-								  r->retry_after, rnd);
+			log_debug("daemon", c->name, "still failing (%u times): %s", failures, r->error);
+		next_poll = r->db_failed ? now + SCHED_BACKOFF_MIN
+					 : sched_after_failure(now, failures, r->outcome == RUN_AUTH_FAILED,
+							       r->retry_after, rnd);
 	}
 	/* Batched with other polls' writes: thousands of polls end in a few
 	 * statements. */
@@ -282,8 +280,8 @@ static void on_polled(const struct poll_result *r, void *user)
 	j->finish->fin = (struct db_finish){.owner = d->owner,
 					    .connector_id = c->id,
 					    .epoch = c->lease_epoch,
-					    .next_poll = j->next_poll,
-					    .failures = j->failures};
+					    .next_poll = next_poll,
+					    .failures = failures};
 	j->finish->write = (struct db_write){.finish = &j->finish->fin};
 	if (dbq_submit_write(d->dbq, &j->finish->write, on_finished, j) != 0)
 		on_finished(-1, "out of memory", j);

@@ -559,29 +559,6 @@ int db_renew(struct db *db, const char *owner, int64_t lease_s, char *err, size_
 	return rc;
 }
 
-int db_finish(struct db *db, const char *owner, int64_t connector_id, int64_t epoch, int64_t next_poll,
-	      unsigned failures, char *err, size_t errlen)
-{
-	char id[32], ep[32], next[32], fail[16];
-	snprintf(id, sizeof(id), "%" PRId64, connector_id);
-	snprintf(ep, sizeof(ep), "%" PRId64, epoch);
-	snprintf(next, sizeof(next), "%" PRId64, next_poll);
-	snprintf(fail, sizeof(fail), "%u", failures);
-	const char *params[] = {id, owner, ep, next, fail};
-	/* Only the holder of this very lease may set the schedule. */
-	PGresult *res = PQexecParams(db->conn,
-		"UPDATE ksi_sales.connector_state"
-		" SET lease_owner = NULL, lease_expires = NULL,"
-		"  next_poll = to_timestamp($4::bigint), failures = $5::integer"
-		" WHERE connector_id = $1::bigint AND lease_owner = $2 AND lease_epoch = $3::bigint",
-		5, NULL, params, NULL, NULL, 0);
-	int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
-	if (rc != 0)
-		set_err(err, errlen, "releasing the lease: %s", PQresultErrorMessage(res));
-	PQclear(res);
-	return rc;
-}
-
 int db_release_all(struct db *db, const char *owner, char *err, size_t errlen)
 {
 	const char *params[] = {owner};
@@ -910,7 +887,9 @@ int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *
 	return write_runs(db, &run, 1, upserted, err, errlen);
 }
 
-/* Ends many polls in one statement (see db_finish). */
+/* Ends the polls of w[0..n) that are poll ends, in one statement: each
+ * lease is released (only if still its owner's, that epoch) and the
+ * connector's next poll and consecutive failures set. */
 static int finish_many(struct db *db, struct db_write *const *w, size_t n, char *err, size_t errlen)
 {
 	struct sbuf a[5] = {0};
@@ -962,10 +941,9 @@ out:
 static void write_one(struct db *db, struct db_write *w)
 {
 	if (w->run)
-		w->rc = write_runs(db, &w->run, 1, &w->upserted, w->err, sizeof(w->err));
+		w->rc = db_write_run(db, w->run, &w->upserted, w->err, sizeof(w->err));
 	else if (w->finish)
-		w->rc = db_finish(db, w->finish->owner, w->finish->connector_id, w->finish->epoch,
-				  w->finish->next_poll, w->finish->failures, w->err, sizeof(w->err));
+		w->rc = finish_many(db, &w, 1, w->err, sizeof(w->err));
 	else
 		w->rc = 0;
 }
