@@ -296,6 +296,24 @@ peak=$(grep -o 'delay/1000/sales?[^ ]* .*inflight=[0-9]*' "$WORK/fake.log" | sed
 check "32 requests were in flight at once (max_concurrent_fetches), never more" "32" "$peak"
 check "each slow connector was fetched once" "40" "$(grep -c 'delay/1000/sales' "$WORK/fake.log")"
 
+echo "# once claims in chunks of 4 polls per transfer slot: each connector exactly once"
+sql "CREATE DATABASE chunks" >/dev/null
+CHUNKS_URL="${CONNINFO/dbname=postgres/dbname=chunks}"
+ksi migrate -d "$CHUNKS_URL" 2>/dev/null
+psql "$CHUNKS_URL" -X -q -v ON_ERROR_STOP=1 -c "INSERT INTO ksi_sales.connectors (name, endpoint_url, bearer_token, initial_backfill)
+     SELECT 'chunk-' || i, '$FAKE_URL/sales', '$TOKEN', '1 hour' FROM generate_series(1, 30) AS i;
+     INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code)
+     SELECT name, id, 'S1' FROM ksi_sales.connectors"
+# 2 slots: claims of 8, so 30 connectors take four claims.
+printf '[daemon]\nmax_concurrent_fetches = 2\nmax_per_host = 2\n[log]\nlevel = info\n' >"$WORK/chunks.conf"
+ksi once -c "$WORK/chunks.conf" -d "$CHUNKS_URL" 2>"$WORK/chunks.log"
+check "once over 30 connectors, 8 claimed at a time, exits 0" 0 $?
+check "every connector polled exactly once" "30 30 1 1" \
+	"$(psql "$CHUNKS_URL" -X -A -t -c "SELECT count(*) || ' ' || count(DISTINCT connector_id) || ' ' ||
+	        min(n) || ' ' || max(n) FROM (SELECT connector_id, count(*) AS n FROM ksi_sales.fetch_runs
+	        WHERE outcome = 'ok' GROUP BY connector_id) x")"
+check_contains "it says how many it polled, all chunks together" "polling 30 connectors" "$(cat "$WORK/chunks.log")"
+
 echo "# deny_networks is enforced on the address connected to"
 printf '[http]\ndeny_networks = 127.0.0.0/8, ::1/128\n' >"$WORK/deny.conf"
 sql "UPDATE ksi_sales.connectors SET enabled = (name = 'acme')" >/dev/null
