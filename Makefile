@@ -57,15 +57,15 @@ test_isotime_MODULES := isotime
 test_window_MODULES := window isotime
 test_validate_MODULES := validate isotime sbuf
 test_config_MODULES := config log
-test_http_MODULES := http window isotime config log
+test_http_MODULES := http window isotime config log mask
 test_schedule_MODULES := schedule
 test_mask_MODULES := mask
 test_validate_oom_MODULES := validate isotime sbuf
 test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
-test_probe_MODULES := probe validate isotime window http config log sbuf
+test_probe_MODULES := probe validate isotime window http config log sbuf mask
 # The writer under allocation failure: db and what it links (connector
 # needs http and isotime, http needs config; validate for the reason names).
-test_db_oom_MODULES := db sbuf log connector http config isotime validate migrations
+test_db_oom_MODULES := db sbuf log connector http config isotime validate migrations mask
 test_db_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 .SECONDEXPANSION:
 build/san/test_%: tests/unit/test_%.c $$(addprefix build/san/,$$(addsuffix .o,$$(test_$$*_MODULES)))
@@ -106,7 +106,7 @@ systemd-check: build/ksi-salesd
 # The integration suites with every run of the release binary under
 # valgrind: any memory error or leak fails the run it happens in. db_oom
 # runs build/san/test_db_oom (ASan and LSan, never under valgrind) either way.
-INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom
+INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
 valgrind: build/ksi-salesd build/fakeapi $(DB_UNIT_TESTS)

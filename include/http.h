@@ -77,8 +77,9 @@ int http_build_url(const char *endpoint, const char *from_time, const char *to_t
 	__attribute__((warn_unused_result));
 
 /* "scheme://host[:port]/path" of url: what may be shown to people (no
- * user info, no query, no fragment). */
-void http_url_describe(const char *url, char *buf, size_t len);
+ * user info, no query, no fragment), with secret (the token; NULL for none)
+ * and its fragments masked before it is cut to len (mask.h). */
+void http_url_describe(const char *url, const char *secret, char *buf, size_t len);
 
 /* 0 when url parses as an absolute http:// or https:// URL with a host;
  * -1 with a reason otherwise. */

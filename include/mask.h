@@ -49,7 +49,7 @@ long mask_copy(const struct mask *m, const char *src, size_t len, char *dst, siz
 /* mask_copy() of the printf-formatted text: formats in full, masks, then
  * cuts to dstsize. Returns as mask_copy (and -1 when formatting failed). */
 long mask_format(const struct mask *m, char *dst, size_t dstsize, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 /* One-shot helpers for callers that hold only the secret: the mask is
  * built and freed inside. On out of memory the text is withheld as above. */

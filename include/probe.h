@@ -98,7 +98,8 @@ enum probe_status probe_verdict(const struct probe_report *r);
 
 /* Writes s to f as a JSON string literal, quotes included: '"', '\' and
  * control bytes escaped, bytes that are not UTF-8 written as U+FFFD, and
- * every occurrence of mask (when not NULL or empty) written as '*'s. */
+ * mask (the token, when not NULL or empty) and its fragments masked first
+ * (mask.h). */
 void probe_json_string(FILE *f, const char *s, const char *mask);
 
 /* ---- one probe, planned then run on a loop ---------------------------- */
@@ -138,8 +139,8 @@ int probe_start(struct probe *p, struct http *http, probe_done_fn done, void *us
     __attribute__((warn_unused_result));
 
 /* After done with no error: the verdict, and the report as the --json
- * document (malloc'd; NULL on out of memory), the token written as '*'s
- * wherever it would appear. */
+ * document (malloc'd; NULL on out of memory), the token and its
+ * fragments masked wherever they would appear (mask.h). */
 enum probe_status probe_result(const struct probe *p);
 char *probe_report_json(const struct probe *p);
 

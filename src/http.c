@@ -20,6 +20,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "mask.h"
 
 #define HOST_BUCKETS 1024
 
@@ -125,16 +126,22 @@ int http_url_check(const char *url, char *err, size_t errlen)
 	return 0;
 }
 
-void http_url_describe(const char *url, char *buf, size_t len)
+void http_url_describe(const char *url, const char *secret, char *buf, size_t len)
 {
 	char err[128];
 	CURLU *u = parse_http_url(url, err, sizeof(err));
-	char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+	char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *full = NULL;
 	if (u && curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
 	    curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK) {
 		curl_url_get(u, CURLUPART_PORT, &port, 0); /* absent when default */
-		snprintf(buf, len, "%s://%s%s%s%s", scheme, host, port ? ":" : "", port ? port : "", path);
+		/* Whole, then masked, then cut (SPEC §3): a path may hold the token. */
+		int n = asprintf(&full, "%s://%s%s%s%s", scheme, host, port ? ":" : "", port ? port : "", path);
+		if (n >= 0)
+			(void)mask_copy_secret(secret, full, (size_t)n, buf, len);
+		else
+			snprintf(buf, len, "(out of memory describing the URL)");
+		free(full);
 	} else {
 		snprintf(buf, len, "(an unparseable URL)");
 	}
@@ -435,29 +442,96 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	check_done(h);
 }
 
-/* A short, printable excerpt of an error body, with the token masked in
- * case the server echoes it. */
-static void body_excerpt(const struct xfer *x, char *buf, size_t len)
+/* A short, printable excerpt of an error body: masked first, then cut,
+ * so a server echoing the token across the cut shows none of it. */
+static void body_excerpt(const struct xfer *x, const struct mask *mk, char *buf, size_t len)
 {
-	size_t o = 0;
-	for (size_t i = 0; i < x->len && o + 1 < len && o < 160; i++) {
-		unsigned char c = (unsigned char)x->body[i];
-		buf[o++] = (c >= 0x20 && c < 0x7f) ? (char)c : ' ';
+	size_t n = len < 161 ? len : 161;
+	if (mask_copy(mk, x->body ? x->body : "", x->len, buf, n) < 0)
+		return; /* buf says it was withheld */
+	for (char *p = buf; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = ' ';
+}
+
+/* "scheme://host[:port]/path" of url, whole (malloc'd; NULL on out of
+ * memory): masked later with the message it goes into. */
+static char *describe_whole(const char *url)
+{
+	size_t n = strlen(url) + 32;
+	char *buf = malloc(n);
+	if (buf)
+		http_url_describe(url, NULL, buf, n);
+	return buf;
+}
+
+/* Fills r->outcome and r->error for every answer but a 2xx. Each message
+ * is formatted whole, then masked, then cut to r->error (SPEC §3): the
+ * URL's path, a redirect's target, the body and libcurl's own message may
+ * all hold the token or a piece of it. */
+static void describe_failure(const struct http *h, const struct xfer *x, CURLcode result,
+			     struct http_response *r)
+{
+	struct mask *mk = NULL;
+	char *where = describe_whole(x->url);
+	const char *w = where ? where : "(the endpoint)";
+	if (mask_new(x->token, &mk) != 0) {
+		/* Nothing that might hold the token can be shown. */
+		free(where);
+		r->outcome = HTTP_OUTCOME_NETWORK;
+		snprintf(r->error, sizeof(r->error), "out of memory describing a failed request");
+		return;
 	}
-	buf[o] = '\0';
-	if (x->token && *x->token) {
-		char *p;
-		size_t tl = strlen(x->token);
-		while ((p = strstr(buf, x->token)))
-			memset(p, '*', tl);
+	if (result == CURLE_OK && r->status >= 300 && r->status < 400) {
+		char *target = NULL, *dest = NULL;
+		curl_easy_getinfo(x->easy, CURLINFO_REDIRECT_URL, &target);
+		if (target)
+			dest = describe_whole(target);
+		r->outcome = HTTP_OUTCOME_REDIRECT;
+		(void)mask_format(mk, r->error, sizeof(r->error),
+				  "HTTP %ld from %s redirects to %s: redirects are not followed "
+				  "(the token must not travel to another URL); configure that URL as endpoint_url",
+				  r->status, w, dest ? dest : target ? "(a URL)" : "(no Location header)");
+		free(dest);
+	} else if (result == CURLE_OK) {
+		char excerpt[200];
+		body_excerpt(x, mk, excerpt, sizeof(excerpt));
+		r->outcome = HTTP_OUTCOME_STATUS;
+		(void)mask_format(mk, r->error, sizeof(r->error), "HTTP %ld from %s%s%s%s", r->status, w,
+				  r->status == 401 || r->status == 403 ? " (the API refused the bearer token)" : "",
+				  *excerpt ? ": " : "", excerpt);
+	} else if (x->too_large) {
+		r->outcome = HTTP_OUTCOME_TOO_LARGE;
+		(void)mask_format(mk, r->error, sizeof(r->error),
+				  "response from %s is larger than max_response_bytes (%zu bytes decoded): "
+				  "ask for a smaller max_window or raise the limit",
+				  w, h->cfg->max_response_bytes);
+	} else if (result == CURLE_OPERATION_TIMEDOUT) {
+		r->outcome = HTTP_OUTCOME_TIMEOUT;
+		(void)mask_format(mk, r->error, sizeof(r->error), "timeout on %s: %s", w,
+				  *x->errbuf ? x->errbuf : curl_easy_strerror(result));
+	} else if (x->denied) {
+		r->outcome = HTTP_OUTCOME_NETWORK;
+		(void)mask_format(mk, r->error, sizeof(r->error),
+				  "%s resolves to %s, which deny_networks forbids: not connecting", w,
+				  x->denied_addr);
+	} else {
+		const char *kind = result == CURLE_COULDNT_RESOLVE_HOST ? "DNS"
+				   : result == CURLE_PEER_FAILED_VERIFICATION || result == CURLE_SSL_CONNECT_ERROR ||
+					     result == CURLE_SSL_CACERT_BADFILE
+				       ? "TLS"
+				       : "network";
+		r->outcome = HTTP_OUTCOME_NETWORK;
+		(void)mask_format(mk, r->error, sizeof(r->error), "%s error on %s: %s", kind, w,
+				  *x->errbuf ? x->errbuf : curl_easy_strerror(result));
 	}
+	free(where);
+	mask_free(mk);
 }
 
 static void finish(struct http *h, struct xfer *x, CURLcode result)
 {
 	struct http_response r = {0};
-	char where[300];
-	http_url_describe(x->url, where, sizeof(where));
 	r.started_at = x->started_at;
 	r.finished_at = now_epoch();
 	r.retry_after = -1;
@@ -469,51 +543,10 @@ static void finish(struct http *h, struct xfer *x, CURLcode result)
 	if (curl_easy_header(x->easy, "Content-Encoding", 0, CURLH_HEADER, -1, &ce) == CURLHE_OK)
 		r.gzip = strstr(ce->value, "gzip") != NULL;
 	r.bytes = x->len;
-
-	if (result == CURLE_OK && r.status >= 200 && r.status < 300) {
+	if (result == CURLE_OK && r.status >= 200 && r.status < 300)
 		r.outcome = HTTP_OUTCOME_OK;
-	} else if (result == CURLE_OK && r.status >= 300 && r.status < 400) {
-		char *target = NULL, dest[300] = "(no Location header)";
-		curl_easy_getinfo(x->easy, CURLINFO_REDIRECT_URL, &target);
-		if (target)
-			http_url_describe(target, dest, sizeof(dest));
-		r.outcome = HTTP_OUTCOME_REDIRECT;
-		snprintf(r.error, sizeof(r.error),
-			 "HTTP %ld from %s redirects to %s: redirects are not followed "
-			 "(the token must not travel to another URL); configure that URL as endpoint_url",
-			 r.status, where, dest);
-	} else if (result == CURLE_OK) {
-		char excerpt[200];
-		body_excerpt(x, excerpt, sizeof(excerpt));
-		r.outcome = HTTP_OUTCOME_STATUS;
-		snprintf(r.error, sizeof(r.error), "HTTP %ld from %s%s%s%s", r.status, where,
-			 r.status == 401 || r.status == 403 ? " (the API refused the bearer token)" : "",
-			 *excerpt ? ": " : "", excerpt);
-	} else if (x->too_large) {
-		r.outcome = HTTP_OUTCOME_TOO_LARGE;
-		snprintf(r.error, sizeof(r.error),
-			 "response from %s is larger than max_response_bytes (%zu bytes decoded): "
-			 "ask for a smaller max_window or raise the limit",
-			 where, h->cfg->max_response_bytes);
-	} else if (result == CURLE_OPERATION_TIMEDOUT) {
-		r.outcome = HTTP_OUTCOME_TIMEOUT;
-		snprintf(r.error, sizeof(r.error), "timeout on %s: %s", where,
-			 *x->errbuf ? x->errbuf : curl_easy_strerror(result));
-	} else if (x->denied) {
-		r.outcome = HTTP_OUTCOME_NETWORK;
-		snprintf(r.error, sizeof(r.error),
-			 "%s resolves to %s, which deny_networks forbids: not connecting", where,
-			 x->denied_addr);
-	} else {
-		const char *kind = result == CURLE_COULDNT_RESOLVE_HOST ? "DNS"
-				   : result == CURLE_PEER_FAILED_VERIFICATION || result == CURLE_SSL_CONNECT_ERROR ||
-					     result == CURLE_SSL_CACERT_BADFILE
-				       ? "TLS"
-				       : "network";
-		r.outcome = HTTP_OUTCOME_NETWORK;
-		snprintf(r.error, sizeof(r.error), "%s error on %s: %s", kind, where,
-			 *x->errbuf ? x->errbuf : curl_easy_strerror(result));
-	}
+	else
+		describe_failure(h, x, result, &r);
 	r.body = x->body ? x->body : "";
 	r.len = x->len;
 

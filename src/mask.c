@@ -68,7 +68,8 @@ static void edges_copy(struct mask *m, uint32_t s, uint32_t d)
 {
 	for (uint32_t e = m->st[s].edges; e; e = m->ed[e].next) {
 		uint32_t n = m->ned++;
-		m->ed[n] = (struct edge){.byte = m->ed[e].byte, .to = m->ed[e].to, .next = m->st[d].edges};
+		m->ed[n] =
+		    (struct edge){.byte = m->ed[e].byte, .to = m->ed[e].to, .next = m->st[d].edges};
 		m->st[d].edges = n;
 	}
 }
@@ -95,7 +96,8 @@ static void build(struct mask *m)
 				m->st[cur].link = (int32_t)q;
 			} else {
 				uint32_t clone = m->nst++;
-				m->st[clone] = (struct state){.len = m->st[p].len + 1, .link = m->st[q].link, .edges = 0};
+				m->st[clone] = (struct state){
+				    .len = m->st[p].len + 1, .link = m->st[q].link, .edges = 0};
 				edges_copy(m, q, clone);
 				while (p >= 0 && edge_find(m, (uint32_t)p, c) == q) {
 					edge_set(m, (uint32_t)p, c, clone);

@@ -352,7 +352,7 @@ static void on_response(const struct http_response *resp, void *user)
 	if (s->v.refused) {
 		char error[1024];
 		char where[300];
-		http_url_describe(c->endpoint_url, where, sizeof(where));
+		http_url_describe(c->endpoint_url, c->bearer_token, where, sizeof(where));
 		snprintf(error, sizeof(error), "response from %s refused: %s", where, s->v.error);
 		val_result_free(&s->v);
 		memset(&s->v, 0, sizeof(s->v));

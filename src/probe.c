@@ -18,6 +18,7 @@
 #include "connector.h"
 #include "db.h"
 #include "isotime.h"
+#include "mask.h"
 #include "log.h"
 #include "window.h"
 
@@ -648,24 +649,24 @@ static size_t utf8_seq(const unsigned char *p)
 	return n;
 }
 
-/* Length of mask when it starts at p, else 0. */
-static size_t masked_at(const char *p, const char *mask, size_t mlen)
+/* s with the token and its fragments masked (mask.h): malloc'd, or NULL on
+ * out of memory, when the caller prints a placeholder instead. */
+static char *masked_copy(const char *s, const char *secret)
 {
-	return mlen && strncmp(p, mask, mlen) == 0 ? mlen : 0;
+	size_t n = strlen(s);
+	char *out = malloc(n + 1);
+	if (out && mask_copy_secret(secret, s, n, out, n + 1) < 0) {
+		free(out);
+		out = NULL;
+	}
+	return out;
 }
 
 void probe_json_string(FILE *f, const char *s, const char *mask)
 {
-	size_t mlen = mask ? strlen(mask) : 0;
+	char *copy = masked_copy(s ? s : "", mask);
 	fputc('"', f);
-	for (const char *p = s ? s : ""; *p;) {
-		size_t m = masked_at(p, mask, mlen);
-		if (m) {
-			for (size_t i = 0; i < m; i++)
-				fputc('*', f);
-			p += m;
-			continue;
-		}
+	for (const char *p = copy ? copy : "(withheld: out of memory while masking)"; *p;) {
 		const unsigned char *u = (const unsigned char *)p;
 		size_t n = utf8_seq(u);
 		if (n == 0) {
@@ -698,23 +699,18 @@ void probe_json_string(FILE *f, const char *s, const char *mask)
 		}
 	}
 	fputc('"', f);
+	free(copy);
 }
 
 /* Text output: one line per check, so control bytes become spaces. */
 static void put_text(FILE *f, const char *s, const char *mask)
 {
-	size_t mlen = mask ? strlen(mask) : 0;
-	for (const char *p = s ? s : ""; *p;) {
-		size_t m = masked_at(p, mask, mlen);
-		if (m) {
-			for (size_t i = 0; i < m; i++)
-				fputc('*', f);
-			p += m;
-			continue;
-		}
+	char *copy = masked_copy(s ? s : "", mask);
+	for (const char *p = copy ? copy : "(withheld: out of memory while masking)"; *p;) {
 		unsigned char c = (unsigned char)*p++;
 		fputc(c < 0x20 || c == 0x7f ? ' ' : c, f);
 	}
+	free(copy);
 }
 
 /* ---- one probe: planned, then run on a loop ------------------------------ */
@@ -894,7 +890,7 @@ int probe_plan(struct probe_target *t, struct probe **out, char *err, size_t err
 		return -1;
 	}
 	p->from = from;
-	http_url_describe(c->endpoint_url, p->where, sizeof(p->where));
+	http_url_describe(c->endpoint_url, c->bearer_token, p->where, sizeof(p->where));
 	*out = p;
 	return 0;
 }

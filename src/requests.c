@@ -332,7 +332,7 @@ static void start_test(struct requests *rq, struct db_conn_test *row)
 		t->log_name = strdup(row->c.name); /* NULL on OOM: logs just lack it */
 	char where[300] = "";
 	if (row->c.endpoint_url)
-		http_url_describe(row->c.endpoint_url, where, sizeof(where));
+		http_url_describe(row->c.endpoint_url, row->c.bearer_token, where, sizeof(where));
 	snprintf(t->what, sizeof(t->what), "connection test %" PRId64 "%s%s%s", t->id, *where ? " (" : "",
 		 where, *where ? ")" : "");
 

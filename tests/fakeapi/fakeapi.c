@@ -349,6 +349,7 @@ static uint32_t tickets_for(const char *code, size_t len, int64_t hour, uint32_t
 struct mods {
 	uint64_t status, delay_ms, seed, huge_bytes, retry_after, drip_ms;
 	bool has_status, has_delay, has_seed, has_huge, has_retry_after, has_drip;
+	bool echotoken; /* plays an API that echoes the bearer token it got */
 	bool redirect, gzip, wrapped, broken, html, trailing, empty, bad, future, lastcode, noauth,
 	    localtime, plusspace, reset, noop;
 };
@@ -358,6 +359,7 @@ static const struct {
 	size_t field; /* offset of a bool in struct mods */
 } flag_mods[] = {
     {"redirect", offsetof(struct mods, redirect)},
+    {"echotoken", offsetof(struct mods, echotoken)},
     {"gzip", offsetof(struct mods, gzip)},
     {"wrapped", offsetof(struct mods, wrapped)},
     {"broken", offsetof(struct mods, broken)},
@@ -816,6 +818,17 @@ static void add_counted(struct list *l, int64_t hour, const struct zone *z, bool
 	add_record(l, hour, z, with_offset, c->s, c->len, num);
 }
 
+/* The bearer token the client sent, or "" (for echotoken). */
+static const char *sent_token(struct MHD_Connection *conn)
+{
+	const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+	return h && strncmp(h, "Bearer ", 7) == 0 ? h + 7 : "";
+}
+
+/* echotoken's error body: the token starting 150 bytes in, across the
+ * 160-byte excerpt a client might keep. */
+#define ECHO_PAD 140
+
 /* One of each record the daemon must refuse alone (SPEC section 3). The ones
  * that have a valid key use the key of the first normal record, whose
  * duplicate (last here) gets it refused anyway: so the rows written are the
@@ -939,6 +952,12 @@ static int build_sales(struct MHD_Connection *conn, const struct mods *m, struct
 		if (m->bad)
 			add_bad_records(&l, &from, next_hour, &codes[0], hours > 0,
 			                (uint32_t)m->seed);
+		if (m->echotoken) {
+			/* A record refused for its time that quotes the token. */
+			list_item(&l);
+			buf_addf(l.b, "{\"time\":\"not a time\",\"ext_ref_code\":\"%.*s\",\"num_tickets\":1,"
+			              "\"echo\":\"%s\"}", (int)codes[0].len, codes[0].s, sent_token(conn));
+		}
 	}
 
 	if (m->broken) {
@@ -1064,6 +1083,7 @@ static void sleep_ms(unsigned int ms)
 	pthread_mutex_unlock(&stop_mutex);
 }
 
+
 static enum MHD_Result answer(struct MHD_Connection *conn, const char *url, const char *method)
 {
 	char err[512];
@@ -1086,7 +1106,10 @@ static enum MHD_Result answer(struct MHD_Connection *conn, const char *url, cons
 	if (m.has_status) {
 		struct reply r = {.status = (unsigned int)m.status,
 		                  .content_type = "application/json"};
-		buf_addf(&r.head, "{\"error\":\"fakeapi: status/%" PRIu64 " as asked\"}", m.status);
+		if (m.echotoken)
+			buf_addf(&r.head, "{\"error\":\"%*s%s\"}", ECHO_PAD, "echo:", sent_token(conn));
+		else
+			buf_addf(&r.head, "{\"error\":\"fakeapi: status/%" PRIu64 " as asked\"}", m.status);
 		if (m.status >= 300 && m.status < 400)
 			snprintf(r.location, sizeof r.location,
 			         "http://%s:%u/moved/sales?secret=abc", url_host, bound_port);
@@ -1095,8 +1118,12 @@ static enum MHD_Result answer(struct MHD_Connection *conn, const char *url, cons
 	if (m.redirect) {
 		struct reply r = {.status = MHD_HTTP_FOUND, .content_type = "application/json"};
 		buf_adds(&r.head, "{\"error\":\"fakeapi: moved\"}");
-		snprintf(r.location, sizeof r.location, "http://%s:%u/elsewhere/sales?token=leak",
-		         url_host, bound_port);
+		if (m.echotoken)
+			snprintf(r.location, sizeof r.location, "http://%s:%u/login/%s?x=1", url_host,
+			         bound_port, sent_token(conn));
+		else
+			snprintf(r.location, sizeof r.location, "http://%s:%u/elsewhere/sales?token=leak",
+			         url_host, bound_port);
 		return send_reply(conn, &r, &m);
 	}
 	if (m.html) {

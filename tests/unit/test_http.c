@@ -83,12 +83,20 @@ static void test_describe_hides_query_and_userinfo(void **state)
 {
 	(void)state;
 	char buf[256];
-	http_url_describe("https://user:pw@api.example.com:8443/v1/sales?token=s3cret#frag", buf, sizeof(buf));
+	http_url_describe("https://user:pw@api.example.com:8443/v1/sales?token=s3cret#frag", NULL, buf, sizeof(buf));
 	assert_string_equal(buf, "https://api.example.com:8443/v1/sales");
-	http_url_describe("http://h/sales?fromTime=x", buf, sizeof(buf));
+	http_url_describe("http://h/sales?fromTime=x", NULL, buf, sizeof(buf));
 	assert_string_equal(buf, "http://h/sales");
-	http_url_describe("::garbage::", buf, sizeof(buf));
-	assert_null(strstr(buf, "garbage"));
+	http_url_describe("::garbage::", NULL, buf, sizeof(buf));
+	assert_null(strstr(buf, "garbage"));	/* A path holding the token: masked before the cut, so even a buffer
+	 * that ends inside it shows none of it (SPEC §3). */
+	http_url_describe("https://h/login/tok-0123456789abcdef/x?y=1", "tok-0123456789abcdef", buf, sizeof(buf));
+	assert_string_equal(buf, "https://h/login/***/x");
+	char small[24];
+	http_url_describe("https://h/login/tok-0123456789abcdef/x", "tok-0123456789abcdef", small, sizeof(small));
+	assert_string_equal(small, "https://h/login/***/x");
+	http_url_describe("https://h/a/tok-0123456789abcdef", "tok-0123456789abcdef", small, 20);
+	assert_string_equal(small, "https://h/a/***");
 }
 
 /* The planner's estimate of a URL's length must match what is built, so

@@ -50,7 +50,7 @@ static void assert_no_fragment(const char *secret, const char *s, size_t n, cons
 	for (size_t i = 0; i + MASK_MIN_FRAGMENT <= slen; i++)
 		if (memmem(s, n, secret + i, MASK_MIN_FRAGMENT)) {
 			fail_msg("%s: %.*s still holds the token fragment %.*s", what, (int)n, s,
-				 MASK_MIN_FRAGMENT, secret + i);
+			         MASK_MIN_FRAGMENT, secret + i);
 		}
 }
 
@@ -77,8 +77,8 @@ static void check_against_naive(const char *secret, const char *text, size_t len
 	size_t gn = len;
 	assert_int_equal(mask_apply(m, got, &gn), 0);
 	if (gn != wn || memcmp(got, want, wn) != 0)
-		fail_msg("secret %s, text %.*s: masked to %.*s, want %.*s", secret, (int)len, text, (int)gn,
-			 got, (int)wn, want);
+		fail_msg("secret %s, text %.*s: masked to %.*s, want %.*s", secret, (int)len, text,
+		         (int)gn, got, (int)wn, want);
 	if (strlen(secret) >= MASK_MIN_FRAGMENT)
 		assert_no_fragment(secret, got, gn, "mask_apply");
 	/* Every cut of the masked text is what mask_copy gives. */
@@ -86,8 +86,8 @@ static void check_against_naive(const char *secret, const char *text, size_t len
 		long n = mask_copy(m, text, len, cut, size);
 		size_t want_n = wn < size - 1 ? wn : size - 1;
 		if (n != (long)want_n || memcmp(cut, want, want_n) != 0 || cut[want_n] != '\0')
-			fail_msg("secret %s, text %.*s cut to %zu: got %.*s, want %.*s", secret, (int)len, text,
-				 size - 1, (int)n, cut, (int)want_n, want);
+			fail_msg("secret %s, text %.*s cut to %zu: got %.*s, want %.*s", secret,
+			         (int)len, text, size - 1, (int)n, cut, (int)want_n, want);
 	}
 	free(want);
 	free(got);
@@ -100,8 +100,13 @@ static void check_against_naive(const char *secret, const char *text, size_t len
 static void test_random_bodies_against_naive(void **state)
 {
 	(void)state;
-	const char *secrets[] = {"canary-5f0e1a2b3c4d", "aaaaaaaaaa", "abababab", "ab-ab-ab-abc",
-				 "xyzxyzxyz", "tok3n", "0123456789abcdef0123456789abcdef"};
+	const char *secrets[] = {"canary-5f0e1a2b3c4d",
+	                         "aaaaaaaaaa",
+	                         "abababab",
+	                         "ab-ab-ab-abc",
+	                         "xyzxyzxyz",
+	                         "tok3n",
+	                         "0123456789abcdef0123456789abcdef"};
 	char text[160];
 	for (size_t s = 0; s < sizeof(secrets) / sizeof(*secrets); s++) {
 		const char *sec = secrets[s];
@@ -145,7 +150,9 @@ static void test_token_straddling_the_cut(void **state)
 		 * length >= 2 is gone from the excerpt's tail. */
 		for (size_t k = 2; k <= tlen && k <= (size_t)n; k++)
 			if (memcmp(out + n - k, tok, k) == 0)
-				fail_msg("offset %zu: the excerpt ends with the token's first %zu bytes", off, k);
+				fail_msg(
+				    "offset %zu: the excerpt ends with the token's first %zu bytes",
+				    off, k);
 		assert_no_fragment(tok, out, (size_t)n, "excerpt");
 	}
 	mask_free(m);
@@ -177,7 +184,8 @@ static void test_format_masks_before_cutting(void **state)
 	assert_int_equal(mask_new(tok, &m), 0);
 	char out[40];
 	/* The redirect the adversarial run found: the token in Location's path. */
-	long n = mask_format(m, out, sizeof(out), "HTTP 302 redirects to https://h/login/%s?x=1", tok);
+	long n =
+	    mask_format(m, out, sizeof(out), "HTTP 302 redirects to https://h/login/%s?x=1", tok);
 	assert_true(n > 0);
 	assert_string_equal(out, "HTTP 302 redirects to https://h/login/*");
 	n = mask_format(m, out, sizeof(out), "to /login/%s", tok);
@@ -204,11 +212,11 @@ static void test_short_secret_only_whole(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_random_bodies_against_naive),
-		cmocka_unit_test(test_token_straddling_the_cut),
-		cmocka_unit_test(test_no_secret_changes_nothing),
-		cmocka_unit_test(test_format_masks_before_cutting),
-		cmocka_unit_test(test_short_secret_only_whole),
+	    cmocka_unit_test(test_random_bodies_against_naive),
+	    cmocka_unit_test(test_token_straddling_the_cut),
+	    cmocka_unit_test(test_no_secret_changes_nothing),
+	    cmocka_unit_test(test_format_masks_before_cutting),
+	    cmocka_unit_test(test_short_secret_only_whole),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

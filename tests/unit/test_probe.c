@@ -139,7 +139,9 @@ static void test_json_string(void **state)
 	    {"surrogate \xed\xa0\x80", NULL, "\"surrogate \\ufffd\\ufffd\\ufffd\""},
 	    {"cut \xe2\x80", NULL, "\"cut \\ufffd\\ufffd\""},
 	    {"too high \xf4\x90\x80\x80", NULL, "\"too high \\ufffd\\ufffd\\ufffd\\ufffd\""},
-	    {"Bearer s3cret and s3cret", "s3cret", "\"Bearer ****** and ******\""},
+	    {"Bearer s3cret and s3cret", "s3cret", "\"Bearer *** and ***\""},
+	    /* A fragment of 6 bytes or more is masked too (SPEC §3); 5 are not. */
+	    {"cut: 0123456789 and 56789", "xx0123456789yy", "\"cut: *** and 56789\""},
 	    {"no secret here", "", "\"no secret here\""},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
