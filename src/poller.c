@@ -22,6 +22,7 @@
 #include "http.h"
 #include "isotime.h"
 #include "log.h"
+#include "mask.h"
 #include "validate.h"
 #include "window.h"
 
@@ -260,9 +261,11 @@ static void fail_request(struct poll_job *j, struct slot *s, enum run_outcome ou
 	struct poll_result *r = &j->result;
 	r->ok = false;
 	r->outcome = outcome;
-	snprintf(r->error, sizeof(r->error), "%s", error);
-	snprintf(j->run_error, sizeof(j->run_error), "%s", error);
-	log_debug("poll", c->name, "%s: %s", run_outcome_name(outcome), error);
+	/* Every failure's text reaches fetch_runs and the log from here: one
+	 * last pass of the mask over the whole, whatever it was built from. */
+	(void)mask_copy_secret(c->bearer_token, error, strlen(error), j->run_error, sizeof(j->run_error));
+	snprintf(r->error, sizeof(r->error), "%s", j->run_error);
+	log_debug("poll", c->name, "%s: %s", run_outcome_name(outcome), j->run_error);
 	s->failure = true;
 	s->run = (struct db_run){
 		.connector_id = c->id,
