@@ -60,6 +60,7 @@ test_config_MODULES := config log
 test_http_MODULES := http window isotime config log mask
 test_schedule_MODULES := schedule
 test_mask_MODULES := mask
+test_stats_MODULES := stats
 test_validate_oom_MODULES := validate isotime sbuf
 test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 test_probe_MODULES := probe validate isotime window http config log sbuf mask

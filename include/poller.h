@@ -25,10 +25,13 @@ struct poll_result {
 	enum run_outcome outcome; /* of the last request made */
 	long retry_after;         /* from the failing answer, -1 when absent */
 	size_t requests, records, upserted, rejected;
+	size_t bytes;   /* decoded bytes of every answer */
+	double seconds; /* from poll_start to the end */
 	char error[1024]; /* when !ok */
 };
 
 struct poll_job;
+struct stats;
 typedef void (*poll_done_fn)(const struct poll_result *r, void *user);
 
 /* Progress of a poll, after each committed request. */
@@ -50,6 +53,7 @@ struct poll_spec {
 	 * [span_from, span_to) (backfill), and synced_until is left alone. */
 	bool has_span;
 	int64_t span_from, span_to;
+	struct stats *stats;       /* every poll's end is counted here; NULL: not counted */
 	poll_progress_fn progress; /* optional */
 	poll_done_fn done;
 	void *user;

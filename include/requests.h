@@ -23,6 +23,7 @@ struct cfg;
 struct http;
 struct dbq;
 struct requests;
+struct stats;
 
 struct requests_env {
 	struct ev_loop *loop;
@@ -30,6 +31,7 @@ struct requests_env {
 	struct dbq *dbq;
 	const struct cfg *cfg; /* lease; must outlive the requests */
 	const char *owner;     /* the daemon's lease owner, "host:pid:nonce" */
+	struct stats *stats;   /* where backfill polls' ends are counted; NULL: nowhere */
 	/* Called once nothing runs any more after requests_stop. */
 	void (*idle)(void *user);
 	void *user;

@@ -20,11 +20,13 @@
 #include "isotime.h"
 #include "log.h"
 #include "poller.h"
+#include "stats.h"
 #include "window.h"
 
 #define YEAR_SECONDS (366 * 86400)
 
 struct backfill {
+	struct stats stats; /* its one poll's end, as every poll's is counted */
 	struct ev_loop *loop;
 	struct cfg *cfg;
 	struct connector c;
@@ -263,6 +265,7 @@ int backfill_command(const struct cli *cli, struct cfg *cfg)
 		.has_span = true,
 		.span_from = first,
 		.span_to = last + 3600,
+		.stats = &b->stats,
 		.progress = on_progress,
 		.done = on_done,
 		.user = b,

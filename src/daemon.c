@@ -23,6 +23,7 @@
 #include "poller.h"
 #include "requests.h"
 #include "schedule.h"
+#include "stats.h"
 
 /* In `run`, claim at most this many connectors per slot of
  * max_concurrent_fetches: enough queued to keep every slot busy. */
@@ -87,6 +88,7 @@ struct daemon {
 	size_t once_total;  /* once: connectors claimed so far */
 
 	size_t polls_ok, polls_failed;
+	struct stats stats; /* every poll's end, daemon's and backfill requests' alike */
 	bool db_failed; /* a claim or a write failed for the database's sake */
 
 	ev_timer claim_timer, renew_timer, watchdog_timer, grace_timer, status_timer, start_timer;
@@ -205,6 +207,7 @@ static void start_waiting(struct daemon *d)
 			.c = &j->c,
 			.lease_owner = d->owner,
 			.now = now_s(),
+			.stats = &d->stats,
 			.done = on_polled,
 			.user = j,
 		};
@@ -665,6 +668,7 @@ int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 		.dbq = d->dbq,
 		.cfg = cfg,
 		.owner = d->owner,
+		.stats = &d->stats,
 		.idle = on_requests_idle,
 		.user = d,
 	};
@@ -709,8 +713,13 @@ int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 	if (!opt->once)
 		log_info("daemon", NULL, "stopped: %zu polls ok, %zu failed", d->polls_ok, d->polls_failed);
 	else
+	{
 		log_info("once", NULL, "%zu connector%s polled: %zu ok, %zu failed", d->polls_ok + d->polls_failed,
 			 d->polls_ok + d->polls_failed == 1 ? "" : "s", d->polls_ok, d->polls_failed);
+		log_info("once", NULL,
+			 "records: %" PRIu64 " upserted, %" PRIu64 " refused; %" PRIu64 " bytes; %.3f s polling",
+			 d->stats.records_upserted, d->stats.records_refused, d->stats.bytes, d->stats.duration_sum);
+	}
 	/* once: 3 when the database failed us, 1 when a connector failed. */
 	int rc = !opt->once ? 0 : d->db_failed ? 3 : d->polls_failed > 0 ? 1 : 0;
 

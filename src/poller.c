@@ -23,6 +23,7 @@
 #include "isotime.h"
 #include "log.h"
 #include "mask.h"
+#include "stats.h"
 #include "validate.h"
 #include "window.h"
 
@@ -74,6 +75,7 @@ struct poll_job {
 	struct slot slots[SLOTS];
 	char run_error[1024]; /* of the failed request that ends the poll */
 	struct poll_result result;
+	double started; /* ev_time() at poll_start */
 };
 
 static void job_finish(struct poll_job *j)
@@ -83,6 +85,15 @@ static void job_finish(struct poll_job *j)
 	if (r->ok)
 		log_info("poll", c->name, "polled %zu request%s: %zu records, %zu upserted, %zu refused",
 			 r->requests, r->requests == 1 ? "" : "s", r->records, r->upserted, r->rejected);
+	/* The one place every poll ends, whoever started it. */
+	r->seconds = ev_time() - j->started;
+	stats_poll_done(j->spec.stats,
+			&(struct stats_poll){.outcome = r->ok ? RUN_OK : r->outcome,
+					     .seconds = r->seconds,
+					     .upserted = r->upserted,
+					     .refused = r->rejected,
+					     .bytes = r->bytes},
+			r->lease_lost);
 	j->done(r, j->user);
 	poll_free(j);
 }
@@ -315,6 +326,7 @@ static void on_response(const struct http_response *resp, void *user)
 	const struct connector *c = j->c;
 	struct poll_result *r = &j->result;
 	j->fetching = false;
+	r->bytes += resp->bytes;
 	log_debug("poll", c->name, "answer: HTTP %ld, %zu bytes in %.3f s", resp->status, resp->bytes,
 		  resp->finished_at - resp->started_at);
 	if (j->ending) { /* an earlier write failed: this answer is dropped */
@@ -531,6 +543,7 @@ int poll_start(const struct poll_spec *spec, struct poll_job **out)
 	j->done = spec->done;
 	j->user = spec->user;
 	j->result.retry_after = -1;
+	j->started = ev_time();
 	j->max_writes = spec->has_span ? WRITES_SPAN : WRITES_POLL;
 	for (size_t i = 0; i < SLOTS; i++)
 		j->slots[i].j = j;

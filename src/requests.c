@@ -639,6 +639,7 @@ static void start_backfill(struct requests *rq, struct db_backfill *row)
 		.has_span = true,
 		.span_from = b->span_from,
 		.span_to = to,
+		.stats = rq->env.stats,
 		.progress = on_backfill_progress,
 		.done = on_backfill_polled,
 		.user = b,

@@ -74,6 +74,13 @@ check_no_fragment "no token fragment in connector_health" \
 	"$(sql "SELECT h::text FROM ksi_sales.connector_health h")"
 check_no_fragment "no token fragment in once's log" "$(cat "$WORK"/once-*.log)"
 
+echo "# once's summary, from the stats every poll's end reports to"
+summary=$(grep "records: " "$WORK/once-1.log")
+check_contains "once's summary counts the records its polls upserted" \
+	"records: $(sql "SELECT sum(records_upserted) FROM ksi_sales.fetch_runs") upserted" "$summary"
+check_contains "and the records refused" \
+	"$(sql "SELECT sum(records_rejected) FROM ksi_sales.fetch_runs") refused" "$summary"
+
 echo "# test-connection, against the same APIs"
 for c in echo-page echo-redirect echo-record; do
 	ksi test-connection -c "$WORK/test.conf" --connector "$c" >"$WORK/tc-$c.txt" 2>&1
