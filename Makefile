@@ -20,7 +20,7 @@ MIGRATIONS := $(sort $(wildcard src/migrations/*.sql))
 REL_OBJS := $(MODULE_SRCS:src/%.c=build/rel/%.o) build/rel/migrations.o
 SAN_OBJS := $(MODULE_SRCS:src/%.c=build/san/%.o) build/san/migrations.o
 # test_db_oom needs a database: tests/integration/db_oom.sh runs it, not `make unit`.
-DB_UNIT_TESTS := build/san/test_db_oom
+DB_UNIT_TESTS := build/san/test_db_oom build/san/test_dbq
 UNIT_TESTS := $(filter-out $(DB_UNIT_TESTS),$(patsubst tests/unit/%.c,build/san/%,$(wildcard tests/unit/test_*.c)))
 
 .PHONY: all deps check unit fuzz fuzz-smoke integration systemd-check valgrind demo bench soak install clean format lint
@@ -61,12 +61,14 @@ test_http_MODULES := http window isotime config log mask
 test_schedule_MODULES := schedule
 test_mask_MODULES := mask
 test_stats_MODULES := stats
+test_janitor_MODULES := janitor log
 test_validate_oom_MODULES := validate isotime sbuf
 test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 test_probe_MODULES := probe validate isotime window http config log sbuf mask
 # The writer under allocation failure: db and what it links (connector
 # needs http and isotime, http needs config; validate for the reason names).
 test_db_oom_MODULES := db sbuf log connector http config isotime validate migrations mask
+test_dbq_MODULES := dbq db sbuf log connector http config isotime validate migrations mask
 test_db_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 .SECONDEXPANSION:
 build/san/test_%: tests/unit/test_%.c $$(addprefix build/san/,$$(addsuffix .o,$$(test_$$*_MODULES)))
@@ -107,7 +109,7 @@ systemd-check: build/ksi-salesd
 # The integration suites with every run of the release binary under
 # valgrind: any memory error or leak fails the run it happens in. db_oom
 # runs build/san/test_db_oom (ASan and LSan, never under valgrind) either way.
-INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens
+INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
 valgrind: build/ksi-salesd build/fakeapi $(DB_UNIT_TESTS)

@@ -91,6 +91,10 @@ int db_take_notifications(struct db *db);
  * connection does not LISTEN). */
 bool db_alive(struct db *db);
 
+/* Runs sql, a fixed statement with no parameters (maintenance); its rows,
+ * if any, are dropped. -1 with PostgreSQL's message. */
+int db_exec(struct db *db, const char *sql, char *err, size_t errlen) __attribute__((warn_unused_result));
+
 /* True when a write failed because its lease was lost (fencing). */
 bool db_error_is_lease_lost(const char *err);
 

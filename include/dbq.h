@@ -1,6 +1,6 @@
 /* dbq: the database, off the event loop. libpq's calls block, and the
  * loop must keep fetching, feeding the watchdog and hearing SIGTERM while
- * PostgreSQL is slow or gone. So a main thread owns a connection and runs
+ * PostgreSQL is slow or gone. So a job thread owns a connection and runs
  * jobs (claims, leases, the request tables) in the order they were queued;
  * each job's completion comes back to the loop through an ev_async. The
  * same thread LISTENs for configuration changes while idle, reconnects
@@ -8,8 +8,15 @@
  *
  * Writes (db_write_batch: requests' results and ends of polls) have a
  * queue of their own: the writes queued together run as one batch, taken
- * by the main thread between jobs or by a writer thread with a second
- * connection, so PostgreSQL works on them with two cores.
+ * by the job thread between jobs or by a writer thread with a second
+ * connection, so PostgreSQL works on them with two cores. The queue is
+ * blind to what a write holds: the submitter gives its batching key (no
+ * two writes of one key in a batch) and its weight (records).
+ *
+ * Maintenance (the janitor's jobs) has a lane of its own, started on
+ * demand: one more thread and connection, so a long maintenance statement
+ * neither waits behind nor holds up claims and leases, and has its own,
+ * longer deadline.
  *
  * Why threads and not libpq's asynchronous API on the loop: the blocking
  * db module is reused as it is (one tested write path for `once`, `run`
@@ -22,6 +29,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct ev_loop;
 struct db;
@@ -29,6 +37,11 @@ struct db_write;
 struct dbq;
 
 #define DBQ_JOB_DEADLINE 30.0 /* seconds a single job may take */
+/* Seconds a maintenance job may take before its socket is cut: long
+ * enough for a partition's detach and drop, short enough that a backend
+ * that stopped answering is noticed within the hour. A maintenance job
+ * bounds its own statements with lock_timeout / statement_timeout. */
+#define DBQ_MAINTENANCE_DEADLINE 3600.0
 /* Writes queued back to back run as one batch (db_write_batch) of at most
  * this many writes and, beyond the first, this many records. */
 #define DBQ_WRITE_BATCH 256
@@ -60,8 +73,20 @@ int dbq_new(struct ev_loop *loop, const char *conninfo, dbq_event_fn on_event, v
 int dbq_submit(struct dbq *q, dbq_run_fn run, dbq_done_fn done, void *arg) __attribute__((warn_unused_result));
 
 /* Queues a write (see db_write_batch). w must live until done runs; done
- * gets w's rc and err. Writes queued one after another commit together. */
-int dbq_submit_write(struct dbq *q, struct db_write *w, dbq_done_fn done, void *arg)
+ * gets w's rc and err. Writes queued one after another commit together,
+ * except two of the same key (the connector's id), and up to about
+ * DBQ_WRITE_BATCH_RECORDS of weight (the write's records). */
+int dbq_submit_write(struct dbq *q, struct db_write *w, int64_t key, size_t weight, dbq_done_fn done, void *arg)
+	__attribute__((warn_unused_result));
+
+/* Starts the maintenance lane (a thread that connects when work comes).
+ * Idempotent. -1 when the thread could not start. */
+int dbq_start_maintenance(struct dbq *q) __attribute__((warn_unused_result));
+
+/* Queues a maintenance job on that lane: jobs there run one at a time, in
+ * order, beside the job thread's. -1 on out of memory or when the lane was
+ * not started (no callback then). */
+int dbq_submit_maintenance(struct dbq *q, dbq_run_fn run, dbq_done_fn done, void *arg)
 	__attribute__((warn_unused_result));
 
 /* Jobs submitted whose done has not run yet. */

@@ -19,6 +19,7 @@
 #include "db.h"
 #include "dbq.h"
 #include "http.h"
+#include "janitor.h"
 #include "log.h"
 #include "poller.h"
 #include "requests.h"
@@ -60,6 +61,9 @@ struct claim {
 	long leased_elsewhere; /* once: connectors another process polls now */
 };
 
+#define JANITOR_FIRST_S 60.0     /* after start: not while everything starts at once */
+#define JANITOR_INTERVAL_S 3600.0 /* maintenance is hourly at most */
+
 struct daemon {
 	struct ev_loop *loop;
 	struct cfg *cfg;
@@ -67,6 +71,7 @@ struct daemon {
 	struct http *http;
 	struct dbq *dbq;
 	struct requests *rq; /* connection_tests, backfill_requests (`run` only) */
+	struct janitor *janitor; /* periodic maintenance (`run` only) */
 	char owner[160];
 
 	struct job *jobs;
@@ -286,7 +291,7 @@ static void on_polled(const struct poll_result *r, void *user)
 					    .next_poll = next_poll,
 					    .failures = failures};
 	j->finish->write = (struct db_write){.finish = &j->finish->fin};
-	if (dbq_submit_write(d->dbq, &j->finish->write, on_finished, j) != 0)
+	if (dbq_submit_write(d->dbq, &j->finish->write, c->id, 0, on_finished, j) != 0)
 		on_finished(-1, "out of memory", j);
 }
 
@@ -672,10 +677,14 @@ int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 		.idle = on_requests_idle,
 		.user = d,
 	};
-	if (!opt->once && requests_new(&renv, &d->rq) != 0) {
+	/* The janitor's tasks: none yet (the retention issue adds them). Its
+	 * first cycle a minute after start, then hourly. */
+	if (!opt->once && (requests_new(&renv, &d->rq) != 0 ||
+			   janitor_new(d->loop, d->dbq, NULL, 0, JANITOR_FIRST_S, JANITOR_INTERVAL_S, &d->janitor) != 0)) {
 		log_error("daemon", NULL, "out of memory");
 		dbq_free(d->dbq);
 		http_free(d->http);
+		requests_free(d->rq);
 		return 1;
 	}
 
@@ -728,6 +737,7 @@ int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 	dbq_free(d->dbq);
 	http_free(d->http);
 	requests_free(d->rq);
+	janitor_free(d->janitor);
 	while (d->jobs) {
 		struct job *j = d->jobs;
 		poll_free(j->pj);

@@ -652,6 +652,17 @@ bool db_alive(struct db *db)
 	return PQstatus(db->conn) == CONNECTION_OK;
 }
 
+int db_exec(struct db *db, const char *sql, char *err, size_t errlen)
+{
+	PGresult *res = PQexec(db->conn, sql);
+	ExecStatusType st = PQresultStatus(res);
+	int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : -1;
+	if (rc != 0)
+		snprintf(err, errlen, "%s", PQerrorMessage(db->conn));
+	PQclear(res);
+	return rc;
+}
+
 bool db_error_is_lease_lost(const char *err)
 {
 	return err && strstr(err, "lease on connector") != NULL;

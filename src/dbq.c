@@ -18,12 +18,13 @@
 
 #include "db.h"
 #include "log.h"
-#include "validate.h"
 
 struct item {
 	struct item *next;
-	dbq_run_fn run;         /* a job, or: */
+	dbq_run_fn run;         /* a job (or maintenance), or: */
 	struct db_write *write; /* a write (batched), or neither: an event */
+	int64_t key;            /* a write's batching key: one per batch */
+	size_t weight;          /* a write's size, for DBQ_WRITE_BATCH_RECORDS */
 	dbq_done_fn done;
 	void *arg;
 	int rc;
@@ -36,6 +37,7 @@ struct worker {
 	struct dbq *q;
 	pthread_t thread;
 	bool started;
+	double deadline; /* seconds a job of this worker may run before its socket is cut */
 	/* Read by the loop without the lock. */
 	atomic_int sock;             /* the connection's socket, -1 if none */
 	atomic_llong job_started_ms; /* when the running job started, 0 if idle */
@@ -52,14 +54,18 @@ struct dbq {
 
 	pthread_mutex_t lock;
 	pthread_cond_t writes_cv;               /* wakes the writer threads */
+	pthread_cond_t maint_cv;                /* wakes the maintenance thread */
 	struct item *todo_head, *todo_tail;     /* jobs: loop -> main thread */
 	struct item *writes_head, *writes_tail; /* writes: loop -> any thread */
 	struct item *done_head, *done_tail;     /* threads -> loop */
+	struct item *maint_head, *maint_tail;   /* maintenance: loop -> its thread */
 	bool stop;
 
-	/* workers[0] is the main thread: jobs, LISTEN, events, and writes;
-	 * the others only write, when they can connect. */
+	/* workers[0] is the job thread: jobs, LISTEN, events, and writes;
+	 * the others only write, when they can connect. maint runs the
+	 * maintenance lane once dbq_start_maintenance started it. */
 	struct worker workers[DBQ_CONNECTIONS];
+	struct worker maint;
 	atomic_bool connected; /* the main thread's connection */
 	size_t pending;        /* loop only */
 };
@@ -122,33 +128,70 @@ static void wait_for(struct dbq *q, int sock, int ms)
 	}
 }
 
-static size_t write_records(const struct db_write *w)
+/* One thread's connection, reconnected with backoff (0.5 s doubling to
+ * 30 s) by the one function every thread uses. */
+struct link {
+	struct db *db;
+	double backoff;
+	long long next_attempt; /* mono_ms; 0: at once */
+	char err[1024];         /* why the last attempt or the connection failed */
+};
+
+/* Connects l when it is down and an attempt is due (or now is true);
+ * with listen, LISTEN is set up too. Returns whether l is connected now,
+ * and sets *changed when it just connected. */
+static bool link_up(struct worker *wk, struct link *l, bool listen, bool now, bool *changed)
 {
-	return w->run && w->run->result ? w->run->result->nrecords : 0;
+	*changed = false;
+	if (l->db)
+		return true;
+	if (!now && mono_ms() < l->next_attempt)
+		return false;
+	if (db_connect(wk->q->conninfo, &l->db, l->err, sizeof(l->err)) == 0 &&
+	    (!listen || db_listen(l->db, l->err, sizeof(l->err)) == 0)) {
+		atomic_store(&wk->sock, db_socket(l->db));
+		l->backoff = 0.5;
+		*changed = true;
+		return true;
+	}
+	db_close(l->db);
+	l->db = NULL;
+	if (l->backoff < 0.5)
+		l->backoff = 0.5;
+	l->next_attempt = mono_ms() + (long long)(l->backoff * 1000);
+	l->backoff = l->backoff * 2 > 30 ? 30 : l->backoff * 2;
+	return false;
 }
 
-static int64_t write_connector(const struct db_write *w)
+/* Drops l's connection; the next attempt comes after retry_ms. */
+static void link_down(struct worker *wk, struct link *l, const char *why, long long retry_ms)
 {
-	return w->run ? w->run->connector_id : w->finish ? w->finish->connector_id : -1;
+	if (why)
+		snprintf(l->err, sizeof(l->err), "%s", why);
+	db_close(l->db);
+	l->db = NULL;
+	atomic_store(&wk->sock, -1);
+	l->next_attempt = mono_ms() + retry_ms;
 }
 
 /* With the lock held: takes the writes at the head of the queue, up to
- * DBQ_WRITE_BATCH of them and about DBQ_WRITE_BATCH_RECORDS records, and
- * stops before a second write of a connector already taken (db_write_batch
- * wants distinct connectors; another thread may take that one). */
+ * DBQ_WRITE_BATCH of them and about DBQ_WRITE_BATCH_RECORDS of weight, and
+ * stops before a second write of a key already taken (db_write_batch
+ * wants distinct connectors; another thread may take that one). The
+ * queue knows writes only by the key and weight given at submit. */
 static size_t take_writes(struct dbq *q, struct item **items)
 {
-	size_t n = 0, records = 0;
+	size_t n = 0, weight = 0;
 	while (n < DBQ_WRITE_BATCH && q->writes_head) {
-		const struct db_write *w = q->writes_head->write;
-		if (n > 0 && records + write_records(w) > DBQ_WRITE_BATCH_RECORDS)
+		const struct item *it = q->writes_head;
+		if (n > 0 && weight + it->weight > DBQ_WRITE_BATCH_RECORDS)
 			break;
 		bool again = false;
 		for (size_t i = 0; i < n && !again; i++)
-			again = write_connector(items[i]->write) == write_connector(w);
+			again = items[i]->key == it->key;
 		if (again)
 			break;
-		records += write_records(w);
+		weight += it->weight;
 		items[n++] = pop(&q->writes_head, &q->writes_tail);
 	}
 	return n;
@@ -180,14 +223,28 @@ static void run_writes(struct dbq *q, struct worker *wk, struct db *db, struct i
 	}
 }
 
-static void *main_thread(void *arg)
+/* Runs one job on l's connection (or fails it with why the database is
+ * unavailable) and hands it back. */
+static void run_job(struct dbq *q, struct worker *wk, struct link *l, struct item *job)
+{
+	if (l->db) {
+		atomic_store(&wk->job_started_ms, mono_ms());
+		job->rc = job->run(l->db, job->arg, job->err, sizeof(job->err));
+		atomic_store(&wk->job_started_ms, 0);
+	} else {
+		job->rc = -1;
+		snprintf(job->err, sizeof(job->err), "database unavailable: %.900s", l->err);
+	}
+	post(q, job);
+}
+
+/* The job thread: claims, leases, the request tables, in order; writes
+ * when no job waits; LISTEN and the connection events in between. */
+static void *job_thread(void *arg)
 {
 	struct worker *wk = arg;
 	struct dbq *q = wk->q;
-	struct db *db = NULL;
-	char err[1024] = "";
-	double backoff = 0.5;
-	long long next_attempt = 0;
+	struct link l = {0};
 	bool was_connected = false;
 	struct item *items[DBQ_WRITE_BATCH];
 
@@ -199,24 +256,16 @@ static void *main_thread(void *arg)
 		if (stop)
 			break;
 
-		if (!db && (work || mono_ms() >= next_attempt)) {
-			if (db_connect(q->conninfo, &db, err, sizeof(err)) == 0 &&
-			    db_listen(db, err, sizeof(err)) == 0) {
-				atomic_store(&wk->sock, db_socket(db));
-				atomic_store(&q->connected, true);
-				backoff = 0.5;
-				was_connected = true;
-				post_event(q, DBQ_CONNECTED, NULL);
-			} else {
-				db_close(db);
-				db = NULL;
-				if (atomic_exchange(&q->connected, false) || !was_connected) {
-					was_connected = true; /* report the first failure once */
-					post_event(q, DBQ_DISCONNECTED, err);
-				}
-				next_attempt = mono_ms() + (long long)(backoff * 1000);
-				backoff = backoff * 2 > 30 ? 30 : backoff * 2;
-			}
+		bool connected_now;
+		bool up = link_up(wk, &l, true, work, &connected_now);
+		if (connected_now) {
+			atomic_store(&q->connected, true);
+			was_connected = true;
+			post_event(q, DBQ_CONNECTED, NULL);
+		} else if (!up && l.next_attempt > mono_ms() &&
+			   (atomic_exchange(&q->connected, false) || !was_connected)) {
+			was_connected = true; /* report the first failure once */
+			post_event(q, DBQ_DISCONNECTED, l.err);
 		}
 
 		/* Jobs first (claims, leases), then writes. */
@@ -226,55 +275,55 @@ static void *main_thread(void *arg)
 		pthread_mutex_unlock(&q->lock);
 
 		if (job) {
-			if (db) {
-				atomic_store(&wk->job_started_ms, mono_ms());
-				job->rc = job->run(db, job->arg, job->err, sizeof(job->err));
-				atomic_store(&wk->job_started_ms, 0);
-			} else {
-				job->rc = -1;
-				snprintf(job->err, sizeof(job->err), "database unavailable: %s", err);
-			}
-			post(q, job);
+			run_job(q, wk, &l, job);
 		} else if (n > 0) {
-			run_writes(q, wk, db, items, n, err);
-		} else if (db) {
-			int k = db_take_notifications(db);
+			run_writes(q, wk, l.db, items, n, l.err);
+		} else if (l.db) {
+			int k = db_take_notifications(l.db);
 			if (k > 0)
 				post_event(q, DBQ_NOTIFIED, NULL);
 		}
 
-		if (db && !db_ok(db)) {
-			snprintf(err, sizeof(err), "connection lost");
-			db_close(db);
-			db = NULL;
-			atomic_store(&wk->sock, -1);
+		if (l.db && !db_ok(l.db)) {
+			link_down(wk, &l, "connection lost", 500);
 			atomic_store(&q->connected, false);
-			post_event(q, DBQ_DISCONNECTED, err);
-			next_attempt = mono_ms() + 500;
+			post_event(q, DBQ_DISCONNECTED, l.err);
 			continue;
 		}
 		if (!job && n == 0) {
-			long long wait = db ? 60000 : next_attempt - mono_ms();
-			wait_for(q, db ? db_socket(db) : -1, wait < 0 ? 0 : wait > 60000 ? 60000 : (int)wait);
+			long long wait = l.db ? 60000 : l.next_attempt - mono_ms();
+			wait_for(q, l.db ? db_socket(l.db) : -1, wait < 0 ? 0 : wait > 60000 ? 60000 : (int)wait);
 		}
 	}
-	atomic_store(&wk->sock, -1);
-	db_close(db);
+	link_down(wk, &l, NULL, 0);
 	return NULL;
 }
 
+/* Waits on cv for at most ms, with the lock held. */
+static void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *lock, long long ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	if (ms < 0)
+		ms = 0;
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_cond_timedwait(cv, lock, &until);
+}
+
 /* A writer: one more connection that takes writes off the queue while the
- * main thread does too, so a second core of PostgreSQL works on them. It
+ * job thread does too, so a second core of PostgreSQL works on them. It
  * is only an accelerator: while it cannot connect it leaves every write to
- * the main thread, which reports the database's failures. */
+ * the job thread, which reports the database's failures. */
 static void *writer_thread(void *arg)
 {
 	struct worker *wk = arg;
 	struct dbq *q = wk->q;
-	struct db *db = NULL;
-	char err[1024];
-	double backoff = 0.5;
-	long long next_attempt = 0;
+	struct link l = {0};
 	struct item *items[DBQ_WRITE_BATCH];
 
 	pthread_mutex_lock(&q->lock);
@@ -282,60 +331,65 @@ static void *writer_thread(void *arg)
 		if (q->stop)
 			break;
 		long long now = mono_ms();
-		if (!q->writes_head || (!db && now < next_attempt)) {
-			struct timespec until;
-			clock_gettime(CLOCK_MONOTONIC, &until);
-			long long ms = q->writes_head ? next_attempt - now : 60000;
-			until.tv_sec += ms / 1000;
-			until.tv_nsec += (ms % 1000) * 1000000;
-			if (until.tv_nsec >= 1000000000) {
-				until.tv_sec++;
-				until.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&q->writes_cv, &q->lock, &until);
+		if (!q->writes_head || (!l.db && now < l.next_attempt)) {
+			cond_wait_ms(&q->writes_cv, &q->lock, q->writes_head ? l.next_attempt - now : 60000);
 			continue;
 		}
-		if (!db) {
-			pthread_mutex_unlock(&q->lock);
-			if (db_connect(q->conninfo, &db, err, sizeof(err)) == 0) {
-				atomic_store(&wk->sock, db_socket(db));
-				backoff = 0.5;
-			} else {
-				db_close(db);
-				db = NULL;
-				next_attempt = mono_ms() + (long long)(backoff * 1000);
-				backoff = backoff * 2 > 30 ? 30 : backoff * 2;
-			}
-			pthread_mutex_lock(&q->lock);
-			continue;
-		}
+		pthread_mutex_unlock(&q->lock);
+		bool changed;
 		/* A connection the server closed while it was idle (a restart)
 		 * is replaced before it can fail a write. */
-		pthread_mutex_unlock(&q->lock);
-		bool alive = db_alive(db);
+		if (l.db && !db_alive(l.db))
+			link_down(wk, &l, "connection lost", 0);
+		bool up = link_up(wk, &l, false, true, &changed);
 		pthread_mutex_lock(&q->lock);
-		if (!alive) {
-			db_close(db);
-			db = NULL;
-			atomic_store(&wk->sock, -1);
-			next_attempt = 0;
+		if (!up)
 			continue;
-		}
 		size_t n = take_writes(q, items);
 		pthread_mutex_unlock(&q->lock);
 		if (n > 0)
-			run_writes(q, wk, db, items, n, NULL);
-		if (!db_ok(db)) {
-			db_close(db);
-			db = NULL;
-			atomic_store(&wk->sock, -1);
-			next_attempt = mono_ms() + 500;
-		}
+			run_writes(q, wk, l.db, items, n, NULL);
+		if (!db_ok(l.db))
+			link_down(wk, &l, "connection lost", 500);
 		pthread_mutex_lock(&q->lock);
 	}
 	pthread_mutex_unlock(&q->lock);
-	atomic_store(&wk->sock, -1);
-	db_close(db);
+	link_down(wk, &l, NULL, 0);
+	return NULL;
+}
+
+/* The maintenance lane: one job at a time on a connection of its own, so
+ * that a long maintenance statement neither holds up claims and leases on
+ * the job thread nor is cut by DBQ_JOB_DEADLINE (its own deadline is
+ * DBQ_MAINTENANCE_DEADLINE). Connects when work arrives, and fails that
+ * work with the reason when it cannot. */
+static void *maintenance_thread(void *arg)
+{
+	struct worker *wk = arg;
+	struct dbq *q = wk->q;
+	struct link l = {0};
+
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		if (q->stop)
+			break;
+		if (!q->maint_head) {
+			cond_wait_ms(&q->maint_cv, &q->lock, 60000);
+			continue;
+		}
+		struct item *job = pop(&q->maint_head, &q->maint_tail);
+		pthread_mutex_unlock(&q->lock);
+		bool changed;
+		if (l.db && !db_alive(l.db))
+			link_down(wk, &l, "connection lost", 0);
+		(void)link_up(wk, &l, false, true, &changed);
+		run_job(q, wk, &l, job);
+		if (l.db && !db_ok(l.db))
+			link_down(wk, &l, "connection lost", 0);
+		pthread_mutex_lock(&q->lock);
+	}
+	pthread_mutex_unlock(&q->lock);
+	link_down(wk, &l, NULL, 0);
 	return NULL;
 }
 
@@ -368,13 +422,13 @@ static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 	struct dbq *q = w->data;
 	(void)loop;
 	(void)revents;
-	for (size_t i = 0; i < DBQ_CONNECTIONS; i++) {
-		struct worker *wk = &q->workers[i];
+	for (size_t i = 0; i <= DBQ_CONNECTIONS; i++) {
+		struct worker *wk = i < DBQ_CONNECTIONS ? &q->workers[i] : &q->maint;
 		long long started = atomic_load(&wk->job_started_ms);
 		int sock = atomic_load(&wk->sock);
-		if (started && sock >= 0 && mono_ms() - started > (long long)(DBQ_JOB_DEADLINE * 1000)) {
+		if (started && sock >= 0 && mono_ms() - started > (long long)(wk->deadline * 1000)) {
 			log_warning("db", NULL, "a query has run for over %.0f s: closing the connection",
-				    DBQ_JOB_DEADLINE);
+				    wk->deadline);
 			shutdown(sock, SHUT_RDWR);
 		}
 	}
@@ -392,15 +446,20 @@ int dbq_new(struct ev_loop *loop, const char *conninfo, dbq_event_fn on_event, v
 	q->conninfo = strdup(conninfo ? conninfo : "");
 	q->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	atomic_init(&q->connected, false);
-	for (size_t i = 0; i < DBQ_CONNECTIONS; i++) {
-		q->workers[i].q = q;
-		atomic_init(&q->workers[i].sock, -1);
-		atomic_init(&q->workers[i].job_started_ms, 0);
+	for (size_t i = 0; i <= DBQ_CONNECTIONS; i++) {
+		struct worker *wk = i < DBQ_CONNECTIONS ? &q->workers[i] : &q->maint;
+		wk->q = q;
+		wk->deadline = i < DBQ_CONNECTIONS ? DBQ_JOB_DEADLINE : DBQ_MAINTENANCE_DEADLINE;
+		atomic_init(&wk->sock, -1);
+		atomic_init(&wk->job_started_ms, 0);
 	}
 	pthread_condattr_t ca;
 	bool cond_ok = pthread_condattr_init(&ca) == 0 && pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
 		       pthread_cond_init(&q->writes_cv, &ca) == 0;
-	if (!q->conninfo || q->wake_fd < 0 || !cond_ok || pthread_mutex_init(&q->lock, NULL) != 0) {
+	bool maint_ok = cond_ok && pthread_cond_init(&q->maint_cv, &ca) == 0;
+	if (!q->conninfo || q->wake_fd < 0 || !maint_ok || pthread_mutex_init(&q->lock, NULL) != 0) {
+		if (maint_ok)
+			pthread_cond_destroy(&q->maint_cv);
 		if (cond_ok)
 			pthread_cond_destroy(&q->writes_cv);
 		if (q->wake_fd >= 0)
@@ -415,13 +474,15 @@ int dbq_new(struct ev_loop *loop, const char *conninfo, dbq_event_fn on_event, v
 	ev_timer_init(&q->deadline, on_deadline, 1., 1.);
 	q->deadline.data = q;
 	ev_timer_start(loop, &q->deadline);
-	/* The loop must not count the deadline timer as work keeping it
-	 * alive: `once` ends its loop when nothing else is pending. */
+	/* Neither the async watcher nor the deadline timer is work that
+	 * keeps the loop alive: `once` ends its loop when nothing else is
+	 * pending (a job in the thread has its own pending watcher: the
+	 * submitter's). */
 	ev_unref(loop);
 	ev_unref(loop);
 	for (size_t i = 0; i < DBQ_CONNECTIONS; i++) {
 		struct worker *wk = &q->workers[i];
-		if (pthread_create(&wk->thread, NULL, i == 0 ? main_thread : writer_thread, wk) != 0) {
+		if (pthread_create(&wk->thread, NULL, i == 0 ? job_thread : writer_thread, wk) != 0) {
 			dbq_free(q);
 			return -1;
 		}
@@ -431,21 +492,27 @@ int dbq_new(struct ev_loop *loop, const char *conninfo, dbq_event_fn on_event, v
 	return 0;
 }
 
-static int submit(struct dbq *q, dbq_run_fn run, struct db_write *w, dbq_done_fn done, void *arg)
+enum lane { LANE_JOBS, LANE_WRITES, LANE_MAINTENANCE };
+
+static int submit(struct dbq *q, enum lane lane, struct item *proto)
 {
 	struct item *it = calloc(1, sizeof(*it));
 	if (!it)
 		return -1;
-	it->run = run;
-	it->write = w;
-	it->done = done;
-	it->arg = arg;
+	*it = *proto;
 	pthread_mutex_lock(&q->lock);
-	if (w) {
+	switch (lane) {
+	case LANE_WRITES:
 		push(&q->writes_head, &q->writes_tail, it);
 		pthread_cond_signal(&q->writes_cv);
-	} else {
+		break;
+	case LANE_MAINTENANCE:
+		push(&q->maint_head, &q->maint_tail, it);
+		pthread_cond_signal(&q->maint_cv);
+		break;
+	case LANE_JOBS:
 		push(&q->todo_head, &q->todo_tail, it);
+		break;
 	}
 	pthread_mutex_unlock(&q->lock);
 	q->pending++;
@@ -457,12 +524,30 @@ static int submit(struct dbq *q, dbq_run_fn run, struct db_write *w, dbq_done_fn
 
 int dbq_submit(struct dbq *q, dbq_run_fn run, dbq_done_fn done, void *arg)
 {
-	return submit(q, run, NULL, done, arg);
+	return submit(q, LANE_JOBS, &(struct item){.run = run, .done = done, .arg = arg});
 }
 
-int dbq_submit_write(struct dbq *q, struct db_write *w, dbq_done_fn done, void *arg)
+int dbq_submit_write(struct dbq *q, struct db_write *w, int64_t key, size_t weight, dbq_done_fn done, void *arg)
 {
-	return submit(q, NULL, w, done, arg);
+	return submit(q, LANE_WRITES,
+		      &(struct item){.write = w, .key = key, .weight = weight, .done = done, .arg = arg});
+}
+
+int dbq_start_maintenance(struct dbq *q)
+{
+	if (q->maint.started)
+		return 0;
+	if (pthread_create(&q->maint.thread, NULL, maintenance_thread, &q->maint) != 0)
+		return -1;
+	q->maint.started = true;
+	return 0;
+}
+
+int dbq_submit_maintenance(struct dbq *q, dbq_run_fn run, dbq_done_fn done, void *arg)
+{
+	if (!q->maint.started)
+		return -1;
+	return submit(q, LANE_MAINTENANCE, &(struct item){.run = run, .done = done, .arg = arg});
 }
 
 size_t dbq_pending(const struct dbq *q)
@@ -482,19 +567,23 @@ void dbq_free(struct dbq *q)
 	pthread_mutex_lock(&q->lock);
 	q->stop = true;
 	pthread_cond_broadcast(&q->writes_cv);
+	pthread_cond_broadcast(&q->maint_cv);
 	pthread_mutex_unlock(&q->lock);
 	uint64_t one = 1;
 	ssize_t w = write(q->wake_fd, &one, sizeof(one));
 	(void)w;
 	/* A query in progress is cut off: its thread must not keep us. */
-	for (size_t i = 0; i < DBQ_CONNECTIONS; i++) {
-		int sock = atomic_load(&q->workers[i].sock);
-		if (atomic_load(&q->workers[i].job_started_ms) && sock >= 0)
+	for (size_t i = 0; i <= DBQ_CONNECTIONS; i++) {
+		struct worker *wk = i < DBQ_CONNECTIONS ? &q->workers[i] : &q->maint;
+		int sock = atomic_load(&wk->sock);
+		if (atomic_load(&wk->job_started_ms) && sock >= 0)
 			shutdown(sock, SHUT_RDWR);
 	}
-	for (size_t i = 0; i < DBQ_CONNECTIONS; i++)
-		if (q->workers[i].started)
-			pthread_join(q->workers[i].thread, NULL);
+	for (size_t i = 0; i <= DBQ_CONNECTIONS; i++) {
+		struct worker *wk = i < DBQ_CONNECTIONS ? &q->workers[i] : &q->maint;
+		if (wk->started)
+			pthread_join(wk->thread, NULL);
+	}
 	ev_ref(q->loop);
 	ev_ref(q->loop);
 	ev_async_stop(q->loop, &q->async);
@@ -506,7 +595,10 @@ void dbq_free(struct dbq *q)
 		free(it);
 	while ((it = pop(&q->done_head, &q->done_tail)))
 		free(it);
+	while ((it = pop(&q->maint_head, &q->maint_tail)))
+		free(it);
 	pthread_cond_destroy(&q->writes_cv);
+	pthread_cond_destroy(&q->maint_cv);
 	pthread_mutex_destroy(&q->lock);
 	close(q->wake_fd);
 	free(q->conninfo);

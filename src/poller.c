@@ -212,7 +212,8 @@ static void submit_write(struct poll_job *j, struct slot *s)
 	/* The one-statement write of SPEC §5, batched with other polls' writes. */
 	s->write = (struct db_write){.run = &s->run};
 	s->submitted = true;
-	if (dbq_submit_write(j->dbq, &s->write, on_written, s) != 0) {
+	size_t weight = s->run.result ? s->run.result->nrecords : 0;
+	if (dbq_submit_write(j->dbq, &s->write, s->run.connector_id, weight, on_written, s) != 0) {
 		s->written = true;
 		s->rc = -1;
 		snprintf(s->write.err, sizeof(s->write.err), "out of memory queueing a write");
