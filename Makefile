@@ -56,19 +56,19 @@ build/san/ksi-salesd: build/san/main.o $(SAN_OBJS)
 test_isotime_MODULES := isotime
 test_window_MODULES := window isotime
 test_validate_MODULES := validate isotime sbuf
-test_config_MODULES := config log
-test_http_MODULES := http window isotime config log mask
+test_config_MODULES := config log jsonw
+test_http_MODULES := http window isotime config log jsonw mask
 test_schedule_MODULES := schedule
 test_mask_MODULES := mask
 test_stats_MODULES := stats
-test_janitor_MODULES := janitor log
+test_janitor_MODULES := janitor log jsonw
 test_validate_oom_MODULES := validate isotime sbuf
 test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
-test_probe_MODULES := probe validate isotime window http config log sbuf mask
+test_probe_MODULES := probe validate isotime window http config log jsonw sbuf mask
 # The writer under allocation failure: db and what it links (connector
 # needs http and isotime, http needs config; validate for the reason names).
-test_db_oom_MODULES := db sbuf log connector http config isotime validate migrations mask
-test_dbq_MODULES := dbq db sbuf log connector http config isotime validate migrations mask
+test_db_oom_MODULES := db sbuf log jsonw connector http config isotime validate migrations mask
+test_dbq_MODULES := dbq db sbuf log jsonw connector http config isotime validate migrations mask
 test_db_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 .SECONDEXPANSION:
 build/san/test_%: tests/unit/test_%.c $$(addprefix build/san/,$$(addsuffix .o,$$(test_$$*_MODULES)))

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "jsonw.h"
+
 static enum log_level current_level = LOG_LEVEL_INFO;
 static enum log_format current_format = LOG_FORMAT_TEXT;
 
@@ -24,18 +26,6 @@ int log_enabled(enum log_level level)
 	return level <= current_level;
 }
 
-/* Writes s as the inside of a JSON string. */
-static void json_escape(FILE *f, const char *s)
-{
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(f, "\\%c", *p);
-		else if (*p < 0x20 || *p == 0x7f)
-			fprintf(f, "\\u%04x", *p);
-		else
-			fputc(*p, f);
-	}
-}
 
 void log_msg(enum log_level level, const char *module, const char *connector, const char *fmt, ...)
 {
@@ -66,18 +56,16 @@ void log_msg(enum log_level level, const char *module, const char *connector, co
 		gmtime_r(&ts.tv_sec, &tm);
 		char when[40];
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-		fprintf(f, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"module\":\"", when,
-			ts.tv_nsec / 1000000, level_names[level]);
-		json_escape(f, module);
-		fputs("\"", f);
+		fprintf(f, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"module\":", when, ts.tv_nsec / 1000000,
+			level_names[level]);
+		jsonw_string(f, module);
 		if (connector) {
-			fputs(",\"connector\":\"", f);
-			json_escape(f, connector);
-			fputs("\"", f);
+			fputs(",\"connector\":", f);
+			jsonw_string(f, connector);
 		}
-		fputs(",\"message\":\"", f);
-		json_escape(f, msg);
-		fputs("\"}\n", f);
+		fputs(",\"message\":", f);
+		jsonw_string(f, msg);
+		fputs("}\n", f);
 	} else {
 		/* journald adds its own timestamps; the level and module lead. */
 		fprintf(f, "%s: %s: ", level_names[level], module);

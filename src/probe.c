@@ -18,6 +18,7 @@
 #include "connector.h"
 #include "db.h"
 #include "isotime.h"
+#include "jsonw.h"
 #include "mask.h"
 #include "log.h"
 #include "window.h"
@@ -616,38 +617,6 @@ enum probe_status probe_verdict(const struct probe_report *r)
 
 /* ---- output ----------------------------------------------------------------- */
 
-/* Bytes of the UTF-8 sequence at p (RFC 3629), 0 when it is not one. */
-static size_t utf8_seq(const unsigned char *p)
-{
-	unsigned char c = p[0];
-	if (c < 0x80)
-		return 1;
-	unsigned char lo = 0x80, hi = 0xBF;
-	size_t n;
-	if (c >= 0xC2 && c <= 0xDF) {
-		n = 2;
-	} else if (c >= 0xE0 && c <= 0xEF) {
-		n = 3;
-		if (c == 0xE0)
-			lo = 0xA0;
-		else if (c == 0xED)
-			hi = 0x9F; /* no surrogates */
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		n = 4;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;
-	} else {
-		return 0;
-	}
-	if (p[1] < lo || p[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if (p[i] < 0x80 || p[i] > 0xBF)
-			return 0;
-	return n;
-}
 
 /* s with the token and its fragments masked (mask.h): malloc'd, or NULL on
  * out of memory, when the caller prints a placeholder instead. */
@@ -665,40 +634,7 @@ static char *masked_copy(const char *s, const char *secret)
 void probe_json_string(FILE *f, const char *s, const char *mask)
 {
 	char *copy = masked_copy(s ? s : "", mask);
-	fputc('"', f);
-	for (const char *p = copy ? copy : "(withheld: out of memory while masking)"; *p;) {
-		const unsigned char *u = (const unsigned char *)p;
-		size_t n = utf8_seq(u);
-		if (n == 0) {
-			fputs("\\ufffd", f);
-			p++;
-		} else if (n > 1) {
-			fwrite(p, 1, n, f);
-			p += n;
-		} else {
-			switch (*u) {
-			case '"':
-				fputs("\\\"", f);
-				break;
-			case '\\':
-				fputs("\\\\", f);
-				break;
-			case '\n':
-				fputs("\\n", f);
-				break;
-			case '\t':
-				fputs("\\t", f);
-				break;
-			default:
-				if (*u < 0x20 || *u == 0x7f)
-					fprintf(f, "\\u%04x", *u);
-				else
-					fputc(*u, f);
-			}
-			p++;
-		}
-	}
-	fputc('"', f);
+	jsonw_string(f, copy ? copy : "(withheld: out of memory while masking)");
 	free(copy);
 }
 
