@@ -2,9 +2,10 @@
  * them through http oldest first (the next one while the previous one is
  * written), judges each answer with the validator and writes each
  * request's result through dbq atomically, in request order, under the
- * connector's lease. A failed request ends the
- * poll: later windows wait for the next one, so synced_until never skips
- * a gap. (Named poller, not poll: <poll.h> is a system header.) */
+ * connector's lease. A failed request ends the poll: later windows wait
+ * for the next one, so synced_until never skips a gap. Every poll's end is
+ * counted in the starter's stats (stats.h). (Named poller, not poll:
+ * <poll.h> is a system header.) */
 #ifndef KSI_POLLER_H
 #define KSI_POLLER_H
 

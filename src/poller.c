@@ -1,5 +1,7 @@
 /* poller: drives one connector's poll through its windows (SPEC §5), in
- * window order, and `once` over many connectors.
+ * window order. Whoever starts it (the daemon's `run` and `once`, the
+ * backfill command, a backfill request), every poll ends in job_finish,
+ * which reports it to stats.
  *
  * A poll is a pipeline of requests: while one request's result is being
  * written, the next is fetched (one fetch at a time: a customer's API is
