@@ -82,6 +82,31 @@ check_contains "the refusal names file, line and key" "d.conf:3" "$(grep 'reload
 add_connector after-reload sales
 if alive "$pid" && wait_for "after-reload to be polled" 5 has_runs after-reload ok; then ok "the daemon keeps polling after a bad reload"
 else not_ok "the daemon keeps polling after a bad reload"; fi
+# A FIFO in place of the file must not freeze the loop waiting for a
+# writer (nothing here ever opens it for writing), nor a directory or a
+# device load as an empty configuration.
+rm -f "$WORK/d.conf"
+mkfifo "$WORK/d.conf"
+kill -HUP "$pid"
+if wait_for "the FIFO reload to be refused" 5 grep -q "reload failed.*d.conf: is a FIFO, not a regular file" "$WORK/main.log"; then
+	ok "a FIFO config file is refused on SIGHUP, by name"
+else not_ok "a FIFO config file is refused on SIGHUP, by name"; fi
+add_connector after-fifo sales
+if alive "$pid" && wait_for "after-fifo to be polled" 5 has_runs after-fifo ok; then ok "the daemon keeps polling after a FIFO reload"
+else not_ok "the daemon keeps polling after a FIFO reload"; fi
+rm -f "$WORK/d.conf"
+mkdir "$WORK/d.conf"
+kill -HUP "$pid"
+if wait_for "the directory reload to be refused" 5 grep -q "reload failed.*d.conf: is a directory, not a regular file" "$WORK/main.log"; then
+	ok "a directory config file is refused on SIGHUP, by name"
+else not_ok "a directory config file is refused on SIGHUP, by name"; fi
+rmdir "$WORK/d.conf"
+ln -s /dev/zero "$WORK/d.conf"
+kill -HUP "$pid"
+if wait_for "the /dev/zero reload to be refused" 5 grep -q "reload failed.*d.conf: is a character device, not a regular file" "$WORK/main.log"; then
+	ok "a symlink to /dev/zero is refused on SIGHUP, by name"
+else not_ok "a symlink to /dev/zero is refused on SIGHUP, by name"; fi
+rm -f "$WORK/d.conf"
 daemon_conf "$WORK/d.conf"
 
 echo "# PostgreSQL restarted: the daemon recovers, LISTEN comes back, no hour is missing"
