@@ -846,6 +846,15 @@ static const char *file_kind(mode_t mode)
 	return "is of an unknown type";
 }
 
+/* The null device reads as an empty file: "-c /dev/null" is the common
+ * idiom (ssh -F /dev/null) for "the defaults, not the installed file". */
+static bool is_null_device(const struct stat *st)
+{
+	struct stat null;
+	return S_ISCHR(st->st_mode) && stat("/dev/null", &null) == 0 && S_ISCHR(null.st_mode) &&
+	       st->st_rdev == null.st_rdev;
+}
+
 /* Opens path for reading if it is a regular file. O_NONBLOCK makes the
  * open of a FIFO return at once instead of waiting for a writer (a SIGHUP
  * would otherwise freeze the loop); fstat on the opened descriptor then
@@ -854,8 +863,9 @@ static const char *file_kind(mode_t mode)
  * /dev/stdin is what fd 0 is: a redirected regular file loads (and reloads
  * from the start), a pipe is refused like any FIFO, since a reload could
  * never read it again. A directory, a FIFO or a device (/dev/zero would be
- * read forever) is refused by name. 0 with *out NULL when the file does
- * not exist and !must_exist; -1 with err set on error. */
+ * read forever) is refused by name; /dev/null is let through (empty).
+ * 0 with *out NULL when the file does not exist and !must_exist; -1 with
+ * err set on error. */
 static int open_regular(const char *path, bool must_exist, FILE **out, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -872,7 +882,7 @@ static int open_regular(const char *path, bool must_exist, FILE **out, char *err
 		close(fd);
 		return -1;
 	}
-	if (!S_ISREG(st.st_mode)) {
+	if (!S_ISREG(st.st_mode) && !is_null_device(&st)) {
 		snprintf(err, errlen, "%s: %s, not a regular file", path, file_kind(st.st_mode));
 		close(fd);
 		return -1;

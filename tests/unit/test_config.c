@@ -960,6 +960,19 @@ static void test_not_regular_files(void **state)
 	rmdir(dir);
 }
 
+/* /dev/null is an empty file: the defaults, whatever they were over. */
+static void test_dev_null_is_empty(void **state)
+{
+	(void)state;
+	struct cfg c;
+	init_defaults(&c);
+	char err[512] = "";
+	int rc = cfg_load(&c, "/dev/null", true, err, sizeof(err));
+	CHECK(rc == 0, "/dev/null: rc %d, err \"%s\"", rc, err);
+	expect_defaults(&c, "/dev/null");
+	cfg_free(&c);
+}
+
 /* A symlink to a regular file is that file. /dev/stdin is whatever fd 0
  * is: a redirected regular file loads, a pipe is refused as a FIFO. */
 static void test_symlink_and_stdin(void **state)
@@ -1397,6 +1410,7 @@ int main(void)
 	    cmocka_unit_test(test_missing_and_unreadable_files),
 	    cmocka_unit_test(test_unreadable_file),
 	    cmocka_unit_test(test_not_regular_files),
+	    cmocka_unit_test(test_dev_null_is_empty),
 	    cmocka_unit_test(test_symlink_and_stdin),
 	    cmocka_unit_test(test_read_error_is_not_end_of_file),
 	    cmocka_unit_test(test_file_forms),
