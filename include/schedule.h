@@ -14,9 +14,19 @@
  * connectors spread over the interval instead of all starting at :00. */
 int64_t sched_offset(int64_t connector_id, int64_t interval);
 
-/* After a success at now: the next slot of the connector's grid
- * (k * interval + offset) after now, plus up to 5% jitter (at most 30 s). */
-int64_t sched_after_success(int64_t now, int64_t connector_id, int64_t interval, uint32_t rnd);
+/* The jitter added to a slot: 5% of the interval, at most 30 s. */
+int64_t sched_jitter_max(int64_t interval);
+
+/* After a success of a poll that started at started: the first slot of
+ * the connector's grid (k * interval + offset) at or after
+ * started - slack + interval - sched_jitter_max, plus a jitter in
+ * [0, sched_jitter_max]; so less than 2 * interval away, and never closer
+ * than interval less the jitter to the time the poll was due (SPEC §4).
+ * slack is how much later than its due time a poll may start (the
+ * claim's latency): without it, a poll on time for its slot but claimed
+ * late would skip the next slot. */
+int64_t sched_after_success(int64_t started, int64_t connector_id, int64_t interval, int64_t slack,
+                            uint32_t rnd);
 
 /* After the failures-th consecutive failure (>= 1) at now: exponential
  * backoff from 30 s doubling to 1 h, with ±20% jitter; at least 10 min for

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -707,10 +708,14 @@ static char *read_line(char *str, int num, void *stream)
 	errno = 0;
 	ssize_t n = getline(&ld->buf, &ld->cap, ld->f);
 	if (n < 0) {
-		if (ferror(ld->f)) {
+		int e = errno;
+		/* -1 means both "end of file" and "failed"; only feof() without
+		 * ferror() is the end. glibc's getline fails with ENOMEM without
+		 * setting the stream's error flag, so ferror() alone would take
+		 * a failed read for the end and load half a file. */
+		if (ferror(ld->f) || !feof(ld->f)) {
 			ld->err_line = ld->line + 1;
-			snprintf(ld->err, sizeof(ld->err), "read error: %s",
-			         strerror(errno ? errno : EIO));
+			snprintf(ld->err, sizeof(ld->err), "read error: %s", strerror(e ? e : EIO));
 		}
 		return NULL;
 	}
@@ -825,25 +830,89 @@ static int on_key(void *user, const char *section, const char *name, const char 
 	return 1;
 }
 
-int cfg_load(struct cfg *c, const char *path, bool must_exist, char *err, size_t errlen)
+/* What a path that is not a regular file is, for the message. */
+static const char *file_kind(mode_t mode)
 {
-	if (errlen > 0)
-		err[0] = '\0';
-	FILE *f = fopen(path, "re");
-	if (!f) {
+	if (S_ISDIR(mode))
+		return "is a directory";
+	if (S_ISFIFO(mode))
+		return "is a FIFO";
+	if (S_ISCHR(mode))
+		return "is a character device";
+	if (S_ISBLK(mode))
+		return "is a block device";
+	if (S_ISSOCK(mode))
+		return "is a socket";
+	return "is of an unknown type";
+}
+
+/* The null device reads as an empty file: "-c /dev/null" is the common
+ * idiom (ssh -F /dev/null) for "the defaults, not the installed file". */
+static bool is_null_device(const struct stat *st)
+{
+	struct stat null;
+	return S_ISCHR(st->st_mode) && stat("/dev/null", &null) == 0 && S_ISCHR(null.st_mode) &&
+	       st->st_rdev == null.st_rdev;
+}
+
+/* Opens path for reading if it is a regular file. O_NONBLOCK makes the
+ * open of a FIFO return at once instead of waiting for a writer (a SIGHUP
+ * would otherwise freeze the loop); fstat on the opened descriptor then
+ * judges what was opened, so a symlink to a regular file is fine (open
+ * follows it) and nothing can change between the check and the read.
+ * /dev/stdin is what fd 0 is: a redirected regular file loads (and reloads
+ * from the start), a pipe is refused like any FIFO, since a reload could
+ * never read it again. A directory, a FIFO or a device (/dev/zero would be
+ * read forever) is refused by name; /dev/null is let through (empty).
+ * 0 with *out NULL when the file does not exist and !must_exist; -1 with
+ * err set on error. */
+static int open_regular(const char *path, bool must_exist, FILE **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
 		if (errno == ENOENT && !must_exist)
 			return 0;
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
-	/* fopen succeeds on a directory; reading it fails later with a less
-	 * clear message. */
 	struct stat st;
-	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
-		snprintf(err, errlen, "%s: %s", path, strerror(EISDIR));
-		fclose(f);
+	if (fstat(fd, &st) != 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		close(fd);
 		return -1;
 	}
+	if (!S_ISREG(st.st_mode) && !is_null_device(&st)) {
+		snprintf(err, errlen, "%s: %s, not a regular file", path, file_kind(st.st_mode));
+		close(fd);
+		return -1;
+	}
+	/* A regular file never blocks; cleared so that stdio never sees
+	 * EAGAIN whatever the file system does. */
+	int flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	*out = fdopen(fd, "r");
+	if (!*out) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return 0;
+}
+
+int cfg_load(struct cfg *c, const char *path, bool must_exist, char *err, size_t errlen)
+{
+	if (errlen > 0)
+		err[0] = '\0';
+	FILE *f;
+	if (open_regular(path, must_exist, &f, err, errlen) != 0)
+		return -1;
+	if (!f)
+		return 0; /* optional and absent */
 
 	/* Work on a copy: a failed load (a bad SIGHUP reload) must leave the
 	 * running configuration exactly as it was. */

@@ -42,6 +42,7 @@ struct job {
 	struct job *wnext;    /* in the queue of claimed polls not started yet */
 	struct connector c;   /* owned */
 	struct poll_job *pj;  /* while polling */
+	int64_t started;      /* when the poll started: the next is timed from it */
 	struct finish *finish; /* the poll's end, while it is written */
 };
 
@@ -216,6 +217,7 @@ static void start_waiting(struct daemon *d)
 			.done = on_polled,
 			.user = j,
 		};
+		j->started = spec.now;
 		if (poll_start(&spec, &j->pj) != 0) {
 			log_error("daemon", j->c.name, "out of memory: not polled now");
 			job_unlink_free(j);
@@ -263,7 +265,11 @@ static void on_polled(const struct poll_result *r, void *user)
 			log_info("daemon", c->name, "recovered after %u failed poll%s", c->failures,
 				 c->failures == 1 ? "" : "s");
 		failures = 0;
-		next_poll = sched_after_success(now, c->id, c->poll_interval, rnd);
+		/* From the poll's start, so that two polls are never closer than
+		 * the interval less its jitter; a claim comes up to one
+		 * claim_interval after the poll was due, which the slot allows. */
+		next_poll = sched_after_success(j->started, c->id, c->poll_interval,
+		                                (d->cfg->claim_interval_ms + 999) / 1000, rnd);
 	} else {
 		d->polls_failed++;
 		d->db_failed |= r->db_failed;

@@ -91,8 +91,9 @@ static double now_epoch(void)
 
 /* ---- URLs ---------------------------------------------------------------- */
 
-/* Parses url into a CURLU that is an absolute http(s) URL with a host. */
-static CURLU *parse_http_url(const char *url, char *err, size_t errlen)
+/* Parses url into a CURLU that is an absolute http(s) URL with a host;
+ * with for_request, one without user info either. */
+static CURLU *parse_http_url(const char *url, bool for_request, char *err, size_t errlen)
 {
 	CURLU *u = curl_url();
 	if (!u) {
@@ -114,12 +115,30 @@ static CURLU *parse_http_url(const char *url, char *err, size_t errlen)
 		return NULL;
 	}
 	curl_free(scheme);
+	/* Credentials in the URL are refused, never sent: with a token libcurl
+	 * sends only the Bearer header, without one it would send them as
+	 * Basic (test-connection's "without a token" probe did); and
+	 * endpoint_url is no secret (the dashboard role reads it, logs quote
+	 * it). The message never quotes them. */
+	char *user = NULL, *password = NULL;
+	bool userinfo = curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK ||
+	                curl_url_get(u, CURLUPART_PASSWORD, &password, 0) == CURLUE_OK;
+	curl_free(user);
+	curl_free(password);
+	if (for_request && userinfo) {
+		snprintf(
+		    err, errlen,
+		    "endpoint_url holds credentials (user:password@ before the host): the API is "
+		    "authenticated by the bearer token alone; remove them from the URL");
+		curl_url_cleanup(u);
+		return NULL;
+	}
 	return u;
 }
 
 int http_url_check(const char *url, char *err, size_t errlen)
 {
-	CURLU *u = parse_http_url(url, err, errlen);
+	CURLU *u = parse_http_url(url, true, err, errlen);
 	if (!u)
 		return -1;
 	curl_url_cleanup(u);
@@ -129,7 +148,7 @@ int http_url_check(const char *url, char *err, size_t errlen)
 void http_url_describe(const char *url, const char *secret, char *buf, size_t len)
 {
 	char err[128];
-	CURLU *u = parse_http_url(url, err, sizeof(err));
+	CURLU *u = parse_http_url(url, false, err, sizeof(err));
 	char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *full = NULL;
 	if (u && curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
@@ -152,17 +171,36 @@ void http_url_describe(const char *url, const char *secret, char *buf, size_t le
 	curl_url_cleanup(u);
 }
 
-/* Appends name=value to the query; CURLU_URLENCODE encodes the value (all
- * but RFC 3986 unreserved characters, so '+' becomes %2B) and keeps the
- * first '=' as the separator. */
+/* Appends name=value to the query, the value percent-encoded here rather
+ * than by CURLU_URLENCODE, which form-encodes a space as '+' (SPEC §2 asks
+ * for %20). RFC 3986 unreserved characters stay, every other byte becomes
+ * %XX: a space travels as %20, a '+' as %2B. window.c's
+ * win_query_value_len counts exactly this, for the URL-length split. */
 static int append_param(CURLU *u, const char *name, const char *value)
 {
-	size_t n = strlen(name) + 1 + strlen(value) + 1;
-	char *kv = malloc(n);
+	static const char hex[] = "0123456789ABCDEF";
+	size_t nlen = strlen(name), vlen = strlen(value);
+	if (vlen > (SIZE_MAX - nlen - 2) / 3)
+		return -1;
+	char *kv = malloc(nlen + 1 + vlen * 3 + 1);
 	if (!kv)
 		return -1;
-	snprintf(kv, n, "%s=%s", name, value);
-	CURLUcode rc = curl_url_set(u, CURLUPART_QUERY, kv, CURLU_APPENDQUERY | CURLU_URLENCODE);
+	memcpy(kv, name, nlen);
+	char *o = kv + nlen;
+	*o++ = '=';
+	for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
+		unsigned char ch = *p;
+		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+			*o++ = (char)ch;
+		} else {
+			*o++ = '%';
+			*o++ = hex[ch >> 4];
+			*o++ = hex[ch & 15];
+		}
+	}
+	*o = '\0';
+	CURLUcode rc = curl_url_set(u, CURLUPART_QUERY, kv, CURLU_APPENDQUERY);
 	free(kv);
 	return rc == CURLUE_OK ? 0 : -1;
 }
@@ -171,7 +209,7 @@ int http_build_url(const char *endpoint, const char *from_time, const char *to_t
 		   const char *const *codes, size_t ncodes, char **out, char *err, size_t errlen)
 {
 	*out = NULL;
-	CURLU *u = parse_http_url(endpoint, err, errlen);
+	CURLU *u = parse_http_url(endpoint, true, err, errlen);
 	if (!u)
 		return -1;
 	int rc = -1;

@@ -17,14 +17,34 @@ static int64_t floor_mod(int64_t a, int64_t m)
 	return r < 0 ? r + m : r;
 }
 
-int64_t sched_after_success(int64_t now, int64_t connector_id, int64_t interval, uint32_t rnd)
+int64_t sched_jitter_max(int64_t interval)
 {
 	if (interval <= 0)
 		interval = 60;
+	return interval / 20 < 30 ? interval / 20 : 30;
+}
+
+int64_t sched_after_success(int64_t started, int64_t connector_id, int64_t interval, int64_t slack,
+                            uint32_t rnd)
+{
+	if (interval <= 0)
+		interval = 60;
+	int64_t jitter_max = sched_jitter_max(interval);
+	if (slack < 0)
+		slack = 0;
+	if (slack > interval / 2)
+		slack = interval / 2;
 	int64_t offset = sched_offset(connector_id, interval);
-	/* The first grid point strictly after now. */
-	int64_t next = now - floor_mod(now - offset, interval) + interval;
-	int64_t jitter_max = interval / 20 < 30 ? interval / 20 : 30;
+	/* SPEC §4: poll_interval is the time between successful polls. The
+	 * first grid point strictly after now (as before) put an unscheduled
+	 * poll (a new or changed connector, a success after backoff) seconds
+	 * before its next slot; the first at or after the poll's start plus
+	 * the interval less the jitter keeps every gap at least that long.
+	 * The start is taken slack earlier because a claim comes up to slack
+	 * after the poll was due: a poll on time for its slot then keeps the
+	 * next slot instead of skipping one. */
+	int64_t from = started - slack + interval - jitter_max;
+	int64_t next = from + floor_mod(offset - from, interval);
 	if (jitter_max > 0)
 		next += (int64_t)(rnd % (uint32_t)(jitter_max + 1));
 	return next;

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -1035,8 +1036,24 @@ static bool auth_ok(struct MHD_Connection *conn)
 	return opt.token == NULL || strcmp(h + 7, opt.token) == 0;
 }
 
-/* "<method> <raw uri> auth=<yes|no> gzip=<yes|no> inflight=N": never the
- * Authorization header itself. gzip says whether the client offered it. */
+/* What the log's auth= says: yes (a bearer token that auth_ok accepts), no
+ * (no Authorization header at all), basic (Basic credentials, such as a
+ * client sends from a URL's user:password@) or other (anything else, a
+ * wrong token among them). Never the header itself. */
+static const char *auth_seen(struct MHD_Connection *conn)
+{
+	if (auth_ok(conn))
+		return "yes";
+	const char *h =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	if (h == NULL)
+		return "no";
+	return strncasecmp(h, "Basic ", 6) == 0 ? "basic" : "other";
+}
+
+/* "<method> <raw uri> auth=<yes|no|basic|other> gzip=<yes|no> inflight=N":
+ * never the Authorization header itself. gzip says whether the client
+ * offered it. */
 static void log_request(struct MHD_Connection *conn, const struct request *req, const char *method,
                         const char *url)
 {
@@ -1053,7 +1070,7 @@ static void log_request(struct MHD_Connection *conn, const struct request *req, 
 			buf_add(&line, p, 1);
 	}
 	const char *ae = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING);
-	buf_addf(&line, " auth=%s gzip=%s inflight=%u\n", auth_ok(conn) ? "yes" : "no",
+	buf_addf(&line, " auth=%s gzip=%s inflight=%u\n", auth_seen(conn),
 	         ae != NULL && strstr(ae, "gzip") != NULL ? "yes" : "no",
 	         __atomic_load_n(&in_flight, __ATOMIC_SEQ_CST));
 	if (!line.failed) {

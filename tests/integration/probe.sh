@@ -84,6 +84,25 @@ check "--json: every required check PASS" "PASS" \
 	"$(sql "SELECT string_agg(DISTINCT c->>'status', ',') FROM json_array_elements(:'doc'::json->'checks') c
 	        WHERE (c->>'required')::boolean" -v doc="$OUT")"
 check_contains "the '+09:00' window travels as %2B09%3A00" "%2B09%3A00" "$(cat "$WORK/fake.log")"
+
+echo "# credentials: the no-token probe sends none; user:password@ in a URL is refused, never sent"
+# The fake API's log says auth=no only when no Authorization header came.
+n0=$(wc -l <"$WORK/fake.log")
+probe_url sales --codes 0001
+REQS=$(tail -n +"$((n0 + 1))" "$WORK/fake.log")
+check "the probe made its requests" 0 "$RC"
+check "exactly one request carries no Authorization header (the no-token probe)" 1 "$(grep -c ' auth=no ' <<<"$REQS")"
+check "every other request carries the bearer token and nothing else" \
+	"$(($(wc -l <<<"$REQS") - 1))" "$(grep -c ' auth=yes ' <<<"$REQS")"
+n0=$(wc -l <"$WORK/fake.log")
+probe --url "${FAKE_URL/http:\/\//http://ksiuser:ksipass@}/sales" --token-file "$WORK/token" --codes 0001
+check "a URL with user:password@: exits 2" 2 "$RC"
+check_contains "a URL with user:password@: says why" "endpoint_url holds credentials" "$ERR"
+check_absent "a URL with user:password@: the password is never printed" "ksipass" "$OUT$ERR"
+check "a URL with user:password@: no request reached the API (no Basic credentials either)" \
+	"$n0" "$(wc -l <"$WORK/fake.log")"
+check "no request ever carried Basic credentials" 0 "$(grep -c ' auth=basic ' "$WORK/fake.log")"
+
 probe_url sales --codes 0001,0002 --from 2024-03-01T00:00:00+01:00 --to 2024-03-01T12:00:00+01:00
 check "--from/--to: exits 0" 0 "$RC"
 check_contains "--from/--to: the window asked is the one given" \

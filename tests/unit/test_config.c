@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,36 @@
 #include "config.h"
 
 #define SHIPPED_CONF "etc/ksi-salesd.conf"
+
+/* The getline seam (-Wl,--wrap in the Makefile): when getline_fail_at is
+ * N > 0, the Nth read from now fails with ENOMEM the way glibc's does when
+ * it cannot grow its buffer (-1, errno set, no stream flag), which no real
+ * file can be made to do on demand. With optimisation glibc's stdio.h
+ * inlines getline into a call to __getdelim, so both are wrapped. */
+ssize_t __real_getline(char **line, size_t *cap, FILE *f);
+ssize_t __wrap_getline(char **line, size_t *cap, FILE *f);
+ssize_t __real___getdelim(char **line, size_t *cap, int delim, FILE *f);
+ssize_t __wrap___getdelim(char **line, size_t *cap, int delim, FILE *f);
+static int getline_fail_at;
+
+static bool read_fails_now(void)
+{
+	if (getline_fail_at > 0 && --getline_fail_at == 0) {
+		errno = ENOMEM;
+		return true;
+	}
+	return false;
+}
+
+ssize_t __wrap_getline(char **line, size_t *cap, FILE *f)
+{
+	return read_fails_now() ? -1 : __real_getline(line, cap, f);
+}
+
+ssize_t __wrap___getdelim(char **line, size_t *cap, int delim, FILE *f)
+{
+	return read_fails_now() ? -1 : __real___getdelim(line, cap, delim, f);
+}
 
 /* cmocka's assert_* macros print values but not which case failed; this
  * names it. */
@@ -861,7 +892,7 @@ static void test_missing_and_unreadable_files(void **state)
 		CHECK(rc == -1 && strcmp(err, want) == 0,
 		      "path under a file, must_exist %d: rc %d, err \"%s\"", must_exist, rc, err);
 		rc = cfg_load(&c, "/tmp", must_exist, err, sizeof(err));
-		CHECK(rc == -1 && strcmp(err, "/tmp: Is a directory") == 0,
+		CHECK(rc == -1 && strcmp(err, "/tmp: is a directory, not a regular file") == 0,
 		      "directory, must_exist %d: rc %d, err \"%s\"", must_exist, rc, err);
 	}
 	expect_same(&c, &before, "after the failed opens");
@@ -890,6 +921,126 @@ static void test_unreadable_file(void **state)
 	cfg_free(&c);
 	unlink(path);
 	free(path);
+}
+
+/* Only regular files are configuration files: a FIFO would block the open
+ * (and a SIGHUP reload with it) until a writer came, /dev/zero would be
+ * read forever, a directory cannot be read. Each is refused at once, by
+ * name, optional or not, and the configuration is left as it was. */
+static void test_not_regular_files(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/ksi-test-config-dir-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
+	char fifo[300];
+	snprintf(fifo, sizeof(fifo), "%s/fifo.conf", dir);
+	CHECK(mkfifo(fifo, 0600) == 0, "mkfifo: %s", strerror(errno));
+	static const char *const kinds[] = {"is a FIFO", "is a character device", "is a directory"};
+	const char *paths[] = {fifo, "/dev/zero", dir};
+	for (size_t i = 0; i < ARRAY_LEN(paths); i++) {
+		for (int must_exist = 0; must_exist <= 1; must_exist++) {
+			struct cfg c;
+			init_defaults(&c);
+			char err[512] = "", want[512];
+			/* A hang (today's FIFO, /dev/zero) fails the test by
+			 * SIGALRM instead of stalling the suite. */
+			alarm(10);
+			int rc = cfg_load(&c, paths[i], must_exist, err, sizeof(err));
+			alarm(0);
+			snprintf(want, sizeof(want), "%s: %s, not a regular file", paths[i],
+			         kinds[i]);
+			CHECK(rc == -1, "%s, must_exist %d: accepted", paths[i], must_exist);
+			CHECK(strcmp(err, want) == 0, "%s, must_exist %d: got \"%s\", want \"%s\"",
+			      paths[i], must_exist, err, want);
+			expect_defaults(&c, paths[i]);
+			cfg_free(&c);
+		}
+	}
+	unlink(fifo);
+	rmdir(dir);
+}
+
+/* /dev/null is an empty file: the defaults, whatever they were over. */
+static void test_dev_null_is_empty(void **state)
+{
+	(void)state;
+	struct cfg c;
+	init_defaults(&c);
+	char err[512] = "";
+	int rc = cfg_load(&c, "/dev/null", true, err, sizeof(err));
+	CHECK(rc == 0, "/dev/null: rc %d, err \"%s\"", rc, err);
+	expect_defaults(&c, "/dev/null");
+	cfg_free(&c);
+}
+
+/* A symlink to a regular file is that file. /dev/stdin is whatever fd 0
+ * is: a redirected regular file loads, a pipe is refused as a FIFO. */
+static void test_symlink_and_stdin(void **state)
+{
+	(void)state;
+	char *target = write_temp("[daemon]\nlease = 1min\n");
+	char link[300];
+	snprintf(link, sizeof(link), "%s.link", target);
+	CHECK(symlink(target, link) == 0, "symlink: %s", strerror(errno));
+	struct cfg c;
+	init_defaults(&c);
+	char err[512] = "";
+	int rc = cfg_load(&c, link, true, err, sizeof(err));
+	CHECK(rc == 0 && c.lease_ms == 60000, "symlink to a regular file: rc %d, err \"%s\"", rc,
+	      err);
+	cfg_free(&c);
+
+	int saved = dup(0);
+	CHECK(saved >= 0, "dup: %s", strerror(errno));
+	int fd = open(target, O_RDONLY);
+	CHECK(fd >= 0 && dup2(fd, 0) == 0, "redirecting stdin: %s", strerror(errno));
+	close(fd);
+	init_defaults(&c);
+	rc = cfg_load(&c, "/dev/stdin", true, err, sizeof(err));
+	CHECK(rc == 0 && c.lease_ms == 60000, "/dev/stdin from a file: rc %d, err \"%s\"", rc, err);
+	cfg_free(&c);
+
+	int p[2];
+	CHECK(pipe(p) == 0 && dup2(p[0], 0) == 0, "pipe on stdin: %s", strerror(errno));
+	close(p[0]);
+	init_defaults(&c);
+	alarm(10);
+	rc = cfg_load(&c, "/dev/stdin", true, err, sizeof(err));
+	alarm(0);
+	CHECK(rc == -1 && strcmp(err, "/dev/stdin: is a FIFO, not a regular file") == 0,
+	      "/dev/stdin from a pipe: rc %d, err \"%s\"", rc, err);
+	expect_defaults(&c, "/dev/stdin from a pipe");
+	cfg_free(&c);
+	close(p[1]);
+	CHECK(dup2(saved, 0) == 0, "restoring stdin: %s", strerror(errno));
+	close(saved);
+	unlink(link);
+	unlink(target);
+	free(target);
+}
+
+/* getline returning -1 is the end of the file only when feof says so: a
+ * read that fails (ENOMEM, EIO) on the first line or half-way is an error
+ * naming the line, never an empty or half-read configuration. */
+static void test_read_error_is_not_end_of_file(void **state)
+{
+	(void)state;
+	static const char text[] = "[daemon]\nlease = 1min\nclaim_interval = 5s\n[log]\n";
+	for (int fail_at = 1; fail_at <= 4; fail_at++) {
+		struct cfg c;
+		init_defaults(&c);
+		char err[512] = "", path[300], want[512];
+		getline_fail_at = fail_at;
+		int rc = load_text(&c, text, err, sizeof(err), path, sizeof(path));
+		getline_fail_at = 0;
+		snprintf(want, sizeof(want), "%s:%d: read error: %s", path, fail_at,
+		         strerror(ENOMEM));
+		CHECK(rc == -1, "getline failing on call %d: the file was accepted", fail_at);
+		CHECK(strcmp(err, want) == 0, "getline failing on call %d: got \"%s\", want \"%s\"",
+		      fail_at, err, want);
+		expect_defaults(&c, "after a read error");
+		cfg_free(&c);
+	}
 }
 
 /* ---- accepted forms ---------------------------------------------------- */
@@ -1258,6 +1409,10 @@ int main(void)
 	    cmocka_unit_test(test_failed_load_leaves_config),
 	    cmocka_unit_test(test_missing_and_unreadable_files),
 	    cmocka_unit_test(test_unreadable_file),
+	    cmocka_unit_test(test_not_regular_files),
+	    cmocka_unit_test(test_dev_null_is_empty),
+	    cmocka_unit_test(test_symlink_and_stdin),
+	    cmocka_unit_test(test_read_error_is_not_end_of_file),
 	    cmocka_unit_test(test_file_forms),
 	    cmocka_unit_test(test_ranges),
 	    cmocka_unit_test(test_log_values),

@@ -49,17 +49,40 @@ static void test_existing_query_is_kept(void **state)
 static void test_codes_are_encoded(void **state)
 {
 	(void)state;
-	const char *codes[] = {"a b", "x&y=z", "caf\xc3\xa9"};
+	const char *codes[] = {"A 1", "a+b", "x&y=z", "caf\xc3\xa9", "-._~Az09", "%20", "a/b?c#d"};
 	char *url;
-	build("https://h/s", codes, 3, &url);
-	/* A space must not become '+' (servers decode '+' as a space, but
-	 * a literal '+' in a code would then be lost): %20 is unambiguous. */
+	build("https://h/s", codes, 7, &url);
+	/* A space travels as %20 (SPEC §2), never as '+', which a server
+	 * would also read for a literal '+' in a code; '+' itself as %2B;
+	 * RFC 3986 unreserved characters as they are. */
 	const char *q = strstr(url, "ext_ref_codes=");
 	assert_non_null(q);
-	assert_null(strchr(q, ' '));
-	assert_non_null(strstr(url, "ext_ref_codes=x%26y%3Dz"));
-	assert_non_null(strstr(url, "ext_ref_codes=caf%C3%A9"));
+	assert_string_equal(q, "ext_ref_codes=A%201&ext_ref_codes=a%2Bb&ext_ref_codes=x%26y%3Dz"
+	                       "&ext_ref_codes=caf%C3%A9&ext_ref_codes=-._~Az09&ext_ref_codes=%2520"
+	                       "&ext_ref_codes=a%2Fb%3Fc%23d");
 	free(url);
+}
+
+/* win_query_value_len (the URL-length split) must count exactly what the
+ * URL builder writes, byte for byte, whatever the value holds: every byte
+ * value alone, and mixed strings. */
+static void test_encoded_length_matches_planner(void **state)
+{
+	(void)state;
+	char value[8];
+	for (int b = 1; b < 256; b++) {
+		snprintf(value, sizeof(value), "x%cy", b);
+		const char *codes[] = {value};
+		char *url, *base;
+		build("https://h/s", NULL, 0, &base);
+		build("https://h/s", codes, 1, &url);
+		size_t got = strlen(url) - strlen(base) - strlen("&ext_ref_codes=");
+		if (got != win_query_value_len(value))
+			fail_msg("byte 0x%02x: the URL holds %zu bytes, the planner counts %zu", b,
+			         got, win_query_value_len(value));
+		free(url);
+		free(base);
+	}
 }
 
 static void test_non_http_endpoint_refused(void **state)
@@ -77,6 +100,29 @@ static void test_non_http_endpoint_refused(void **state)
 	}
 	char err[64];
 	assert_int_equal(http_url_check("https://h/sales?x=1", err, sizeof(err)), 0);
+}
+
+/* Credentials in endpoint_url are refused (never sent as Basic, never
+ * kept in a column the dashboards read), and the refusal never quotes
+ * them. */
+static void test_userinfo_refused(void **state)
+{
+	(void)state;
+	static const char *const bad[] = {"https://s3cretuser:s3cretpw@api.example.com/sales",
+	                                  "http://s3cretuser@h/sales", "http://:s3cretpw@h/sales"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char err[256] = "";
+		if (http_url_check(bad[i], err, sizeof(err)) == 0)
+			fail_msg("http_url_check accepted \"%s\"", bad[i]);
+		if (!strstr(err, "credentials") || strstr(err, "s3cret"))
+			fail_msg("\"%s\": message \"%s\"", bad[i], err);
+		char *url = NULL;
+		err[0] = '\0';
+		if (http_build_url(bad[i], "a", "b", NULL, 0, &url, err, sizeof(err)) == 0)
+			fail_msg("http_build_url built \"%s\"", url);
+		assert_null(url);
+		assert_null(strstr(err, "s3cret"));
+	}
 }
 
 static void test_describe_hides_query_and_userinfo(void **state)
@@ -153,12 +199,14 @@ int main(void)
 	if (http_global_init() != 0)
 		return 1;
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_plus_offset_is_percent_encoded),
-		cmocka_unit_test(test_existing_query_is_kept),
-		cmocka_unit_test(test_codes_are_encoded),
-		cmocka_unit_test(test_non_http_endpoint_refused),
-		cmocka_unit_test(test_describe_hides_query_and_userinfo),
-		cmocka_unit_test(test_split_batches_fit_8000_bytes),
+	    cmocka_unit_test(test_plus_offset_is_percent_encoded),
+	    cmocka_unit_test(test_existing_query_is_kept),
+	    cmocka_unit_test(test_codes_are_encoded),
+	    cmocka_unit_test(test_encoded_length_matches_planner),
+	    cmocka_unit_test(test_non_http_endpoint_refused),
+	    cmocka_unit_test(test_userinfo_refused),
+	    cmocka_unit_test(test_describe_hides_query_and_userinfo),
+	    cmocka_unit_test(test_split_batches_fit_8000_bytes),
 	};
 	int rc = cmocka_run_group_tests_name("http", tests, NULL, NULL);
 	http_global_cleanup();
