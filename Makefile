@@ -76,7 +76,7 @@ build/fakeapi: tests/fakeapi/fakeapi.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Iinclude -o $@ $< $(shell pkg-config --libs libmicrohttpd) -lz -lpthread
 
-# libFuzzer targets (clang): the validator and the ISO 8601 parser.
+# libFuzzer targets (clang): the validator, the ISO 8601 parser, the TZif reader.
 FUZZ_FLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all -Iinclude $(shell pkg-config --cflags libcjson 2>/dev/null)
 build/fuzz/fuzz_validate: tests/fuzz/fuzz_validate.c src/validate.c src/isotime.c src/sbuf.c
@@ -85,11 +85,16 @@ build/fuzz/fuzz_validate: tests/fuzz/fuzz_validate.c src/validate.c src/isotime.
 build/fuzz/fuzz_isotime: tests/fuzz/fuzz_isotime.c src/isotime.c
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -o $@ $^
+# The TZif reader and POSIX TZ rules, from bytes.
+build/fuzz/fuzz_tzif: tests/fuzz/fuzz_tzif.c src/isotime.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_FLAGS) -o $@ $^
+FUZZ_TARGETS := build/fuzz/fuzz_validate build/fuzz/fuzz_isotime build/fuzz/fuzz_tzif
 FUZZ_SECONDS ?= 60
-fuzz: build/fuzz/fuzz_validate build/fuzz/fuzz_isotime
+fuzz: $(FUZZ_TARGETS)
 	@sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 # The short run `make check` includes.
-fuzz-smoke: build/fuzz/fuzz_validate build/fuzz/fuzz_isotime
+fuzz-smoke: $(FUZZ_TARGETS)
 	@sh tests/fuzz/run.sh 10
 
 unit: $(UNIT_TESTS)

@@ -396,7 +396,10 @@ static bool posix_rule(const char *s, size_t len, struct tz_rule *r)
 
 	memset(r, 0, sizeof(*r));
 	/* POSIX offsets count hours west of Greenwich: "CET-1" is UTC+1. */
-	if (!posix_name(&c) || !posix_hms(&c, 24, &west))
+	/* POSIX allows 24 h; ISO 8601's ±HH:MM cannot write it, and TZif
+	 * types are held to the same limit: at most 23:59:59. */
+	if (!posix_name(&c) || !posix_hms(&c, 24, &west) || west <= -SECS_PER_DAY ||
+	    west >= SECS_PER_DAY)
 		return false;
 	r->std_off = -west;
 	if (c.left == 0)
@@ -418,6 +421,9 @@ static bool posix_rule(const char *s, size_t len, struct tz_rule *r)
 	           !posix_date(&c, &r->end) || c.left != 0) {
 		return false;
 	}
+	/* Also the default std + 1 h ("XXX-23YYY"). */
+	if (r->dst_off <= -SECS_PER_DAY || r->dst_off >= SECS_PER_DAY)
+		return false;
 	/* A "DST" with the standard offset changes nothing: treating it as
 	 * none keeps every rule transition a real change of offset. */
 	r->has_dst = r->dst_off != r->std_off;
