@@ -71,6 +71,11 @@ build/san/test_%: tests/unit/test_%.c $$(addprefix build/san/,$$(addsuffix .o,$$
 	$(CC) $(ALL_CFLAGS) $(SAN) $(shell pkg-config --cflags cmocka) -o $@ $^ \
 		$(PKG_LIBS) $(shell pkg-config --libs cmocka) $(test_$*_LDFLAGS)
 
+# tests/integration/tz.sh's helper: the TZif reader's offsets, to compare
+# with PostgreSQL's.
+build/san/tz_offsets: tests/integration/tz_offsets.c build/san/isotime.o
+	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^
+
 # The fake customer API (tests, demo, bench).
 build/fakeapi: tests/fakeapi/fakeapi.c
 	@mkdir -p $(@D)
@@ -100,7 +105,7 @@ fuzz-smoke: $(FUZZ_TARGETS)
 unit: $(UNIT_TESTS)
 	@sh tests/lib/run-unit.sh $(UNIT_TESTS)
 
-integration: build/san/ksi-salesd build/fakeapi $(DB_UNIT_TESTS)
+integration: build/san/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_TESTS)
 	@rc=0; for s in $(INTEGRATION_SUITES); do \
 		bash tests/integration/$$s.sh build/san/ksi-salesd build/fakeapi || rc=1; done; exit $$rc
 
@@ -109,11 +114,12 @@ systemd-check: build/ksi-salesd
 
 # The integration suites with every run of the release binary under
 # valgrind: any memory error or leak fails the run it happens in. db_oom
-# runs build/san/test_db_oom (ASan and LSan, never under valgrind) either way.
-INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom
+# runs build/san/test_db_oom (ASan and LSan, never under valgrind) either way,
+# tz build/san/tz_offsets.
+INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tz
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
-valgrind: build/ksi-salesd build/fakeapi $(DB_UNIT_TESTS)
+valgrind: build/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_TESTS)
 	@rc=0; for s in $(INTEGRATION_SUITES); do \
 		KSI_WRAP="$(VALGRIND)" bash tests/integration/$$s.sh build/ksi-salesd build/fakeapi || rc=1; \
 	done; exit $$rc
