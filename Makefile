@@ -78,12 +78,17 @@ build/san/test_%: tests/unit/test_%.c $$(addprefix build/san/,$$(addsuffix .o,$$
 	$(CC) $(ALL_CFLAGS) $(SAN) $(shell pkg-config --cflags cmocka) -o $@ $^ \
 		$(PKG_LIBS) $(shell pkg-config --libs cmocka) $(test_$*_LDFLAGS)
 
+# tests/integration/tz.sh's helper: the TZif reader's offsets, to compare
+# with PostgreSQL's.
+build/san/tz_offsets: tests/integration/tz_offsets.c build/san/isotime.o
+	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^
+
 # The fake customer API (tests, demo, bench).
 build/fakeapi: tests/fakeapi/fakeapi.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Iinclude -o $@ $< $(shell pkg-config --libs libmicrohttpd) -lz -lpthread
 
-# libFuzzer targets (clang): the validator and the ISO 8601 parser.
+# libFuzzer targets (clang): the validator, the ISO 8601 parser, the TZif reader.
 FUZZ_FLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all -Iinclude $(shell pkg-config --cflags libcjson 2>/dev/null)
 build/fuzz/fuzz_validate: tests/fuzz/fuzz_validate.c src/validate.c src/isotime.c src/sbuf.c
@@ -92,17 +97,22 @@ build/fuzz/fuzz_validate: tests/fuzz/fuzz_validate.c src/validate.c src/isotime.
 build/fuzz/fuzz_isotime: tests/fuzz/fuzz_isotime.c src/isotime.c
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -o $@ $^
+# The TZif reader and POSIX TZ rules, from bytes.
+build/fuzz/fuzz_tzif: tests/fuzz/fuzz_tzif.c src/isotime.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_FLAGS) -o $@ $^
+FUZZ_TARGETS := build/fuzz/fuzz_validate build/fuzz/fuzz_isotime build/fuzz/fuzz_tzif
 FUZZ_SECONDS ?= 60
-fuzz: build/fuzz/fuzz_validate build/fuzz/fuzz_isotime
+fuzz: $(FUZZ_TARGETS)
 	@sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 # The short run `make check` includes.
-fuzz-smoke: build/fuzz/fuzz_validate build/fuzz/fuzz_isotime
+fuzz-smoke: $(FUZZ_TARGETS)
 	@sh tests/fuzz/run.sh 10
 
 unit: $(UNIT_TESTS)
 	@sh tests/lib/run-unit.sh $(UNIT_TESTS)
 
-integration: build/san/ksi-salesd build/fakeapi $(DB_UNIT_TESTS)
+integration: build/san/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_TESTS)
 	@rc=0; for s in $(INTEGRATION_SUITES); do \
 		bash tests/integration/$$s.sh build/san/ksi-salesd build/fakeapi || rc=1; done; exit $$rc
 
@@ -111,11 +121,12 @@ systemd-check: build/ksi-salesd
 
 # The integration suites with every run of the release binary under
 # valgrind: any memory error or leak fails the run it happens in. db_oom
-# runs build/san/test_db_oom (ASan and LSan, never under valgrind) either way.
-INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq
+# runs build/san/test_db_oom and dbq build/san/test_dbq (ASan and LSan,
+# never under valgrind) either way, tz build/san/tz_offsets.
+INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
-valgrind: build/ksi-salesd build/fakeapi $(DB_UNIT_TESTS)
+valgrind: build/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_TESTS)
 	@rc=0; for s in $(INTEGRATION_SUITES); do \
 		KSI_WRAP="$(VALGRIND)" bash tests/integration/$$s.sh build/ksi-salesd build/fakeapi || rc=1; \
 	done; exit $$rc

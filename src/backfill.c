@@ -216,9 +216,11 @@ int backfill_command(const struct cli *cli, struct cfg *cfg)
 		db_close(db);
 		return EXIT_USAGE;
 	}
-	/* The hours that start in [from, to), on the connector's local hours. */
-	int64_t first, last;
-	if (win_hour_floor(from, b->c.timezone, &first) != 0 || win_hour_floor(to - 1, b->c.timezone, &last) != 0) {
+	/* The hours that start in [from, to), on the connector's local hours:
+	 * the end is the next hour start, not last + 3600 (a local hour lasts
+	 * 90 minutes across Lord_Howe's 30-minute switch). */
+	int64_t first, end;
+	if (win_hour_floor(from, b->c.timezone, &first) != 0 || win_hour_next(to - 1, b->c.timezone, &end) != 0) {
 		connector_free(&b->c);
 		db_close(db);
 		return EXIT_USAGE;
@@ -252,9 +254,9 @@ int backfill_command(const struct cli *cli, struct cfg *cfg)
 	ev_signal_start(b->loop, &b->sigterm);
 
 	char f[ISO_FORMAT_LEN], t[ISO_FORMAT_LEN];
-	if (iso_format_in_zone(first, b->c.timezone, f) == 0 && iso_format_in_zone(last + 3600, b->c.timezone, t) == 0)
+	if (iso_format_in_zone(first, b->c.timezone, f) == 0 && iso_format_in_zone(end, b->c.timezone, t) == 0)
 		fprintf(stderr, "backfill %s: %s up to %s, %" PRId64 " hours, %zu store%s\n", b->c.name, f, t,
-			(last + 3600 - first) / 3600, b->c.ncodes, b->c.ncodes == 1 ? "" : "s");
+			(end - first) / 3600, b->c.ncodes, b->c.ncodes == 1 ? "" : "s");
 	b->started = now_mono();
 	struct poll_spec spec = {
 		.http = b->http,
@@ -264,7 +266,7 @@ int backfill_command(const struct cli *cli, struct cfg *cfg)
 		.now = (int64_t)time(NULL),
 		.has_span = true,
 		.span_from = first,
-		.span_to = last + 3600,
+		.span_to = end,
 		.stats = &b->stats,
 		.progress = on_progress,
 		.done = on_done,

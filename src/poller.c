@@ -514,22 +514,9 @@ void poll_free(struct poll_job *j)
 /* Splits [from, to) into max_window pieces on the zone's hours. */
 static int plan_explicit_span(struct poll_job *j, int64_t from, int64_t to)
 {
-	const struct connector *c = j->c;
-	int64_t step = c->max_window / 3600 * 3600;
-	if (step < 3600)
-		step = 3600;
-	size_t n = (size_t)((to - from + step - 1) / step);
-	if (to <= from || n == 0 || n > 100000)
-		return -1;
-	j->spans = calloc(n, sizeof(*j->spans));
-	if (!j->spans)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		j->spans[i].from = from + (int64_t)i * step;
-		j->spans[i].to = j->spans[i].from + step < to ? j->spans[i].from + step : to;
-	}
-	j->nspans = n;
-	return 0;
+	/* Cut on the connector's local hours (window.c), not every max_window
+	 * seconds: after a 30-minute switch the latter is no hour start. */
+	return win_plan_span(from, to, j->c->max_window, j->c->timezone, &j->spans, &j->nspans);
 }
 
 int poll_start(const struct poll_spec *spec, struct poll_job **out)

@@ -554,13 +554,15 @@ static void on_backfill_polled(const struct poll_result *r, void *user)
 static int plan_span(struct backfill *b, const struct db_backfill *row, int64_t *to, char *err, size_t errlen)
 {
 	const char *zone = b->c.timezone;
-	int64_t first, last, current;
-	if (win_hour_floor(row->from, zone, &first) != 0 || win_hour_floor(row->to - 1, zone, &last) != 0 ||
-	    win_hour_floor((int64_t)time(NULL), zone, &current) != 0) {
+	int64_t first, last_end, current_end;
+	/* Ends are next hour starts, not floors + 3600: across a 30-minute
+	 * switch a local hour lasts 90 minutes (window.h). */
+	if (win_hour_floor(row->from, zone, &first) != 0 || win_hour_next(row->to - 1, zone, &last_end) != 0 ||
+	    win_hour_next((int64_t)time(NULL), zone, &current_end) != 0) {
 		snprintf(err, errlen, "timezone \"%s\" cannot be used", zone);
 		return -1;
 	}
-	*to = last + 3600 < current + 3600 ? last + 3600 : current + 3600;
+	*to = last_end < current_end ? last_end : current_end;
 	if (first >= *to) {
 		snprintf(err, errlen, "time_from is in the future: there is nothing to fetch yet");
 		return -1;

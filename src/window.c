@@ -18,24 +18,70 @@
 #define WIN_MIN_EPOCH (-62135596800LL + 86400) /* 0001-01-02T00:00:00Z */
 #define WIN_MAX_EPOCH (253402300799LL - 86400) /* 9999-12-30T23:59:59Z */
 
+/* A zone's hour grid is the set of instants t where t + offset(t) is a
+ * whole hour: what SPEC §2 calls the start of an hour in the zone at that
+ * instant. Where the offset changes by a whole hour the grid is every hour;
+ * where it changes by 30 or 45 minutes (Australia/Lord_Howe, Asia/Kathmandu
+ * in 1986) one local hour lasts 90 or 105 minutes, and an instant found with
+ * the offset of t may not be on the grid at all: the period of t's offset is
+ * checked, and the search moves to the period before (or after) when the
+ * lattice point falls outside it. Each step crosses one change of offset. */
+#define WIN_GRID_STEPS 8
+
+static int64_t mod_hour(int64_t x)
+{
+	int64_t r = x % WIN_HOUR;
+
+	return r < 0 ? r + WIN_HOUR : r; /* C's % truncates toward zero */
+}
+
 int win_hour_floor(int64_t t, const char *zone, int64_t *out)
 {
-	int32_t offset;
-	int64_t local, rem;
+	const struct iso_tz *tz;
 
-	if (iso_zone_offset(zone, t, &offset) != 0)
+	if (iso_zone_load(zone, &tz) != 0)
 		return -1;
-	if (__builtin_add_overflow(t, (int64_t)offset, &local))
+	for (int i = 0; i < WIN_GRID_STEPS; i++) {
+		int32_t offset;
+		int64_t cand, since;
+
+		if (iso_tz_offset(tz, t, &offset) != 0)
+			return -1;
+		cand = t - mod_hour(t + offset);
+		since = iso_tz_prev_change(tz, t);
+		/* [since, t] has this offset throughout: a lattice point in it
+		 * is on the grid, and the latest one. */
+		if (cand >= since) {
+			*out = cand;
+			return 0;
+		}
+		t = since - 1;
+	}
+	return -1;
+}
+
+int win_hour_next(int64_t t, const char *zone, int64_t *out)
+{
+	const struct iso_tz *tz;
+
+	if (iso_zone_load(zone, &tz) != 0 || t >= ISO_TZ_MAX_EPOCH)
 		return -1;
-	/* C's % truncates toward zero; hours before 1970 need the floor. */
-	rem = local % WIN_HOUR;
-	if (rem < 0)
-		rem += WIN_HOUR;
-	/* The same offset both ways, so the result is in (t - 3600, t]: on
-	 * the hour of a +05:30 or +05:45 zone means :30 or :15 UTC. */
-	if (__builtin_sub_overflow(t, rem, out))
-		return -1;
-	return 0;
+	t++; /* the first grid instant >= t */
+	for (int i = 0; i < WIN_GRID_STEPS; i++) {
+		int32_t offset;
+		int64_t cand, until;
+
+		if (iso_tz_offset(tz, t, &offset) != 0)
+			return -1;
+		cand = t + mod_hour(-(t + offset));
+		until = iso_tz_next_change(tz, t);
+		if (cand < until) {
+			*out = cand;
+			return 0;
+		}
+		t = until;
+	}
+	return -1;
 }
 
 /* Appends one span, growing the array by doubling. */
@@ -61,11 +107,66 @@ static int push_span(struct win_span **spans, size_t *n, size_t *cap, int64_t fr
 	return 0;
 }
 
-int win_plan(const struct win_params *p, struct win_span **spans, size_t *n)
+int win_plan_span(int64_t from, int64_t to, int64_t max_window, const char *zone,
+                  struct win_span **spans, size_t *n)
 {
-	int64_t raw, start, cur_hour, end, step, from;
+	int64_t start, end, step, cur;
 	struct win_span *out = NULL;
 	size_t count = 0, cap = 0;
+
+	*spans = NULL;
+	*n = 0;
+	if (max_window <= 0 || from >= to || from < WIN_MIN_EPOCH || to - 1 > WIN_MAX_EPOCH ||
+	    !iso_zone_valid(zone))
+		return -1;
+	/* The hours that start in [from, to): from the start of from's hour
+	 * to the end of the hour holding to - 1. */
+	if (win_hour_floor(from, zone, &start) != 0 || win_hour_next(to - 1, zone, &end) != 0)
+		return -1;
+	step = max_window / WIN_HOUR * WIN_HOUR;
+	if (step < WIN_HOUR)
+		step = WIN_HOUR;
+	/* Counted before allocating anything (each piece but the last spans
+	 * at least step - 1 h of real time, less only where a local hour is
+	 * short); push_span() keeps the hard limit whatever the zone. */
+	int64_t total = end - start;
+	if (total / step + (total % step != 0) > WIN_MAX_SPANS)
+		return -1;
+
+	for (cur = start; cur < end;) {
+		int64_t piece_end;
+
+		if (end - cur <= step) {
+			piece_end = end;
+		} else {
+			/* The last hour start within step, re-floored on the
+			 * zone's grid rather than taken as cur + step: the same
+			 * instant where offsets change by whole hours, still a
+			 * local hour start across a 30-minute change. */
+			if (win_hour_floor(cur + step, zone, &piece_end) != 0)
+				goto fail;
+			/* No hour start in (cur, cur + step]: one local hour is
+			 * longer than max_window (Lord_Howe's 90-minute hour with
+			 * a one-hour max_window). It goes whole, in one request:
+			 * an hour cannot be asked for in parts. */
+			if (piece_end <= cur && win_hour_next(cur, zone, &piece_end) != 0)
+				goto fail;
+		}
+		if (push_span(&out, &count, &cap, cur, piece_end) != 0)
+			goto fail;
+		cur = piece_end;
+	}
+	*spans = out;
+	*n = count;
+	return 0;
+fail:
+	free(out);
+	return -1;
+}
+
+int win_plan(const struct win_params *p, struct win_span **spans, size_t *n)
+{
+	int64_t raw;
 
 	*spans = NULL;
 	*n = 0;
@@ -84,44 +185,9 @@ int win_plan(const struct win_params *p, struct win_span **spans, size_t *n)
 	}
 	if (raw < WIN_MIN_EPOCH || p->now > WIN_MAX_EPOCH)
 		return -1;
-	if (win_hour_floor(raw, p->zone, &start) != 0 ||
-	    win_hour_floor(p->now, p->zone, &cur_hour) != 0 ||
-	    __builtin_add_overflow(cur_hour, (int64_t)WIN_HOUR, &end))
-		return -1;
-	step = p->max_window / WIN_HOUR * WIN_HOUR;
-	if (step < WIN_HOUR)
-		step = WIN_HOUR;
-	/* start <= raw <= now < end, all inside years 0001..9999: positive,
-	 * no overflow. Counted before allocating anything; push_span() keeps
-	 * the same limit should a zone's odd offsets cut spans shorter. */
-	int64_t total = end - start;
-	if (total / step + (total % step != 0) > WIN_MAX_SPANS)
-		return -1;
-
-	for (from = start; from < end;) {
-		int64_t to;
-
-		if (end - from <= step) {
-			to = end;
-		} else {
-			/* Floored again rather than taken as from + step: identical
-			 * when the zone's offset changes by whole hours (almost all
-			 * zones), and still on a local hour when it changes by 30
-			 * minutes (Australia/Lord_Howe). floor(x) > x - 3600 and
-			 * step >= 3600, so to > from: the loop always advances. */
-			if (win_hour_floor(from + step, p->zone, &to) != 0)
-				goto fail;
-		}
-		if (push_span(&out, &count, &cap, from, to) != 0)
-			goto fail;
-		from = to;
-	}
-	*spans = out;
-	*n = count;
-	return 0;
-fail:
-	free(out);
-	return -1;
+	/* Up to the end of the current hour: the hours that start in
+	 * [raw, now + 1). raw <= now, so the span is never empty. */
+	return win_plan_span(raw, p->now + 1, p->max_window, p->zone, spans, n);
 }
 
 static bool is_unreserved(unsigned char ch)

@@ -8,7 +8,7 @@ secs=${1:-60}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 passed=0
 failed=0
-for target in validate isotime; do
+for target in validate isotime tzif; do
 	work=$(mktemp -d /tmp/ksi-fuzz.XXXXXX)
 	cp "$root/tests/fuzz/corpus/$target/"* "$work/"
 	dict=""

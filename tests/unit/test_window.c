@@ -55,9 +55,21 @@ static void test_hour_floor(void **state)
 	    /* Madrid's spring switch: 03:00+02:00 is an hour start. */
 	    {"Europe/Madrid", "2023-03-26T01:00:00Z", "2023-03-26T01:00:00Z"},
 	    {"Europe/Madrid", "2023-03-26T00:59:59Z", "2023-03-26T00:00:00Z"},
-	    /* Lord Howe after its 30-minute step back: hours at :30 UTC. */
-	    {"Australia/Lord_Howe", "2023-04-01T15:10:00Z", "2023-04-01T14:30:00Z"},
+	    /* Lord Howe's 30-minute step back (15:00Z, 02:00+11:00 becomes
+	     * 01:30+10:30): 14:30Z would be 01:30+11:00, no hour start, so
+	     * the hour holding 15:10Z starts at 14:00Z and lasts 90 minutes. */
+	    {"Australia/Lord_Howe", "2023-04-01T15:10:00Z", "2023-04-01T14:00:00Z"},
 	    {"Australia/Lord_Howe", "2023-04-01T14:59:59Z", "2023-04-01T14:00:00Z"},
+	    {"Australia/Lord_Howe", "2023-04-01T15:29:59Z", "2023-04-01T14:00:00Z"},
+	    {"Australia/Lord_Howe", "2023-04-01T15:30:00Z", "2023-04-01T15:30:00Z"},
+	    /* Its step forward (15:30Z, 02:00+10:30 becomes 02:30+11:00). */
+	    {"Australia/Lord_Howe", "2023-09-30T15:45:00Z", "2023-09-30T14:30:00Z"},
+	    {"Australia/Lord_Howe", "2023-09-30T16:00:00Z", "2023-09-30T16:00:00Z"},
+	    /* Kathmandu, 1986: +05:30 becomes +05:45 at 18:30Z. */
+	    {"Asia/Kathmandu", "1985-12-31T18:40:00Z", "1985-12-31T17:30:00Z"},
+	    {"Asia/Kathmandu", "1985-12-31T19:15:00Z", "1985-12-31T19:15:00Z"},
+	    /* Santiago's autumn (03:00Z, 00:00-03 becomes 23:00-04). */
+	    {"America/Santiago", "2023-04-02T03:30:00Z", "2023-04-02T03:00:00Z"},
 	};
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -73,6 +85,36 @@ static void test_hour_floor(void **state)
 	int64_t out = 42;
 	assert_int_equal(win_hour_floor(0, "Mars/Base", &out), -1);
 	assert_int_equal(win_hour_floor(0, NULL, &out), -1);
+}
+
+/* The end of the hour holding t: the first hour start after it. */
+static void test_hour_next(void **state)
+{
+	static const struct floor_case cases[] = {
+	    {"UTC", "2023-06-15T10:17:00Z", "2023-06-15T11:00:00Z"},
+	    {"UTC", "2023-06-15T10:00:00Z", "2023-06-15T11:00:00Z"},
+	    {"UTC", "1969-12-31T23:59:59Z", "1970-01-01T00:00:00Z"},
+	    {"Asia/Kolkata", "2023-06-15T09:29:59Z", "2023-06-15T09:30:00Z"},
+	    {"Europe/Madrid", "2023-03-26T00:00:00Z", "2023-03-26T01:00:00Z"},
+	    {"Europe/Madrid", "2023-10-29T00:30:00Z", "2023-10-29T01:00:00Z"},
+	    {"Australia/Lord_Howe", "2023-04-01T14:00:00Z", "2023-04-01T15:30:00Z"},
+	    {"Australia/Lord_Howe", "2023-04-01T15:00:00Z", "2023-04-01T15:30:00Z"},
+	    {"Australia/Lord_Howe", "2023-09-30T14:30:00Z", "2023-09-30T16:00:00Z"},
+	    {"Asia/Kathmandu", "1985-12-31T17:30:00Z", "1985-12-31T19:15:00Z"},
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct floor_case *c = &cases[i];
+		int64_t got = 0;
+
+		if (win_hour_next(at(c->t), c->zone, &got) != 0)
+			fail_msg("win_hour_next(%s, %s) failed", c->t, c->zone);
+		if (got != at(c->want))
+			fail_msg("win_hour_next(%s, %s): %lld, want %s", c->t, c->zone,
+			         (long long)got, c->want);
+	}
+	int64_t out = 42;
+	assert_int_equal(win_hour_next(0, "Mars/Base", &out), -1);
 }
 
 /* ---- win_plan ---- */
@@ -95,7 +137,13 @@ static void check_tiling(const char *name, const struct win_span *s, size_t n, i
 	for (size_t i = 0; i < n; i++) {
 		int32_t off_from, off_to;
 
-		if (s[i].to <= s[i].from || s[i].to - s[i].from > max_step)
+		int64_t next_hour = 0;
+
+		/* Longer than max_step only when it is one local hour (the
+		 * 90-minute hour of a 30-minute switch). */
+		assert_int_equal(win_hour_next(s[i].from, zone, &next_hour), 0);
+		if (s[i].to <= s[i].from ||
+		    (s[i].to - s[i].from > max_step && s[i].to != next_hour))
 			fail_msg("%s: span %zu [%lld, %lld) empty or longer than %lld", name, i,
 			         (long long)s[i].from, (long long)s[i].to, (long long)max_step);
 		if (i + 1 < n && s[i].to != s[i + 1].from)
@@ -314,6 +362,208 @@ static void test_plan_table(void **state)
 		}
 		free(s);
 	}
+}
+
+/* ---- win_plan_span: explicit spans (backfill, backfill requests) ---- */
+
+struct span_case {
+	const char *name;
+	const char *zone;
+	const char *from, *to; /* as an operator gives them: --from, --to */
+	int64_t max_window;
+	const char *bounds[12]; /* fromTime of each piece, then the end (toTime + 1 s) */
+};
+
+static void test_plan_span_table(void **state)
+{
+	static const struct span_case cases[] = {
+	    /* The bug of issue 10: after the step back, 24 h from 00:00+11:00
+	     * is 23:30+10:30, no hour start; the cut is at 23:00+10:30. */
+	    {"Lord_Howe autumn, 24h pieces",
+	     "Australia/Lord_Howe",
+	     "2023-04-01T00:00:00+11:00",
+	     "2023-04-03T00:00:00+10:30",
+	     24 * HOUR,
+	     {"2023-04-01T00:00:00+11:00", "2023-04-02T00:00:00+11:00", "2023-04-02T23:00:00+10:30",
+	      "2023-04-03T00:00:00+10:30"}},
+	    {"Lord_Howe spring, 6h pieces",
+	     "Australia/Lord_Howe",
+	     "2023-09-30T20:00:00+10:30",
+	     "2023-10-01T12:00:00+11:00",
+	     6 * HOUR,
+	     {"2023-09-30T20:00:00+10:30", "2023-10-01T01:00:00+10:30", "2023-10-01T07:00:00+11:00",
+	      "2023-10-01T12:00:00+11:00"}},
+	    /* 01:00+10:30 to 03:00+11:00 is one 90-minute hour: it goes whole. */
+	    {"Lord_Howe spring, 1h pieces",
+	     "Australia/Lord_Howe",
+	     "2023-10-01T00:00:00+10:30",
+	     "2023-10-01T05:00:00+11:00",
+	     HOUR,
+	     {"2023-10-01T00:00:00+10:30", "2023-10-01T01:00:00+10:30", "2023-10-01T03:00:00+11:00",
+	      "2023-10-01T04:00:00+11:00", "2023-10-01T05:00:00+11:00"}},
+	    {"Lord_Howe autumn, 1h pieces",
+	     "Australia/Lord_Howe",
+	     "2023-04-02T00:00:00+11:00",
+	     "2023-04-02T04:00:00+10:30",
+	     HOUR,
+	     {"2023-04-02T00:00:00+11:00", "2023-04-02T01:00:00+11:00", "2023-04-02T02:00:00+10:30",
+	      "2023-04-02T03:00:00+10:30", "2023-04-02T04:00:00+10:30"}},
+	    {"Madrid spring, 24h pieces",
+	     "Europe/Madrid",
+	     "2023-03-25T00:00:00+01:00",
+	     "2023-03-27T00:00:00+02:00",
+	     24 * HOUR,
+	     {"2023-03-25T00:00:00+01:00", "2023-03-26T00:00:00+01:00",
+	      "2023-03-27T00:00:00+02:00"}},
+	    {"Madrid autumn, 24h pieces",
+	     "Europe/Madrid",
+	     "2023-10-28T00:00:00+02:00",
+	     "2023-10-30T00:00:00+01:00",
+	     24 * HOUR,
+	     {"2023-10-28T00:00:00+02:00", "2023-10-29T00:00:00+02:00", "2023-10-29T23:00:00+01:00",
+	      "2023-10-30T00:00:00+01:00"}},
+	    {"Santiago autumn, 24h pieces",
+	     "America/Santiago",
+	     "2023-04-01T00:00:00-03:00",
+	     "2023-04-03T00:00:00-04:00",
+	     24 * HOUR,
+	     {"2023-04-01T00:00:00-03:00", "2023-04-01T23:00:00-04:00", "2023-04-02T23:00:00-04:00",
+	      "2023-04-03T00:00:00-04:00"}},
+	    {"Santiago spring, 24h pieces",
+	     "America/Santiago",
+	     "2023-09-02T00:00:00-04:00",
+	     "2023-09-04T00:00:00-03:00",
+	     24 * HOUR,
+	     {"2023-09-02T00:00:00-04:00", "2023-09-03T01:00:00-03:00",
+	      "2023-09-04T00:00:00-03:00"}},
+	    /* Santiago's summer time across the new year: no switch there. */
+	    {"Santiago new year, 24h pieces",
+	     "America/Santiago",
+	     "2023-12-31T00:00:00-03:00",
+	     "2024-01-02T00:00:00-03:00",
+	     24 * HOUR,
+	     {"2023-12-31T00:00:00-03:00", "2024-01-01T00:00:00-03:00",
+	      "2024-01-02T00:00:00-03:00"}},
+	    {"Kathmandu +05:30 to +05:45, 3h pieces",
+	     "Asia/Kathmandu",
+	     "1985-12-31T20:00:00+05:30",
+	     "1986-01-01T04:00:00+05:45",
+	     3 * HOUR,
+	     {"1985-12-31T20:00:00+05:30", "1985-12-31T23:00:00+05:30", "1986-01-01T02:00:00+05:45",
+	      "1986-01-01T04:00:00+05:45"}},
+	    /* Mid-hour bounds widen to whole hours: here one of 105 minutes. */
+	    {"Kathmandu, mid-hour bounds, 1h pieces",
+	     "Asia/Kathmandu",
+	     "1985-12-31T23:40:00+05:30",
+	     "1986-01-01T00:20:00+05:45",
+	     HOUR,
+	     {"1985-12-31T23:00:00+05:30", "1986-01-01T01:00:00+05:45"}},
+	    {"Kathmandu today, 24h pieces",
+	     "Asia/Kathmandu",
+	     "2023-06-15T00:00:00+05:45",
+	     "2023-06-16T12:00:00+05:45",
+	     24 * HOUR,
+	     {"2023-06-15T00:00:00+05:45", "2023-06-16T00:00:00+05:45",
+	      "2023-06-16T12:00:00+05:45"}},
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct span_case *c = &cases[i];
+		struct win_span *s = NULL;
+		size_t n = 0, want_n = 0;
+
+		while (want_n + 1 < 12 && c->bounds[want_n + 1])
+			want_n++;
+		if (win_plan_span(at(c->from), at(c->to), c->max_window, c->zone, &s, &n) != 0)
+			fail_msg("%s: win_plan_span failed", c->name);
+		check_tiling(c->name, s, n, at(c->bounds[0]), at(c->bounds[want_n]), c->max_window,
+		             c->zone);
+		if (n != want_n)
+			fail_msg("%s: %zu spans, want %zu", c->name, n, want_n);
+		for (size_t k = 0; k < n; k++) {
+			char from[ISO_FORMAT_LEN], last[ISO_FORMAT_LEN];
+
+			assert_int_equal(iso_format_in_zone(s[k].from, c->zone, from), 0);
+			assert_int_equal(iso_format_in_zone(s[k].to, c->zone, last), 0);
+			if (strcmp(from, c->bounds[k]) != 0 || strcmp(last, c->bounds[k + 1]) != 0)
+				fail_msg("%s: span %zu is [%s, %s), want [%s, %s)", c->name, k,
+				         from, last, c->bounds[k], c->bounds[k + 1]);
+		}
+		free(s);
+	}
+}
+
+/* Every start, every length and every max_window around the switches of
+ * the four zones: the pieces always tile exactly the hours asked, on the
+ * zone's grid (check_tiling), whatever the table above forgot. */
+static void test_plan_span_sweep(void **state)
+{
+	static const struct {
+		const char *zone, *switch_at;
+	} sw[] = {
+	    {"Australia/Lord_Howe", "2023-04-01T15:00:00Z"},
+	    {"Australia/Lord_Howe", "2023-09-30T15:30:00Z"},
+	    {"Europe/Madrid", "2023-03-26T01:00:00Z"},
+	    {"Europe/Madrid", "2023-10-29T01:00:00Z"},
+	    {"America/Santiago", "2023-04-02T03:00:00Z"},
+	    {"America/Santiago", "2023-09-03T04:00:00Z"},
+	    {"Asia/Kathmandu", "1985-12-31T18:30:00Z"},
+	};
+	static const int64_t lengths[] = {1, 1800, HOUR, 5400, 5 * HOUR, DAY + 1800};
+	static const int64_t windows[] = {1, HOUR, 2 * HOUR + 600, 5 * HOUR, DAY};
+	size_t plans = 0;
+
+	(void)state;
+	for (size_t z = 0; z < sizeof(sw) / sizeof(sw[0]); z++) {
+		for (int64_t from = at(sw[z].switch_at) - 6 * HOUR;
+		     from <= at(sw[z].switch_at) + 2 * HOUR; from += 900) {
+			for (size_t l = 0; l < sizeof(lengths) / sizeof(lengths[0]); l++) {
+				for (size_t w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
+					int64_t to = from + lengths[l], want_from, want_to;
+					struct win_span *s = NULL;
+					size_t n = 0;
+					char name[128];
+
+					snprintf(name, sizeof(name), "%s [%lld, %lld) window %lld",
+					         sw[z].zone, (long long)from, (long long)to,
+					         (long long)windows[w]);
+					assert_int_equal(
+					    win_hour_floor(from, sw[z].zone, &want_from), 0);
+					assert_int_equal(
+					    win_hour_next(to - 1, sw[z].zone, &want_to), 0);
+					if (win_plan_span(from, to, windows[w], sw[z].zone, &s,
+					                  &n) != 0)
+						fail_msg("%s: refused", name);
+					check_tiling(name, s, n, want_from, want_to,
+					             windows[w] < HOUR ? HOUR
+					                               : windows[w] / HOUR * HOUR,
+					             sw[z].zone);
+					free(s);
+					plans++;
+				}
+			}
+		}
+	}
+	assert_true(plans > 5000);
+}
+
+static void test_plan_span_refused(void **state)
+{
+	const int64_t t = 1686824220; /* 2023-06-15T10:17:00Z */
+	static struct win_span dummy;
+	struct win_span *s = &dummy;
+	size_t n = 99;
+
+	(void)state;
+	assert_int_equal(win_plan_span(t, t, DAY, "UTC", &s, &n), -1); /* empty */
+	assert_int_equal(win_plan_span(t, t - 1, DAY, "UTC", &s, &n), -1);
+	assert_int_equal(win_plan_span(t, t + DAY, 0, "UTC", &s, &n), -1);
+	assert_int_equal(win_plan_span(t, t + DAY, DAY, "Mars/Base", &s, &n), -1);
+	assert_int_equal(win_plan_span(t, t + 20 * 365 * DAY, HOUR, "UTC", &s, &n), -1);
+	assert_int_equal(win_plan_span(INT64_MIN, t, DAY, "UTC", &s, &n), -1);
+	assert_int_equal(win_plan_span(t, INT64_MAX, DAY, "UTC", &s, &n), -1);
+	assert_null(s);
+	assert_int_equal(n, 0);
 }
 
 /* The Madrid autumn case as the customer sees it: toTime is the last second
@@ -610,10 +860,12 @@ static void test_split_realistic(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_hour_floor),      cmocka_unit_test(test_plan_table),
-	    cmocka_unit_test(test_plan_wire_times), cmocka_unit_test(test_plan_span_limit),
-	    cmocka_unit_test(test_plan_refused),    cmocka_unit_test(test_query_value_len),
-	    cmocka_unit_test(test_split_table),     cmocka_unit_test(test_split_refused),
+	    cmocka_unit_test(test_hour_floor),        cmocka_unit_test(test_hour_next),
+	    cmocka_unit_test(test_plan_span_table),   cmocka_unit_test(test_plan_span_sweep),
+	    cmocka_unit_test(test_plan_span_refused), cmocka_unit_test(test_plan_table),
+	    cmocka_unit_test(test_plan_wire_times),   cmocka_unit_test(test_plan_span_limit),
+	    cmocka_unit_test(test_plan_refused),      cmocka_unit_test(test_query_value_len),
+	    cmocka_unit_test(test_split_table),       cmocka_unit_test(test_split_refused),
 	    cmocka_unit_test(test_split_realistic),
 	};
 
