@@ -112,8 +112,18 @@ int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
 	db->conn = conn;
 	PQsetNoticeReceiver(conn, on_notice, NULL);
 	/* Timestamps cross the wire as epoch seconds, but text output of
-	 * timestamptz (status) should not depend on the server's setting. */
-	if (exec_simple(db, "SET TIME ZONE 'UTC'", err, errlen) != 0) {
+	 * timestamptz (status) should not depend on the server's setting.
+	 * The search_path is ours too: our SQL calls now() and friends
+	 * unqualified, and a role or database whose search_path puts another
+	 * schema first (ALTER ROLE ... SET search_path = evil, pg_catalog)
+	 * would otherwise supply them. A SET after connecting, not
+	 * options=-csearch_path in the conninfo: it cannot clash with options
+	 * the operator gives there, and poolers that refuse startup options
+	 * (PgBouncer) pass it. It overrides ALTER ROLE/DATABASE settings, which
+	 * apply at session start. pg_temp last, explicitly: unlisted it would
+	 * be searched first for tables. */
+	if (exec_simple(db, "SET TIME ZONE 'UTC'; SET search_path = pg_catalog, ksi_sales, pg_temp", err,
+			errlen) != 0) {
 		db_close(db);
 		return -1;
 	}
