@@ -24,10 +24,12 @@
 -- zone file whose name matches z ignoring case and reports the file's own
 -- spelling, or, when no file matches, parses z as a POSIX TZ string
 -- ("UTC+3", "<+03>-3"), which always holds a digit (its offset is
--- mandatory) and is reported as given, upper-cased. So a result without a
--- digit is a zone file; one with a digit (Etc/GMT+3, EST5EDT, or a POSIX
--- string) is looked up in pg_timezone_names. The function's SET clause
--- undoes the set_config when it returns.
+-- mandatory) and is reported as given, upper-cased. A POSIX string holds a
+-- '/' only in a rule (after a ',') or inside <...>. So a result without a
+-- digit, or with a '/' and neither ',' nor '<' (Etc/GMT+3), is a zone
+-- file; only the rest (EST5EDT, GMT0, or a POSIX string: refused anyway)
+-- is looked up in pg_timezone_names. The function's SET clause undoes the
+-- set_config when it returns.
 -- canonical: the accepted spelling of zone (differs only in case), or NULL.
 -- problem: NULL when zone is accepted as it is, else what is wrong, for a
 -- person.
@@ -61,7 +63,8 @@ BEGIN
 		ELSE
 			problem := pg_catalog.format('unknown time zone "%s"', shown);
 		END IF;
-	ELSIF loaded ~ '[0-9]' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names n WHERE n.name = loaded) THEN
+	ELSIF loaded ~ '[0-9]' AND NOT (loaded ~ '/' AND loaded !~ '[,<]')
+	      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names n WHERE n.name = loaded) THEN
 		problem := pg_catalog.format('"%s" is a POSIX time zone string or an offset, not an IANA zone name '
 			'(POSIX counts west of Greenwich as positive: UTC+3 is 3 hours behind UTC); use the IANA name '
 			'of the place, or Etc/GMT+3 style names for a fixed offset', shown);
