@@ -105,7 +105,7 @@ systemd-check: build/ksi-salesd
 # The integration suites with every run of the release binary under
 # valgrind: any memory error or leak fails the run it happens in. db_oom
 # runs build/san/test_db_oom (ASan and LSan, never under valgrind) either way.
-INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom
+INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom dbcontract
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
 valgrind: build/ksi-salesd build/fakeapi $(DB_UNIT_TESTS)
