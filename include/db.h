@@ -14,21 +14,39 @@
 
 struct db;
 
-/* Connects with conninfo (NULL or "": libpq's PG* defaults). On failure
- * returns -1 with libpq's message in err. */
+/* Why the last statement failed, from its SQLSTATE, never its text: what
+ * decides a command's exit code (README, exit codes). */
+enum db_error_kind {
+	DB_ERR_NONE,
+	DB_ERR_OTHER,       /* the statement failed: a constraint, a lost lease, ... */
+	DB_ERR_UNREACHABLE, /* the connection failed or broke */
+	DB_ERR_READ_ONLY,   /* 25006: a hot standby, or default_transaction_read_only */
+	DB_ERR_PRIVILEGE,   /* 42501: the role lacks a privilege */
+	DB_ERR_SCHEMA,      /* ksi_sales is missing, or older or newer than this binary */
+};
+
+/* Connects with conninfo (NULL or "": libpq's PG* defaults) and sets the
+ * session's time zone (UTC) and search_path (pg_catalog, ksi_sales,
+ * pg_temp: a role's search_path cannot change what our SQL calls). On
+ * failure returns -1 with libpq's message in err. */
 int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 void db_close(struct db *db);
 bool db_ok(const struct db *db); /* the connection is usable */
 
+/* The kind of the last failure, meaningful right after a call failed. */
+enum db_error_kind db_error_kind(const struct db *db);
+
 /* Applies the embedded migrations that are missing, in one transaction
- * under an advisory lock (safe from two hosts at once). *applied counts
- * those applied now. */
+ * under an advisory lock (safe from two hosts at once), and logs each one
+ * applied once the transaction has committed. *applied counts those
+ * applied now. On failure nothing is applied; db_error_kind says why. */
 int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
 /* 0 when the schema is at the version this binary expects; -1 with an
- * explanation (missing, older: run migrate; newer: upgrade the binary). */
+ * explanation (missing, older: run migrate; newer: upgrade the binary),
+ * DB_ERR_SCHEMA, or the statement's own kind. */
 int db_check_schema(struct db *db, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* The enabled connector called name, with its codes. 0, 1 when there is
@@ -162,7 +180,8 @@ struct db_write {
 	const struct db_finish *finish; /* or NULL */
 	/* Set by db_write_batch. */
 	int rc;
-	long upserted; /* run's rows written */
+	enum db_error_kind kind; /* when rc != 0 */
+	long upserted;           /* run's rows written */
 	char err[1024];
 };
 

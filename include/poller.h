@@ -22,6 +22,7 @@ struct dbq;
 struct poll_result {
 	bool ok;                  /* every request succeeded and was committed */
 	bool db_failed;           /* a write failed: nothing of it was committed */
+	enum db_error_kind db_kind; /* why, when db_failed */
 	bool lease_lost;          /* a write was refused: another daemon holds it */
 	enum run_outcome outcome; /* of the last request made */
 	long retry_after;         /* from the failing answer, -1 when absent */

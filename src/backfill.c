@@ -37,6 +37,7 @@ struct backfill {
 	bool tty;
 	double started;
 	bool done, ok;
+	int fail_code; /* the exit code when !ok */
 	char error[1024];
 	ev_timer renew;
 	ev_signal sigint, sigterm;
@@ -98,6 +99,7 @@ static void on_done(const struct poll_result *r, void *user)
 	b->pj = NULL;
 	b->done = true;
 	b->ok = r->ok;
+	b->fail_code = r->db_failed ? exit_for_db(r->db_kind) : EXIT_FAILED;
 	if (b->tty)
 		fputc('\n', stderr);
 	if (!r->ok)
@@ -232,8 +234,9 @@ int backfill_command(const struct cli *cli, struct cfg *cfg)
 	rc = take_lease(db, b, &epoch);
 	if (rc != 0) {
 		connector_free(&b->c);
+		rc = rc < 0 ? exit_for_db(db_error_kind(db)) : EXIT_FAILED;
 		db_close(db);
-		return rc < 0 ? EXIT_DB : EXIT_FAILED;
+		return rc;
 	}
 	b->c.lease_epoch = epoch;
 
@@ -275,7 +278,7 @@ int backfill_command(const struct cli *cli, struct cfg *cfg)
 	if (poll_start(&spec, &b->pj) != 0)
 		goto out;
 	ev_run(b->loop, 0);
-	rc = b->done && b->ok ? EXIT_OK : EXIT_FAILED;
+	rc = b->done && b->ok ? EXIT_OK : b->done ? b->fail_code : EXIT_FAILED;
 	if (rc != EXIT_OK)
 		fprintf(stderr, "ksi-salesd backfill: %s\n", b->error);
 out:

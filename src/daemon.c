@@ -14,6 +14,7 @@
 #include <ev.h>
 #include <systemd/sd-daemon.h>
 
+#include "cli.h"
 #include "config.h"
 #include "connector.h"
 #include "db.h"
@@ -59,7 +60,8 @@ struct claim {
 	int64_t after_id; /* once: claim ids above this */
 	struct connector *v;
 	size_t n;
-	long leased_elsewhere; /* once: connectors another process polls now */
+	long leased_elsewhere;   /* once: connectors another process polls now */
+	enum db_error_kind kind; /* why the claim failed */
 };
 
 #define JANITOR_FIRST_S 60.0     /* after start: not while everything starts at once */
@@ -95,7 +97,8 @@ struct daemon {
 
 	size_t polls_ok, polls_failed;
 	struct stats stats; /* every poll's end, daemon's and backfill requests' alike */
-	bool db_failed; /* a claim or a write failed for the database's sake */
+	bool db_failed;  /* a claim or a write failed for the database's sake */
+	bool db_refused; /* ... because the role lacks a privilege (once exits 2) */
 
 	ev_timer claim_timer, renew_timer, watchdog_timer, grace_timer, status_timer, start_timer;
 	ev_timer release_timer; /* gives up on releasing leases (database stuck) */
@@ -273,6 +276,7 @@ static void on_polled(const struct poll_result *r, void *user)
 	} else {
 		d->polls_failed++;
 		d->db_failed |= r->db_failed;
+		d->db_refused |= r->db_failed && exit_for_db(r->db_kind) == EXIT_USAGE;
 		failures = r->db_failed ? c->failures : c->failures + 1;
 		/* A failure is logged when it starts (and by every `once`); while it
 		 * repeats, only at debug level. */
@@ -309,6 +313,7 @@ static int claim_in_thread(struct db *db, void *arg, char *err, size_t errlen)
 	struct daemon *d = cl->d;
 	int rc = db_claim(db, d->owner, d->cfg->lease_ms / 1000, cl->limit, d->opt->once, cl->after_id, &cl->v,
 			  &cl->n, err, errlen);
+	cl->kind = rc != 0 ? db_error_kind(db) : DB_ERR_NONE;
 	/* `once` polls every connector, but not one a daemon (or a killed
 	 * run, until its lease expires) holds: say so rather than skip it
 	 * silently (after its last claim). */
@@ -327,6 +332,7 @@ static void on_claimed(int rc, const char *err, void *arg)
 		if (!d->db_down)
 			log_error("daemon", NULL, "claiming connectors: %s", err);
 		d->db_failed = true;
+		d->db_refused |= exit_for_db(cl->kind) == EXIT_USAGE;
 		if (d->opt->once)
 			d->once_claimed = true;
 		free(cl);
@@ -727,16 +733,20 @@ int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 
 	if (!opt->once)
 		log_info("daemon", NULL, "stopped: %zu polls ok, %zu failed", d->polls_ok, d->polls_failed);
-	else
-	{
+	else {
 		log_info("once", NULL, "%zu connector%s polled: %zu ok, %zu failed", d->polls_ok + d->polls_failed,
 			 d->polls_ok + d->polls_failed == 1 ? "" : "s", d->polls_ok, d->polls_failed);
 		log_info("once", NULL,
 			 "records: %" PRIu64 " upserted, %" PRIu64 " refused; %" PRIu64 " bytes; %.3f s polling",
 			 d->stats.records_upserted, d->stats.records_refused, d->stats.bytes, d->stats.duration_sum);
 	}
-	/* once: 3 when the database failed us, 1 when a connector failed. */
-	int rc = !opt->once ? 0 : d->db_failed ? 3 : d->polls_failed > 0 ? 1 : 0;
+	/* once: 2 when the role lacks a privilege (no retry fixes that), 3
+	 * when the database failed us otherwise, 1 when a connector failed. */
+	int rc = !opt->once       ? EXIT_OK
+		 : d->db_refused        ? EXIT_USAGE
+		 : d->db_failed         ? EXIT_DB
+		 : d->polls_failed > 0  ? EXIT_FAILED
+					: EXIT_OK;
 
 	/* Nothing may call back into what is freed below: stop the thread
 	 * and the transfers first, then free the jobs they referred to. */

@@ -23,6 +23,7 @@
 
 struct db {
 	PGconn *conn;
+	enum db_error_kind kind; /* of the last statement run through sql_exec/sql_params */
 };
 
 /* Appends s as one quoted element of a text[] literal: "a\"b". */
@@ -50,11 +51,80 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 		err[--n] = '\0';
 }
 
+/* What a failed statement's SQLSTATE says about the cause. A result
+ * without one is libpq's own: the connection failed. */
+static enum db_error_kind kind_of(const struct db *db, const PGresult *res)
+{
+	ExecStatusType st = PQresultStatus(res);
+	if (res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY))
+		return DB_ERR_NONE;
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	if (!state || PQstatus(db->conn) != CONNECTION_OK)
+		return DB_ERR_UNREACHABLE;
+	/* 08: connection exception; 57P01-57P03: the server is shutting down
+	 * or cannot accept connections now. */
+	if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0)
+		return DB_ERR_UNREACHABLE;
+	if (strcmp(state, "25006") == 0) /* read_only_sql_transaction */
+		return DB_ERR_READ_ONLY;
+	if (strcmp(state, "42501") == 0) /* insufficient_privilege */
+		return DB_ERR_PRIVILEGE;
+	return DB_ERR_OTHER;
+}
+
+/* PQexec and PQexecParams, keeping what the outcome says about the cause
+ * (db_error_kind). ROLLBACKs after a failure go to PQexec directly, so that
+ * they do not hide the failure's kind. */
+static PGresult *sql_exec(struct db *db, const char *sql)
+{
+	PGresult *res = PQexec(db->conn, sql);
+	db->kind = kind_of(db, res);
+	return res;
+}
+
+static PGresult *sql_params(struct db *db, const char *sql, int n, const Oid *types, const char *const *values,
+			    const int *lengths, const int *formats, int result_format)
+{
+	PGresult *res = PQexecParams(db->conn, sql, n, types, values, lengths, formats, result_format);
+	db->kind = kind_of(db, res);
+	return res;
+}
+
+enum db_error_kind db_error_kind(const struct db *db)
+{
+	return db->kind;
+}
+
+/* Appends to err what the operator can do about a read-only database or a
+ * missing privilege (db->kind), for the daemon's commands or for migrate. */
+static void add_remedy(const struct db *db, bool migrating, char *err, size_t errlen)
+{
+	size_t len = strlen(err);
+	if (len >= errlen)
+		return;
+	const char *user = PQuser(db->conn);
+	if (db->kind == DB_ERR_READ_ONLY)
+		snprintf(err + len, errlen - len,
+			 " (the database is read-only for role %s: a hot standby, or default_transaction_read_only: "
+			 "connect to the primary; with several hosts, add target_session_attrs=read-write)",
+			 user);
+	else if (db->kind == DB_ERR_PRIVILEGE && migrating)
+		snprintf(err + len, errlen - len,
+			 " (role %s may not do this: run `ksi-salesd migrate` as the owner of the ksi_sales schema, "
+			 "a role that may create schemas in this database the first time)",
+			 user);
+	else if (db->kind == DB_ERR_PRIVILEGE)
+		snprintf(err + len, errlen - len,
+			 " (role %s lacks a privilege on ksi_sales: GRANT ksi_salesd_daemon TO %s; if it has it, "
+			 "run SELECT ksi_sales.grant_role_privileges(); as the schema owner)",
+			 user, user);
+}
+
 /* Runs a statement that returns no rows of interest; -1 with the server's
  * message in err on failure. */
 static int exec_simple(struct db *db, const char *sql, char *err, size_t errlen)
 {
-	PGresult *res = PQexec(db->conn, sql);
+	PGresult *res = sql_exec(db, sql);
 	ExecStatusType st = PQresultStatus(res);
 	int rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : -1;
 	if (rc != 0)
@@ -112,8 +182,18 @@ int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
 	db->conn = conn;
 	PQsetNoticeReceiver(conn, on_notice, NULL);
 	/* Timestamps cross the wire as epoch seconds, but text output of
-	 * timestamptz (status) should not depend on the server's setting. */
-	if (exec_simple(db, "SET TIME ZONE 'UTC'", err, errlen) != 0) {
+	 * timestamptz (status) should not depend on the server's setting.
+	 * The search_path is ours too: our SQL calls now() and friends
+	 * unqualified, and a role or database whose search_path puts another
+	 * schema first (ALTER ROLE ... SET search_path = evil, pg_catalog)
+	 * would otherwise supply them. A SET after connecting, not
+	 * options=-csearch_path in the conninfo: it cannot clash with options
+	 * the operator gives there, and poolers that refuse startup options
+	 * (PgBouncer) pass it. It overrides ALTER ROLE/DATABASE settings, which
+	 * apply at session start. pg_temp last, explicitly: unlisted it would
+	 * be searched first for tables. */
+	if (exec_simple(db, "SET TIME ZONE 'UTC'; SET search_path = pg_catalog, ksi_sales, pg_temp", err,
+			errlen) != 0) {
 		db_close(db);
 		return -1;
 	}
@@ -143,21 +223,41 @@ int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
 {
 	*applied = 0;
 	char why[1024];
+	/* The migrations applied in this transaction, to be logged once it
+	 * has committed: a COMMIT can still fail (a deferred constraint, the
+	 * connection), and then nothing was applied. */
+	size_t done[64];
+	size_t ndone = 0;
 	if (exec_simple(db, "BEGIN", why, sizeof(why)) != 0)
 		goto fail;
 	/* Serialises concurrent `migrate` runs (two hosts deploying at once):
 	 * the second waits, then finds everything applied. */
-	if (exec_simple(db, "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")", why, sizeof(why)) != 0 ||
-	    exec_simple(db, "SET LOCAL client_min_messages = warning", why, sizeof(why)) != 0 ||
-	    exec_simple(db, "CREATE SCHEMA IF NOT EXISTS ksi_sales", why, sizeof(why)) != 0 ||
+	if (exec_simple(db, "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")", why,
+	                sizeof(why)) != 0 ||
+	    exec_simple(db, "SET LOCAL client_min_messages = warning", why, sizeof(why)) != 0)
+		goto rollback;
+	/* CREATE SCHEMA IF NOT EXISTS needs the right to create schemas in the
+	 * database even when the schema exists: a schema owner that an
+	 * administrator created it for may lack that right. */
+	PGresult *res = sql_exec(db, "SELECT to_regnamespace('ksi_sales') IS NULL");
+	bool missing =
+	    PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		set_err(why, sizeof(why), "%s", PQresultErrorMessage(res));
+		PQclear(res);
+		goto rollback;
+	}
+	PQclear(res);
+	if ((missing &&
+	     exec_simple(db, "CREATE SCHEMA IF NOT EXISTS ksi_sales", why, sizeof(why)) != 0) ||
 	    exec_simple(db,
-			"CREATE TABLE IF NOT EXISTS ksi_sales.schema_migrations ("
-			" version integer PRIMARY KEY, name text NOT NULL,"
-			" applied_at timestamptz NOT NULL DEFAULT now())",
-			why, sizeof(why)) != 0)
+	                "CREATE TABLE IF NOT EXISTS ksi_sales.schema_migrations ("
+	                " version integer PRIMARY KEY, name text NOT NULL,"
+	                " applied_at timestamptz NOT NULL DEFAULT now())",
+	                why, sizeof(why)) != 0)
 		goto rollback;
 
-	PGresult *res = PQexec(db->conn, "SELECT coalesce(max(version), 0) FROM ksi_sales.schema_migrations");
+	res = sql_exec(db, "SELECT coalesce(max(version), 0) FROM ksi_sales.schema_migrations");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		set_err(why, sizeof(why), "%s", PQresultErrorMessage(res));
 		PQclear(res);
@@ -167,19 +267,30 @@ int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
 	PQclear(res);
 	if (current > latest_known_version()) {
 		set_err(why, sizeof(why),
-			"the database schema is at version %ld, newer than this binary knows (%d): "
-			"upgrade ksi-salesd",
-			current, latest_known_version());
-		goto rollback;
+		        "the database schema is at version %ld, newer than this binary knows (%d): "
+		        "upgrade ksi-salesd",
+		        current, latest_known_version());
+		PQclear(PQexec(db->conn, "ROLLBACK"));
+		db->kind = DB_ERR_SCHEMA;
+		goto fail;
 	}
 
 	for (size_t i = 0; i < migrations_count; i++) {
 		const struct migration *m = &migrations[i];
 		if (m->version <= current)
 			continue;
-		res = PQexec(db->conn, m->sql);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
-			set_err(why, sizeof(why), "migration %s: %s", m->name, PQresultErrorMessage(res));
+		if (ndone == sizeof(done) / sizeof(done[0])) {
+			set_err(why, sizeof(why),
+			        "more than %zu migrations to apply at once: apply them in steps",
+			        ndone);
+			db->kind = DB_ERR_OTHER;
+			goto rollback;
+		}
+		res = sql_exec(db, m->sql);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK &&
+		    PQresultStatus(res) != PGRES_TUPLES_OK) {
+			set_err(why, sizeof(why), "migration %s: %s", m->name,
+			        PQresultErrorMessage(res));
 			PQclear(res);
 			goto rollback;
 		}
@@ -187,46 +298,57 @@ int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
 		char version[16];
 		snprintf(version, sizeof(version), "%d", m->version);
 		const char *params[] = {version, m->name};
-		res = PQexecParams(db->conn,
-				   "INSERT INTO ksi_sales.schema_migrations (version, name) VALUES ($1, $2)",
-				   2, NULL, params, NULL, NULL, 0);
+		res = sql_params(
+		    db, "INSERT INTO ksi_sales.schema_migrations (version, name) VALUES ($1, $2)",
+		    2, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 			set_err(why, sizeof(why), "recording migration %s: %s", m->name,
-				PQresultErrorMessage(res));
+			        PQresultErrorMessage(res));
 			PQclear(res);
 			goto rollback;
 		}
 		PQclear(res);
-		log_info("db", NULL, "applied migration %s", m->name);
-		(*applied)++;
+		done[ndone++] = i;
 	}
-	if (exec_simple(db, "COMMIT", why, sizeof(why)) != 0)
-		goto fail;
+	if (exec_simple(db, "COMMIT", why, sizeof(why)) != 0) {
+		set_err(err, errlen, "committing the migrations: %s (nothing was applied)", why);
+		add_remedy(db, true, err, errlen);
+		return -1;
+	}
+	for (size_t k = 0; k < ndone; k++)
+		log_info("db", NULL, "applied migration %s", migrations[done[k]].name);
+	*applied = (int)ndone;
 	return 0;
 
 rollback:
-	/* Keep the first error; the rollback's own outcome changes nothing. */
+	/* Keep the first error; the rollback's own outcome changes nothing
+	 * (PQexec directly: db->kind keeps the failure's kind). */
 	PQclear(PQexec(db->conn, "ROLLBACK"));
 fail:
 	*applied = 0;
 	set_err(err, errlen, "%s", why);
+	add_remedy(db, true, err, errlen);
 	return -1;
 }
 
 int db_check_schema(struct db *db, char *err, size_t errlen)
 {
-	PGresult *res = PQexec(db->conn, "SELECT coalesce(max(version), 0) FROM ksi_sales.schema_migrations");
+	PGresult *res = sql_exec(db, "SELECT coalesce(max(version), 0) FROM ksi_sales.schema_migrations");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-		if (state && (strcmp(state, "42P01") == 0 || strcmp(state, "3F000") == 0))
+		if (state && (strcmp(state, "42P01") == 0 || strcmp(state, "3F000") == 0)) {
 			set_err(err, errlen, "the ksi_sales schema is missing: run `ksi-salesd migrate`");
-		else
+			db->kind = DB_ERR_SCHEMA;
+		} else {
 			set_err(err, errlen, "%s", PQresultErrorMessage(res));
+			add_remedy(db, false, err, errlen);
+		}
 		PQclear(res);
 		return -1;
 	}
 	long current = strtol(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
+	db->kind = current == latest_known_version() ? DB_ERR_NONE : DB_ERR_SCHEMA;
 	if (current < latest_known_version()) {
 		set_err(err, errlen, "the ksi_sales schema is at version %ld, this binary needs %d: "
 			"run `ksi-salesd migrate`", current, latest_known_version());
@@ -271,7 +393,7 @@ static int load_connectors(struct db *db, const char *ids, bool enabled_only, st
 	*out = NULL;
 	*n = 0;
 	const char *params[] = {ids, enabled_only ? "true" : "false"};
-	PGresult *cres = PQexecParams(db->conn,
+	PGresult *cres = sql_params(db,
 		"SELECT c.id, c.name, c.endpoint_url, c.bearer_token, c.timezone,"
 		" extract(epoch FROM c.poll_interval)::bigint,"
 		" extract(epoch FROM c.lookback)::bigint,"
@@ -286,7 +408,7 @@ static int load_connectors(struct db *db, const char *ids, bool enabled_only, st
 		" ORDER BY c.id",
 		2, NULL, params, NULL, NULL, 0);
 	/* COLLATE "C" sorts by bytes, the order strcmp and the validator use. */
-	PGresult *sres = PQexecParams(db->conn,
+	PGresult *sres = sql_params(db,
 		"SELECT s.connector_id, s.ext_ref_code FROM ksi_sales.stores s"
 		" JOIN ksi_sales.connectors c ON c.id = s.connector_id"
 		" WHERE (c.enabled OR NOT $2::boolean) AND s.ext_ref_code IS NOT NULL"
@@ -369,7 +491,7 @@ int db_load_connector_by_name(struct db *db, const char *name, struct connector 
 		set_err(err, errlen, "%s", why);
 		return -1;
 	}
-	PGresult *res = PQexecParams(db->conn,
+	PGresult *res = sql_params(db,
 		"SELECT '{' || id || '}', enabled FROM ksi_sales.connectors WHERE name = $1", 1, NULL, params, NULL,
 		NULL, 0);
 	int rc = -1;
@@ -415,7 +537,7 @@ int db_claim(struct db *db, const char *owner, int64_t lease_s, size_t limit, bo
 	/* SKIP LOCKED: daemons claiming at the same moment take disjoint
 	 * sets instead of queueing behind each other. A lease still running
 	 * (another daemon's, or ours for a poll in flight) is left alone. */
-	PGresult *res = PQexecParams(db->conn,
+	PGresult *res = sql_params(db,
 		"UPDATE ksi_sales.connector_state st"
 		" SET lease_owner = $1, lease_expires = now() + make_interval(secs => $2::bigint),"
 		"  lease_epoch = st.lease_epoch + 1"
@@ -433,6 +555,7 @@ int db_claim(struct db *db, const char *owner, int64_t lease_s, size_t limit, bo
 		5, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		set_err(err, errlen, "claiming connectors: %s", PQresultErrorMessage(res));
+		add_remedy(db, false, err, errlen);
 		PQclear(res);
 		PQclear(PQexec(db->conn, "ROLLBACK"));
 		return -1;
@@ -476,7 +599,7 @@ int db_claim_connector(struct db *db, const char *owner, int64_t lease_s, int64_
 	snprintf(id, sizeof(id), "%" PRId64, connector_id);
 	snprintf(lease, sizeof(lease), "%" PRId64, lease_s);
 	const char *params[] = {owner, lease, id};
-	PGresult *res = PQexecParams(db->conn,
+	PGresult *res = sql_params(db,
 		"UPDATE ksi_sales.connector_state"
 		" SET lease_owner = $1, lease_expires = now() + make_interval(secs => $2::bigint),"
 		"  lease_epoch = lease_epoch + 1"
@@ -485,6 +608,7 @@ int db_claim_connector(struct db *db, const char *owner, int64_t lease_s, int64_
 		3, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		set_err(err, errlen, "claiming the connector: %s", PQresultErrorMessage(res));
+		add_remedy(db, false, err, errlen);
 		PQclear(res);
 		return -1;
 	}
@@ -495,7 +619,7 @@ int db_claim_connector(struct db *db, const char *owner, int64_t lease_s, int64_
 	}
 	PQclear(res);
 	const char *p1[] = {id};
-	res = PQexecParams(db->conn,
+	res = sql_params(db,
 		"SELECT coalesce(lease_owner, '?') || ' until '"
 		" || to_char(lease_expires, 'YYYY-MM-DD HH24:MI:SS\"Z\"')"
 		" FROM ksi_sales.connector_state WHERE connector_id = $1::bigint",
@@ -513,7 +637,7 @@ int db_release_lease(struct db *db, const char *owner, int64_t connector_id, int
 	snprintf(id, sizeof(id), "%" PRId64, connector_id);
 	snprintf(ep, sizeof(ep), "%" PRId64, epoch);
 	const char *params[] = {id, owner, ep};
-	PGresult *res = PQexecParams(db->conn,
+	PGresult *res = sql_params(db,
 		"UPDATE ksi_sales.connector_state SET lease_owner = NULL, lease_expires = NULL"
 		" WHERE connector_id = $1::bigint AND lease_owner = $2 AND lease_epoch = $3::bigint",
 		3, NULL, params, NULL, NULL, 0);
@@ -527,7 +651,7 @@ int db_release_lease(struct db *db, const char *owner, int64_t connector_id, int
 int db_count_leased_elsewhere(struct db *db, const char *owner, long *n, char *err, size_t errlen)
 {
 	const char *params[] = {owner};
-	PGresult *res = PQexecParams(db->conn,
+	PGresult *res = sql_params(db,
 		"SELECT count(*) FROM ksi_sales.connector_state s"
 		" JOIN ksi_sales.connectors c ON c.id = s.connector_id"
 		" WHERE c.enabled AND s.lease_expires > now() AND s.lease_owner <> $1"
@@ -547,7 +671,7 @@ int db_renew(struct db *db, const char *owner, int64_t lease_s, char *err, size_
 	char lease[32];
 	snprintf(lease, sizeof(lease), "%" PRId64, lease_s);
 	const char *params[] = {owner, lease};
-	PGresult *res = PQexecParams(db->conn,
+	PGresult *res = sql_params(db,
 		"UPDATE ksi_sales.connector_state"
 		" SET lease_expires = now() + make_interval(secs => $2::bigint)"
 		" WHERE lease_owner = $1 AND lease_expires > now()",
@@ -565,7 +689,7 @@ int db_release_all(struct db *db, const char *owner, char *err, size_t errlen)
 	/* One statement: connector leases released, and the request rows
 	 * still running put back to pending for the next daemon (a backfill
 	 * resumes at its done_until). */
-	PGresult *res = PQexecParams(db->conn,
+	PGresult *res = sql_params(db,
 		"WITH tests AS ("
 		"  UPDATE ksi_sales.connection_tests SET status = 'pending', started_at = NULL,"
 		"   lease_owner = NULL, lease_expires = NULL"
@@ -599,7 +723,7 @@ int db_release_stale(struct db *db, const char *owner, const int64_t *keep, size
 		return -1;
 	}
 	const char *params[] = {owner, ids.data};
-	PGresult *res = PQexecParams(db->conn,
+	PGresult *res = sql_params(db,
 		"UPDATE ksi_sales.connector_state SET lease_owner = NULL, lease_expires = NULL"
 		" WHERE lease_owner = $1 AND NOT (connector_id = ANY ($2::bigint[]))",
 		2, NULL, params, NULL, NULL, 0);
@@ -878,7 +1002,7 @@ static int write_runs(struct db *db, const struct db_run *const *runs, size_t n,
 		set_err(err, errlen, "out of memory building the write");
 		goto out;
 	}
-	PGresult *res = PQexecParams(db->conn, write_runs_sql, W_NPARAMS, NULL, p, NULL, NULL, 0);
+	PGresult *res = sql_params(db, write_runs_sql, W_NPARAMS, NULL, p, NULL, NULL, 0);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && (size_t)PQntuples(res) == n) {
 		for (size_t i = 0; i < n; i++)
 			upserted[i] = strtol(PQgetvalue(res, (int)i, 1), NULL, 10);
@@ -930,7 +1054,7 @@ static int finish_many(struct db *db, struct db_write *const *w, size_t n, char 
 		set_err(err, errlen, "out of memory building the write");
 		goto out;
 	}
-	PGresult *res = PQexecParams(db->conn,
+	PGresult *res = sql_params(db,
 		"UPDATE ksi_sales.connector_state st SET lease_owner = NULL, lease_expires = NULL,"
 		"  next_poll = to_timestamp(u.next_poll), failures = u.failures"
 		" FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::integer[])"
@@ -951,12 +1075,16 @@ out:
 /* Does w alone, as if it were the only write. */
 static void write_one(struct db *db, struct db_write *w)
 {
+	db->kind = DB_ERR_NONE;
 	if (w->run)
 		w->rc = db_write_run(db, w->run, &w->upserted, w->err, sizeof(w->err));
 	else if (w->finish)
 		w->rc = finish_many(db, &w, 1, w->err, sizeof(w->err));
 	else
 		w->rc = 0;
+	w->kind = w->rc != 0 ? db->kind : DB_ERR_NONE;
+	if (w->rc != 0)
+		add_remedy(db, false, w->err, sizeof(w->err));
 }
 
 /* Every write's connector differs from the others' (a connector's rows
@@ -1018,11 +1146,12 @@ one_by_one:
 /* connector_health as one JSON document, built by the server. */
 static int print_status_json(struct db *db, char *err, size_t errlen)
 {
-	PGresult *res = PQexec(db->conn,
+	PGresult *res = sql_exec(db,
 		"SELECT coalesce(json_agg(h ORDER BY h.state = 'failing' DESC, h.name), '[]')"
 		" FROM ksi_sales.connector_health h");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		set_err(err, errlen, "%s", PQresultErrorMessage(res));
+		add_remedy(db, false, err, errlen);
 		PQclear(res);
 		return -1;
 	}
@@ -1035,7 +1164,7 @@ int db_print_status(struct db *db, bool json, char *err, size_t errlen)
 {
 	if (json)
 		return print_status_json(db, err, errlen);
-	PGresult *res = PQexec(db->conn,
+	PGresult *res = sql_exec(db,
 		"SELECT name, state, stores::text, coalesce(last_outcome, '-'),"
 		" coalesce(to_char(last_success, 'YYYY-MM-DD HH24:MI:SS\"Z\"'), '-'),"
 		" consecutive_failures::text,"
@@ -1045,6 +1174,7 @@ int db_print_status(struct db *db, bool json, char *err, size_t errlen)
 		" ORDER BY state = 'failing' DESC, name");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		set_err(err, errlen, "%s", PQresultErrorMessage(res));
+		add_remedy(db, false, err, errlen);
 		PQclear(res);
 		return -1;
 	}
@@ -1168,7 +1298,7 @@ int db_claim_conn_tests(struct db *db, const char *owner, int64_t lease_s, size_
 		set_err(err, errlen, "claiming connection tests: %s", why);
 		return -1;
 	}
-	PGresult *res = PQexecParams(db->conn,
+	PGresult *res = sql_params(db,
 		"UPDATE ksi_sales.connection_tests t"
 		" SET status = 'running', started_at = now(), lease_owner = $1,"
 		"  lease_expires = now() + make_interval(secs => $2::bigint), attempts = t.attempts + 1"
@@ -1221,7 +1351,7 @@ int db_claim_conn_tests(struct db *db, const char *owner, int64_t lease_s, size_
 		goto oom;
 	/* The rows' own codes, distinct, in strcmp order (COLLATE "C"). */
 	const char *p1[] = {ids.data};
-	codes = PQexecParams(db->conn,
+	codes = sql_params(db,
 		"SELECT DISTINCT t.id, u.code COLLATE \"C\""
 		" FROM ksi_sales.connection_tests t, unnest(t.codes) AS u(code)"
 		" WHERE t.id = ANY ($1::bigint[]) AND u.code IS NOT NULL ORDER BY 1, 2",
@@ -1269,12 +1399,12 @@ int db_end_conn_test(struct db *db, const char *owner, int64_t id, int64_t attem
 				end == DB_REQUEST_DONE ? (passed ? "true" : "false") : NULL, report};
 	/* One UPDATE: the outcome, and the operator's token gone with it. */
 	PGresult *res = end == DB_REQUEST_REQUEUE
-		? PQexecParams(db->conn,
+		? sql_params(db,
 			"UPDATE ksi_sales.connection_tests"
 			" SET status = 'pending', started_at = NULL, lease_owner = NULL, lease_expires = NULL"
 			" WHERE id = $1::bigint AND lease_owner = $2 AND attempts = $3::integer",
 			3, NULL, params, NULL, NULL, 0)
-		: PQexecParams(db->conn,
+		: sql_params(db,
 			"UPDATE ksi_sales.connection_tests"
 			" SET status = $4, passed = $5::boolean, report = $6::jsonb, finished_at = now(),"
 			"  bearer_token = NULL, lease_owner = NULL, lease_expires = NULL"
@@ -1304,7 +1434,7 @@ int db_claim_backfill(struct db *db, const char *owner, int64_t lease_s, struct 
 	 * connector is being polled (by any daemon, this one included) stays
 	 * pending for a later claim. Candidates are locked, so two daemons
 	 * never take the same one. */
-	PGresult *cand = PQexec(db->conn,
+	PGresult *cand = sql_exec(db,
 		"SELECT id, connector_id FROM ksi_sales.backfill_requests WHERE" CLAIMABLE_REQUEST
 		" ORDER BY requested_at, id LIMIT 16 FOR UPDATE SKIP LOCKED");
 	PGresult *res = NULL;
@@ -1334,7 +1464,7 @@ int db_claim_backfill(struct db *db, const char *owner, int64_t lease_s, struct 
 	char sid[32];
 	snprintf(sid, sizeof(sid), "%" PRId64, out->id);
 	const char *params[] = {sid, owner, lease};
-	res = PQexecParams(db->conn,
+	res = sql_params(db,
 		"UPDATE ksi_sales.backfill_requests"
 		" SET status = 'running', started_at = now(), finished_at = NULL, error = NULL,"
 		"  lease_owner = $2, lease_expires = now() + make_interval(secs => $3::bigint),"
@@ -1422,7 +1552,7 @@ int db_backfill_progress(struct db *db, const char *owner, int64_t id, int64_t a
 	snprintf(sattempt, sizeof(sattempt), "%" PRId64, attempt);
 	const char *params[7] = {sid, owner, sattempt};
 	set_progress_params(&pp, p, params + 3);
-	PGresult *res = PQexecParams(db->conn,
+	PGresult *res = sql_params(db,
 		"UPDATE ksi_sales.backfill_requests"
 		" SET windows_total = $4::integer, windows_done = $5::integer, records = $6::integer,"
 		"  done_until = coalesce(to_timestamp($7::bigint), done_until)"
@@ -1451,7 +1581,7 @@ int db_end_backfill(struct db *db, const char *owner, int64_t id, int64_t attemp
 		set_err(err, errlen, "recording backfill request %s: %s", sid, why);
 		return -1;
 	}
-	PGresult *res = PQexecParams(db->conn,
+	PGresult *res = sql_params(db,
 		"UPDATE ksi_sales.backfill_requests"
 		" SET status = $8, error = $9,"
 		"  started_at = CASE WHEN $8 = 'pending' THEN NULL ELSE started_at END,"
@@ -1495,7 +1625,7 @@ int db_renew_requests(struct db *db, const char *owner, int64_t lease_s, const i
 	const char *params[] = {owner, lease, ids.data, backfill_id ? bf : NULL};
 	/* Only the rows still running here: a row whose outcome could not be
 	 * written is left to expire, and is then run again. */
-	PGresult *res = PQexecParams(db->conn,
+	PGresult *res = sql_params(db,
 		"WITH tests AS ("
 		"  UPDATE ksi_sales.connection_tests SET lease_expires = now() + make_interval(secs => $2::bigint)"
 		"  WHERE lease_owner = $1 AND status = 'running' AND id = ANY ($3::bigint[])"

@@ -1,7 +1,8 @@
 /* main: the ksi-salesd command line (SPEC §6): picks the command, reads the
  * configuration (command line, then KSI_SALESD_DATABASE_URL, then the file,
  * then libpq's defaults) and runs it. Exit codes: 0 ok, 1 a connector
- * failed, 2 usage or configuration error, 3 database unreachable. */
+ * failed, 2 usage or configuration error, 3 database unreachable; a
+ * database failure is mapped by its kind (exit_for_db, README). */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -77,8 +78,9 @@ static void usage(FILE *f)
 		"backfill: --connector NAME --from T --to T [--yes for over a year]\n"
 		"status: [--json]\n"
 		"\n"
-		"Exit codes: 0 ok, 1 a connector failed, 2 usage or configuration error,\n"
-		"3 database unreachable.\n",
+		"Exit codes: 0 ok, 1 a connector failed (migrate, status: the command\n"
+		"failed), 2 usage or configuration error (a missing privilege, a schema\n"
+		"to migrate), 3 database unreachable or read-only.\n",
 		CFG_DEFAULT_PATH);
 }
 
@@ -91,9 +93,10 @@ static int connect_db(const struct cfg *cfg, struct db **db, bool need_schema)
 	}
 	if (need_schema && db_check_schema(*db, err, sizeof(err)) != 0) {
 		log_error("main", NULL, "%s", err);
+		int rc = exit_for_db(db_error_kind(*db));
 		db_close(*db);
 		*db = NULL;
-		return EXIT_USAGE;
+		return rc;
 	}
 	return EXIT_OK;
 }
@@ -109,7 +112,7 @@ static int cmd_migrate(const struct cli *cli, struct cfg *cfg)
 	int applied = 0;
 	if (db_migrate(db, &applied, err, sizeof(err)) != 0) {
 		log_error("migrate", NULL, "%s", err);
-		rc = db_ok(db) ? EXIT_FAILED : EXIT_DB;
+		rc = exit_for_db(db_error_kind(db));
 	} else if (applied == 0) {
 		log_info("migrate", NULL, "schema ksi_sales is up to date");
 	} else {
@@ -128,7 +131,7 @@ static int cmd_status(const struct cli *cli, struct cfg *cfg)
 	char err[1024];
 	if (db_print_status(db, cli->json, err, sizeof(err)) != 0) {
 		log_error("status", NULL, "%s", err);
-		rc = db_ok(db) ? EXIT_FAILED : EXIT_DB;
+		rc = exit_for_db(db_error_kind(db));
 	}
 	db_close(db);
 	return rc;

@@ -170,6 +170,7 @@ static bool retire(struct poll_job *j, struct slot *s)
 			log_warning("poll", c->name, "%s", r->error);
 		} else {
 			r->db_failed = true;
+			r->db_kind = s->write.kind;
 			r->outcome = RUN_DB_ERROR;
 			snprintf(r->error, sizeof(r->error), "writing window %s … %s: %.900s", s->from, s->to, s->write.err);
 			log_error("poll", c->name, "%s", r->error);
