@@ -74,6 +74,18 @@ BEGIN
 	ELSIF loaded ~ '^(posix|right)/' THEN
 		problem := pg_catalog.format('"%s" is not accepted: the posix/ and right/ trees are copies of the '
 			'zones that not every host has; use "%s"', shown, pg_catalog.substr(loaded, 7));
+	ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_abbrevs a
+	              WHERE a.abbrev = loaded
+	                AND (a.utc_offset <> pg_catalog.make_interval(secs => pg_catalog.date_part('timezone',
+	                         pg_catalog.make_timestamptz(pg_catalog.date_part('year', pg_catalog.now())::int, 1, 15, 12, 0, 0, 'UTC')))
+	                  OR a.utc_offset <> pg_catalog.make_interval(secs => pg_catalog.date_part('timezone',
+	                         pg_catalog.make_timestamptz(pg_catalog.date_part('year', pg_catalog.now())::int, 7, 15, 12, 0, 0, 'UTC'))))) THEN
+		-- CET, EET, MET, WET: zones with summer time to the daemon (and to
+		-- SET TimeZone), but fixed-offset abbreviations to AT TIME ZONE, which
+		-- the daily views use: the two would disagree half the year.
+		problem := pg_catalog.format('"%s" is a zone with summer time to the daemon but a fixed-offset '
+			'abbreviation to PostgreSQL''s AT TIME ZONE, so daily views would disagree with the daemon '
+			'half the year; use the IANA name of the place, such as Europe/Paris', shown);
 	ELSE
 		canonical := loaded;
 		IF loaded <> zone THEN

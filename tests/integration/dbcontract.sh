@@ -110,17 +110,23 @@ check_contains "a POSIX string says why it misleads" "UTC+3 is 3 hours behind UT
 out=$(sql_err "$(insert_zone stores CEST)" -v z=CEST)
 check_contains "an abbreviation says it is one" '"CEST" is a time zone abbreviation' "$out"
 check_contains "the error carries the column in its fields (COLUMN NAME)" "COLUMN NAME:  timezone" "$out"
+out=$(sql_err "$(insert_zone stores CET)" -v z=CET)
+check_contains "CET, a zone to the daemon but a fixed +01 to AT TIME ZONE, is refused, saying why" \
+	"fixed-offset abbreviation to PostgreSQL's AT TIME ZONE" "$out"
 out=$(sql_err "$(insert_zone stores 'Mars/Olympus')" -v z=Mars/Olympus)
 check_contains "an unknown name is unknown" 'unknown time zone "Mars/Olympus"' "$out"
 
 # The fast path (PostgreSQL's zone loader) against the rule as stated:
-# exactly pg_timezone_names minus the exclusions, exact case.
+# exactly pg_timezone_names minus the exclusions, exact case. CET, EET, MET
+# and WET are excluded because AT TIME ZONE reads them as abbreviations.
 check "every name of pg_timezone_names is judged as the rule says (accepted unless excluded)" "0" \
 	"$(sql "SELECT count(*) FROM pg_timezone_names n, ksi_sales.timezone_check(n.name) c
-	        WHERE (c.problem IS NULL) = (n.name IN ('localtime', 'posixrules', 'Factory') OR n.name ~ '^(posix|right)/')")"
+	        WHERE (c.problem IS NULL) = (n.name IN ('localtime', 'posixrules', 'Factory', 'CET', 'EET', 'MET', 'WET')
+	                                     OR n.name ~ '^(posix|right)/')")"
 check "every such name in lower case is refused, naming it as the canonical spelling" "0" \
 	"$(sql "SELECT count(*) FROM pg_timezone_names n, ksi_sales.timezone_check(lower(n.name)) c
-	        WHERE lower(n.name) <> n.name AND n.name !~ '^(posix|right)/' AND n.name NOT IN ('localtime', 'posixrules', 'Factory')
+	        WHERE lower(n.name) <> n.name AND n.name !~ '^(posix|right)/'
+	          AND n.name NOT IN ('localtime', 'posixrules', 'Factory', 'CET', 'EET', 'MET', 'WET')
 	          AND (c.problem IS NULL OR c.canonical IS DISTINCT FROM n.name)")"
 check "POSIX strings with a '/' (a rule, a quoted name) are refused; EST5EDT, a zone file with digits, is not" \
 	"POSIX POSIX accepted" \
