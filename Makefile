@@ -76,20 +76,28 @@ build/fakeapi: tests/fakeapi/fakeapi.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Iinclude -o $@ $< $(shell pkg-config --libs libmicrohttpd) -lz -lpthread
 
-# libFuzzer targets (clang): the validator and the ISO 8601 parser.
+# libFuzzer targets (clang): the validator, the validator against a strict
+# reference parser, and the ISO 8601 parser.
 FUZZ_FLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all -Iinclude $(shell pkg-config --cflags libcjson 2>/dev/null)
 build/fuzz/fuzz_validate: tests/fuzz/fuzz_validate.c src/validate.c src/isotime.c src/sbuf.c
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -o $@ $^ -lcjson
+# The differential target links jansson, the strict reference parser (never
+# the daemon).
+build/fuzz/fuzz_validate_diff: tests/fuzz/fuzz_validate_diff.c src/validate.c src/isotime.c src/sbuf.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_FLAGS) $(shell pkg-config --cflags jansson 2>/dev/null) -o $@ $^ -lcjson \
+		$(shell pkg-config --libs jansson 2>/dev/null)
 build/fuzz/fuzz_isotime: tests/fuzz/fuzz_isotime.c src/isotime.c
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -o $@ $^
 FUZZ_SECONDS ?= 60
-fuzz: build/fuzz/fuzz_validate build/fuzz/fuzz_isotime
+FUZZ_TARGETS := build/fuzz/fuzz_validate build/fuzz/fuzz_validate_diff build/fuzz/fuzz_isotime
+fuzz: $(FUZZ_TARGETS)
 	@sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 # The short run `make check` includes.
-fuzz-smoke: build/fuzz/fuzz_validate build/fuzz/fuzz_isotime
+fuzz-smoke: $(FUZZ_TARGETS)
 	@sh tests/fuzz/run.sh 10
 
 unit: $(UNIT_TESTS)
