@@ -938,7 +938,8 @@ static void on_answer(const struct http_response *resp, void *user)
 	    .from = a->from,
 	    .to = a->to,
 	    .now = (int64_t)time(NULL),
-	    .zone = p->c.timezone,
+	    /* The +09:00 / +00:00 pair asks whole UTC hours (plan_asks): that is its grid. */
+	    .zone = a->which == PROBE_ASK_PLUS || a->which == PROBE_ASK_UTC ? "UTC" : p->c.timezone,
 	};
 	if (probe_answer_set(&p->answers[a->which], resp, &req) != 0)
 		p->oom = true;

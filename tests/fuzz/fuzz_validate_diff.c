@@ -161,10 +161,10 @@ static size_t rewrite_for_jansson(unsigned char *b, size_t n)
 				in_str = false;
 				i++;
 			} else if (c == '\\') {
-				if (i + 5 < n && b[i + 1] == 'u' && is_hex(b[i + 2]) && is_hex(b[i + 3]) &&
-				    is_hex(b[i + 4]) && is_hex(b[i + 5])) {
-					char hex[5] = {(char)b[i + 2], (char)b[i + 3], (char)b[i + 4],
-					               (char)b[i + 5], 0};
+				if (i + 5 < n && b[i + 1] == 'u' && is_hex(b[i + 2]) &&
+				    is_hex(b[i + 3]) && is_hex(b[i + 4]) && is_hex(b[i + 5])) {
+					char hex[5] = {(char)b[i + 2], (char)b[i + 3],
+					               (char)b[i + 4], (char)b[i + 5], 0};
 					unsigned long cu = strtoul(hex, NULL, 16);
 
 					if (cu == 0 || (cu >= 0xD800 && cu <= 0xDFFF))
