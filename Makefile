@@ -88,12 +88,19 @@ build/fakeapi: tests/fakeapi/fakeapi.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Iinclude -o $@ $< $(shell pkg-config --libs libmicrohttpd) -lz -lpthread
 
-# libFuzzer targets (clang): the validator, the ISO 8601 parser, the TZif reader.
+# libFuzzer targets (clang): the validator, the validator against a strict
+# reference parser, the ISO 8601 parser, the TZif reader.
 FUZZ_FLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all -Iinclude $(shell pkg-config --cflags libcjson 2>/dev/null)
 build/fuzz/fuzz_validate: tests/fuzz/fuzz_validate.c src/validate.c src/isotime.c src/sbuf.c
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -o $@ $^ -lcjson
+# The differential target links jansson, the strict reference parser (never
+# the daemon).
+build/fuzz/fuzz_validate_diff: tests/fuzz/fuzz_validate_diff.c src/validate.c src/isotime.c src/sbuf.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_FLAGS) $(shell pkg-config --cflags jansson 2>/dev/null) -o $@ $^ -lcjson \
+		$(shell pkg-config --libs jansson 2>/dev/null)
 build/fuzz/fuzz_isotime: tests/fuzz/fuzz_isotime.c src/isotime.c
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -o $@ $^
@@ -101,7 +108,7 @@ build/fuzz/fuzz_isotime: tests/fuzz/fuzz_isotime.c src/isotime.c
 build/fuzz/fuzz_tzif: tests/fuzz/fuzz_tzif.c src/isotime.c
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -o $@ $^
-FUZZ_TARGETS := build/fuzz/fuzz_validate build/fuzz/fuzz_isotime build/fuzz/fuzz_tzif
+FUZZ_TARGETS := build/fuzz/fuzz_validate build/fuzz/fuzz_validate_diff build/fuzz/fuzz_isotime build/fuzz/fuzz_tzif
 FUZZ_SECONDS ?= 60
 fuzz: $(FUZZ_TARGETS)
 	@sh tests/fuzz/run.sh $(FUZZ_SECONDS)

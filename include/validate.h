@@ -30,6 +30,8 @@ enum val_reason {
 	VAL_TICKETS_FRACTIONAL,  /* num_tickets_fractional */
 	VAL_TICKETS_TOO_LARGE,   /* num_tickets_too_large */
 	VAL_DUPLICATE,           /* duplicate */
+	VAL_STRING_INVALID,      /* invalid_string: a lone UTF-16 surrogate escape */
+	VAL_DUPLICATE_KEY,       /* duplicate_key: time, ext_ref_code or num_tickets twice */
 };
 
 const char *val_reason_name(enum val_reason r);
@@ -41,6 +43,9 @@ struct val_request {
 	int64_t from; /* first hour asked, epoch seconds */
 	int64_t to;   /* end of the last hour asked (exclusive), epoch seconds */
 	int64_t now;  /* hours starting after now have not started yet */
+	/* The connector's IANA zone: a record's hour must start an hour there
+	 * (SPEC §2). NULL is read as "UTC". */
+	const char *zone;
 };
 
 /* One accepted record. */
@@ -58,11 +63,21 @@ struct val_refusal {
 	char *json;   /* the record's JSON text, valid UTF-8, at most VAL_MAX_JSON_BYTES */
 };
 
+/* Why a whole response was refused, by type: callers and the differential
+ * fuzz target tell these apart without reading the message. */
+enum val_whole {
+	VAL_WHOLE_NONE = 0, /* not refused */
+	VAL_WHOLE_NOT_JSON, /* not one RFC 8259 JSON text (empty, HTML, malformed,
+	                     * text after the value), or beyond cJSON's nesting limit */
+	VAL_WHOLE_NOT_LIST, /* JSON, but its top level is not a list */
+};
+
 struct val_result {
-	/* Whole response refused: nothing below is set but `error`. */
+	/* Whole response refused: nothing below is set but `whole` and `error`. */
 	bool refused;
+	enum val_whole whole;
 	char *error;
-	size_t received; /* elements in the list */
+	size_t received;            /* elements in the list */
 	struct val_record *records; /* sorted by (code, hour), no duplicates */
 	size_t nrecords;
 	struct val_refusal *refusals; /* in response order */
@@ -72,8 +87,8 @@ struct val_result {
 /* Judges body[0..len) (not NUL-terminated; the parser is given a terminated
  * copy and must reach its end). Returns 0 with *out filled — refused or not —
  * or -1 only when memory ran out. Free with val_result_free in both cases. */
-int val_validate(const char *body, size_t len, const struct val_request *req, struct val_result *out)
-	__attribute__((warn_unused_result));
+int val_validate(const char *body, size_t len, const struct val_request *req,
+                 struct val_result *out) __attribute__((warn_unused_result));
 
 /* Frees what val_validate allocated; accepts a zeroed or NULL result. */
 void val_result_free(struct val_result *r);

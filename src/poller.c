@@ -359,6 +359,7 @@ static void on_response(const struct http_response *resp, void *user)
 		.from = span->from,
 		.to = span->to,
 		.now = (int64_t)time(NULL),
+		.zone = c->timezone,
 	};
 	if (val_validate(resp->body, resp->len, &vreq, &s->v) != 0) {
 		val_result_free(&s->v);

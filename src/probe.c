@@ -330,6 +330,10 @@ static const char *reason_advice(enum val_reason reason)
 		return "returns num_tickets with a fraction: whole numbers only";
 	case VAL_TICKETS_TOO_LARGE:
 		return "returns num_tickets over 2147483647";
+	case VAL_STRING_INVALID:
+		return "sends lone UTF-16 surrogate escapes (like \\ud800) in time, ext_ref_code or a key";
+	case VAL_DUPLICATE_KEY:
+		return "gives time, ext_ref_code or num_tickets twice in one record";
 	case VAL_DUPLICATE:
 		break;
 	}
@@ -866,6 +870,8 @@ static void on_answer(const struct http_response *resp, void *user)
 	    .from = a->from,
 	    .to = a->to,
 	    .now = (int64_t)time(NULL),
+	    /* The +09:00 / +00:00 pair asks whole UTC hours (plan_asks): that is its grid. */
+	    .zone = a->which == PROBE_ASK_PLUS || a->which == PROBE_ASK_UTC ? "UTC" : p->c.timezone,
 	};
 	if (probe_answer_set(&p->answers[a->which], resp, &req) != 0)
 		p->oom = true;

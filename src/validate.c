@@ -16,10 +16,30 @@
  *   JSON, like JSON followed by other text. Raw bytes inside strings do not:
  *   the string rules judge those, and only in time and ext_ref_code; other
  *   fields are ignored whatever they hold.
- * - cJSON's own limits refuse the whole response too: nesting over 1000
- *   levels, lone surrogate escapes. A UTF-8 byte order mark is skipped, as
- *   cJSON does and RFC 8259 §8.1 allows.
- * - Byte positions in messages count from 0, like hexdump's offsets. */
+ * - cJSON's own limit refuses the whole response too: nesting over 1000
+ *   levels. A UTF-8 byte order mark is skipped, as cJSON does and RFC 8259
+ *   §8.1 allows.
+ * - Lone UTF-16 surrogate escapes ("\ud800" without its partner) are legal
+ *   RFC 8259 grammar but cJSON refuses them, so cJSON is given a copy where
+ *   each one's four hex digits read FFFD: the same length, so every byte
+ *   offset still points at the text as sent, which is what the record judge
+ *   and the messages read. In an ignored value they are ignored; in time or
+ *   ext_ref_code they refuse the record (invalid_string).
+ * - "A key the daemon reads" is every key of a record object (not the keys
+ *   nested in an ignored value): the daemon compares each one, unescaped, to
+ *   time, ext_ref_code and num_tickets, so a key holding a lone surrogate
+ *   refuses its record (invalid_string) — it may be one of the three cut in
+ *   half, and the daemon does not guess. That comes before duplicate_key and
+ *   missing_field.
+ * - Keys are compared after unescaping ("\u0074ime" is time; "time\u0000"
+ *   is not). time, ext_ref_code or num_tickets given twice refuses the record
+ *   (duplicate_key); other keys given twice are ignored, like their values.
+ * - A record's hour must start an hour in the connector's zone at that
+ *   instant, (epoch + offset) % 3600 == 0, else time_not_on_hour naming the
+ *   zone: 17:00+05:30 is 11:30Z, off a UTC connector's grid, while
+ *   Australia/Lord_Howe's hours start at :30 UTC and Asia/Kathmandu's at :15.
+ * - Byte positions in messages count from 0, like hexdump's offsets, from
+ *   the first byte of the body (a byte order mark included). */
 #include "validate.h"
 
 #include <stdarg.h>
@@ -74,6 +94,10 @@ const char *val_reason_name(enum val_reason r)
 		return "num_tickets_too_large";
 	case VAL_DUPLICATE:
 		return "duplicate";
+	case VAL_STRING_INVALID:
+		return "invalid_string";
+	case VAL_DUPLICATE_KEY:
+		return "duplicate_key";
 	}
 	return "unknown";
 }
@@ -379,31 +403,32 @@ static enum strict_fault strict_check(const char *b, size_t len, size_t *where)
 	return STRICT_OK;
 }
 
-/* Value span of the k-th member (from 0) of the object at b[pos]. */
-static bool member_span(const char *b, size_t pos, size_t end, size_t k, size_t *vs, size_t *ve)
-{
-	size_t i = 0;
+/* One member of an object as raw text: the key between its quotes, the value. */
+struct member {
+	size_t ks, ke; /* key text, quotes excluded */
+	size_t vs, ve; /* value text */
+};
 
-	pos++;
-	for (;;) {
-		pos = skip_ws(b, pos, end);
-		if (pos >= end || b[pos] != '"')
-			return false;
-		pos = skip_ws(b, skip_string(b, pos, end), end);
-		if (pos >= end || b[pos] != ':')
-			return false;
-		pos = skip_ws(b, pos + 1, end);
-		*vs = pos;
-		pos = skip_value(b, pos, end);
-		if (i++ == k) {
-			*ve = pos;
-			return true;
-		}
-		pos = skip_ws(b, pos, end);
-		if (pos >= end || b[pos] != ',')
-			return false;
-		pos++;
-	}
+/* Reads the member at *pos (just after '{' or a ','); false at the end of
+ * the object. Text cJSON accepted never makes it fail otherwise. */
+static bool member_next(const char *b, size_t *pos, size_t end, struct member *m)
+{
+	size_t p = skip_ws(b, *pos, end);
+
+	if (p < end && b[p] == ',')
+		p = skip_ws(b, p + 1, end);
+	if (p >= end || b[p] != '"')
+		return false;
+	m->ks = p + 1;
+	p = skip_string(b, p, end);
+	m->ke = p > m->ks ? p - 1 : m->ks;
+	p = skip_ws(b, p, end);
+	if (p >= end || b[p] != ':')
+		return false;
+	m->vs = p = skip_ws(b, p + 1, end);
+	m->ve = p = skip_value(b, p, end);
+	*pos = p;
+	return true;
 }
 
 /* ---- what one string field holds ------------------------------------------ */
@@ -412,6 +437,7 @@ struct str_facts {
 	bool nul;          /* a raw NUL byte or a \u0000 escape */
 	bool bad_utf8;     /* a byte that starts no well-formed UTF-8 sequence */
 	unsigned bad_byte; /* the first such byte */
+	size_t lone;       /* offset of the first lone surrogate escape, or SIZE_MAX */
 	size_t decoded;    /* bytes once escapes are decoded */
 };
 
@@ -434,6 +460,32 @@ static unsigned hex4(const char *s)
 	return v;
 }
 
+/* True when s[i..n) starts with \u and four hex digits; *cu gets them. */
+static bool u_escape(const char *s, size_t i, size_t n, unsigned *cu)
+{
+	if (i + 6 > n || s[i] != '\\' || s[i + 1] != 'u' || !is_hex(s[i + 2]) ||
+	    !is_hex(s[i + 3]) || !is_hex(s[i + 4]) || !is_hex(s[i + 5]))
+		return false;
+	*cu = hex4(s + i + 2);
+	return true;
+}
+
+/* The \u escape at s[i] (already read as cu) with what follows: 12 bytes
+ * for a surrogate pair, 6 for any other escape; *lone says whether it is a
+ * surrogate without its partner (RFC 8259 §7 allows it, UTF-8 cannot hold
+ * it). */
+static size_t u_escape_len(const char *s, size_t i, size_t n, unsigned cu, bool *lone)
+{
+	unsigned lo;
+
+	*lone = false;
+	if (cu >= 0xD800 && cu <= 0xDBFF && u_escape(s, i + 6, n, &lo) && lo >= 0xDC00 &&
+	    lo <= 0xDFFF)
+		return 12;
+	*lone = cu >= 0xD800 && cu <= 0xDFFF;
+	return 6;
+}
+
 /* s[0..n) is the raw text between the quotes. */
 static void str_inspect(const char *s, size_t n, struct str_facts *f)
 {
@@ -441,27 +493,31 @@ static void str_inspect(const char *s, size_t n, struct str_facts *f)
 	size_t i = 0;
 
 	memset(f, 0, sizeof(*f));
+	f->lone = SIZE_MAX;
 	while (i < n) {
-		if (s[i] == '\\' && i + 1 < n) {
-			if (s[i + 1] != 'u' || i + 6 > n) {
-				f->decoded++;
-				i += 2;
-				continue;
-			}
-			unsigned cu = hex4(s + i + 2);
+		unsigned cu;
 
-			i += 6;
-			if (cu == 0) {
+		if (u_escape(s, i, n, &cu)) {
+			bool lone;
+			size_t step = u_escape_len(s, i, n, cu, &lone);
+
+			if (cu == 0)
 				f->nul = true;
-				f->decoded++;
-			} else if (cu >= 0xD800 && cu <= 0xDBFF) {
-				/* cJSON refuses the text unless a low surrogate
-				 * escape follows: the pair is one 4-byte character. */
-				f->decoded += 4;
-				i += 6;
-			} else {
-				f->decoded += cu < 0x80 ? 1 : cu < 0x800 ? 2 : 3;
-			}
+			if (lone && f->lone == SIZE_MAX)
+				f->lone = i;
+			/* A pair is one 4-byte character; cJSON reads a lone
+			 * surrogate (patched) as U+FFFD, 3 bytes. */
+			f->decoded += step == 12   ? 4
+			              : lone       ? 3
+			              : cu < 0x80  ? 1
+			              : cu < 0x800 ? 2
+			                           : 3;
+			i += step;
+			continue;
+		}
+		if (s[i] == '\\' && i + 1 < n) {
+			f->decoded++;
+			i += 2;
 			continue;
 		}
 		if (u[i] == 0) {
@@ -483,6 +539,103 @@ static void str_inspect(const char *s, size_t n, struct str_facts *f)
 		f->decoded += step;
 		i += step;
 	}
+}
+
+/* ---- keys ------------------------------------------------------------------ */
+
+/* What a record's key says, compared after unescaping. */
+struct key_facts {
+	int field;   /* index into the guide's three fields, or -1 */
+	size_t lone; /* offset of the first lone surrogate escape, or SIZE_MAX */
+};
+
+static void key_inspect(const char *s, size_t n, const char *const names[3], struct key_facts *k)
+{
+	char dec[16]; /* longer than any guide field name: a longer key is none */
+	size_t i = 0, len = 0;
+	bool fits = true;
+	int f;
+
+	k->field = -1;
+	k->lone = SIZE_MAX;
+	while (i < n) {
+		unsigned cu;
+		char c;
+
+		if (u_escape(s, i, n, &cu)) {
+			bool lone;
+
+			i += u_escape_len(s, i, n, cu, &lone);
+			if (lone && k->lone == SIZE_MAX)
+				k->lone = i - 6;
+			if (cu == 0 || cu >= 0x80 || lone)
+				fits = false; /* no guide name holds NUL or non-ASCII */
+			c = (char)cu;
+		} else if (s[i] == '\\' && i + 1 < n) {
+			static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+			const char *at = memchr(from, s[i + 1], sizeof(from) - 1);
+
+			c = at ? to[at - from] : s[i + 1];
+			i += 2;
+		} else {
+			c = s[i++];
+		}
+		if (len < sizeof(dec))
+			dec[len] = c;
+		len++;
+	}
+	if (!fits || len > sizeof(dec))
+		return;
+	for (f = 0; f < 3; f++) {
+		if (strlen(names[f]) == len && memcmp(names[f], dec, len) == 0)
+			k->field = f;
+	}
+}
+
+/* ---- lone surrogates, for cJSON ------------------------------------------ */
+
+/* Returns the text cJSON is to parse: b itself, or (when b holds a lone
+ * surrogate escape inside a string) a copy where each one's hex digits read
+ * FFFD. Same length, so offsets match; hex for hex keeps the grammar the same
+ * wherever the scan stands, even in text that is not JSON. NULL: out of
+ * memory. len counts b's terminating NUL out. */
+static char *patch_lone_surrogates(char *b, size_t len)
+{
+	size_t pos = skip_bom(b, len);
+	bool in_str = false;
+	char *copy = b;
+
+	while (pos < len) {
+		unsigned cu;
+		bool lone;
+		size_t step;
+
+		if (b[pos] == '"') {
+			in_str = !in_str;
+			pos++;
+			continue;
+		}
+		if (!in_str || b[pos] != '\\') {
+			pos++;
+			continue;
+		}
+		if (!u_escape(b, pos, len, &cu)) {
+			pos += 2;
+			continue;
+		}
+		step = u_escape_len(b, pos, len, cu, &lone);
+		if (lone) {
+			if (copy == b) {
+				copy = malloc(len + 1);
+				if (!copy)
+					return NULL;
+				memcpy(copy, b, len + 1);
+			}
+			memcpy(copy + pos + 2, "FFFD", 4);
+		}
+		pos += step;
+	}
+	return copy;
 }
 
 /* ---- num_tickets, judged on its exact decimal text ------------------------
@@ -589,18 +742,52 @@ struct outcome {
 
 /* One element as the judge sees it. */
 struct element {
-	const char *b; /* the whole body */
+	const char *b; /* the whole body, as sent */
 	struct span span;
 	const cJSON *item;
 	const struct val_request *req;
+	struct grid *grid;
 };
 
 /* One guide field of an object element. */
 struct field {
 	const char *name;
-	const cJSON *item;
-	size_t vs, ve; /* raw value text */
+	const cJSON *item; /* the first member with this key, NULL when none */
+	size_t vs, ve;     /* raw value text */
+	size_t at[2];      /* where the key's first two copies start (their quote) */
+	size_t copies;     /* members with this key */
 };
+
+/* ---- the connector's hour grid -------------------------------------------
+ * iso_zone_offset() reads the zone's rules on every call; a response holds
+ * few distinct hours, so each val_validate() call remembers the offsets it
+ * asked for, in a small table indexed by quarter hour. */
+
+#define GRID_SLOTS 256
+
+struct grid {
+	const char *zone;
+	struct {
+		int64_t epoch;
+		int32_t offset;
+		bool filled;
+		bool ok;
+	} slot[GRID_SLOTS];
+};
+
+/* The connector zone's offset at epoch; false when the zone has none. */
+static bool grid_offset(struct grid *g, int64_t epoch, int32_t *offset)
+{
+	size_t i = (size_t)(((uint64_t)epoch / 900) % GRID_SLOTS);
+
+	if (!g->slot[i].filled || g->slot[i].epoch != epoch) {
+		g->slot[i].filled = true;
+		g->slot[i].epoch = epoch;
+		g->slot[i].ok = iso_zone_offset(g->zone, epoch, &g->slot[i].offset) == 0;
+	}
+	*offset = g->slot[i].offset;
+	return g->slot[i].ok;
+}
 
 static const char *type_name(const cJSON *item)
 {
@@ -657,24 +844,45 @@ static int code_cmp(const void *key, const void *elem)
 	return strcmp(key, *(const char *const *)elem);
 }
 
-/* Mirrors cJSON_GetObjectItemCaseSensitive (first member whose key
- * strcmp-matches) and also says which member it was, to find its raw text. */
-static bool find_field(const struct element *e, struct field *f)
+/* Walks the record's members: each guide field's first copy (its cJSON item
+ * and raw text), how many copies each has, and the first key holding a lone
+ * surrogate escape (*lone_key, its escape at *lone_at; SIZE_MAX when none).
+ * cJSON keeps members in text order, so the k-th child is the k-th member. */
+static void read_members(const struct element *e, struct field fs[3], struct member *lone_key,
+                         size_t *lone_at)
 {
+	const char *const names[3] = {fs[0].name, fs[1].name, fs[2].name};
+	size_t pos = e->span.start + 1;
 	const cJSON *c;
-	size_t k = 0;
+	struct member m;
 
-	for (c = e->item->child; c; c = c->next, k++) {
-		if (c->string && strcmp(c->string, f->name) == 0)
-			break;
+	*lone_at = SIZE_MAX;
+	for (c = e->item->child; c && member_next(e->b, &pos, e->span.end, &m); c = c->next) {
+		struct key_facts k;
+		struct field *f;
+
+		key_inspect(e->b + m.ks, m.ke - m.ks, names, &k);
+		if (k.lone != SIZE_MAX && *lone_at == SIZE_MAX) {
+			*lone_key = m;
+			*lone_at = m.ks + k.lone;
+		}
+		if (k.field < 0)
+			continue;
+		f = &fs[k.field];
+		if (f->copies < 2)
+			f->at[f->copies] = m.ks - 1;
+		if (f->copies++ == 0) {
+			f->item = c;
+			f->vs = m.vs;
+			f->ve = m.ve;
+		}
 	}
-	f->item = c;
-	f->vs = f->ve = 0;
-	if (!c)
-		return false;
-	if (!member_span(e->b, e->span.start, e->span.end, k, &f->vs, &f->ve))
-		f->vs = f->ve = e->span.start; /* unreachable for text cJSON accepted */
-	return true;
+}
+
+/* Appends the 6-byte escape at b[at] as sent, e.g. \ud800. */
+static void sb_escape(struct sbuf *sb, const char *b, size_t at)
+{
+	sb_excerpt(sb, b + at, 6, EXCERPT_BYTES, true);
 }
 
 /* The string rules (SPEC §3) on one field's raw bytes; true when it passes. */
@@ -683,7 +891,7 @@ static bool check_string(const struct element *e, const struct field *f, struct 
 {
 	struct str_facts facts;
 
-	/* vs..ve includes the quotes (member_span cannot fail on text cJSON
+	/* vs..ve includes the quotes (member_next cannot fail on text cJSON
 	 * accepted; the guard only keeps the arithmetic safe). */
 	if (f->ve - f->vs < 2)
 		return true;
@@ -693,19 +901,31 @@ static bool check_string(const struct element *e, const struct field *f, struct 
 		sbuf_printf(sb, "%s ", f->name);
 		sb_raw(sb, e, f->vs, f->ve);
 		sbuf_puts(sb, " contains a NUL character (raw or \\u0000): the guide requires text "
-		            "without NUL");
+		              "without NUL");
 	} else if (facts.bad_utf8) {
 		o->reason = VAL_STRING_INVALID_UTF8;
 		sbuf_printf(sb, "%s ", f->name);
 		sb_raw(sb, e, f->vs, f->ve);
 		sbuf_printf(sb, " is not valid UTF-8 (byte 0x%02X): the guide requires UTF-8 text",
-		          facts.bad_byte);
+		            facts.bad_byte);
+	} else if (facts.lone != SIZE_MAX) {
+		size_t at = f->vs + 1 + facts.lone;
+
+		o->reason = VAL_STRING_INVALID;
+		sbuf_printf(sb, "%s ", f->name);
+		sb_raw(sb, e, f->vs, f->ve);
+		sbuf_puts(sb, " holds a lone UTF-16 surrogate escape ");
+		sb_escape(sb, e->b, at);
+		sbuf_printf(sb,
+		            " at byte %zu, which is no character: the guide requires text "
+		            "(a surrogate escape only as a pair, e.g. \\ud83d\\ude00)",
+		            at);
 	} else if (facts.decoded > VAL_MAX_STRING_BYTES) {
 		o->reason = VAL_STRING_TOO_LONG;
 		sbuf_printf(sb, "%s ", f->name);
 		sb_raw(sb, e, f->vs, f->ve);
 		sbuf_printf(sb, " is %zu bytes long: the guide allows at most %d", facts.decoded,
-		          VAL_MAX_STRING_BYTES);
+		            VAL_MAX_STRING_BYTES);
 	} else {
 		return true;
 	}
@@ -749,7 +969,9 @@ static int judge(const struct element *e, struct outcome *o)
 	struct iso_instant t;
 	enum iso_status st;
 	const char *const *hit;
-	size_t i, nmissing = 0;
+	struct member lone_key;
+	size_t i, nmissing = 0, lone_at;
+	int32_t zone_offset;
 
 	memset(o, 0, sizeof(*o));
 	o->refused = true;
@@ -758,11 +980,38 @@ static int judge(const struct element *e, struct outcome *o)
 		sbuf_puts(&sb, "element is ");
 		sb_got(&sb, e, e->item, e->span.start, e->span.end);
 		sbuf_puts(&sb, ", not an object: the guide requires an object with time, "
-		             "ext_ref_code and num_tickets");
+		               "ext_ref_code and num_tickets");
+		goto refused;
+	}
+	read_members(e, fs, &lone_key, &lone_at);
+	if (lone_at != SIZE_MAX) {
+		o->reason = VAL_STRING_INVALID;
+		sbuf_puts(&sb, "key \"");
+		sb_excerpt(&sb, e->b + lone_key.ks, lone_key.ke - lone_key.ks, EXCERPT_BYTES,
+		           false);
+		sbuf_puts(&sb, "\" holds a lone UTF-16 surrogate escape ");
+		sb_escape(&sb, e->b, lone_at);
+		sbuf_printf(&sb,
+		            " at byte %zu: it may be time, ext_ref_code or num_tickets cut short, "
+		            "and the daemon does not guess; the guide requires keys that are text",
+		            lone_at);
 		goto refused;
 	}
 	for (i = 0; i < 3; i++) {
-		if (find_field(e, &fs[i]))
+		if (fs[i].copies < 2)
+			continue;
+		o->reason = VAL_DUPLICATE_KEY;
+		sbuf_printf(
+		    &sb,
+		    "key %s appears %zu times in this record (at bytes %zu and %zu%s%s): the "
+		    "guide allows each field once, and the daemon does not guess which is "
+		    "right",
+		    fs[i].name, fs[i].copies, fs[i].at[0], fs[i].at[1],
+		    fs[i].copies > 2 ? ", " : "", fs[i].copies > 2 ? ellipsis : "");
+		goto refused;
+	}
+	for (i = 0; i < 3; i++) {
+		if (fs[i].copies)
 			continue;
 		sbuf_puts(&sb, nmissing++ ? ", " : "missing ");
 		sbuf_puts(&sb, fs[i].name);
@@ -770,7 +1019,7 @@ static int judge(const struct element *e, struct outcome *o)
 	if (nmissing) {
 		o->reason = VAL_MISSING_FIELD;
 		sbuf_puts(&sb, ": the guide requires time, ext_ref_code and num_tickets in every "
-		             "record");
+		               "record");
 		goto refused;
 	}
 	for (i = 0; i < 3; i++) {
@@ -783,12 +1032,13 @@ static int judge(const struct element *e, struct outcome *o)
 		sb_got(&sb, e, fs[i].item, fs[i].vs, fs[i].ve);
 		if (i == 0)
 			sbuf_puts(&sb, ": the guide requires a string with an ISO 8601 date-time "
-			             "and offset, e.g. \"2023-02-08T00:00:00-03:00\"");
+			               "and offset, e.g. \"2023-02-08T00:00:00-03:00\"");
 		else if (i == 1)
 			sbuf_puts(&sb, ": the guide requires a string, one of the codes requested, "
-			             "e.g. \"0001\"");
+			               "e.g. \"0001\"");
 		else
-			sbuf_puts(&sb, ": the guide requires a JSON number without quotes, e.g. 25");
+			sbuf_puts(&sb,
+			          ": the guide requires a JSON number without quotes, e.g. 25");
 		goto refused;
 	}
 	if (!check_string(e, tf, o, &sb) || !check_string(e, cf, o, &sb))
@@ -801,17 +1051,42 @@ static int judge(const struct element *e, struct outcome *o)
 		sb_raw(&sb, e, tf->vs, tf->ve);
 		if (st == ISO_NO_OFFSET) {
 			o->reason = VAL_TIME_NO_OFFSET;
-			sbuf_puts(&sb, " has no UTC offset: the guide requires an offset or Z, e.g. "
-			             "\"2023-02-08T00:00:00-03:00\"");
+			sbuf_puts(&sb,
+			          " has no UTC offset: the guide requires an offset or Z, e.g. "
+			          "\"2023-02-08T00:00:00-03:00\"");
 		} else if (st != ISO_OK) {
 			o->reason = VAL_TIME_UNPARSEABLE;
 			sbuf_puts(&sb, " is not an ISO 8601 date-time: the guide requires e.g. "
-			             "\"2023-02-08T00:00:00-03:00\"");
+			               "\"2023-02-08T00:00:00-03:00\"");
 		} else {
 			o->reason = VAL_TIME_NOT_ON_HOUR;
 			sbuf_puts(&sb, " is not the start of an hour: the guide requires minutes, "
-			             "seconds and any fraction to be zero");
+			               "seconds and any fraction to be zero");
 		}
+		goto refused;
+	}
+	/* On the hour in its own offset, but on the connector's grid? */
+	if (!grid_offset(e->grid, t.epoch, &zone_offset) || (t.epoch + zone_offset) % 3600 != 0) {
+		o->reason = VAL_TIME_NOT_ON_HOUR;
+		sbuf_puts(&sb, "time ");
+		sb_raw(&sb, e, tf->vs, tf->ve);
+		if (!grid_offset(e->grid, t.epoch, &zone_offset)) {
+			sbuf_printf(&sb,
+			            " cannot be placed on the connector's hours: its zone %s has "
+			            "no known offset then on this host",
+			            e->grid->zone);
+			goto refused;
+		}
+		sbuf_puts(&sb, " is ");
+		sb_instant(&sb, t.epoch, zone_offset);
+		sbuf_printf(&sb,
+		            " in the connector's zone %s, not the start of an hour there: the "
+		            "guide requires the connector's hours, e.g. ",
+		            e->grid->zone);
+		/* The hour it falls in, floor division for instants before 1970. */
+		int64_t local = t.epoch + zone_offset;
+		int64_t start = local - ((local % 3600) + 3600) % 3600 - zone_offset;
+		sb_instant(&sb, start, zone_offset);
 		goto refused;
 	}
 	o->hour = t.epoch;
@@ -909,9 +1184,9 @@ static int mark_duplicates(const struct key *keys, size_t nkeys, struct outcome 
 			if (o->refused) {
 				sbuf_puts(&sb, o->detail);
 				sbuf_printf(&sb,
-				          " (and this code and hour appear %zu times in this "
-				          "response)",
-				          end - g);
+				            " (and this code and hour appear %zu times in this "
+				            "response)",
+				            end - g);
 			} else {
 				const char *code = req->codes[keys[i].code];
 
@@ -927,13 +1202,13 @@ static int mark_duplicates(const struct key *keys, size_t nkeys, struct outcome 
 						sbuf_puts(&sb, ", ");
 					else
 						sbuf_puts(&sb, end - g > 2 ? "also elements "
-						                         : "also element ");
+						                           : "also element ");
 					sbuf_printf(&sb, "%zu", keys[j].index);
 				}
 				if (end - g - 1 > LIST_MAX)
 					sbuf_puts(&sb, ellipsis);
 				sbuf_puts(&sb, "): the guide allows one record per code and hour, "
-				             "and the daemon does not guess which is right");
+				               "and the daemon does not guess which is right");
 				o->reason = VAL_DUPLICATE;
 				o->refused = true;
 			}
@@ -996,10 +1271,11 @@ static char *render_json(const char *b, struct span sp)
 
 /* ---- the whole response --------------------------------------------------- */
 
-static int refuse(struct val_result *out, struct sbuf *sb)
+static int refuse(struct val_result *out, enum val_whole whole, struct sbuf *sb)
 {
 	out->error = sbuf_take(sb);
 	out->refused = out->error != NULL; /* -1 leaves *out zeroed */
+	out->whole = out->error ? whole : VAL_WHOLE_NONE;
 	return out->error ? 0 : -1;
 }
 
@@ -1014,8 +1290,10 @@ static bool contains_nocase(const char *b, size_t len, const char *needle)
 	return false;
 }
 
-/* cJSON refused the text: say what it looked like instead. */
-static int refuse_not_json(struct val_result *out, const char *buf, size_t len, size_t err_at)
+/* cJSON refused parsed (buf as sent, lone surrogates patched): say what
+ * buf looked like instead. */
+static int refuse_not_json(struct val_result *out, const char *buf, const char *parsed, size_t len,
+                           size_t err_at)
 {
 	struct sbuf sb = {0};
 	size_t p = skip_ws(buf, skip_bom(buf, len), len);
@@ -1024,37 +1302,37 @@ static int refuse_not_json(struct val_result *out, const char *buf, size_t len, 
 
 	if (p == len) {
 		sbuf_puts(&sb, "response is an empty body (only white space): the guide requires "
-		             "a bare JSON list, [] when there are no sales");
-		return refuse(out, &sb);
+		               "a bare JSON list, [] when there are no sales");
+		return refuse(out, VAL_WHOLE_NOT_JSON, &sb);
 	}
 	if (buf[p] == '<') {
 		bool html = contains_nocase(buf + p, len - p, "<html") ||
 		            contains_nocase(buf + p, len - p, "<!doctype");
 
 		sbuf_printf(&sb, "response is not JSON but %s: the guide requires a bare JSON list",
-		          html ? "an HTML page" : "XML");
-		return refuse(out, &sb);
+		            html ? "an HTML page" : "XML");
+		return refuse(out, VAL_WHOLE_NOT_JSON, &sb);
 	}
 	/* Did a whole value parse, with something after it? */
-	root = cJSON_ParseWithLengthOpts(buf, len + 1, &end, 0);
+	root = cJSON_ParseWithLengthOpts(parsed, len + 1, &end, 0);
 	if (root) {
 		cJSON_Delete(root);
 		sbuf_printf(&sb,
-		          "response is JSON followed by other text at byte %zu: the guide "
-		          "requires a bare JSON list and nothing after it but white space",
-		          skip_ws(buf, (size_t)(end - buf), len));
-		return refuse(out, &sb);
+		            "response is JSON followed by other text at byte %zu: the guide "
+		            "requires a bare JSON list and nothing after it but white space",
+		            skip_ws(buf, (size_t)(end - parsed), len));
+		return refuse(out, VAL_WHOLE_NOT_JSON, &sb);
 	}
 	/* Looks like JSON that went wrong, or like something else entirely. */
 	if (buf[p] == '[' || buf[p] == '{')
 		sbuf_printf(&sb,
-		          "response is not valid JSON (parsing stopped at byte %zu): ", err_at);
+		            "response is not valid JSON (parsing stopped at byte %zu): ", err_at);
 	else
 		sbuf_puts(&sb, "response is not JSON but ");
 	sbuf_puts(&sb, "text starting with '");
 	sb_excerpt(&sb, buf + p, len - p, EXCERPT_BYTES, true);
 	sbuf_puts(&sb, "': the guide requires a bare JSON list");
-	return refuse(out, &sb);
+	return refuse(out, VAL_WHOLE_NOT_JSON, &sb);
 }
 
 static int refuse_not_list(struct val_result *out, const cJSON *root)
@@ -1080,7 +1358,7 @@ static int refuse_not_list(struct val_result *out, const cJSON *root)
 		sb_excerpt(&sb, c->string, strlen(c->string), EXCERPT_BYTES, false);
 	}
 	sbuf_puts(&sb, ": the guide requires a bare list");
-	return refuse(out, &sb);
+	return refuse(out, VAL_WHOLE_NOT_LIST, &sb);
 }
 
 static int refuse_strict(struct val_result *out, const char *buf, size_t len,
@@ -1090,18 +1368,18 @@ static int refuse_strict(struct val_result *out, const char *buf, size_t len,
 
 	if (fault == STRICT_TRAILING) {
 		sbuf_printf(&sb,
-		          "response is JSON followed by other text at byte %zu: the guide "
-		          "requires a bare JSON list and nothing after it but white space",
-		          at);
+		            "response is JSON followed by other text at byte %zu: the guide "
+		            "requires a bare JSON list and nothing after it but white space",
+		            at);
 	} else if (fault == STRICT_ESCAPE) {
 		sbuf_puts(&sb, "response is not valid JSON: escape '");
 		sb_excerpt(&sb, buf + at, len - at < 6 ? len - at : 6, EXCERPT_BYTES, true);
 		sbuf_printf(&sb, "' at byte %zu is not \\u and four hex digits", at);
 	} else if (fault == STRICT_CONTROL) {
 		sbuf_printf(&sb,
-		          "response is not valid JSON: control byte 0x%02X outside a string "
-		          "at byte %zu",
-		          (unsigned char)buf[at], at);
+		            "response is not valid JSON: control byte 0x%02X outside a string "
+		            "at byte %zu",
+		            (unsigned char)buf[at], at);
 	} else {
 		size_t e = at;
 
@@ -1110,11 +1388,11 @@ static int refuse_strict(struct val_result *out, const char *buf, size_t len,
 		sbuf_puts(&sb, "response is not valid JSON: malformed number '");
 		sb_excerpt(&sb, buf + at, e - at, EXCERPT_BYTES, true);
 		sbuf_printf(&sb,
-		          "' at byte %zu (JSON numbers have no leading zeros and a digit on "
-		          "each side of the point)",
-		          at);
+		            "' at byte %zu (JSON numbers have no leading zeros and a digit on "
+		            "each side of the point)",
+		            at);
 	}
-	return refuse(out, &sb);
+	return refuse(out, VAL_WHOLE_NOT_JSON, &sb);
 }
 
 /* Raw spans of the top-level list's elements, in order. */
@@ -1160,10 +1438,17 @@ static int judge_list(const char *buf, size_t len, const cJSON *root, const stru
 	struct key *keys = NULL;
 	size_t n = 0, i, nkeys = 0, nref = 0, nrec = 0;
 	const cJSON *item;
+	struct grid *grid;
 	int rc = -1;
 
 	if (element_spans(buf, len, &spans, &n) != 0)
 		return -1;
+	grid = calloc(1, sizeof(*grid));
+	if (!grid) {
+		free(spans);
+		return -1;
+	}
+	grid->zone = req->zone ? req->zone : "UTC";
 	out->received = n;
 	if (n == 0) {
 		rc = 0;
@@ -1174,7 +1459,7 @@ static int judge_list(const char *buf, size_t len, const cJSON *root, const stru
 	if (!outs || !keys)
 		goto done;
 	for (i = 0, item = root->child; i < n && item; i++, item = item->next) {
-		struct element e = {buf, spans[i], item, req};
+		struct element e = {buf, spans[i], item, req, grid};
 
 		if (judge(&e, &outs[i]) != 0)
 			goto done;
@@ -1221,6 +1506,7 @@ done:
 	free(outs);
 	free(keys);
 	free(spans);
+	free(grid);
 	return rc;
 }
 
@@ -1232,14 +1518,14 @@ int val_validate(const char *body, size_t len, const struct val_request *req,
 	enum strict_fault fault;
 	size_t at = 0;
 	cJSON *root;
-	char *buf;
+	char *buf, *parsed;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
 	if (len == 0) {
 		sbuf_puts(&sb, "response is an empty body: the guide requires a bare JSON list, [] "
-		             "when there are no sales");
-		return refuse(out, &sb);
+		               "when there are no sales");
+		return refuse(out, VAL_WHOLE_NOT_JSON, &sb);
 	}
 	if (len == SIZE_MAX)
 		return -1;
@@ -1250,11 +1536,18 @@ int val_validate(const char *body, size_t len, const struct val_request *req,
 		return -1;
 	memcpy(buf, body, len);
 	buf[len] = '\0';
-	root = cJSON_ParseWithLengthOpts(buf, len + 1, &end, 1);
+	/* buf stays the text as sent, for everything the judge reads and
+	 * quotes; cJSON reads parsed, where lone surrogates are patched. */
+	parsed = patch_lone_surrogates(buf, len);
+	if (!parsed) {
+		free(buf);
+		return -1;
+	}
+	root = cJSON_ParseWithLengthOpts(parsed, len + 1, &end, 1);
 	if (!root) {
 		/* cJSON reports running out of memory as a parse error too; the
 		 * run is then refused as not JSON and retried, not lost. */
-		rc = refuse_not_json(out, buf, len, end ? (size_t)(end - buf) : 0);
+		rc = refuse_not_json(out, buf, parsed, len, end ? (size_t)(end - parsed) : 0);
 	} else if ((fault = strict_check(buf, len, &at)) != STRICT_OK) {
 		rc = refuse_strict(out, buf, len, fault, at);
 	} else if (!cJSON_IsArray(root)) {
@@ -1263,6 +1556,8 @@ int val_validate(const char *body, size_t len, const struct val_request *req,
 		rc = judge_list(buf, len, root, req, out);
 	}
 	cJSON_Delete(root);
+	if (parsed != buf)
+		free(parsed);
 	free(buf);
 	if (rc != 0)
 		val_result_free(out);

@@ -352,7 +352,7 @@ struct mods {
 	bool has_status, has_delay, has_seed, has_huge, has_retry_after, has_drip;
 	bool echotoken; /* plays an API that echoes the bearer token it got */
 	bool redirect, gzip, wrapped, broken, html, trailing, empty, bad, future, lastcode, noauth,
-	    localtime, plusspace, reset, noop;
+	    localtime, plusspace, reset, noop, legal;
 };
 
 static const struct {
@@ -369,6 +369,7 @@ static const struct {
     {"empty", offsetof(struct mods, empty)},
     {"bad", offsetof(struct mods, bad)},
     {"future", offsetof(struct mods, future)},
+    {"legal", offsetof(struct mods, legal)},
     {"lastcode", offsetof(struct mods, lastcode)},
     {"noauth", offsetof(struct mods, noauth)},
     {"localtime", offsetof(struct mods, localtime)},
@@ -854,6 +855,56 @@ static void add_bad_records(struct list *l, const struct stamp *from, int64_t ne
 		add_counted(l, h0, z, true, c0, tickets_for(c0->s, c0->len, h0, seed) + 1);
 }
 
+/* "legal": JSON that RFC 8259 allows and the guide refuses record by record
+ * (SPEC sections 2 and 3). The first normal record carries an ignored field
+ * holding a surrogate pair and a lone surrogate (and stays valid); then four
+ * more records, each refused before it has a key, so none is a copy of a
+ * normal record: a lone surrogate in ext_ref_code, one in a key, num_tickets
+ * given twice (the second spelled num_\u0074ickets), and the first hour plus
+ * 30 minutes written in +05:30 (on the hour there, off the grid of any zone
+ * whose offset is whole hours). */
+static void add_legal_first(struct list *l, int64_t hour, const struct zone *z, bool with_offset,
+                            const struct code *c, uint32_t n)
+{
+	list_item(l);
+	buf_adds(l->b, "{\"note\":\"Caf\\u00e9 \\ud83d\\ude00, name cut at \\ud800\",\"time\":\"");
+	buf_add_time(l->b, hour, z, with_offset);
+	buf_adds(l->b, "\",\"ext_ref_code\":");
+	buf_add_json_string(l->b, c->s, c->len);
+	buf_addf(l->b, ",\"num_tickets\":%" PRIu32 "}", n);
+}
+
+static void add_legal_records(struct list *l, const struct stamp *from, const struct code *c0)
+{
+	const struct zone *z = &from->zone;
+	const struct zone kolkata = {19800, "+05:30"};
+	const int64_t h0 = from->epoch;
+
+	list_item(l);
+	buf_adds(l->b, "{\"time\":\"");
+	buf_add_time(l->b, h0, z, true);
+	buf_adds(l->b, "\",\"ext_ref_code\":");
+	buf_add_json_string(l->b, c0->s, c0->len);
+	l->b->len--; /* reopen the string to end it with a lone low surrogate */
+	buf_adds(l->b, "\\udc00\",\"num_tickets\":5}");
+
+	list_item(l);
+	buf_adds(l->b, "{\"time\":\"");
+	buf_add_time(l->b, h0, z, true);
+	buf_adds(l->b, "\",\"ext_ref_code\":");
+	buf_add_json_string(l->b, c0->s, c0->len);
+	buf_adds(l->b, ",\"num_t\\ud800ickets\":5}");
+
+	list_item(l);
+	buf_adds(l->b, "{\"time\":\"");
+	buf_add_time(l->b, h0, z, true);
+	buf_adds(l->b, "\",\"ext_ref_code\":");
+	buf_add_json_string(l->b, c0->s, c0->len);
+	buf_adds(l->b, ",\"num_tickets\":5,\"num_\\u0074ickets\":6}");
+
+	add_record(l, h0 + HOUR / 2, &kolkata, true, c0->s, c0->len, "5");
+}
+
 /* Copies n bytes of s into out (n + 1 bytes) with every '+' made a space. */
 static void plus_to_space(char *out, const char *s, size_t n)
 {
@@ -942,6 +993,12 @@ static int build_sales(struct MHD_Connection *conn, const struct mods *m, struct
 		for (size_t c = 0; c < ncodes; c++)
 			for (uint64_t i = 0; i < hours; i++) {
 				int64_t h = from.epoch + (int64_t)i * HOUR;
+				if (m->legal && c == 0 && i == 0) {
+					add_legal_first(&l, h, &from.zone, !m->localtime, &codes[c],
+					                tickets_for(codes[c].s, codes[c].len, h,
+					                            (uint32_t)m->seed));
+					continue;
+				}
 				add_counted(
 				    &l, h, &from.zone, !m->localtime, &codes[c],
 				    tickets_for(codes[c].s, codes[c].len, h, (uint32_t)m->seed));
@@ -950,6 +1007,8 @@ static int build_sales(struct MHD_Connection *conn, const struct mods *m, struct
 			add_counted(
 			    &l, next_hour, &from.zone, !m->localtime, &codes[0],
 			    tickets_for(codes[0].s, codes[0].len, next_hour, (uint32_t)m->seed));
+		if (m->legal && hours > 0)
+			add_legal_records(&l, &from, &codes[0]);
 		if (m->bad)
 			add_bad_records(&l, &from, next_hour, &codes[0], hours > 0,
 			                (uint32_t)m->seed);
@@ -1365,11 +1424,11 @@ int main(int argc, char **argv)
 
 	struct MHD_Daemon *d = MHD_start_daemon(
 	    flags, (uint16_t)opt.port, NULL, NULL, handle, NULL, MHD_OPTION_SOCK_ADDR, sa,
-	    MHD_OPTION_CONNECTION_LIMIT, CONNECTION_LIMIT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY,
-	    MHD_OPTION_THREAD_STACK_SIZE,
-	    THREAD_STACK_SIZE, MHD_OPTION_LISTEN_BACKLOG_SIZE, LISTEN_BACKLOG,
-	    MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S, MHD_OPTION_URI_LOG_CALLBACK, uri_logger,
-	    NULL, MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL, MHD_OPTION_END);
+	    MHD_OPTION_CONNECTION_LIMIT, CONNECTION_LIMIT, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	    CONNECTION_MEMORY, MHD_OPTION_THREAD_STACK_SIZE, THREAD_STACK_SIZE,
+	    MHD_OPTION_LISTEN_BACKLOG_SIZE, LISTEN_BACKLOG, MHD_OPTION_CONNECTION_TIMEOUT,
+	    IDLE_TIMEOUT_S, MHD_OPTION_URI_LOG_CALLBACK, uri_logger, NULL,
+	    MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL, MHD_OPTION_END);
 	if (d == NULL)
 		die("cannot listen on %s port %ld", opt.bind, opt.port);
 	const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);

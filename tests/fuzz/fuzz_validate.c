@@ -1,8 +1,8 @@
 /* fuzz_validate: libFuzzer target for the validator. The input is a
  * response body exactly as libcurl hands it over (not NUL-terminated);
  * beyond "no crash, no leak, no undefined behaviour" it checks the
- * validator's promises: accepted records sorted, unique, inside the window
- * and well-formed; every refusal carries valid UTF-8 without NUL. */
+ * validator's promises: accepted records sorted, unique, inside the window,
+ * on the connector's hour grid and well-formed; every refusal carries valid UTF-8 without NUL. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,17 +41,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.from = 1675814400,        /* 2023-02-08T00:00:00Z */
 		.to = 1675814400 + 48 * 3600,
 		.now = 1675814400 + 47 * 3600 + 1800,
+		.zone = "UTC",
 	};
 	struct val_result r = {0};
 	if (val_validate(body, size, &req, &r) == 0) {
 		if (r.refused) {
-			if (!r.error || !utf8_ok(r.error) || r.nrecords || r.nrefusals)
+			if (!r.error || !utf8_ok(r.error) || r.nrecords || r.nrefusals || r.whole == VAL_WHOLE_NONE)
 				abort();
 		} else {
 			for (size_t i = 0; i < r.nrecords; i++) {
 				const struct val_record *x = &r.records[i];
 				if (x->code >= req.ncodes || x->hour < req.from || x->hour >= req.to || x->num_tickets < 0)
 					abort();
+				if (x->hour % 3600 != 0)
+					abort(); /* off the UTC connector's hour grid */
 				if (i && (r.records[i - 1].code > x->code ||
 					  (r.records[i - 1].code == x->code && r.records[i - 1].hour >= x->hour)))
 					abort(); /* unsorted or duplicated */

@@ -246,6 +246,53 @@ check "each refusal keeps the record's JSON text and a reason for a person" "t" 
 	"$(sql "SELECT bool_and(length(record) > 0 AND length(detail) > 10) FROM ksi_sales.rejected_records WHERE connector_id = $MESSY")"
 sql "UPDATE ksi_sales.connectors SET enabled = false WHERE name = 'messy'" >/dev/null
 
+echo "# legal JSON the guide refuses record by record: lone surrogates, a repeated key, an off-grid hour"
+# fakeapi's legal modifier (tests/fakeapi/README.md): the 6 normal records,
+# the first with an ignored "note" holding a surrogate pair and a lone
+# \ud800, then a lone \udc00 in ext_ref_code, a lone \ud800 in a key,
+# num_tickets twice, and 17:00+05:30-style time off this UTC connector's grid.
+sql "INSERT INTO ksi_sales.connectors (name, endpoint_url, bearer_token, initial_backfill)
+     VALUES ('legal', '$FAKE_URL/legal/sales', '$TOKEN', '2 hours');
+     INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code)
+     SELECT 'Legal ' || code, (SELECT id FROM ksi_sales.connectors WHERE name = 'legal'), code
+     FROM unnest(ARRAY['L1', 'L2']) AS code" >/dev/null
+once
+check "once exits 0: legal JSON refused record by record does not fail the run" 0 "$RC"
+LEGAL="(SELECT id FROM ksi_sales.connectors WHERE name = 'legal')"
+check "one ok run: 10 received, 6 upserted, 4 refused" "1 ok 10 6 4" \
+	"$(sql "SELECT count(*) || ' ' || string_agg(outcome, ',') || ' ' || sum(records_received) || ' ' ||
+	               sum(records_upserted) || ' ' || sum(records_rejected)
+	        FROM ksi_sales.fetch_runs WHERE connector_id = $LEGAL")"
+check "synced_until advanced to the end of the window: the connector is not stuck" "t" \
+	"$(sql "SELECT st.synced_until IS NOT NULL AND st.synced_until = (SELECT max(window_to) FROM ksi_sales.fetch_runs r WHERE r.connector_id = st.connector_id)
+	        FROM ksi_sales.connector_state st WHERE st.connector_id = $LEGAL")"
+check "the good records are stored: 2 stores x 3 hours, all on the UTC hour" "6 true" \
+	"$(sql "SELECT count(*) || ' ' || bool_and(extract(minute FROM hour AT TIME ZONE 'UTC') = 0)
+	        FROM ksi_sales.sales_hourly WHERE connector_id = $LEGAL")"
+read -r LFROM LTO < <(sql "SELECT to_char(window_from, 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"'),
+	to_char(window_to - interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')
+	FROM ksi_sales.fetch_runs WHERE connector_id = $LEGAL" -F ' ')
+check "the record with a lone surrogate in an ignored field is stored, with the API's value" \
+	"$(sql "SELECT :'answer'::json->0->>'num_tickets'" -v answer="$(fake_answer "$LFROM" "$LTO" L1)")" \
+	"$(sql "SELECT h.num_tickets FROM ksi_sales.sales_hourly h JOIN ksi_sales.fetch_runs r ON r.connector_id = h.connector_id
+	        WHERE h.connector_id = $LEGAL AND h.ext_ref_code = 'L1' AND h.hour = r.window_from")"
+check "each refused record is recorded with its reason, in response order" \
+	"6:invalid_string,7:invalid_string,8:duplicate_key,9:time_not_on_hour" \
+	"$(sql "SELECT string_agg(position || ':' || reason, ',' ORDER BY position)
+	        FROM ksi_sales.rejected_records WHERE connector_id = $LEGAL")"
+legal_detail() { sql "SELECT detail FROM ksi_sales.rejected_records WHERE connector_id = $LEGAL AND position = $1"; }
+check_contains "ext_ref_code's detail names the field, the escape and its byte" \
+	'ext_ref_code "L1\udc00" holds a lone UTF-16 surrogate escape \udc00 at byte ' "$(legal_detail 6)"
+check_contains "the key's detail names the key, the escape and its byte" \
+	'key "num_t\ud800ickets" holds a lone UTF-16 surrogate escape \ud800 at byte ' "$(legal_detail 7)"
+check_contains "the repeated key's detail names it and both places" \
+	"key num_tickets appears 2 times in this record (at bytes " "$(legal_detail 8)"
+check_contains "the off-grid hour's detail names the connector's zone" \
+	"in the connector's zone UTC, not the start of an hour there" "$(legal_detail 9)"
+check_contains "the refused record's JSON text is kept as sent" \
+	'"num_t\ud800ickets":5' "$(sql "SELECT record FROM ksi_sales.rejected_records WHERE connector_id = $LEGAL AND position = 7")"
+sql "UPDATE ksi_sales.connectors SET enabled = false WHERE name = 'legal'" >/dev/null
+
 echo "# time zones: +05:30 and a negative offset"
 sql "INSERT INTO ksi_sales.connectors (name, endpoint_url, bearer_token, initial_backfill, timezone)
      VALUES ('kolkata', '$FAKE_URL/sales', '$TOKEN', '5 hours', 'Asia/Kolkata'),

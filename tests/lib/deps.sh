@@ -6,7 +6,8 @@ set -eu
 
 packages="gcc make pkg-config libcurl4-openssl-dev libcjson-dev libev-dev libpq-dev
 libsystemd-dev libinih-dev libcmocka-dev libmicrohttpd-dev zlib1g-dev
-postgresql postgresql-client curl systemd procps valgrind socat clang libclang-rt-14-dev"
+postgresql postgresql-client curl systemd procps valgrind socat clang libclang-rt-14-dev
+libjansson-dev"
 
 missing=""
 for p in $packages; do

@@ -34,13 +34,30 @@
 #define C201 C200 "A"
 
 /* Sorted by strcmp, as the header requires. */
-static const char *const codes[] = {"0001", "0002", "0003", C200, "Z\xC3\xBCrich"};
+static const char *const codes[] = {"0001", "0002",          "0003",
+                                    C200,   "Z\xC3\xBCrich", "\xF0\x9F\x98\x80"};
 
 /* The window lies wholly in the past. */
-static const struct val_request req_past = {codes, ARRAY_LEN(codes), FROM, TO, TO + 10 * 3600};
+static const struct val_request req_past = {codes, ARRAY_LEN(codes), FROM,
+                                            TO,    TO + 10 * 3600,   "UTC"};
 /* 12:30 UTC inside the window: 12:00 has started, 13:00 has not. */
-static const struct val_request req_live = {codes, ARRAY_LEN(codes), FROM, TO,
-                                            FROM + 12 * 3600 + 1800};
+static const struct val_request req_live = {codes, ARRAY_LEN(codes),        FROM,
+                                            TO,    FROM + 12 * 3600 + 1800, "UTC"};
+/* Connectors whose hours are not at :00 UTC: Asia/Kolkata (+05:30) and
+ * Australia/Lord_Howe (+11:00 in February, DST; +10:30 in winter) start
+ * theirs at :30 UTC, Asia/Kathmandu (+05:45) at :15. */
+static const struct val_request req_kolkata = {codes, ARRAY_LEN(codes), FROM,
+                                               TO,    TO + 10 * 3600,   "Asia/Kolkata"};
+static const struct val_request req_kathmandu = {codes, ARRAY_LEN(codes), FROM,
+                                                 TO,    TO + 10 * 3600,   "Asia/Kathmandu"};
+/* A July window, when Lord Howe Island keeps +10:30. */
+#define JULY 1688169600LL /* 2023-07-01T00:00:00Z */
+static const struct val_request req_lord_howe = {
+    codes, ARRAY_LEN(codes), JULY, JULY + 24 * 3600, JULY + 34 * 3600, "Australia/Lord_Howe"};
+static const struct val_request req_no_zone = {codes, ARRAY_LEN(codes), FROM,
+                                               TO,    TO + 10 * 3600,   NULL};
+static const struct val_request req_mars = {codes, ARRAY_LEN(codes), FROM,
+                                            TO,    TO + 10 * 3600,   "Mars/Olympus"};
 
 struct vcase {
 	const char *name;
@@ -50,6 +67,7 @@ struct vcase {
 	/* Whole response refused: error contains these. */
 	const char *error;
 	const char *error2;
+	bool not_list; /* refused as JSON that is not a list, not as "not JSON" */
 	/* Otherwise: accepted count, and "index=reason" of each refusal. */
 	size_t nrecords;
 	const char *reasons;
@@ -80,8 +98,10 @@ static struct vcase cases[] = {
      "Error\x01\xFF: the upstream server took too long to answer the request in time",
      .error = "text starting with 'Error\\x01\\xFF: the upstream server took"},
     {"malformed JSON", "[{\"time\": }]", .error = "not valid JSON", .error2 = "at byte"},
-    {"lone surrogate escape (cJSON refuses the text)", "[" REC(T05, "\\ud800", "1") "]",
-     .error = "not valid JSON"},
+    {"lone surrogate escape after a cut is refused whole, like any cut",
+     "[" REC(T05, "\\ud800", "1") ",{\"time", .error = "not valid JSON"},
+    {"JSON with a lone surrogate followed by text", "[\"\\ud800\"] x",
+     .error = "JSON followed by other text at byte 11"},
     {"trailing garbage", "[] x", .error = "JSON followed by other text at byte 3"},
     {"two lists", "[][]", .error = "JSON followed by other text at byte 2"},
     {"control byte after the list (cJSON skips it)", "[]\x01", 3,
@@ -97,15 +117,116 @@ static struct vcase cases[] = {
     {"number ending in a point", "[" REC(T05, "0001", "1.") "]", .error = "malformed number"},
     {"number starting with -.", "[-.5]", .error = "malformed number"},
     {"object with keys data, meta", "{\"data\": [], \"meta\": {\"page\": 1}}",
-     .error = "an object with keys data, meta", .error2 = "the guide requires a bare list"},
+     .error = "an object with keys data, meta", .error2 = "the guide requires a bare list",
+     .not_list = true},
     {"object with many keys", "{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7}",
-     .error = "keys a, b, c, d, e, \xE2\x80\xA6:", .error2 = "bare list"},
-    {"empty object", "{}", .error = "an empty object", .error2 = "bare list"},
-    {"bare string", "\"hello\"", .error = "a string: the guide requires a bare list"},
-    {"bare number", "42", .error = "a number: the guide requires a bare list"},
-    {"bare true", "true", .error = "true: the guide requires a bare list"},
-    {"bare false", " false ", .error = "false: the guide requires a bare list"},
-    {"bare null", "null", .error = "null: the guide requires a bare list"},
+     .error = "keys a, b, c, d, e, \xE2\x80\xA6:", .error2 = "bare list", .not_list = true},
+    {"empty object", "{}", .error = "an empty object", .error2 = "bare list", .not_list = true},
+    {"bare string", "\"hello\"", .error = "a string: the guide requires a bare list",
+     .not_list = true},
+    {"bare number", "42", .error = "a number: the guide requires a bare list", .not_list = true},
+    {"bare true", "true", .error = "true: the guide requires a bare list", .not_list = true},
+    {"bare false", " false ", .error = "false: the guide requires a bare list", .not_list = true},
+    {"bare null", "null", .error = "null: the guide requires a bare list", .not_list = true},
+
+    /* ---- legal JSON the guide refuses (issue 10) ---- */
+    /* Lone UTF-16 surrogate escapes: RFC 8259's grammar allows them. */
+    {"lone high surrogate in an ignored field is ignored",
+     "[{\"note\":\"Caf\\ud800\",\"time\":\"" T05 "\",\"ext_ref_code\":\"0001\",\"num_tickets\":1}]",
+     .nrecords = 1, .reasons = "", .tickets = "1"},
+    {"lone surrogates in an ignored value's keys and list are ignored",
+     "[{\"meta\":{\"\\udc00\":[1,\"\\ud800\\ud800\"]},\"time\":\"" T05
+     "\",\"ext_ref_code\":\"0001\",\"num_tickets\":2}]",
+     .nrecords = 1, .reasons = "", .tickets = "2"},
+    {"lone surrogate in ext_ref_code refuses that record only",
+     "[" REC(T05, "0001\\udc00", "1") "," REC(T06, "0001", "3") "]", .nrecords = 1,
+     .reasons = "0=invalid_string",
+     .detail = "ext_ref_code \"0001\\udc00\" holds a lone UTF-16 surrogate escape \\udc00 at "
+               "byte 52",
+     .tickets = "3"},
+    {"lone surrogate in time", "[" REC("2023-02-08T05:00:00Z\\uDBFF", "0001", "1") "]",
+     .reasons = "0=invalid_string", .detail = "time \"2023-02-08T05:00:00Z\\uDBFF\" holds a lone"},
+    {"high surrogate before a non-surrogate escape is lone",
+     "[" REC(T05, "\\ud800\\u0041", "1") "]", .reasons = "0=invalid_string",
+     .detail = "escape \\ud800 at"},
+    {"high, high, low: the first high is lone", "[" REC(T05, "\\ud800\\ud800\\udc00", "1") "]",
+     .reasons = "0=invalid_string"},
+    {"lone surrogate in a key refuses its record, before missing fields",
+     "[{\"ti\\ud800me\":\"" T05 "\"}]", .reasons = "0=invalid_string",
+     .detail = "key \"ti\\ud800me\" holds a lone UTF-16 surrogate escape \\ud800 at byte 5"},
+    {"lone surrogate in any key of the record refuses it",
+     "[{\"x\\udfff\":1,\"time\":\"" T05 "\",\"ext_ref_code\":\"0001\",\"num_tickets\":1}]",
+     .reasons = "0=invalid_string"},
+    {"surrogate pairs are fine everywhere",
+     "[{\"\\ud83d\\ude00\":\"\\ud83d\\ude00\",\"time\":\"" T05
+     "\",\"ext_ref_code\":\"\\ud83d\\ude00\",\"num_tickets\":4}]",
+     .nrecords = 1, .reasons = "", .tickets = "4"},
+    {"an escaped backslash then u is no escape", "[" REC(T05, "\\\\ud800", "1") "]",
+     .reasons = "0=unknown_ext_ref_code"},
+    {"a lone surrogate key in a top-level object: JSON, not a list", "{\"\\ud800\":1}",
+     .error = "an object with keys \xEF\xBF\xBD", .not_list = true},
+    /* Keys the daemon reads given twice, compared unescaped. */
+    {"num_tickets twice refuses the record",
+     "[{\"time\":\"" T05 "\",\"ext_ref_code\":\"0001\",\"num_tickets\":1,\"num_tickets\":2}]",
+     .reasons = "0=duplicate_key",
+     .detail = "key num_tickets appears 2 times in this record (at bytes 54 and 70): the guide "
+               "allows each field once"},
+    {"time and \\u0074ime are the same key",
+     "[{\"time\":\"" T05 "\",\"\\u0074ime\":\"" T06
+     "\",\"ext_ref_code\":\"0001\",\"num_tickets\":1}]",
+     .reasons = "0=duplicate_key", .detail = "key time appears 2 times"},
+    {"ext_ref_code twice, same value",
+     "[{\"ext_ref_code\":\"0001\",\"time\":\"" T05
+     "\",\"ext_ref_code\":\"0001\",\"num_tickets\":1}]",
+     .reasons = "0=duplicate_key", .detail = "key ext_ref_code appears 2 times"},
+    {"time three times", "[{\"time\":1,\"time\":2,\"time\":3}]", .reasons = "0=duplicate_key",
+     .detail = "appears 3 times in this record (at bytes 2 and 11, \xE2\x80\xA6)"},
+    {"duplicate key beats a missing field", "[{\"time\":\"" T05 "\",\"time\":\"" T05 "\"}]",
+     .reasons = "0=duplicate_key"},
+    {"an ignored key twice is ignored",
+     "[{\"note\":1,\"note\":2,\"time\":\"" T05 "\",\"ext_ref_code\":\"0001\",\"num_tickets\":5}]",
+     .nrecords = 1, .reasons = "", .tickets = "5"},
+    {"guide keys twice inside an ignored value are ignored",
+     "[{\"x\":{\"num_tickets\":1,\"num_tickets\":2},\"time\":\"" T05
+     "\",\"ext_ref_code\":\"0001\",\"num_tickets\":6}]",
+     .nrecords = 1, .reasons = "", .tickets = "6"},
+    {"time\\u0000 is not time",
+     "[{\"time\\u0000\":\"junk\",\"time\":\"" T05
+     "\",\"ext_ref_code\":\"0001\",\"num_tickets\":7}]",
+     .nrecords = 1, .reasons = "", .tickets = "7"},
+    /* The connector's hour grid. */
+    {"17:00+05:30 to a UTC connector is 11:30Z, off its grid",
+     "[" REC("2023-02-08T17:00:00+05:30", "0001", "1") "]", .reasons = "0=time_not_on_hour",
+     .detail = "time \"2023-02-08T17:00:00+05:30\" is 2023-02-08T11:30:00+00:00 in the "
+               "connector's zone UTC, not the start of an hour there: the guide requires the "
+               "connector's hours, e.g. 2023-02-08T11:00:00+00:00"},
+    {"off the grid is checked before the window",
+     "[" REC("2023-02-07T17:00:00+05:30", "0001", "1") "]", .reasons = "0=time_not_on_hour"},
+    {"17:00+05:30 to an Asia/Kolkata connector is on its grid",
+     "[" REC("2023-02-08T17:00:00+05:30", "0001", "1") "]", .req = &req_kolkata, .nrecords = 1,
+     .reasons = "", .hour = FROM + 11 * 3600 + 1800},
+    {"11:00Z to an Asia/Kolkata connector is off its grid",
+     "[" REC("2023-02-08T11:00:00Z", "0001", "1") "]", .req = &req_kolkata,
+     .reasons = "0=time_not_on_hour",
+     .detail = "is 2023-02-08T16:30:00+05:30 in the connector's zone Asia/Kolkata"},
+    {"+05:45 to an Asia/Kathmandu connector (:15 UTC) is on its grid",
+     "[" REC("2023-02-08T10:00:00+05:45", "0001", "1") "]", .req = &req_kathmandu, .nrecords = 1,
+     .reasons = "", .hour = FROM + 4 * 3600 + 900},
+    {"+05:30 to an Asia/Kathmandu connector is off its grid",
+     "[" REC("2023-02-08T10:00:00+05:30", "0001", "1") "]", .req = &req_kathmandu,
+     .reasons = "0=time_not_on_hour", .detail = "zone Asia/Kathmandu"},
+    {"+10:30 to Australia/Lord_Howe in July (:30 UTC) is on its grid",
+     "[" REC("2023-07-01T20:00:00+10:30", "0001", "1") "]", .req = &req_lord_howe, .nrecords = 1,
+     .reasons = "", .hour = JULY + 9 * 3600 + 1800},
+    {"09:00Z to Australia/Lord_Howe in July is off its grid",
+     "[" REC("2023-07-01T09:00:00Z", "0001", "1") "]", .req = &req_lord_howe,
+     .reasons = "0=time_not_on_hour",
+     .detail = "2023-07-01T19:30:00+10:30 in the connector's zone"},
+    {"no zone is read as UTC", "[" REC("2023-02-08T17:00:00+05:30", "0001", "1") "]",
+     .req = &req_no_zone, .reasons = "0=time_not_on_hour", .detail = "zone UTC"},
+    {"a zone this host does not know refuses the record, naming it", "[" REC(T05, "0001", "1") "]",
+     .req = &req_mars, .reasons = "0=time_not_on_hour",
+     .detail = "its zone Mars/Olympus has no known offset"},
 
     /* ---- element shape ---- */
     {"elements that are not objects", "[5, [1], null, \"x\", true]", .nrecords = 0,
@@ -141,13 +262,6 @@ static struct vcase cases[] = {
      "[{\"store\":\"x\",\"time\":\"" T05 "\",\"nested\":{\"a\":[1,{\"b\":\"\xFF\"}]},"
      "\"ext_ref_code\":\"0001\",\"num_tickets\":7,\"note\":\"a\\u0000b\",\"n\":1e999}]",
      .nrecords = 1, .reasons = "", .tickets = "7"},
-    {"first of two same keys counts (as cJSON)",
-     "[{\"time\":\"" T05 "\",\"time\":5,\"ext_ref_code\":\"0001\",\"num_tickets\":1}]",
-     .nrecords = 1, .reasons = ""},
-    {"the first same key's raw text is the one checked",
-     "[{\"ext_ref_code\":\"00\xFF\",\"ext_ref_code\":\"0001\",\"time\":\"" T05
-     "\",\"num_tickets\":1}]",
-     .reasons = "0=string_invalid_utf8"},
     {"escaped key names the field (as cJSON)",
      "[{\"\\u0074ime\":\"" T05 "\",\"ext_ref_code\":\"0001\",\"num_tickets\":1}]", .nrecords = 1,
      .reasons = ""},
@@ -214,10 +328,10 @@ static struct vcase cases[] = {
      .reasons = "0=time_not_on_hour"},
     {"10:00:00.000Z on the hour", "[" REC("2023-02-08T10:00:00.000Z", "0001", "1") "]",
      .nrecords = 1, .reasons = "", .hour = FROM + 10 * 3600},
-    {"+05:30 on its own hour", "[" REC("2023-02-08T10:00:00+05:30", "0001", "1") "]", .nrecords = 1,
-     .reasons = "", .hour = FROM + 4 * 3600 + 1800},
-    {"+05:45 on its own hour", "[" REC("2023-02-08T10:00:00+05:45", "0001", "1") "]", .nrecords = 1,
-     .reasons = "", .hour = FROM + 4 * 3600 + 900},
+    {"+05:30 on its own hour", "[" REC("2023-02-08T10:00:00+05:30", "0001", "1") "]",
+     .req = &req_kolkata, .nrecords = 1, .reasons = "", .hour = FROM + 4 * 3600 + 1800},
+    {"+05:45 on its own hour", "[" REC("2023-02-08T10:00:00+05:45", "0001", "1") "]",
+     .req = &req_kathmandu, .nrecords = 1, .reasons = "", .hour = FROM + 4 * 3600 + 900},
     {"-03:00 offset", "[" REC("2023-02-08T02:00:00-03:00", "0001", "1") "]", .nrecords = 1,
      .reasons = "", .hour = FROM + 5 * 3600},
     {"+05:30 with :30 UTC minutes is not its hour",
@@ -407,10 +521,13 @@ static void run_case(void **state)
 		if (r.records || r.refusals || r.nrecords || r.nrefusals || r.received)
 			fail_msg("%s: a refused response must carry nothing but its error",
 			         c->name);
+		if (r.whole != (c->not_list ? VAL_WHOLE_NOT_LIST : VAL_WHOLE_NOT_JSON))
+			fail_msg("%s: want the refusal typed %s, got %d", c->name,
+			         c->not_list ? "not a list" : "not JSON", (int)r.whole);
 		val_result_free(&r);
 		return;
 	}
-	if (r.refused)
+	if (r.refused || r.whole != VAL_WHOLE_NONE)
 		fail_msg("%s: response refused: %s", c->name, r.error);
 	reasons_of(&r, got, sizeof(got));
 	if (strcmp(got, c->reasons) != 0)
@@ -540,8 +657,8 @@ static void test_large(void **state)
 	enum { NCODES = 1000, NHOURS = 100, N = NCODES * NHOURS };
 	static char names[NCODES][8];
 	static const char *large_codes[NCODES];
-	struct val_request req = {large_codes, NCODES, FROM, FROM + NHOURS * 3600,
-	                          TO + 1000 * 3600};
+	struct val_request req = {large_codes,          NCODES,           FROM,
+	                          FROM + NHOURS * 3600, TO + 1000 * 3600, "UTC"};
 	size_t cap = (size_t)N * 200 + 16, len = 0, i;
 	char *body = malloc(cap);
 	struct val_result r;

@@ -61,7 +61,8 @@ static const char body[] =
 
 static void run(const char *text, size_t len, long n, int *rc, struct val_result *r)
 {
-	struct val_request req = {codes, 2, 1675850400 - 10 * 3600, 1675850400 + 24 * 3600, 1675850400 + 20 * 3600};
+	struct val_request req = {codes, 2, 1675850400 - 10 * 3600, 1675850400 + 24 * 3600, 1675850400 + 20 * 3600,
+				  "Europe/Berlin"};
 	memset(r, 0, sizeof(*r));
 	count = 0;
 	fail_at = n;
@@ -69,7 +70,7 @@ static void run(const char *text, size_t len, long n, int *rc, struct val_result
 	fail_at = 0;
 }
 
-static void every_allocation_fails_in_turn(const char *text, size_t len)
+static void every_allocation_fails_in_turn(const char *text, size_t len, size_t elements)
 {
 	int rc;
 	struct val_result r;
@@ -83,7 +84,7 @@ static void every_allocation_fails_in_turn(const char *text, size_t len)
 		if (rc != 0 && rc != -1)
 			fail_msg("allocation %ld of %ld failed: val_validate returned %d", n, needed, rc);
 		/* -1 leaves a result that is safe to free; 0 a complete one. */
-		if (rc == 0 && !r.refused && r.received != 7)
+		if (rc == 0 && !r.refused && r.received != elements)
 			fail_msg("allocation %ld of %ld failed: an incomplete result was returned", n, needed);
 		val_result_free(&r);
 	}
@@ -93,7 +94,21 @@ static void every_allocation_fails_in_turn(const char *text, size_t len)
 static void test_records(void **state)
 {
 	(void)state;
-	every_allocation_fails_in_turn(body, strlen(body));
+	every_allocation_fails_in_turn(body, strlen(body), 7);
+}
+
+/* Legal JSON the guide refuses: lone surrogates (cJSON then reads a patched
+ * copy, one more allocation), a duplicate key, an hour off the grid. */
+static const char odd[] =
+	"[{\"note\":\"\\ud800\",\"time\":\"2023-02-08T10:00:00Z\",\"ext_ref_code\":\"0001\",\"num_tickets\":1},"
+	"{\"time\":\"2023-02-08T10:00:00Z\",\"ext_ref_code\":\"0002\\udc00\",\"num_tickets\":1},"
+	"{\"time\":\"2023-02-08T11:00:00Z\",\"ext_ref_code\":\"0002\",\"num_tickets\":1,\"num_tickets\":2},"
+	"{\"time\":\"2023-02-08T17:00:00+05:30\",\"ext_ref_code\":\"0002\",\"num_tickets\":1}]";
+
+static void test_legal_but_refused(void **state)
+{
+	(void)state;
+	every_allocation_fails_in_turn(odd, strlen(odd), 4);
 }
 
 static void test_refused_response(void **state)
@@ -101,14 +116,15 @@ static void test_refused_response(void **state)
 	(void)state;
 	static const char wrapped[] = "{\"data\": [], \"meta\": {\"count\": 0}}";
 	static const char html[] = "<!DOCTYPE html><html><body>Login</body></html>";
-	every_allocation_fails_in_turn(wrapped, strlen(wrapped));
-	every_allocation_fails_in_turn(html, strlen(html));
+	every_allocation_fails_in_turn(wrapped, strlen(wrapped), 0);
+	every_allocation_fails_in_turn(html, strlen(html), 0);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_records),
+		cmocka_unit_test(test_legal_but_refused),
 		cmocka_unit_test(test_refused_response),
 	};
 	return cmocka_run_group_tests_name("validate_oom", tests, NULL, NULL);
