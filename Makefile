@@ -55,7 +55,7 @@ build/san/ksi-salesd: build/san/main.o $(SAN_OBJS)
 # progress never breaks another's tests.
 test_isotime_MODULES := isotime
 test_window_MODULES := window isotime
-test_validate_MODULES := validate isotime sbuf
+test_validate_MODULES := validate isotime sbuf mask
 test_config_MODULES := config log jsonw
 # A seam to make getline fail as it does out of memory (at -O2 glibc
 # inlines getline into __getdelim).
@@ -65,7 +65,7 @@ test_schedule_MODULES := schedule
 test_mask_MODULES := mask
 test_stats_MODULES := stats
 test_janitor_MODULES := janitor log jsonw
-test_validate_oom_MODULES := validate isotime sbuf
+test_validate_oom_MODULES := validate isotime sbuf mask
 test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 test_probe_MODULES := probe validate isotime window http config log jsonw sbuf mask
 # The writer under allocation failure: db and what it links (connector
@@ -92,12 +92,12 @@ build/fakeapi: tests/fakeapi/fakeapi.c
 # reference parser, the ISO 8601 parser, the TZif reader.
 FUZZ_FLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all -Iinclude $(shell pkg-config --cflags libcjson 2>/dev/null)
-build/fuzz/fuzz_validate: tests/fuzz/fuzz_validate.c src/validate.c src/isotime.c src/sbuf.c
+build/fuzz/fuzz_validate: tests/fuzz/fuzz_validate.c src/validate.c src/isotime.c src/sbuf.c src/mask.c
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -o $@ $^ -lcjson
 # The differential target links jansson, the strict reference parser (never
 # the daemon).
-build/fuzz/fuzz_validate_diff: tests/fuzz/fuzz_validate_diff.c src/validate.c src/isotime.c src/sbuf.c
+build/fuzz/fuzz_validate_diff: tests/fuzz/fuzz_validate_diff.c src/validate.c src/isotime.c src/sbuf.c src/mask.c
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) $(shell pkg-config --cflags jansson 2>/dev/null) -o $@ $^ -lcjson \
 		$(shell pkg-config --libs jansson 2>/dev/null)

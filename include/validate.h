@@ -46,6 +46,10 @@ struct val_request {
 	/* The connector's IANA zone: a record's hour must start an hour there
 	 * (SPEC §2). NULL is read as "UTC". */
 	const char *zone;
+	/* The connector's token (NULL: none): every text quoting the body — a
+	 * refusal's detail and JSON text, the whole response's error — has it
+	 * and its fragments masked before it is cut (SPEC §3, mask.h). */
+	const char *secret;
 };
 
 /* One accepted record. */

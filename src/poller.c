@@ -360,6 +360,7 @@ static void on_response(const struct http_response *resp, void *user)
 		.to = span->to,
 		.now = (int64_t)time(NULL),
 		.zone = c->timezone,
+		.secret = c->bearer_token,
 	};
 	if (val_validate(resp->body, resp->len, &vreq, &s->v) != 0) {
 		val_result_free(&s->v);

@@ -872,6 +872,7 @@ static void on_answer(const struct http_response *resp, void *user)
 	    .now = (int64_t)time(NULL),
 	    /* The +09:00 / +00:00 pair asks whole UTC hours (plan_asks): that is its grid. */
 	    .zone = a->which == PROBE_ASK_PLUS || a->which == PROBE_ASK_UTC ? "UTC" : p->c.timezone,
+	    .secret = p->c.bearer_token,
 	};
 	if (probe_answer_set(&p->answers[a->which], resp, &req) != 0)
 		p->oom = true;

@@ -51,6 +51,7 @@
 #include <cjson/cJSON.h>
 
 #include "isotime.h"
+#include "mask.h"
 #include "sbuf.h"
 
 #define EXCERPT_BYTES 40 /* longest quoted value or body excerpt in a message */
@@ -154,10 +155,22 @@ static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
 }
 
 /* Appends s[0..n) made safe to log and to store in a PostgreSQL text column:
- * printable ASCII as is, well-formed UTF-8 from U+00A0 up as is unless
- * ascii_only, every other byte as \xNN. At most max bytes of it, then "…". */
-static void sb_excerpt(struct sbuf *sb, const char *s, size_t n, size_t max, bool ascii_only)
+ * the token and its fragments masked first (mask.h: before the cut, so a
+ * token straddling it shows none of itself), then printable ASCII as is,
+ * well-formed UTF-8 from U+00A0 up as is unless ascii_only, every other
+ * byte as \xNN. At most max (<= EXCERPT_BYTES) bytes of it, then "…". Each
+ * byte of the masked text takes at least one byte of the excerpt, so
+ * max + 1 masked bytes are all it can need, the last only to know that
+ * more follows. */
+static void sb_excerpt(struct sbuf *sb, const struct mask *mk, const char *src, size_t srclen, size_t max,
+                       bool ascii_only)
 {
+	char masked[EXCERPT_BYTES + 2];
+	if (max > EXCERPT_BYTES)
+		max = EXCERPT_BYTES;
+	long m = mask_copy(mk, src, srclen, masked, max + 2);
+	const char *s = masked;
+	size_t n = m < 0 ? strlen(masked) : (size_t)m;
 	const unsigned char *u = (const unsigned char *)s;
 	size_t i = 0, used = 0;
 
@@ -747,6 +760,7 @@ struct element {
 	const cJSON *item;
 	const struct val_request *req;
 	struct grid *grid;
+	const struct mask *mask; /* the token's: every quote of the body passes it */
 };
 
 /* One guide field of an object element. */
@@ -810,7 +824,7 @@ static const char *type_name(const cJSON *item)
 
 static void sb_raw(struct sbuf *sb, const struct element *e, size_t vs, size_t ve)
 {
-	sb_excerpt(sb, e->b + vs, ve - vs, EXCERPT_BYTES, false);
+	sb_excerpt(sb, e->mask, e->b + vs, ve - vs, EXCERPT_BYTES, false);
 }
 
 /* What a value is, and as sent unless that says it all: a string ("25"). */
@@ -880,9 +894,9 @@ static void read_members(const struct element *e, struct field fs[3], struct mem
 }
 
 /* Appends the 6-byte escape at b[at] as sent, e.g. \ud800. */
-static void sb_escape(struct sbuf *sb, const char *b, size_t at)
+static void sb_escape(struct sbuf *sb, const struct mask *mk, const char *b, size_t at)
 {
-	sb_excerpt(sb, b + at, 6, EXCERPT_BYTES, true);
+	sb_excerpt(sb, mk, b + at, 6, EXCERPT_BYTES, true);
 }
 
 /* The string rules (SPEC §3) on one field's raw bytes; true when it passes. */
@@ -915,7 +929,7 @@ static bool check_string(const struct element *e, const struct field *f, struct 
 		sbuf_printf(sb, "%s ", f->name);
 		sb_raw(sb, e, f->vs, f->ve);
 		sbuf_puts(sb, " holds a lone UTF-16 surrogate escape ");
-		sb_escape(sb, e->b, at);
+		sb_escape(sb, e->mask, e->b, at);
 		sbuf_printf(sb,
 		            " at byte %zu, which is no character: the guide requires text "
 		            "(a surrogate escape only as a pair, e.g. \\ud83d\\ude00)",
@@ -987,10 +1001,10 @@ static int judge(const struct element *e, struct outcome *o)
 	if (lone_at != SIZE_MAX) {
 		o->reason = VAL_STRING_INVALID;
 		sbuf_puts(&sb, "key \"");
-		sb_excerpt(&sb, e->b + lone_key.ks, lone_key.ke - lone_key.ks, EXCERPT_BYTES,
+		sb_excerpt(&sb, e->mask, e->b + lone_key.ks, lone_key.ke - lone_key.ks, EXCERPT_BYTES,
 		           false);
 		sbuf_puts(&sb, "\" holds a lone UTF-16 surrogate escape ");
-		sb_escape(&sb, e->b, lone_at);
+		sb_escape(&sb, e->mask, e->b, lone_at);
 		sbuf_printf(&sb,
 		            " at byte %zu: it may be time, ext_ref_code or num_tickets cut short, "
 		            "and the daemon does not guess; the guide requires keys that are text",
@@ -1123,7 +1137,7 @@ static int judge(const struct element *e, struct outcome *o)
 			sbuf_puts(&sb, "no codes");
 		for (i = 0; i < req->ncodes && i < LIST_MAX; i++) {
 			sbuf_puts(&sb, i ? ", \"" : "\"");
-			sb_excerpt(&sb, req->codes[i], strlen(req->codes[i]), EXCERPT_BYTES, false);
+			sb_excerpt(&sb, e->mask, req->codes[i], strlen(req->codes[i]), EXCERPT_BYTES, false);
 			sbuf_puts(&sb, "\"");
 		}
 		if (req->ncodes > LIST_MAX)
@@ -1166,7 +1180,7 @@ static int key_cmp(const void *pa, const void *pb)
  * reason (it is the first rule it broke) but still counts as a copy, so its
  * twin is refused too. */
 static int mark_duplicates(const struct key *keys, size_t nkeys, struct outcome *outs,
-                           const struct val_request *req)
+                           const struct val_request *req, const struct mask *mk)
 {
 	size_t g = 0;
 
@@ -1191,7 +1205,7 @@ static int mark_duplicates(const struct key *keys, size_t nkeys, struct outcome 
 				const char *code = req->codes[keys[i].code];
 
 				sbuf_puts(&sb, "ext_ref_code \"");
-				sb_excerpt(&sb, code, strlen(code), EXCERPT_BYTES, false);
+				sb_excerpt(&sb, mk, code, strlen(code), EXCERPT_BYTES, false);
 				sbuf_puts(&sb, "\" and hour ");
 				sb_instant(&sb, o->hour, o->offset);
 				sbuf_printf(&sb, " appear %zu times in this response (", end - g);
@@ -1229,8 +1243,19 @@ static int mark_duplicates(const struct key *keys, size_t nkeys, struct outcome 
  * been) and bytes that are not UTF-8 become U+FFFD, so the text is valid
  * UTF-8 without NUL, as a PostgreSQL text column needs. No "…" marker: the
  * column holds a prefix of what was sent, nothing else. */
-static char *render_json(const char *b, struct span sp)
+static char *render_json(const char *body, struct span whole, const struct mask *mk)
 {
+	/* Masked first, then cut (SPEC §3). Each masked byte takes at least
+	 * one byte of the result, so VAL_MAX_JSON_BYTES of them are enough. */
+	char *b = malloc(VAL_MAX_JSON_BYTES + 1);
+	if (!b)
+		return NULL;
+	long m = mask_copy(mk, body + whole.start, whole.end - whole.start, b, VAL_MAX_JSON_BYTES + 1);
+	if (m < 0) {
+		free(b);
+		return NULL;
+	}
+	struct span sp = {0, (size_t)m};
 	const unsigned char *u = (const unsigned char *)b;
 	struct sbuf sb = {0};
 	bool in_str = false;
@@ -1266,6 +1291,7 @@ static char *render_json(const char *b, struct span sp)
 		sbuf_add(&sb, piece, plen);
 		i += step;
 	}
+	free(b);
 	return sbuf_take(&sb);
 }
 
@@ -1292,7 +1318,7 @@ static bool contains_nocase(const char *b, size_t len, const char *needle)
 
 /* cJSON refused parsed (buf as sent, lone surrogates patched): say what
  * buf looked like instead. */
-static int refuse_not_json(struct val_result *out, const char *buf, const char *parsed, size_t len,
+static int refuse_not_json(struct val_result *out, const struct mask *mk, const char *buf, const char *parsed, size_t len,
                            size_t err_at)
 {
 	struct sbuf sb = {0};
@@ -1330,12 +1356,12 @@ static int refuse_not_json(struct val_result *out, const char *buf, const char *
 	else
 		sbuf_puts(&sb, "response is not JSON but ");
 	sbuf_puts(&sb, "text starting with '");
-	sb_excerpt(&sb, buf + p, len - p, EXCERPT_BYTES, true);
+	sb_excerpt(&sb, mk, buf + p, len - p, EXCERPT_BYTES, true);
 	sbuf_puts(&sb, "': the guide requires a bare JSON list");
 	return refuse(out, VAL_WHOLE_NOT_JSON, &sb);
 }
 
-static int refuse_not_list(struct val_result *out, const cJSON *root)
+static int refuse_not_list(struct val_result *out, const struct mask *mk, const cJSON *root)
 {
 	struct sbuf sb = {0};
 	const cJSON *c;
@@ -1355,13 +1381,13 @@ static int refuse_not_list(struct val_result *out, const cJSON *root)
 		}
 		if (i)
 			sbuf_puts(&sb, ", ");
-		sb_excerpt(&sb, c->string, strlen(c->string), EXCERPT_BYTES, false);
+		sb_excerpt(&sb, mk, c->string, strlen(c->string), EXCERPT_BYTES, false);
 	}
 	sbuf_puts(&sb, ": the guide requires a bare list");
 	return refuse(out, VAL_WHOLE_NOT_LIST, &sb);
 }
 
-static int refuse_strict(struct val_result *out, const char *buf, size_t len,
+static int refuse_strict(struct val_result *out, const struct mask *mk, const char *buf, size_t len,
                          enum strict_fault fault, size_t at)
 {
 	struct sbuf sb = {0};
@@ -1373,7 +1399,7 @@ static int refuse_strict(struct val_result *out, const char *buf, size_t len,
 		            at);
 	} else if (fault == STRICT_ESCAPE) {
 		sbuf_puts(&sb, "response is not valid JSON: escape '");
-		sb_excerpt(&sb, buf + at, len - at < 6 ? len - at : 6, EXCERPT_BYTES, true);
+		sb_excerpt(&sb, mk, buf + at, len - at < 6 ? len - at : 6, EXCERPT_BYTES, true);
 		sbuf_printf(&sb, "' at byte %zu is not \\u and four hex digits", at);
 	} else if (fault == STRICT_CONTROL) {
 		sbuf_printf(&sb,
@@ -1386,7 +1412,7 @@ static int refuse_strict(struct val_result *out, const char *buf, size_t len,
 		while (e < len && is_number_char(buf[e]))
 			e++;
 		sbuf_puts(&sb, "response is not valid JSON: malformed number '");
-		sb_excerpt(&sb, buf + at, e - at, EXCERPT_BYTES, true);
+		sb_excerpt(&sb, mk, buf + at, e - at, EXCERPT_BYTES, true);
 		sbuf_printf(&sb,
 		            "' at byte %zu (JSON numbers have no leading zeros and a digit on "
 		            "each side of the point)",
@@ -1431,7 +1457,7 @@ static int element_spans(const char *b, size_t len, struct span **out, size_t *n
 
 /* Judges the list; the caller frees what *out holds on failure. */
 static int judge_list(const char *buf, size_t len, const cJSON *root, const struct val_request *req,
-                      struct val_result *out)
+                      const struct mask *mk, struct val_result *out)
 {
 	struct span *spans = NULL;
 	struct outcome *outs = NULL;
@@ -1459,7 +1485,7 @@ static int judge_list(const char *buf, size_t len, const cJSON *root, const stru
 	if (!outs || !keys)
 		goto done;
 	for (i = 0, item = root->child; i < n && item; i++, item = item->next) {
-		struct element e = {buf, spans[i], item, req, grid};
+		struct element e = {buf, spans[i], item, req, grid, mk};
 
 		if (judge(&e, &outs[i]) != 0)
 			goto done;
@@ -1468,7 +1494,7 @@ static int judge_list(const char *buf, size_t len, const cJSON *root, const stru
 	}
 	/* Sorting, not comparing pairs: 100,000 records stay well under a second. */
 	qsort(keys, nkeys, sizeof(*keys), key_cmp);
-	if (mark_duplicates(keys, nkeys, outs, req) != 0)
+	if (mark_duplicates(keys, nkeys, outs, req, mk) != 0)
 		goto done;
 	for (i = 0; i < n; i++)
 		nref += outs[i].refused;
@@ -1495,7 +1521,7 @@ static int judge_list(const char *buf, size_t len, const cJSON *root, const stru
 		r->index = i;
 		r->detail = outs[i].detail;
 		outs[i].detail = NULL;
-		r->json = render_json(buf, spans[i]);
+		r->json = render_json(buf, spans[i], mk);
 		if (!r->json)
 			goto done;
 	}
@@ -1519,6 +1545,7 @@ int val_validate(const char *body, size_t len, const struct val_request *req,
 	size_t at = 0;
 	cJSON *root;
 	char *buf, *parsed;
+	struct mask *mk;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -1531,9 +1558,14 @@ int val_validate(const char *body, size_t len, const struct val_request *req,
 		return -1;
 	/* cJSON with require_null_terminated wants the terminator inside the
 	 * given length: it must find it right after the value and white space. */
-	buf = malloc(len + 1);
-	if (!buf)
+	/* Every quote of the body passes the token's mask (SPEC §3). */
+	if (mask_new(req->secret, &mk) != 0)
 		return -1;
+	buf = malloc(len + 1);
+	if (!buf) {
+		mask_free(mk);
+		return -1;
+	}
 	memcpy(buf, body, len);
 	buf[len] = '\0';
 	/* buf stays the text as sent, for everything the judge reads and
@@ -1541,24 +1573,26 @@ int val_validate(const char *body, size_t len, const struct val_request *req,
 	parsed = patch_lone_surrogates(buf, len);
 	if (!parsed) {
 		free(buf);
+		mask_free(mk);
 		return -1;
 	}
 	root = cJSON_ParseWithLengthOpts(parsed, len + 1, &end, 1);
 	if (!root) {
 		/* cJSON reports running out of memory as a parse error too; the
 		 * run is then refused as not JSON and retried, not lost. */
-		rc = refuse_not_json(out, buf, parsed, len, end ? (size_t)(end - parsed) : 0);
+		rc = refuse_not_json(out, mk, buf, parsed, len, end ? (size_t)(end - parsed) : 0);
 	} else if ((fault = strict_check(buf, len, &at)) != STRICT_OK) {
-		rc = refuse_strict(out, buf, len, fault, at);
+		rc = refuse_strict(out, mk, buf, len, fault, at);
 	} else if (!cJSON_IsArray(root)) {
-		rc = refuse_not_list(out, root);
+		rc = refuse_not_list(out, mk, root);
 	} else {
-		rc = judge_list(buf, len, root, req, out);
+		rc = judge_list(buf, len, root, req, mk, out);
 	}
 	cJSON_Delete(root);
 	if (parsed != buf)
 		free(parsed);
 	free(buf);
+	mask_free(mk);
 	if (rc != 0)
 		val_result_free(out);
 	return rc;
