@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,7 +21,7 @@
 #include "log.h"
 
 struct item {
-	struct item *next;
+	STAILQ_ENTRY(item) link; /* in exactly one of the dbq's queues */
 	dbq_run_fn run;         /* a job (or maintenance), or: */
 	struct db_write *write; /* a write (batched), or neither: an event */
 	int64_t key;            /* a write's batching key: one per batch */
@@ -31,6 +32,8 @@ struct item {
 	enum dbq_event event;
 	char err[1024];
 };
+
+STAILQ_HEAD(items, item);
 
 /* One connection and the thread that owns it. */
 struct worker {
@@ -55,10 +58,10 @@ struct dbq {
 	pthread_mutex_t lock;
 	pthread_cond_t writes_cv;               /* wakes the writer threads */
 	pthread_cond_t maint_cv;                /* wakes the maintenance thread */
-	struct item *todo_head, *todo_tail;     /* jobs: loop -> main thread */
-	struct item *writes_head, *writes_tail; /* writes: loop -> any thread */
-	struct item *done_head, *done_tail;     /* threads -> loop */
-	struct item *maint_head, *maint_tail;   /* maintenance: loop -> its thread */
+	struct items todo;   /* jobs: loop -> job thread */
+	struct items writes; /* writes: loop -> any thread */
+	struct items done;   /* threads -> loop */
+	struct items maint_jobs; /* maintenance: loop -> its thread */
 	bool stop;
 
 	/* workers[0] is the job thread: jobs, LISTEN, events, and writes;
@@ -77,24 +80,12 @@ static long long mono_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void push(struct item **head, struct item **tail, struct item *it)
+/* Takes the first item of a queue, or NULL. */
+static struct item *pop(struct items *qu)
 {
-	it->next = NULL;
-	if (*tail)
-		(*tail)->next = it;
-	else
-		*head = it;
-	*tail = it;
-}
-
-static struct item *pop(struct item **head, struct item **tail)
-{
-	struct item *it = *head;
-	if (it) {
-		*head = it->next;
-		if (!*head)
-			*tail = NULL;
-	}
+	struct item *it = STAILQ_FIRST(qu);
+	if (it)
+		STAILQ_REMOVE_HEAD(qu, link);
 	return it;
 }
 
@@ -102,7 +93,7 @@ static struct item *pop(struct item **head, struct item **tail)
 static void post(struct dbq *q, struct item *it)
 {
 	pthread_mutex_lock(&q->lock);
-	push(&q->done_head, &q->done_tail, it);
+	STAILQ_INSERT_TAIL(&q->done, it, link);
 	pthread_mutex_unlock(&q->lock);
 	ev_async_send(q->loop, &q->async);
 }
@@ -182,8 +173,8 @@ static void link_down(struct worker *wk, struct link *l, const char *why, long l
 static size_t take_writes(struct dbq *q, struct item **items)
 {
 	size_t n = 0, weight = 0;
-	while (n < DBQ_WRITE_BATCH && q->writes_head) {
-		const struct item *it = q->writes_head;
+	while (n < DBQ_WRITE_BATCH && !STAILQ_EMPTY(&q->writes)) {
+		const struct item *it = STAILQ_FIRST(&q->writes);
 		if (n > 0 && weight + it->weight > DBQ_WRITE_BATCH_RECORDS)
 			break;
 		bool again = false;
@@ -192,7 +183,7 @@ static size_t take_writes(struct dbq *q, struct item **items)
 		if (again)
 			break;
 		weight += it->weight;
-		items[n++] = pop(&q->writes_head, &q->writes_tail);
+		items[n++] = pop(&q->writes);
 	}
 	return n;
 }
@@ -251,7 +242,7 @@ static void *job_thread(void *arg)
 	for (;;) {
 		pthread_mutex_lock(&q->lock);
 		bool stop = q->stop;
-		bool work = q->todo_head || q->writes_head;
+		bool work = !STAILQ_EMPTY(&q->todo) || !STAILQ_EMPTY(&q->writes);
 		pthread_mutex_unlock(&q->lock);
 		if (stop)
 			break;
@@ -270,7 +261,7 @@ static void *job_thread(void *arg)
 
 		/* Jobs first (claims, leases), then writes. */
 		pthread_mutex_lock(&q->lock);
-		struct item *job = pop(&q->todo_head, &q->todo_tail);
+		struct item *job = pop(&q->todo);
 		size_t n = job ? 0 : take_writes(q, items);
 		pthread_mutex_unlock(&q->lock);
 
@@ -331,8 +322,8 @@ static void *writer_thread(void *arg)
 		if (q->stop)
 			break;
 		long long now = mono_ms();
-		if (!q->writes_head || (!l.db && now < l.next_attempt)) {
-			cond_wait_ms(&q->writes_cv, &q->lock, q->writes_head ? l.next_attempt - now : 60000);
+		if (STAILQ_EMPTY(&q->writes) || (!l.db && now < l.next_attempt)) {
+			cond_wait_ms(&q->writes_cv, &q->lock, !STAILQ_EMPTY(&q->writes) ? l.next_attempt - now : 60000);
 			continue;
 		}
 		pthread_mutex_unlock(&q->lock);
@@ -373,11 +364,11 @@ static void *maintenance_thread(void *arg)
 	for (;;) {
 		if (q->stop)
 			break;
-		if (!q->maint_head) {
+		if (STAILQ_EMPTY(&q->maint_jobs)) {
 			cond_wait_ms(&q->maint_cv, &q->lock, 60000);
 			continue;
 		}
-		struct item *job = pop(&q->maint_head, &q->maint_tail);
+		struct item *job = pop(&q->maint_jobs);
 		pthread_mutex_unlock(&q->lock);
 		bool changed;
 		if (l.db && !db_alive(l.db))
@@ -401,7 +392,7 @@ static void on_async(struct ev_loop *loop, ev_async *w, int revents)
 	(void)revents;
 	for (;;) {
 		pthread_mutex_lock(&q->lock);
-		struct item *it = pop(&q->done_head, &q->done_tail);
+		struct item *it = pop(&q->done);
 		pthread_mutex_unlock(&q->lock);
 		if (!it)
 			break;
@@ -440,6 +431,10 @@ int dbq_new(struct ev_loop *loop, const char *conninfo, dbq_event_fn on_event, v
 	struct dbq *q = calloc(1, sizeof(*q));
 	if (!q)
 		return -1;
+	STAILQ_INIT(&q->todo);
+	STAILQ_INIT(&q->writes);
+	STAILQ_INIT(&q->done);
+	STAILQ_INIT(&q->maint_jobs);
 	q->loop = loop;
 	q->on_event = on_event;
 	q->user = user;
@@ -503,15 +498,15 @@ static int submit(struct dbq *q, enum lane lane, struct item *proto)
 	pthread_mutex_lock(&q->lock);
 	switch (lane) {
 	case LANE_WRITES:
-		push(&q->writes_head, &q->writes_tail, it);
+		STAILQ_INSERT_TAIL(&q->writes, it, link);
 		pthread_cond_signal(&q->writes_cv);
 		break;
 	case LANE_MAINTENANCE:
-		push(&q->maint_head, &q->maint_tail, it);
+		STAILQ_INSERT_TAIL(&q->maint_jobs, it, link);
 		pthread_cond_signal(&q->maint_cv);
 		break;
 	case LANE_JOBS:
-		push(&q->todo_head, &q->todo_tail, it);
+		STAILQ_INSERT_TAIL(&q->todo, it, link);
 		break;
 	}
 	pthread_mutex_unlock(&q->lock);
@@ -589,14 +584,10 @@ void dbq_free(struct dbq *q)
 	ev_async_stop(q->loop, &q->async);
 	ev_timer_stop(q->loop, &q->deadline);
 	struct item *it;
-	while ((it = pop(&q->todo_head, &q->todo_tail)))
-		free(it);
-	while ((it = pop(&q->writes_head, &q->writes_tail)))
-		free(it);
-	while ((it = pop(&q->done_head, &q->done_tail)))
-		free(it);
-	while ((it = pop(&q->maint_head, &q->maint_tail)))
-		free(it);
+	struct items *queues[] = {&q->todo, &q->writes, &q->done, &q->maint_jobs};
+	for (size_t i = 0; i < sizeof(queues) / sizeof(*queues); i++)
+		while ((it = pop(queues[i])))
+			free(it);
 	pthread_cond_destroy(&q->writes_cv);
 	pthread_cond_destroy(&q->maint_cv);
 	pthread_mutex_destroy(&q->lock);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/time.h>
 
 #include <curl/curl.h>
@@ -29,8 +30,8 @@ struct host;
 struct xfer {
 	struct http *http;
 	struct host *host;
-	struct xfer *next; /* in its host's pending queue */
-	struct xfer *prev_active, *next_active; /* in http.active while in flight */
+	STAILQ_ENTRY(xfer) waiting;   /* in its host's queue until it starts */
+	LIST_ENTRY(xfer) active_link; /* in http.active while in flight */
 	CURL *easy;
 	char *url;
 	char *token;
@@ -52,15 +53,15 @@ struct xfer {
 struct host {
 	char *key; /* "host:port" */
 	unsigned active;
-	struct xfer *head, *tail;
-	bool ready;
-	struct host *ready_next;
-	struct host *hash_next;
+	STAILQ_HEAD(xfers, xfer) waiting;
+	bool ready;                    /* in http.ready */
+	STAILQ_ENTRY(host) ready_link; /* while ready */
+	SLIST_ENTRY(host) hash_link;   /* in its bucket */
 };
 
 struct sock {
 	struct http *http;
-	struct sock *prev, *next; /* in http.socks */
+	LIST_ENTRY(sock) link; /* in http.socks */
 	ev_io io;
 	curl_socket_t fd;
 };
@@ -71,10 +72,10 @@ struct http {
 	CURLM *multi;
 	ev_timer timer;
 	size_t in_flight, queued;
-	struct host *buckets[HOST_BUCKETS];
-	struct host *ready_head, *ready_tail;
-	struct xfer *active; /* in flight, so http_free can abort them */
-	struct sock *socks;  /* watched sockets, so http_free can stop them */
+	SLIST_HEAD(hosts, host) buckets[HOST_BUCKETS];
+	STAILQ_HEAD(ready_hosts, host) ready; /* hosts with a waiting transfer and a free slot */
+	LIST_HEAD(xfer_list, xfer) active;    /* in flight, so http_free can abort them */
+	LIST_HEAD(socks, sock) socks;         /* watched sockets, so http_free can stop them */
 	struct curl_slist *headers;
 	/* Easy handles of finished transfers, reset, for the next ones: a new
 	 * handle costs libcurl dozens of allocations and KiBs of zeroing. */
@@ -264,40 +265,34 @@ static struct host *host_get(struct http *h, const char *url)
 	curl_url_cleanup(u);
 
 	uint32_t b = fnv1a(key) % HOST_BUCKETS;
-	for (struct host *x = h->buckets[b]; x; x = x->hash_next)
+	struct host *x;
+	SLIST_FOREACH(x, &h->buckets[b], hash_link)
 		if (strcmp(x->key, key) == 0)
 			return x;
-	struct host *x = calloc(1, sizeof(*x));
+	x = calloc(1, sizeof(*x));
 	if (!x || !(x->key = strdup(key))) {
 		free(x);
 		return NULL;
 	}
-	x->hash_next = h->buckets[b];
-	h->buckets[b] = x;
+	STAILQ_INIT(&x->waiting);
+	SLIST_INSERT_HEAD(&h->buckets[b], x, hash_link);
 	return x;
 }
 
 static void ready_push(struct http *h, struct host *x)
 {
-	if (x->ready || !x->head || x->active >= h->cfg->max_per_host)
+	if (x->ready || STAILQ_EMPTY(&x->waiting) || x->active >= h->cfg->max_per_host)
 		return;
 	x->ready = true;
-	x->ready_next = NULL;
-	if (h->ready_tail)
-		h->ready_tail->ready_next = x;
-	else
-		h->ready_head = x;
-	h->ready_tail = x;
+	STAILQ_INSERT_TAIL(&h->ready, x, ready_link);
 }
 
 static struct host *ready_pop(struct http *h)
 {
-	struct host *x = h->ready_head;
+	struct host *x = STAILQ_FIRST(&h->ready);
 	if (!x)
 		return NULL;
-	h->ready_head = x->ready_next;
-	if (!h->ready_head)
-		h->ready_tail = NULL;
+	STAILQ_REMOVE_HEAD(&h->ready, ready_link);
 	x->ready = false;
 	return x;
 }
@@ -395,12 +390,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 		if (s) {
 			ev_io_stop(h->loop, &s->io);
 			curl_multi_assign(h->multi, fd, NULL);
-			if (s->prev)
-				s->prev->next = s->next;
-			else
-				h->socks = s->next;
-			if (s->next)
-				s->next->prev = s->prev;
+			LIST_REMOVE(s, link);
 			free(s);
 		}
 		return 0;
@@ -414,10 +404,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 		s->fd = fd;
 		ev_io_init(&s->io, on_sock_event, fd, events);
 		s->io.data = s;
-		s->next = h->socks;
-		if (h->socks)
-			h->socks->prev = s;
-		h->socks = s;
+		LIST_INSERT_HEAD(&h->socks, s, link);
 		curl_multi_assign(h->multi, fd, s);
 	} else {
 		ev_io_stop(h->loop, &s->io);
@@ -589,12 +576,7 @@ static void finish(struct http *h, struct xfer *x, CURLcode result)
 	r.len = x->len;
 
 	h->in_flight--;
-	if (x->prev_active)
-		x->prev_active->next_active = x->next_active;
-	else
-		h->active = x->next_active;
-	if (x->next_active)
-		x->next_active->prev_active = x->prev_active;
+	LIST_REMOVE(x, active_link);
 	x->host->active--;
 	ready_push(h, x->host);
 	x->done(&r, x->user);
@@ -647,18 +629,12 @@ static void start_ready(struct http *h)
 {
 	struct host *x;
 	while (h->in_flight < h->cfg->max_concurrent_fetches && (x = ready_pop(h))) {
-		struct xfer *t = x->head;
-		x->head = t->next;
-		if (!x->head)
-			x->tail = NULL;
-		t->next = NULL;
+		struct xfer *t = STAILQ_FIRST(&x->waiting);
+		STAILQ_REMOVE_HEAD(&x->waiting, waiting);
 		h->queued--;
 		h->in_flight++;
 		x->active++;
-		t->next_active = h->active;
-		if (h->active)
-			h->active->prev_active = t;
-		h->active = t;
+		LIST_INSERT_HEAD(&h->active, t, active_link);
 		ready_push(h, x);
 		t->started_at = now_epoch();
 		/* The easy handle is made only now: thousands of queued
@@ -693,11 +669,7 @@ int http_submit(struct http *h, const struct http_request *req)
 		return -1;
 	}
 	struct host *ho = x->host;
-	if (ho->tail)
-		ho->tail->next = x;
-	else
-		ho->head = x;
-	ho->tail = x;
+	STAILQ_INSERT_TAIL(&ho->waiting, x, waiting);
 	h->queued++;
 	ready_push(h, ho);
 	/* Start it from the loop, not here: a caller inside a completion
@@ -742,6 +714,7 @@ int http_new(struct ev_loop *loop, const struct cfg *cfg, struct http **out)
 	struct http *h = calloc(1, sizeof(*h));
 	if (!h)
 		return -1;
+	STAILQ_INIT(&h->ready); /* the other heads are empty when zeroed */
 	h->loop = loop;
 	h->cfg = cfg;
 	h->multi = curl_multi_init();
@@ -775,22 +748,21 @@ void http_free(struct http *h)
 	if (!h)
 		return;
 	for (size_t b = 0; b < HOST_BUCKETS; b++) {
-		struct host *x = h->buckets[b];
-		while (x) {
-			struct host *next = x->hash_next;
-			for (struct xfer *t = x->head; t;) {
-				struct xfer *tn = t->next;
+		struct host *x;
+		while ((x = SLIST_FIRST(&h->buckets[b]))) {
+			SLIST_REMOVE_HEAD(&h->buckets[b], hash_link);
+			struct xfer *t;
+			while ((t = STAILQ_FIRST(&x->waiting))) {
+				STAILQ_REMOVE_HEAD(&x->waiting, waiting);
 				xfer_free(t);
-				t = tn;
 			}
 			free(x->key);
 			free(x);
-			x = next;
 		}
 	}
-	while (h->active) {
-		struct xfer *t = h->active;
-		h->active = t->next_active;
+	struct xfer *t;
+	while ((t = LIST_FIRST(&h->active))) {
+		LIST_REMOVE(t, active_link);
 		curl_multi_remove_handle(h->multi, t->easy);
 		xfer_free(t);
 	}
@@ -799,9 +771,9 @@ void http_free(struct http *h)
 		curl_easy_cleanup(h->idle[--h->nidle]);
 	free(h->idle);
 	curl_multi_cleanup(h->multi); /* may still report sockets removed */
-	while (h->socks) {
-		struct sock *s = h->socks;
-		h->socks = s->next;
+	struct sock *s;
+	while ((s = LIST_FIRST(&h->socks))) {
+		LIST_REMOVE(s, link);
 		ev_io_stop(h->loop, &s->io);
 		free(s);
 	}

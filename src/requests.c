@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <time.h>
 
 #include <ev.h>
@@ -35,7 +36,7 @@ struct requests;
 /* One connection_tests row, from its claim to its write-back. */
 struct test {
 	struct requests *rq;
-	struct test *prev, *next;
+	LIST_ENTRY(test) link; /* in requests.tests */
 	int64_t id, attempt;
 	char *log_name;       /* the connector's name, or NULL (by endpoint_url) */
 	char what[340];       /* "connection test 12 (http://host/path)", for logs */
@@ -88,7 +89,7 @@ struct renewal {
 
 struct requests {
 	struct requests_env env;
-	struct test *tests;
+	LIST_HEAD(tests, test) tests; /* running connection tests */
 	size_t ntests;
 	struct test_claim *test_claim; /* in the database thread */
 	bool tests_again;              /* asked for meanwhile */
@@ -138,12 +139,7 @@ static void test_free(struct test *t)
 static void test_unlink_free(struct test *t)
 {
 	struct requests *rq = t->rq;
-	if (t->prev)
-		t->prev->next = t->next;
-	else
-		rq->tests = t->next;
-	if (t->next)
-		t->next->prev = t->prev;
+	LIST_REMOVE(t, link);
 	rq->ntests--;
 	test_free(t);
 }
@@ -323,10 +319,7 @@ static void start_test(struct requests *rq, struct db_conn_test *row)
 	t->rq = rq;
 	t->id = row->id;
 	t->attempt = row->attempt;
-	t->next = rq->tests;
-	if (rq->tests)
-		rq->tests->prev = t;
-	rq->tests = t;
+	LIST_INSERT_HEAD(&rq->tests, t, link);
 	rq->ntests++;
 	if (row->c.name)
 		t->log_name = strdup(row->c.name); /* NULL on OOM: logs just lack it */
@@ -737,7 +730,8 @@ static void on_renew_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	r->rq = rq;
-	for (struct test *t = rq->tests; t; t = t->next)
+	struct test *t;
+	LIST_FOREACH(t, &rq->tests, link)
 		r->tests[r->ntests++] = t->id;
 	r->backfill_id = rq->bf ? rq->bf->id : 0;
 	rq->renewal = r;
@@ -831,8 +825,8 @@ void requests_free(struct requests *rq)
 		return;
 	ev_timer_stop(rq->env.loop, &rq->renew_timer);
 	ev_timer_stop(rq->env.loop, &rq->progress_timer);
-	while (rq->tests)
-		test_unlink_free(rq->tests);
+	while (!LIST_EMPTY(&rq->tests))
+		test_unlink_free(LIST_FIRST(&rq->tests));
 	backfill_free(rq->bf);
 	test_claim_free(rq->test_claim);
 	backfill_claim_free(rq->backfill_claim);
