@@ -171,83 +171,95 @@ static int take_lease(struct db *db, struct backfill *b, int64_t *epoch)
 	}
 }
 
-int backfill_command(const struct cli *cli, struct cfg *cfg)
+/* --connector, --from, --to and --yes: EXIT_OK with the span asked, or
+ * EXIT_USAGE having said why. */
+static int parse_arguments(const struct cli *cli, int64_t *from, int64_t *to)
 {
 	if (!cli->connector || !cli->from || !cli->to) {
 		fprintf(stderr, "ksi-salesd backfill: give --connector NAME --from T --to T\n");
 		return EXIT_USAGE;
 	}
-	int64_t from, to;
-	if (parse_option_time("--from", cli->from, &from) != 0 || parse_option_time("--to", cli->to, &to) != 0)
+	if (parse_option_time("--from", cli->from, from) != 0 || parse_option_time("--to", cli->to, to) != 0)
 		return EXIT_USAGE;
-	if (from >= to) {
+	if (*from >= *to) {
 		fprintf(stderr, "ksi-salesd backfill: --from must be before --to\n");
 		return EXIT_USAGE;
 	}
-	if (to - from > YEAR_SECONDS && !cli->yes) {
+	if (*to - *from > YEAR_SECONDS && !cli->yes) {
 		fprintf(stderr, "ksi-salesd backfill: the span is over a year (%" PRId64 " days): add --yes if "
-				"that is intended\n", (to - from) / 86400);
+				"that is intended\n", (*to - *from) / 86400);
 		return EXIT_USAGE;
 	}
-	if (to > (int64_t)time(NULL) + 3600) {
+	if (*to > (int64_t)time(NULL) + 3600) {
 		fprintf(stderr, "ksi-salesd backfill: --to is in the future\n");
 		return EXIT_USAGE;
 	}
+	return EXIT_OK;
+}
 
-	struct backfill bb = {.cfg = cfg, .tty = isatty(STDERR_FILENO)};
-	struct backfill *b = &bb;
+/* Connects, loads the connector called name, plans [from, to) on its
+ * local hours as [*first, *end) and takes its lease (b->c.lease_epoch).
+ * EXIT_OK with *db open and b->c loaded; otherwise the exit code, with
+ * nothing left open. */
+static int take_connector(struct backfill *b, const char *name, int64_t from, int64_t to, struct db **db,
+			  int64_t *first, int64_t *end)
+{
 	char err[1024];
-	struct db *db;
-	if (db_connect(cfg->database_url, &db, err, sizeof(err)) != 0) {
+	if (db_connect(b->cfg->database_url, db, err, sizeof(err)) != 0) {
 		log_error("backfill", NULL, "database unreachable: %s", err);
 		return EXIT_DB;
 	}
-	int rc = db_check_schema(db, err, sizeof(err));
+	int rc = db_check_schema(*db, err, sizeof(err));
 	if (rc == 0)
-		rc = db_load_connector_by_name(db, cli->connector, &b->c, err, sizeof(err));
+		rc = db_load_connector_by_name(*db, name, &b->c, err, sizeof(err));
 	if (rc != 0) {
 		fprintf(stderr, "ksi-salesd backfill: %s\n", err);
-		int code = rc > 0 || db_ok(db) ? EXIT_USAGE : EXIT_DB;
-		db_close(db);
-		return code;
+		rc = rc > 0 || db_ok(*db) ? EXIT_USAGE : EXIT_DB;
+		goto fail;
 	}
 	if (connector_check(&b->c, err, sizeof(err)) != 0 || b->c.ncodes == 0) {
 		fprintf(stderr, "ksi-salesd backfill: connector %s: %s\n", b->c.name,
 			b->c.ncodes == 0 ? "no store is linked to it" : err);
-		connector_free(&b->c);
-		db_close(db);
-		return EXIT_USAGE;
+		rc = EXIT_USAGE;
+		goto fail;
 	}
 	/* The hours that start in [from, to), on the connector's local hours:
 	 * the end is the next hour start, not last + 3600 (a local hour lasts
 	 * 90 minutes across Lord_Howe's 30-minute switch). */
-	int64_t first, end;
-	if (win_hour_floor(from, b->c.timezone, &first) != 0 || win_hour_next(to - 1, b->c.timezone, &end) != 0) {
-		connector_free(&b->c);
-		db_close(db);
-		return EXIT_USAGE;
+	if (win_hour_floor(from, b->c.timezone, first) != 0 || win_hour_next(to - 1, b->c.timezone, end) != 0) {
+		rc = EXIT_USAGE;
+		goto fail;
 	}
 	char host[64] = "host";
 	gethostname(host, sizeof(host) - 1);
 	snprintf(b->owner, sizeof(b->owner), "%s:%ld:%08" PRIx32 ":backfill", host, (long)getpid(), arc4random());
 	int64_t epoch = 0;
-	rc = take_lease(db, b, &epoch);
+	rc = take_lease(*db, b, &epoch);
 	if (rc != 0) {
-		connector_free(&b->c);
-		rc = rc < 0 ? exit_for_db(db_error_kind(db)) : EXIT_FAILED;
-		db_close(db);
-		return rc;
+		rc = rc < 0 ? exit_for_db(db_error_kind(*db)) : EXIT_FAILED;
+		goto fail;
 	}
 	b->c.lease_epoch = epoch;
+	return EXIT_OK;
+fail:
+	connector_free(&b->c);
+	db_close(*db);
+	*db = NULL;
+	return rc;
+}
 
+/* Polls [first, end) on a loop of its own, renewing the lease, until the
+ * poll ends or a signal interrupts it. Returns the exit code. */
+static int run_loop(struct backfill *b, int64_t first, int64_t end)
+{
+	int rc = EXIT_FAILED;
 	b->loop = ev_default_loop(EVFLAG_AUTO);
-	rc = EXIT_FAILED;
-	if (!b->loop || http_new(b->loop, cfg, &b->http) != 0 ||
-	    dbq_new(b->loop, cfg->database_url, NULL, NULL, &b->dbq) != 0) {
+	if (!b->loop || http_new(b->loop, b->cfg, &b->http) != 0 ||
+	    dbq_new(b->loop, b->cfg->database_url, NULL, NULL, &b->dbq) != 0) {
 		log_error("backfill", NULL, "cannot start the event loop, libcurl or the database thread");
 		goto out;
 	}
-	ev_timer_init(&b->renew, on_renew, cfg->lease_ms / 3000.0, cfg->lease_ms / 3000.0);
+	ev_timer_init(&b->renew, on_renew, b->cfg->lease_ms / 3000.0, b->cfg->lease_ms / 3000.0);
 	b->renew.data = b;
 	ev_timer_start(b->loop, &b->renew);
 	ev_signal_init(&b->sigint, on_signal, SIGINT);
@@ -292,7 +304,24 @@ out:
 		ev_signal_stop(b->loop, &b->sigterm);
 		ev_loop_destroy(b->loop);
 	}
-	if (db_release_lease(db, b->owner, b->c.id, epoch, err, sizeof(err)) != 0)
+	return rc;
+}
+
+int backfill_command(const struct cli *cli, struct cfg *cfg)
+{
+	int64_t from, to, first, end;
+	int rc = parse_arguments(cli, &from, &to);
+	if (rc != EXIT_OK)
+		return rc;
+	struct backfill bb = {.cfg = cfg, .tty = isatty(STDERR_FILENO)};
+	struct backfill *b = &bb;
+	struct db *db;
+	rc = take_connector(b, cli->connector, from, to, &db, &first, &end);
+	if (rc != EXIT_OK)
+		return rc;
+	rc = run_loop(b, first, end);
+	char err[1024];
+	if (db_release_lease(db, b->owner, b->c.id, b->c.lease_epoch, err, sizeof(err)) != 0)
 		log_warning("backfill", b->c.name, "%s (the lease expires by itself)", err);
 	connector_free(&b->c);
 	db_close(db);

@@ -90,5 +90,5 @@ for c in echo-page echo-redirect echo-record; do
 done
 check_contains "test-connection shows the masked redirect target" "/login/***" "$(cat "$WORK/tc-echo-redirect.txt")"
 
-echo "$PASSED passed, $FAILED failed"
+echo "tokens: $PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]
