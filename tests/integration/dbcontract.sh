@@ -29,7 +29,7 @@ BAD_ZONES=(utc europe/madrid CEST JST UTC+3 Z +05:30 localtime '<+03>-3')
 GOOD_ZONES=(UTC Europe/Madrid America/Argentina/Buenos_Aires Etc/GMT+3)
 
 echo "# upgrade: rows written under 0004 with zones the new rule refuses"
-# What `migrate` does before the numbered files (src/db.c), then 0001-0004:
+# What `migrate` does before the numbered files (src/db_conn.c), then 0001-0004:
 # a database that has run them, as a live one has.
 sql "CREATE SCHEMA ksi_sales;
      CREATE TABLE ksi_sales.schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
