@@ -386,7 +386,7 @@ static void set_progress_params(struct progress_params *pp, int64_t id, const ch
 int db_backfill_progress(struct db *db, const char *owner, int64_t id, int64_t attempt,
                          const struct db_backfill_progress *p, char *err, size_t errlen)
 {
-	struct progress_params pp;
+	struct progress_params pp = {0};
 	set_progress_params(&pp, id, owner, attempt, p);
 	return dbi_exec(
 	    db, "recording backfill progress",
@@ -402,7 +402,7 @@ int db_end_backfill(struct db *db, const char *owner, int64_t id, int64_t attemp
                     const struct db_backfill_progress *p, int64_t connector_id, int64_t epoch,
                     char *err, size_t errlen)
 {
-	struct progress_params pp;
+	struct progress_params pp = {0};
 	set_progress_params(&pp, id, owner, attempt, p);
 	const char *params[9];
 	memcpy(params, pp.p, sizeof(pp.p));
