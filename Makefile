@@ -68,10 +68,12 @@ test_janitor_MODULES := janitor log jsonw
 test_validate_oom_MODULES := validate isotime sbuf mask
 test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 test_probe_MODULES := probe validate isotime window http config log jsonw sbuf mask
+# The database module's files (src/db_*.c).
+DB_MODULES := db_conn db_lease db_write db_requests db_health
 # The writer under allocation failure: db and what it links (connector
 # needs http and isotime, http needs config; validate for the reason names).
-test_db_oom_MODULES := db sbuf log jsonw connector http config isotime validate migrations mask
-test_dbq_MODULES := dbq db sbuf log jsonw connector http config isotime validate migrations mask
+test_db_oom_MODULES := $(DB_MODULES) sbuf log jsonw connector http config isotime validate migrations mask
+test_dbq_MODULES := dbq $(DB_MODULES) sbuf log jsonw connector http config isotime validate migrations mask
 test_db_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 .SECONDEXPANSION:
 build/san/test_%: tests/unit/test_%.c $$(addprefix build/san/,$$(addsuffix .o,$$(test_$$*_MODULES)))

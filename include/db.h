@@ -1,7 +1,10 @@
 /* db: everything that talks to PostgreSQL (only this module includes
  * libpq-fe.h): connecting, migrations, loading connectors, and the one
  * transactional write per request (SPEC §4, §5). Blocking calls; one
- * connection per struct db. */
+ * connection per struct db. Its files, sharing src/db_internal.h:
+ * db_conn.c (connect, statements, migrate, listen), db_lease.c (connectors,
+ * claims and leases), db_write.c (the write path), db_requests.c (the
+ * request tables), db_health.c (the reads of `status`). */
 #ifndef KSI_DB_H
 #define KSI_DB_H
 
@@ -113,9 +116,6 @@ bool db_alive(struct db *db);
  * if any, are dropped. -1 with PostgreSQL's message. */
 int db_exec(struct db *db, const char *sql, char *err, size_t errlen) __attribute__((warn_unused_result));
 
-/* True when a write failed because its lease was lost (fencing). */
-bool db_error_is_lease_lost(const char *err);
-
 /* Outcome of one request, as stored in fetch_runs.outcome. */
 enum run_outcome {
 	RUN_OK,
@@ -181,6 +181,10 @@ struct db_write {
 	/* Set by db_write_batch. */
 	int rc;
 	enum db_error_kind kind; /* when rc != 0 */
+	/* rc != 0 because the write's lease was lost (fencing): another
+	 * daemon holds the connector now. From the error's SQLSTATE
+	 * (ksi_sales.lease_check raises KS001, migration 0006). */
+	bool lease_lost;
 	long upserted;           /* run's rows written */
 	char err[1024];
 };
@@ -278,8 +282,24 @@ int db_end_backfill(struct db *db, const char *owner, int64_t id, int64_t attemp
 int db_renew_requests(struct db *db, const char *owner, int64_t lease_s, const int64_t *tests, size_t ntests,
 		      int64_t backfill_id, char *err, size_t errlen) __attribute__((warn_unused_result));
 
-/* Prints connector_health on stdout, failing connectors first: an aligned
- * table, or one JSON document. */
-int db_print_status(struct db *db, bool json, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* ---- connector_health, for the `status` command (status.c) ---- */
+
+/* Rows of text cells, row-major: cells[row * ncols + col], never NULL. */
+struct db_table {
+	size_t nrows, ncols;
+	char **cells;
+};
+void db_table_free(struct db_table *t);
+
+/* connector_health, failing connectors first, then by name: name, state,
+ * stores, last outcome, last success, consecutive failures, synced until,
+ * rows in the last 24 h, last error; absent values as "-" (the error as
+ * ""). */
+int db_health_table(struct db *db, struct db_table *out, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* connector_health as one JSON array, in the same order, built by the
+ * server; *json is the caller's to free. */
+int db_health_json(struct db *db, char **json, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif

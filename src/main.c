@@ -18,6 +18,7 @@
 #include "http.h"
 #include "log.h"
 #include "probe.h"
+#include "status.h"
 
 
 struct command {
@@ -129,7 +130,7 @@ static int cmd_status(const struct cli *cli, struct cfg *cfg)
 	if (rc != EXIT_OK)
 		return rc;
 	char err[1024];
-	if (db_print_status(db, cli->json, err, sizeof(err)) != 0) {
+	if (status_print(db, cli->json, err, sizeof(err)) != 0) {
 		log_error("status", NULL, "%s", err);
 		rc = exit_for_db(db_error_kind(db));
 	}

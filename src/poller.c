@@ -164,7 +164,7 @@ static bool retire(struct poll_job *j, struct slot *s)
 		/* Nothing of this request was committed: the window did not
 		 * advance and the next poll fetches it again. */
 		r->ok = false;
-		if (db_error_is_lease_lost(s->write.err)) {
+		if (s->write.lease_lost) {
 			r->lease_lost = true;
 			snprintf(r->error, sizeof(r->error), "lease lost, result discarded: %.900s", s->write.err);
 			log_warning("poll", c->name, "%s", r->error);

@@ -5,6 +5,7 @@
 #     and what the upgrade does with the rows written before it;
 #   - a pinned search_path: neither a role's search_path nor a session's
 #     can make the daemon or the schema's functions call another now();
+#   - a lost lease raises its own SQLSTATE, KS001 (issue 11, migration 0006);
 #   - exit codes (SPEC §6, README): a read-only database, a missing
 #     privilege, a migration that fails or whose COMMIT fails.
 #   dbcontract.sh BINARY FAKEAPI
@@ -28,7 +29,7 @@ BAD_ZONES=(utc europe/madrid CEST JST UTC+3 Z +05:30 localtime '<+03>-3')
 GOOD_ZONES=(UTC Europe/Madrid America/Argentina/Buenos_Aires Etc/GMT+3)
 
 echo "# upgrade: rows written under 0004 with zones the new rule refuses"
-# What `migrate` does before the numbered files (src/db.c), then 0001-0004:
+# What `migrate` does before the numbered files (src/db_conn.c), then 0001-0004:
 # a database that has run them, as a live one has.
 sql "CREATE SCHEMA ksi_sales;
      CREATE TABLE ksi_sales.schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
@@ -174,6 +175,26 @@ check "lease_check under an evil path compares with the real clock" "t" \
 	        WHERE connector_id = (SELECT id FROM ksi_sales.connectors WHERE name = 'evil1');
 	        $EVIL SELECT ksi_sales.lease_check(connector_id, 'me', lease_epoch) FROM ksi_sales.connector_state
 	        WHERE lease_owner = 'me'" 2>&1)"
+sql "UPDATE ksi_sales.connector_state SET lease_owner = NULL, lease_expires = NULL" >/dev/null
+
+echo "# a lost lease: its own SQLSTATE (0006), what the daemon recognises it by"
+EVIL1=$(sql "SELECT id FROM ksi_sales.connectors WHERE name = 'evil1'")
+sql "UPDATE ksi_sales.connector_state SET lease_owner = 'me', lease_expires = now() + interval '1 minute'
+     WHERE connector_id = $EVIL1" >/dev/null
+check_contains "lease_check with another owner raises SQLSTATE KS001, the message unchanged" \
+	"ERROR:  KS001: lease on connector $EVIL1 lost (owner someone-else, epoch" \
+	"$(sql_err "SELECT ksi_sales.lease_check($EVIL1, 'someone-else', lease_epoch)
+	            FROM ksi_sales.connector_state WHERE connector_id = $EVIL1")"
+check_contains "... and so with the owner but an older epoch" "ERROR:  KS001: lease on connector $EVIL1 lost" \
+	"$(sql_err "SELECT ksi_sales.lease_check($EVIL1, 'me', lease_epoch - 1)
+	            FROM ksi_sales.connector_state WHERE connector_id = $EVIL1")"
+sql "UPDATE ksi_sales.connector_state SET lease_expires = now() - interval '1 second' WHERE connector_id = $EVIL1" >/dev/null
+check_contains "... and so with an expired lease" "ERROR:  KS001: lease on connector $EVIL1 lost (owner me" \
+	"$(sql_err "SELECT ksi_sales.lease_check($EVIL1, 'me', lease_epoch)
+	            FROM ksi_sales.connector_state WHERE connector_id = $EVIL1")"
+check "no other function of ksi_sales raises class KS" "lease_check" \
+	"$(sql "SELECT string_agg(proname, ' ') FROM pg_proc WHERE pronamespace = 'ksi_sales'::regnamespace
+	        AND prosrc ~ 'ERRCODE *= *''KS'")"
 sql "UPDATE ksi_sales.connector_state SET lease_owner = NULL, lease_expires = NULL" >/dev/null
 
 echo "# exit codes: a read-only database"

@@ -5,7 +5,7 @@
 #   views.sh BINARY FAKEAPI
 # Needs only bash, sed, awk and psql (jq, when installed, cross-checks the
 # dashboard parsing). Checks that need the daemon's upsert to maintain
-# sales_hourly.revisions are skipped, and say so, until src/db.c does.
+# sales_hourly.revisions are skipped, and say so, until src/db_write.c does.
 set -uo pipefail
 
 # shellcheck source=tests/integration/lib.sh
@@ -42,7 +42,7 @@ check_contains "it says what an administrator runs" "CREATE ROLE ksi_salesd_daem
 check "no role was created" "0" "$(sql "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'ksi_salesd_%'")"
 
 echo "# upgrade: rows written under 0002 get first_seen = last_changed = fetched_at"
-# What `migrate` does before the numbered files (src/db.c), then 0001-0002.
+# What `migrate` does before the numbered files (src/db_conn.c), then 0001-0002.
 sql "CREATE SCHEMA ksi_sales;
      CREATE TABLE ksi_sales.schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
                                                applied_at timestamptz NOT NULL DEFAULT now())" >/dev/null

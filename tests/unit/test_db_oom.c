@@ -965,6 +965,7 @@ static long batch_every_allocation_fails_in_turn(const char *name, const struct 
 			w[i].rc = 12345; /* db_write_batch must set every one */
 			snprintf(w[i].err, sizeof(w[i].err), "left from before the call");
 			w[i].upserted = -12345;
+			w[i].lease_lost = true; /* and this one */
 		}
 		arm(fail_n);
 		db_write_batch(db, wp, n);
@@ -988,6 +989,8 @@ static long batch_every_allocation_fails_in_turn(const char *name, const struct 
 				if (s->stale)
 					fail_msg("%s: committed under a lease it does not hold", bctx);
 				expect_str("err of a write that committed", x->err, "");
+				if (x->lease_lost)
+					fail_msg("%s: committed, yet says its lease was lost", bctx);
 				if (s->result)
 					verify_result(s->result, x->upserted);
 				else
@@ -1001,11 +1004,16 @@ static long batch_every_allocation_fails_in_turn(const char *name, const struct 
 					ooms++;
 					if (unfailed)
 						fail_msg("%s: says out of memory: \"%s\"", bctx, x->err);
+					if (x->lease_lost)
+						fail_msg("%s: out of memory, yet says its lease was lost", bctx);
 				} else if (!s->stale) {
 					fail_msg("%s: failed without saying \"out of memory\": \"%s\"", bctx, x->err);
-				} else if (!strstr(x->err, lost) || !db_error_is_lease_lost(x->err)) {
+				} else if (!strstr(x->err, lost)) {
 					fail_msg("%s: the error says neither \"out of memory\" nor \"%s\": \"%s\"",
 						 bctx, lost, x->err);
+				} else if (!x->lease_lost) {
+					fail_msg("%s: \"%s\", yet lease_lost is not set (SQLSTATE KS001)", bctx,
+						 x->err);
 				}
 				if (x->upserted != 0)
 					fail_msg("%s: failed, yet upserted is %ld", bctx, x->upserted);
