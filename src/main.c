@@ -186,148 +186,189 @@ static char *read_token_file(const char *path)
 	return line;
 }
 
-int main(int argc, char **argv)
+static const struct option long_options[] = {
+	{"config", required_argument, NULL, 'c'},
+	{"database-url", required_argument, NULL, 'd'},
+	{"help", no_argument, NULL, 'h'},
+	{"version", no_argument, NULL, 'V'},
+	{"connector", required_argument, NULL, 'C'},
+	{"url", required_argument, NULL, 'U'},
+	{"token", required_argument, NULL, 'T'},
+	{"token-file", required_argument, NULL, 'F'},
+	{"codes", required_argument, NULL, 'K'},
+	{"from", required_argument, NULL, 'f'},
+	{"to", required_argument, NULL, 't'},
+	{"json", no_argument, NULL, 'j'},
+	{"yes", no_argument, NULL, 'y'},
+	{NULL, 0, NULL, 0},
+};
+
+/* Not an exit code: parsing goes on. */
+#define PARSE_GO_ON (-1)
+
+/* Takes one option getopt_long returned into cli (given: which command
+ * options were given). PARSE_GO_ON, or the exit code of --help, --version
+ * or a usage error. */
+static int take_option(int opt, struct cli *cli, unsigned *given, const char **token_file)
 {
-	static const struct option options[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"database-url", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{"connector", required_argument, NULL, 'C'},
-		{"url", required_argument, NULL, 'U'},
-		{"token", required_argument, NULL, 'T'},
-		{"token-file", required_argument, NULL, 'F'},
-		{"codes", required_argument, NULL, 'K'},
-		{"from", required_argument, NULL, 'f'},
-		{"to", required_argument, NULL, 't'},
-		{"json", no_argument, NULL, 'j'},
-		{"yes", no_argument, NULL, 'y'},
-		{NULL, 0, NULL, 0},
-	};
-	struct cli cli = {0};
-	unsigned given = 0;
-	const char *token_file = NULL;
-	int opt;
-	while ((opt = getopt_long(argc, argv, "c:d:hV", options, NULL)) != -1) {
-		switch (opt) {
-		case 'c':
-			cli.config_path = optarg;
-			break;
-		case 'd':
-			cli.database_url = optarg;
-			break;
-		case 'h':
-			usage(stdout);
-			return EXIT_OK;
-		case 'V':
-			printf("ksi-salesd %s\n", KSI_VERSION);
-			return EXIT_OK;
-		case 'C':
-			cli.connector = optarg;
-			given |= OPT_CONNECTOR;
-			break;
-		case 'U':
-			cli.url = optarg;
-			given |= OPT_URL;
-			break;
-		case 'T':
-			free(cli.token);
-			cli.token = strdup(optarg);
-			/* Hide it from /proc/PID/cmdline and ps at once. */
-			memset(optarg, 'x', strlen(optarg));
-			given |= OPT_TOKEN;
-			break;
-		case 'F':
-			token_file = optarg;
-			given |= OPT_TOKEN;
-			break;
-		case 'K':
-			cli.codes = optarg;
-			given |= OPT_CODES;
-			break;
-		case 'f':
-			cli.from = optarg;
-			given |= OPT_FROM;
-			break;
-		case 't':
-			cli.to = optarg;
-			given |= OPT_TO;
-			break;
-		case 'j':
-			cli.json = true;
-			given |= OPT_JSON;
-			break;
-		case 'y':
-			cli.yes = true;
-			given |= OPT_YES;
-			break;
-		default:
-			usage(stderr);
-			free(cli.token);
-			return EXIT_USAGE;
-		}
+	switch (opt) {
+	case 'c':
+		cli->config_path = optarg;
+		break;
+	case 'd':
+		cli->database_url = optarg;
+		break;
+	case 'h':
+		usage(stdout);
+		return EXIT_OK;
+	case 'V':
+		printf("ksi-salesd %s\n", KSI_VERSION);
+		return EXIT_OK;
+	case 'C':
+		cli->connector = optarg;
+		*given |= OPT_CONNECTOR;
+		break;
+	case 'U':
+		cli->url = optarg;
+		*given |= OPT_URL;
+		break;
+	case 'T':
+		free(cli->token);
+		cli->token = strdup(optarg);
+		/* Hide it from /proc/PID/cmdline and ps at once. */
+		memset(optarg, 'x', strlen(optarg));
+		*given |= OPT_TOKEN;
+		break;
+	case 'F':
+		*token_file = optarg;
+		*given |= OPT_TOKEN;
+		break;
+	case 'K':
+		cli->codes = optarg;
+		*given |= OPT_CODES;
+		break;
+	case 'f':
+		cli->from = optarg;
+		*given |= OPT_FROM;
+		break;
+	case 't':
+		cli->to = optarg;
+		*given |= OPT_TO;
+		break;
+	case 'j':
+		cli->json = true;
+		*given |= OPT_JSON;
+		break;
+	case 'y':
+		cli->yes = true;
+		*given |= OPT_YES;
+		break;
+	default:
+		usage(stderr);
+		return EXIT_USAGE;
 	}
+	return PARSE_GO_ON;
+}
+
+/* The command named after the options (run when none), and that it takes
+ * the options given. NULL having said why. */
+static const struct command *find_command(int argc, char **argv, unsigned given)
+{
 	const struct command *cmd = &commands[0];
 	if (optind < argc) {
 		cmd = NULL;
 		for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 			if (strcmp(argv[optind], commands[i].name) == 0)
 				cmd = &commands[i];
-		if (!cmd || optind + 1 < argc) {
-			if (!cmd)
-				fprintf(stderr, "ksi-salesd: unknown command \"%s\" (try --help)\n", argv[optind]);
-			else
-				fprintf(stderr, "ksi-salesd %s: unexpected argument \"%s\"\n", cmd->name,
-					argv[optind + 1]);
-			free(cli.token);
-			return EXIT_USAGE;
+		if (!cmd) {
+			fprintf(stderr, "ksi-salesd: unknown command \"%s\" (try --help)\n", argv[optind]);
+			return NULL;
+		}
+		if (optind + 1 < argc) {
+			fprintf(stderr, "ksi-salesd %s: unexpected argument \"%s\"\n", cmd->name, argv[optind + 1]);
+			return NULL;
 		}
 	}
-	cli.command = cmd->name;
 	if (given & ~cmd->options) {
 		fprintf(stderr, "ksi-salesd %s: an option given does not apply to this command (try --help)\n",
 			cmd->name);
-		free(cli.token);
-		return EXIT_USAGE;
+		return NULL;
 	}
+	return cmd;
+}
+
+/* The command line into cli and *cmd, the token read from --token-file or
+ * KSI_SALESD_TOKEN when the command takes one. PARSE_GO_ON, or the exit
+ * code to leave with (cli->token freed then). */
+static int parse_cli(int argc, char **argv, struct cli *cli, const struct command **cmd)
+{
+	unsigned given = 0;
+	const char *token_file = NULL;
+	int opt, rc = PARSE_GO_ON;
+	while (rc == PARSE_GO_ON && (opt = getopt_long(argc, argv, "c:d:hV", long_options, NULL)) != -1)
+		rc = take_option(opt, cli, &given, &token_file);
+	if (rc == PARSE_GO_ON && !(*cmd = find_command(argc, argv, given)))
+		rc = EXIT_USAGE;
+	if (rc != PARSE_GO_ON) {
+		free(cli->token);
+		cli->token = NULL;
+		return rc;
+	}
+	cli->command = (*cmd)->name;
 	if (token_file) {
-		free(cli.token);
-		cli.token = read_token_file(token_file);
-		if (!cli.token) {
-			fprintf(stderr, "ksi-salesd %s: cannot read a token from %s\n", cmd->name, token_file);
+		free(cli->token);
+		cli->token = read_token_file(token_file);
+		if (!cli->token) {
+			fprintf(stderr, "ksi-salesd %s: cannot read a token from %s\n", (*cmd)->name, token_file);
 			return EXIT_USAGE;
 		}
 	}
 	const char *env_token = getenv("KSI_SALESD_TOKEN");
-	if (!cli.token && env_token && *env_token && (cmd->options & OPT_TOKEN))
-		cli.token = strdup(env_token);
+	if (!cli->token && env_token && *env_token && ((*cmd)->options & OPT_TOKEN))
+		cli->token = strdup(env_token);
+	return PARSE_GO_ON;
+}
 
-	struct cfg cfg;
+/* The configuration file (the default one is optional; one named with -c
+ * must exist), then the database URL from -d or KSI_SALESD_DATABASE_URL.
+ * PARSE_GO_ON, or the exit code having said why. */
+static int load_config(struct cli *cli, struct cfg *cfg)
+{
 	char err[1024];
+	if (cfg_load(cfg, cli->config_path ? cli->config_path : CFG_DEFAULT_PATH, cli->config_path != NULL, err,
+		     sizeof(err)) != 0) {
+		fprintf(stderr, "ksi-salesd: %s\n", err);
+		return EXIT_USAGE;
+	}
+	const char *env_url = getenv("KSI_SALESD_DATABASE_URL");
+	if (!cli->database_url && env_url && *env_url)
+		cli->database_url = env_url;
+	if (cli->database_url) {
+		char *copy = strdup(cli->database_url);
+		if (!copy)
+			return EXIT_FAILED;
+		free(cfg->database_url);
+		cfg->database_url = copy;
+	}
+	return PARSE_GO_ON;
+}
+
+int main(int argc, char **argv)
+{
+	struct cli cli = {0};
+	const struct command *cmd = NULL;
+	int rc = parse_cli(argc, argv, &cli, &cmd);
+	if (rc != PARSE_GO_ON)
+		return rc;
+	struct cfg cfg;
 	if (cfg_init(&cfg) != 0) {
 		fprintf(stderr, "ksi-salesd: out of memory\n");
 		free(cli.token);
 		return EXIT_FAILED;
 	}
-	int rc = EXIT_USAGE;
-	/* The default file is optional; one named with -c must exist. */
-	if (cfg_load(&cfg, cli.config_path ? cli.config_path : CFG_DEFAULT_PATH, cli.config_path != NULL, err,
-		     sizeof(err)) != 0) {
-		fprintf(stderr, "ksi-salesd: %s\n", err);
+	rc = load_config(&cli, &cfg);
+	if (rc != PARSE_GO_ON)
 		goto out;
-	}
-	const char *env_url = getenv("KSI_SALESD_DATABASE_URL");
-	if (!cli.database_url && env_url && *env_url)
-		cli.database_url = env_url;
-	if (cli.database_url) {
-		char *copy = strdup(cli.database_url);
-		if (!copy) {
-			rc = EXIT_FAILED;
-			goto out;
-		}
-		free(cfg.database_url);
-		cfg.database_url = copy;
-	}
 	log_setup(cfg.log_level, cfg.log_format);
 
 	/* A peer closing a socket must be an error return, not a death. */
