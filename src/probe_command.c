@@ -122,6 +122,63 @@ static int parse_time(const char *opt, const char *s, int64_t *out)
 	    opt, s);
 }
 
+/* --url: the connector is the command line's (--url, the token), in UTC. */
+static int target_from_url(struct connector *c, const struct cli *cli)
+{
+	char err[1024];
+	if (!cli->codes)
+		return usage_error("--url needs --codes 0001,0002 (the customer's store codes)");
+	if (!cli->token || !*cli->token)
+		return usage_error(
+		    "--url needs a token: --token-file FILE, KSI_SALESD_TOKEN or --token");
+	if (http_url_check(cli->url, err, sizeof(err)) != 0)
+		return usage_error("--url: %s", err);
+	c->endpoint_url = strdup(cli->url);
+	c->bearer_token = strdup(cli->token);
+	c->timezone = strdup("UTC");
+	c->request_timeout = DEFAULT_TIMEOUT_S;
+	if (!c->endpoint_url || !c->bearer_token || !c->timezone) {
+		log_error("probe", NULL, "out of memory");
+		return EXIT_FAILED;
+	}
+	return EXIT_OK;
+}
+
+/* --connector: the row of ksi_sales.connectors, with its own token. */
+static int target_from_db(struct probe_target *t, const struct cli *cli, const struct cfg *cfg)
+{
+	char err[1024];
+	struct db *db = NULL;
+	if (db_connect(cfg->database_url, &db, err, sizeof(err)) != 0) {
+		log_error("probe", NULL, "database unreachable: %s", err);
+		return EXIT_DB;
+	}
+	int rc = EXIT_OK;
+	if (db_check_schema(db, err, sizeof(err)) != 0) {
+		rc = db_ok(db) ? usage_error("%s", err) : EXIT_DB;
+	} else {
+		/* A read-only transaction: nothing is written. */
+		int found = db_load_connector_by_name(db, cli->connector, &t->c, err, sizeof(err));
+		if (found == 1) {
+			rc = usage_error("%s (see: SELECT name, enabled FROM ksi_sales.connectors)",
+			                 err);
+		} else if (found != 0) {
+			log_error("probe", cli->connector, "loading the connector: %s", err);
+			rc = db_ok(db) ? EXIT_FAILED : EXIT_DB;
+		}
+	}
+	db_close(db);
+	if (rc != EXIT_OK)
+		return rc;
+	t->named = true;
+	if (cli->token)
+		fprintf(stderr,
+		        "ksi-salesd test-connection: the token given on the command line or in "
+		        "KSI_SALESD_TOKEN is not used: --connector sends the connector's own "
+		        "bearer_token\n");
+	return EXIT_OK;
+}
+
 /* The connector to test: from the database (--connector) or the command
  * line (--url, --codes, the token). */
 static int load_target(struct probe_target *t, const struct cli *cli, const struct cfg *cfg)
@@ -134,57 +191,9 @@ static int load_target(struct probe_target *t, const struct cli *cli, const stru
 		return usage_error(
 		    "give --connector NAME, or --url URL --codes 0001,0002 with a token "
 		    "(--token-file FILE, KSI_SALESD_TOKEN or --token)");
-	if (cli->url) {
-		if (!cli->codes)
-			return usage_error(
-			    "--url needs --codes 0001,0002 (the customer's store codes)");
-		if (!cli->token || !*cli->token)
-			return usage_error(
-			    "--url needs a token: --token-file FILE, KSI_SALESD_TOKEN or --token");
-		if (http_url_check(cli->url, err, sizeof(err)) != 0)
-			return usage_error("--url: %s", err);
-		c->endpoint_url = strdup(cli->url);
-		c->bearer_token = strdup(cli->token);
-		c->timezone = strdup("UTC");
-		c->request_timeout = DEFAULT_TIMEOUT_S;
-		if (!c->endpoint_url || !c->bearer_token || !c->timezone) {
-			log_error("probe", NULL, "out of memory");
-			return EXIT_FAILED;
-		}
-	} else {
-		struct db *db = NULL;
-		if (db_connect(cfg->database_url, &db, err, sizeof(err)) != 0) {
-			log_error("probe", NULL, "database unreachable: %s", err);
-			return EXIT_DB;
-		}
-		int rc = EXIT_OK;
-		if (db_check_schema(db, err, sizeof(err)) != 0) {
-			rc = db_ok(db) ? usage_error("%s", err) : EXIT_DB;
-		} else {
-			/* A read-only transaction: nothing is written. */
-			int found =
-			    db_load_connector_by_name(db, cli->connector, c, err, sizeof(err));
-			if (found == 1) {
-				rc = usage_error(
-				    "%s (see: SELECT name, enabled FROM ksi_sales.connectors)",
-				    err);
-			} else if (found != 0) {
-				log_error("probe", cli->connector, "loading the connector: %s",
-				          err);
-				rc = db_ok(db) ? EXIT_FAILED : EXIT_DB;
-			}
-		}
-		db_close(db);
-		if (rc != EXIT_OK)
-			return rc;
-		t->named = true;
-		if (cli->token)
-			fprintf(
-			    stderr,
-			    "ksi-salesd test-connection: the token given on the command line or in "
-			    "KSI_SALESD_TOKEN is not used: --connector sends the connector's own "
-			    "bearer_token\n");
-	}
+	int rc = cli->url ? target_from_url(c, cli) : target_from_db(t, cli, cfg);
+	if (rc != EXIT_OK)
+		return rc;
 	if (cli->codes) {
 		char **codes;
 		size_t n;

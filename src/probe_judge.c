@@ -368,6 +368,59 @@ static int record_cmp(const struct val_record *x, const struct val_record *y)
 	return 0;
 }
 
+/* The first key (code, hour) whose record is missing from one of two
+ * lists, or has other tickets there. */
+struct difference {
+	struct val_record key;
+	bool in_plus, in_utc;
+	int32_t plus_tickets, utc_tickets;
+};
+
+/* Both lists are sorted by (code, hour): walks them together. false when
+ * they hold the same records. */
+static bool first_difference(const struct val_result *pv, const struct val_result *uv,
+                             struct difference *d)
+{
+	memset(d, 0, sizeof(*d));
+	for (size_t i = 0, j = 0; i < pv->nrecords || j < uv->nrecords;) {
+		const struct val_record *x = i < pv->nrecords ? &pv->records[i] : NULL;
+		const struct val_record *y = j < uv->nrecords ? &uv->records[j] : NULL;
+		int cmp = !x ? 1 : !y ? -1 : record_cmp(x, y);
+		if (cmp == 0 && x->num_tickets == y->num_tickets) {
+			i++;
+			j++;
+			continue;
+		}
+		d->key = cmp <= 0 ? *x : *y; /* !x gives cmp 1, !y gives -1 */
+		if ((d->in_plus = cmp <= 0))
+			d->plus_tickets = x->num_tickets;
+		if ((d->in_utc = cmp >= 0))
+			d->utc_tickets = y->num_tickets;
+		return true;
+	}
+	return false;
+}
+
+/* "; first difference, "0001" at …: 3 tickets with +09:00, no record with
+ * +00:00". */
+static void ev_difference(struct probe_check *c, const struct probe_setup *s,
+                          const struct difference *d)
+{
+	char hour[ISO_FORMAT_LEN];
+	iso_format(d->key.hour, 0, hour);
+	ev_add(c, "; first difference, \"%s\" at %s: ", s->codes[d->key.code], hour);
+	if (d->in_plus)
+		ev_add(c, "%d tickets", (int)d->plus_tickets);
+	else
+		ev_add(c, "no record");
+	ev_add(c, " with +09:00, ");
+	if (d->in_utc)
+		ev_add(c, "%d tickets", (int)d->utc_tickets);
+	else
+		ev_add(c, "no record");
+	ev_add(c, " with +00:00");
+}
+
 static void judge_plus_offset(const struct probe_setup *s, const struct probe_answer *a,
                               struct probe_report *r)
 {
@@ -386,27 +439,8 @@ static void judge_plus_offset(const struct probe_setup *s, const struct probe_an
 		return;
 	}
 	const struct val_result *pv = &p->v, *uv = &u->v;
-	/* Both lists are sorted by (code, hour): walk them together to the
-	 * first key whose record is missing on one side or has other tickets. */
-	struct val_record key = {0};
-	bool differ = false, in_plus = false, in_utc = false;
-	int32_t plus_tickets = 0, utc_tickets = 0;
-	for (size_t i = 0, j = 0; !differ && (i < pv->nrecords || j < uv->nrecords);) {
-		const struct val_record *x = i < pv->nrecords ? &pv->records[i] : NULL;
-		const struct val_record *y = j < uv->nrecords ? &uv->records[j] : NULL;
-		int cmp = !x ? 1 : !y ? -1 : record_cmp(x, y);
-		if (cmp == 0 && x->num_tickets == y->num_tickets) {
-			i++;
-			j++;
-			continue;
-		}
-		differ = true;
-		key = cmp <= 0 ? *x : *y; /* !x gives cmp 1, !y gives -1 */
-		if ((in_plus = cmp <= 0))
-			plus_tickets = x->num_tickets;
-		if ((in_utc = cmp >= 0))
-			utc_tickets = y->num_tickets;
-	}
+	struct difference d;
+	bool differ = first_difference(pv, uv, &d);
 	if (!differ && pv->nrefusals == uv->nrefusals) {
 		if (pv->nrecords == 0) {
 			c->status = PROBE_WARN;
@@ -430,19 +464,7 @@ static void judge_plus_offset(const struct probe_setup *s, const struct probe_an
 	       misread, pv->nrecords, probei_plural(pv->nrecords), pv->nrefusals, uv->nrecords,
 	       uv->nrefusals);
 	if (differ) {
-		char hour[ISO_FORMAT_LEN];
-		iso_format(key.hour, 0, hour);
-		ev_add(c, "; first difference, \"%s\" at %s: ", s->codes[key.code], hour);
-		if (in_plus)
-			ev_add(c, "%d tickets", (int)plus_tickets);
-		else
-			ev_add(c, "no record");
-		ev_add(c, " with +09:00, ");
-		if (in_utc)
-			ev_add(c, "%d tickets", (int)utc_tickets);
-		else
-			ev_add(c, "no record");
-		ev_add(c, " with +00:00");
+		ev_difference(c, s, &d);
 	} else if (pv->nrefusals > 0) {
 		ev_add(c, "; first refused with +09:00, element #%zu: %s", pv->refusals[0].index,
 		       pv->refusals[0].detail);
