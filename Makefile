@@ -67,7 +67,9 @@ test_stats_MODULES := stats
 test_janitor_MODULES := janitor log jsonw
 test_validate_oom_MODULES := validate isotime sbuf mask
 test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
-test_probe_MODULES := probe validate isotime window http config log jsonw sbuf mask
+# The probe module's files (src/probe*.c).
+PROBE_MODULES := probe probe_judge probe_report probe_command
+test_probe_MODULES := $(PROBE_MODULES) validate isotime window http config log jsonw sbuf mask
 # The database module's files (src/db_*.c).
 DB_MODULES := db_conn db_lease db_write db_requests db_health
 # The writer under allocation failure: db and what it links (connector

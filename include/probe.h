@@ -4,9 +4,11 @@
  * check by check and reports. It writes nothing to the database.
  *
  * Three layers: the judging is pure (answers in, checks out) and exposed
- * for the unit tests; a probe is planned (probe_plan) and run on any loop's
- * http (probe_start), which is how the daemon runs connection_tests rows;
- * probe_command is the command around them, on a loop of its own. */
+ * for the unit tests (src/probe_judge.c); a probe is planned (probe_plan)
+ * and run on any loop's http (probe_start), which is how the daemon runs
+ * connection_tests rows (src/probe.c); probe_command is the command around
+ * them, on a loop of its own (src/probe_command.c), and its report is
+ * src/probe_report.c's. */
 #ifndef KSI_PROBE_H
 #define KSI_PROBE_H
 
