@@ -18,8 +18,9 @@
 #include "isotime.h"
 #include "probe.h"
 
-/* Seams: probe.o calls the database and connector modules, which these
- * tests do not link; probe_command is not run here. */
+/* Seams: probe_command.o calls the database module and probe.o the
+ * connector module, which these tests do not link; probe_command is not
+ * run here. */
 int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
 {
 	(void)conninfo;
