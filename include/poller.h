@@ -61,9 +61,10 @@ struct poll_spec {
 	void *user;
 };
 
-/* Starts a poll. `done` is called exactly once, always from the loop; the
- * job frees itself right after. *out identifies the job until then. -1 on
- * out of memory (no callback). */
+/* Starts a poll. `done` is called exactly once, from the loop, and the job
+ * frees itself right after; *out (set first) identifies the job until then.
+ * One exception: when even queueing a write runs out of memory, done runs
+ * from inside poll_start. -1 on out of memory (no callback). */
 int poll_start(const struct poll_spec *spec, struct poll_job **out) __attribute__((warn_unused_result));
 
 /* Frees a job whose done has not run, without calling it: only once no

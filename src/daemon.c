@@ -4,6 +4,7 @@
  * SIGHUP as loop events. */
 #include "daemon.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,9 +37,48 @@
 
 struct daemon;
 
+/* Where a claimed connector's job is. Every job is on d->jobs from its
+ * claim until it ends (and is freed):
+ *
+ *   WAITING -> POLLING    start_waiting: handed to poll_start (pj set by it)
+ *   WAITING -> ENDED      drop_waiting: stopping
+ *   POLLING -> ENDED      start_waiting: poll_start ran out of memory
+ *   POLLING -> FINISHING  on_polled: its end (next_poll, failures) is being
+ *                         written (finish set, or out of memory recording it)
+ *   POLLING -> ENDED      on_polled: the lease was lost, nothing to record
+ *   FINISHING -> ENDED    on_finished: the end was written, or not
+ *   any -> ENDED          daemon_main: leaving (dbq and http freed first)
+ *
+ * Only a WAITING job is on the wait queue (wnext); only a POLLING one has a
+ * poll (pj, NULL again from on_polled on) and counts in npolling. The
+ * lease is not released here: it goes with the end's write (db_finish) or
+ * expires. */
+enum job_state {
+	JOB_WAITING, /* claimed, on the wait queue: not started yet */
+	JOB_POLLING,
+	JOB_FINISHING,
+	JOB_ENDED, /* about to be freed */
+};
+
+static const char *const job_state_names[] = {
+    [JOB_WAITING] = "waiting",
+    [JOB_POLLING] = "polling",
+    [JOB_FINISHING] = "finishing",
+    [JOB_ENDED] = "ended",
+};
+
+/* The transitions drawn above: job_moves[from][to]. */
+static const bool job_moves[][JOB_ENDED + 1] = {
+    [JOB_WAITING] = {[JOB_POLLING] = true, [JOB_ENDED] = true},
+    [JOB_POLLING] = {[JOB_FINISHING] = true, [JOB_ENDED] = true},
+    [JOB_FINISHING] = {[JOB_ENDED] = true},
+    [JOB_ENDED] = {false},
+};
+
 /* One claimed connector, from its claim until its lease is released. */
 struct job {
 	struct daemon *d;
+	enum job_state state; /* changed by job_set_state only */
 	struct job *prev, *next;
 	struct job *wnext;    /* in the queue of claimed polls not started yet */
 	struct connector c;   /* owned */
@@ -169,9 +209,26 @@ static void maybe_done(struct daemon *d)
 
 /* ---- one connector --------------------------------------------------------- */
 
+/* The one place a job changes state: the transitions drawn at enum
+ * job_state, asserted with what each state implies, and logged at debug
+ * level. */
+static void job_set_state(struct job *j, enum job_state to)
+{
+	enum job_state from = j->state;
+	assert(job_moves[from][to]);
+	assert(to != JOB_FINISHING || !j->pj);
+	j->state = to;
+	if (log_enabled(LOG_LEVEL_DEBUG))
+		log_debug("daemon", j->c.name, "job %s -> %s", job_state_names[from],
+		          job_state_names[to]);
+}
+
+/* Ends a job in any state: the caller has taken it off the wait queue and
+ * freed its poll, if it had them. */
 static void job_unlink_free(struct job *j)
 {
 	struct daemon *d = j->d;
+	job_set_state(j, JOB_ENDED);
 	if (j->prev)
 		j->prev->next = j->next;
 	else
@@ -190,6 +247,7 @@ static void on_finished(int rc, const char *err, void *arg)
 {
 	struct job *j = arg;
 	struct daemon *d = j->d;
+	assert(j->state == JOB_FINISHING);
 	if (rc != 0)
 		log_debug("daemon", j->c.name, "could not record the next poll (the lease will expire): %s", err);
 	job_unlink_free(j);
@@ -207,6 +265,7 @@ static void start_waiting(struct daemon *d)
 	size_t limit = (size_t)d->cfg->max_concurrent_fetches * POLLING_PER_SLOT;
 	while (!d->stopping && d->npolling < limit && d->wait_head) {
 		struct job *j = d->wait_head;
+		assert(j->state == JOB_WAITING);
 		d->wait_head = j->wnext;
 		if (!d->wait_head)
 			d->wait_tail = NULL;
@@ -221,12 +280,16 @@ static void start_waiting(struct daemon *d)
 			.user = j,
 		};
 		j->started = spec.now;
+		/* Polling before poll_start returns: when memory runs out even for
+		 * queueing a write, its done (on_polled) runs from inside it, and
+		 * the job may be gone when it returns. */
+		d->npolling++;
+		job_set_state(j, JOB_POLLING);
 		if (poll_start(&spec, &j->pj) != 0) {
 			log_error("daemon", j->c.name, "out of memory: not polled now");
+			d->npolling--;
 			job_unlink_free(j);
-			continue;
 		}
-		d->npolling++;
 	}
 }
 
@@ -250,6 +313,7 @@ static void on_polled(const struct poll_result *r, void *user)
 	int64_t now = now_s(), next_poll;
 	uint32_t rnd = arc4random();
 	unsigned failures;
+	assert(j->state == JOB_POLLING && j->pj);
 	j->pj = NULL;
 	d->npolling--;
 	start_waiting(d);
@@ -290,6 +354,7 @@ static void on_polled(const struct poll_result *r, void *user)
 	}
 	/* Batched with other polls' writes: thousands of polls end in a few
 	 * statements. */
+	job_set_state(j, JOB_FINISHING);
 	j->finish = calloc(1, sizeof(*j->finish));
 	if (!j->finish) {
 		on_finished(-1, "out of memory", j);

@@ -13,6 +13,7 @@
  * done_until) only ever covers hours all committed. */
 #include "poller.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,15 +35,50 @@
 #define WRITES_SPAN 2
 #define SLOTS (WRITES_SPAN + 1)
 
+/* Where a slot is in its life. A request holds a slot from its answer (or
+ * its failure) until it is retired, in request order:
+ *
+ *   FREE -> READY       slot_take: answered, or a failure recorded
+ *   READY -> WRITING    submit_write: queued in dbq
+ *   READY -> WRITTEN    submit_write: could not even be queued (rc -1)
+ *   WRITING -> WRITTEN  on_written: dbq called back with rc
+ *   WRITTEN -> FREE     pump: retired (every earlier request was)
+ *   READY -> FREE       pump: dropped, the poll is ending
+ *
+ * A WRITING slot is never freed: dbq holds a pointer to it until its done
+ * runs. Whether the write is a result or a failure's fetch_runs row is not a
+ * state: both travel the same way (slot.failure tells them apart). */
+enum slot_state {
+	SLOT_FREE, /* zero: a cleared slot is free */
+	SLOT_READY,
+	SLOT_WRITING,
+	SLOT_WRITTEN,
+};
+
+static const char *const slot_state_names[] = {
+    [SLOT_FREE] = "free",
+    [SLOT_READY] = "ready",
+    [SLOT_WRITING] = "writing",
+    [SLOT_WRITTEN] = "written",
+};
+
+/* The transitions drawn above: slot_moves[from][to]. */
+static const bool slot_moves[][SLOT_WRITTEN + 1] = {
+    [SLOT_FREE] = {[SLOT_READY] = true},
+    [SLOT_READY] = {[SLOT_WRITING] = true, [SLOT_WRITTEN] = true, [SLOT_FREE] = true},
+    [SLOT_WRITING] = {[SLOT_WRITTEN] = true},
+    [SLOT_WRITTEN] = {[SLOT_FREE] = true},
+};
+
 /* One request, from its answer until it is retired. */
 struct slot {
 	struct poll_job *j;
-	bool used, submitted, written;
-	int rc;
-	size_t seq;       /* request number within the poll */
-	size_t span;      /* its window */
-	bool window_done; /* the last code batch of its window */
-	bool failure;     /* a failed request: the poll ends once it is written */
+	enum slot_state state; /* changed by slot_set_state only */
+	int rc;                /* of its write, once WRITTEN */
+	size_t seq;            /* request number within the poll */
+	size_t span;           /* its window */
+	bool window_done;      /* the last code batch of its window */
+	bool failure;          /* a failed request: the poll ends once it is written */
 	char from[ISO_FORMAT_LEN], to[ISO_FORMAT_LEN];
 	struct db_run run;
 	struct db_write write; /* of run; its rc and err once written */
@@ -102,11 +138,26 @@ static void job_finish(struct poll_job *j)
 
 static void pump(struct poll_job *j);
 
+/* The one place a slot changes state: the transitions drawn at enum
+ * slot_state, asserted, and logged at debug level. */
+static void slot_set_state(struct slot *s, enum slot_state to)
+{
+	enum slot_state from = s->state;
+	assert(slot_moves[from][to]);
+	s->state = to;
+	/* Several times per request: build nothing unless it is printed. */
+	if (log_enabled(LOG_LEVEL_DEBUG))
+		log_debug("poll", s->j->c->name, "request %zu (window %s … %s): %s -> %s", s->seq,
+		          s->from, s->to, slot_state_names[from], slot_state_names[to]);
+}
+
+/* Frees a slot that is READY (dropped) or WRITTEN (retired). */
 static void slot_clear(struct slot *s)
 {
+	slot_set_state(s, SLOT_FREE);
 	val_result_free(&s->v);
 	struct poll_job *j = s->j;
-	memset(s, 0, sizeof(*s));
+	memset(s, 0, sizeof(*s)); /* state stays SLOT_FREE (zero) */
 	s->j = j;
 }
 
@@ -114,13 +165,13 @@ static void slot_clear(struct slot *s)
 static struct slot *slot_take(struct poll_job *j)
 {
 	for (size_t i = 0; i < SLOTS; i++)
-		if (!j->slots[i].used) {
+		if (j->slots[i].state == SLOT_FREE) {
 			struct slot *s = &j->slots[i];
-			s->used = true;
 			s->seq = j->seq_fetch++;
 			s->span = j->span;
 			snprintf(s->from, sizeof(s->from), "%s", j->from);
 			snprintf(s->to, sizeof(s->to), "%s", j->to);
+			slot_set_state(s, SLOT_READY);
 			return s;
 		}
 	return NULL;
@@ -129,7 +180,7 @@ static struct slot *slot_take(struct poll_job *j)
 static struct slot *slot_seq(struct poll_job *j, size_t seq)
 {
 	for (size_t i = 0; i < SLOTS; i++)
-		if (j->slots[i].used && j->slots[i].seq == seq)
+		if (j->slots[i].state != SLOT_FREE && j->slots[i].seq == seq)
 			return &j->slots[i];
 	return NULL;
 }
@@ -138,7 +189,7 @@ static size_t slots_used(const struct poll_job *j)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < SLOTS; i++)
-		n += j->slots[i].used;
+		n += j->slots[i].state != SLOT_FREE;
 	return n;
 }
 
@@ -149,8 +200,8 @@ static void on_written(int rc, const char *err, void *arg)
 	struct poll_job *j = s->j;
 	(void)err; /* the same as s->write.err */
 	j->writing--;
-	s->written = true;
 	s->rc = rc;
+	slot_set_state(s, SLOT_WRITTEN);
 	pump(j);
 }
 
@@ -214,15 +265,15 @@ static void submit_write(struct poll_job *j, struct slot *s)
 {
 	/* The one-statement write of SPEC §5, batched with other polls' writes. */
 	s->write = (struct db_write){.run = &s->run};
-	s->submitted = true;
 	size_t weight = s->run.result ? s->run.result->nrecords : 0;
 	if (dbq_submit_write(j->dbq, &s->write, s->run.connector_id, weight, on_written, s) != 0) {
-		s->written = true;
 		s->rc = -1;
 		snprintf(s->write.err, sizeof(s->write.err), "out of memory queueing a write");
+		slot_set_state(s, SLOT_WRITTEN);
 		return;
 	}
 	j->writing++;
+	slot_set_state(s, SLOT_WRITING);
 }
 
 static void fetch_next(struct poll_job *j);
@@ -233,7 +284,7 @@ static void fetch_next(struct poll_job *j);
 static void pump(struct poll_job *j)
 {
 	struct slot *s;
-	while ((s = slot_seq(j, j->seq_retire)) && s->written) {
+	while ((s = slot_seq(j, j->seq_retire)) && s->state == SLOT_WRITTEN) {
 		if (!j->ending && !retire(j, s))
 			j->ending = true;
 		slot_clear(s);
@@ -243,14 +294,14 @@ static void pump(struct poll_job *j)
 		/* Requests answered but not yet written are dropped: the next
 		 * poll fetches them again. */
 		for (size_t i = 0; i < SLOTS; i++)
-			if (j->slots[i].used && !j->slots[i].submitted)
+			if (j->slots[i].state == SLOT_READY)
 				slot_clear(&j->slots[i]);
 	}
 	for (size_t seq = j->seq_retire; !j->ending && j->writing < j->max_writes && seq < j->seq_fetch; seq++) {
 		s = slot_seq(j, seq);
-		if (s && !s->submitted) {
+		if (s && s->state == SLOT_READY) {
 			submit_write(j, s);
-			if (s->written) { /* could not even be queued */
+			if (s->state == SLOT_WRITTEN) { /* could not even be queued */
 				pump(j);
 				return;
 			}
