@@ -26,8 +26,8 @@ struct stats_poll {
 };
 
 struct stats {
-	uint64_t polls[STATS_OUTCOMES]; /* by outcome */
-	uint64_t polls_lease_lost;      /* of those, ended by a lost lease */
+	uint64_t polls[STATS_OUTCOMES]; /* by outcome, polls with a lost lease aside */
+	uint64_t polls_lease_lost;      /* ended by a lost lease: results discarded */
 	uint64_t records_upserted, records_refused;
 	uint64_t bytes;
 	/* Cumulative, as Prometheus histograms are: duration_le[i] counts the

@@ -16,11 +16,14 @@ void stats_poll_done(struct stats *s, const struct stats_poll *p, int lease_lost
 {
 	if (!s)
 		return;
+	/* A poll whose lease was lost has no outcome of its own (its last
+	 * request may well have been ok): it is counted apart. */
 	unsigned o =
 	    (unsigned)p->outcome < STATS_OUTCOMES ? (unsigned)p->outcome : RUN_CONFIG_ERROR;
-	s->polls[o]++;
 	if (lease_lost)
 		s->polls_lease_lost++;
+	else
+		s->polls[o]++;
 	s->records_upserted += p->upserted;
 	s->records_refused += p->refused;
 	s->bytes += p->bytes;
@@ -35,7 +38,7 @@ void stats_poll_done(struct stats *s, const struct stats_poll *p, int lease_lost
 
 uint64_t stats_polls_total(const struct stats *s)
 {
-	uint64_t n = 0;
+	uint64_t n = s->polls_lease_lost;
 	for (size_t i = 0; i < STATS_OUTCOMES; i++)
 		n += s->polls[i];
 	return n;
