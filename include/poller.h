@@ -29,12 +29,24 @@ struct poll_result {
 	size_t requests, records, upserted, rejected;
 	size_t bytes;   /* decoded bytes of every answer */
 	double seconds; /* from poll_start to the end */
+	bool end_written; /* poll_spec.end's record committed with the last write */
 	char error[1024]; /* when !ok */
 };
 
 struct poll_job;
 struct stats;
 typedef void (*poll_done_fn)(const struct poll_result *r, void *user);
+
+/* The end of a poll as its starter records it (the daemon: the next poll,
+ * consecutive failures, the lease released). Asked for when the poll's
+ * last write is submitted, for the poll as it ends if that write commits:
+ * ok, or the failed request's outcome and Retry-After. Filling *fin and
+ * returning true makes that write carry it in the same transaction, one
+ * trip instead of two; poll_result.end_written says whether it committed
+ * (if not, nothing of that write did, and the starter records the end on
+ * its own). */
+typedef bool (*poll_end_fn)(bool ok, enum run_outcome outcome, long retry_after, struct db_finish *fin,
+			    void *user);
 
 /* Progress of a poll, after each committed request. */
 struct poll_progress {
@@ -57,6 +69,7 @@ struct poll_spec {
 	int64_t span_from, span_to;
 	struct stats *stats;       /* every poll's end is counted here; NULL: not counted */
 	poll_progress_fn progress; /* optional */
+	poll_end_fn end;           /* optional; not asked for an explicit span */
 	poll_done_fn done;
 	void *user;
 };

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,12 +45,15 @@ struct daemon;
  *   WAITING -> ENDED      drop_waiting: stopping
  *   POLLING -> ENDED      start_waiting: poll_start ran out of memory
  *   POLLING -> FINISHING  on_polled: its end (next_poll, failures) is being
- *                         written (finish set, or out of memory recording it)
- *   POLLING -> ENDED      on_polled: the lease was lost, nothing to record
+ *                         written on its own (finish set, or out of memory
+ *                         recording it): the poll's last write failed or
+ *                         carried no end
+ *   POLLING -> ENDED      on_polled: the end rode in the poll's last write
+ *                         (on_poll_end), or the lease was lost
  *   FINISHING -> ENDED    on_finished: the end was written, or not
  *   any -> ENDED          daemon_main: leaving (dbq and http freed first)
  *
- * Only a WAITING job is on the wait queue (wnext); only a POLLING one has a
+ * Only a WAITING job is on the wait queue (d->waiting); only a POLLING one has a
  * poll (pj, NULL again from on_polled on) and counts in npolling. The
  * lease is not released here: it goes with the end's write (db_finish) or
  * expires. */
@@ -79,8 +83,8 @@ static const bool job_moves[][JOB_ENDED + 1] = {
 struct job {
 	struct daemon *d;
 	enum job_state state; /* changed by job_set_state only */
-	struct job *prev, *next;
-	struct job *wnext;    /* in the queue of claimed polls not started yet */
+	LIST_ENTRY(job) link;       /* in d->jobs */
+	STAILQ_ENTRY(job) waiting;  /* in d->waiting, while WAITING */
 	struct connector c;   /* owned */
 	struct poll_job *pj;  /* while polling */
 	int64_t started;      /* when the poll started: the next is timed from it */
@@ -117,15 +121,15 @@ struct daemon {
 	struct janitor *janitor; /* periodic maintenance (`run` only) */
 	char owner[160];
 
-	struct job *jobs;
+	LIST_HEAD(jobs, job) jobs;
 	size_t njobs;
 	/* Claimed but not started: `once` claims every connector at once, and
 	 * a started poll costs a few KiB, so at most POLLING_PER_SLOT per
 	 * transfer slot run at a time. */
-	struct job *wait_head, *wait_tail;
+	STAILQ_HEAD(waiting_jobs, job) waiting;
 	size_t npolling;
 	struct claim *claiming; /* a claim in the database thread */
-	struct stale *stales;   /* stale-lease releases in the database thread */
+	LIST_HEAD(stales, stale) stales; /* stale-lease releases in the database thread */
 	bool claim_again;       /* something asked for a claim meanwhile */
 	bool renewing;
 	bool db_down;           /* reported once per outage */
@@ -229,12 +233,7 @@ static void job_unlink_free(struct job *j)
 {
 	struct daemon *d = j->d;
 	job_set_state(j, JOB_ENDED);
-	if (j->prev)
-		j->prev->next = j->next;
-	else
-		d->jobs = j->next;
-	if (j->next)
-		j->next->prev = j->prev;
+	LIST_REMOVE(j, link);
 	d->njobs--;
 	connector_free(&j->c);
 	free(j->finish);
@@ -258,17 +257,17 @@ static void on_finished(int rc, const char *err, void *arg)
 }
 
 static void on_polled(const struct poll_result *r, void *user);
+static bool on_poll_end(bool ok, enum run_outcome outcome, long retry_after, struct db_finish *fin,
+			void *user);
 
 /* Starts claimed polls while fewer than POLLING_PER_SLOT per slot run. */
 static void start_waiting(struct daemon *d)
 {
 	size_t limit = (size_t)d->cfg->max_concurrent_fetches * POLLING_PER_SLOT;
-	while (!d->stopping && d->npolling < limit && d->wait_head) {
-		struct job *j = d->wait_head;
+	struct job *j;
+	while (!d->stopping && d->npolling < limit && (j = STAILQ_FIRST(&d->waiting))) {
 		assert(j->state == JOB_WAITING);
-		d->wait_head = j->wnext;
-		if (!d->wait_head)
-			d->wait_tail = NULL;
+		STAILQ_REMOVE_HEAD(&d->waiting, waiting);
 		struct poll_spec spec = {
 			.http = d->http,
 			.dbq = d->dbq,
@@ -276,6 +275,7 @@ static void start_waiting(struct daemon *d)
 			.lease_owner = d->owner,
 			.now = now_s(),
 			.stats = &d->stats,
+			.end = on_poll_end,
 			.done = on_polled,
 			.user = j,
 		};
@@ -297,76 +297,109 @@ static void start_waiting(struct daemon *d)
  * with all the others in db_release_all). */
 static void drop_waiting(struct daemon *d)
 {
-	while (d->wait_head) {
-		struct job *j = d->wait_head;
-		d->wait_head = j->wnext;
+	struct job *j;
+	while ((j = STAILQ_FIRST(&d->waiting))) {
+		STAILQ_REMOVE_HEAD(&d->waiting, waiting);
 		job_unlink_free(j);
 	}
-	d->wait_tail = NULL;
 }
 
-static void on_polled(const struct poll_result *r, void *user)
+/* The end of j's poll as the database records it: the next poll and the
+ * consecutive failures (the lease is released with it). ok: every request
+ * succeeded; db_failed: a write failed, so nothing of the poll counts as
+ * the API's failure. */
+static void plan_end(struct job *j, bool ok, bool db_failed, enum run_outcome outcome, long retry_after,
+		     struct db_finish *fin)
 {
-	struct job *j = user;
 	struct daemon *d = j->d;
 	const struct connector *c = &j->c;
 	int64_t now = now_s(), next_poll;
 	uint32_t rnd = arc4random();
 	unsigned failures;
-	assert(j->state == JOB_POLLING && j->pj);
-	j->pj = NULL;
-	d->npolling--;
-	start_waiting(d);
-
-	if (r->lease_lost) {
-		/* Another daemon has it now: nothing of ours to record. */
-		d->polls_failed++;
-		job_unlink_free(j);
-		update_status(d);
-		maybe_done(d);
-		return;
-	}
-	if (r->ok) {
-		d->polls_ok++;
-		if (c->failures > 0)
-			log_info("daemon", c->name, "recovered after %u failed poll%s", c->failures,
-				 c->failures == 1 ? "" : "s");
+	if (ok) {
 		failures = 0;
 		/* From the poll's start, so that two polls are never closer than
 		 * the interval less its jitter; a claim comes up to one
 		 * claim_interval after the poll was due, which the slot allows. */
 		next_poll = sched_after_success(j->started, c->id, c->poll_interval,
 		                                (d->cfg->claim_interval_ms + 999) / 1000, rnd);
+	} else if (db_failed) {
+		failures = c->failures;
+		next_poll = now + SCHED_BACKOFF_MIN;
 	} else {
-		d->polls_failed++;
-		d->db_failed |= r->db_failed;
-		d->db_refused |= r->db_failed && exit_for_db(r->db_kind) == EXIT_USAGE;
-		failures = r->db_failed ? c->failures : c->failures + 1;
-		/* A failure is logged when it starts (and by every `once`); while it
-		 * repeats, only at debug level. */
-		if (d->opt->once || c->failures == 0)
-			log_warning("daemon", c->name, "poll failed (%s): %s", run_outcome_name(r->outcome), r->error);
-		else
-			log_debug("daemon", c->name, "still failing (%u times): %s", failures, r->error);
-		next_poll = r->db_failed ? now + SCHED_BACKOFF_MIN
-					 : sched_after_failure(now, failures, r->outcome == RUN_AUTH_FAILED,
-							       r->retry_after, rnd);
+		failures = c->failures + 1;
+		next_poll = sched_after_failure(now, failures, outcome == RUN_AUTH_FAILED, retry_after, rnd);
 	}
-	/* Batched with other polls' writes: thousands of polls end in a few
-	 * statements. */
+	*fin = (struct db_finish){.owner = d->owner,
+				  .connector_id = c->id,
+				  .epoch = c->lease_epoch,
+				  .next_poll = next_poll,
+				  .failures = failures};
+}
+
+/* poll_spec.end: the poll's last write carries its end (one trip). */
+static bool on_poll_end(bool ok, enum run_outcome outcome, long retry_after, struct db_finish *fin, void *user)
+{
+	plan_end(user, ok, false, outcome, retry_after, fin);
+	return true;
+}
+
+/* Counts and logs how the poll ended, once per poll. */
+static void note_poll(struct job *j, const struct poll_result *r)
+{
+	struct daemon *d = j->d;
+	const struct connector *c = &j->c;
+	if (r->ok) {
+		d->polls_ok++;
+		if (c->failures > 0)
+			log_info("daemon", c->name, "recovered after %u failed poll%s", c->failures,
+				 c->failures == 1 ? "" : "s");
+		return;
+	}
+	d->polls_failed++;
+	if (r->lease_lost)
+		return;
+	d->db_failed |= r->db_failed;
+	d->db_refused |= r->db_failed && exit_for_db(r->db_kind) == EXIT_USAGE;
+	/* A failure is logged when it starts (and by every `once`); while it
+	 * repeats, only at debug level. */
+	if (d->opt->once || c->failures == 0)
+		log_warning("daemon", c->name, "poll failed (%s): %s", run_outcome_name(r->outcome), r->error);
+	else
+		log_debug("daemon", c->name, "still failing (%u times): %s", c->failures + 1, r->error);
+}
+
+static void on_polled(const struct poll_result *r, void *user)
+{
+	struct job *j = user;
+	struct daemon *d = j->d;
+	assert(j->state == JOB_POLLING && j->pj);
+	j->pj = NULL;
+	d->npolling--;
+	start_waiting(d);
+	note_poll(j, r);
+
+	if (r->lease_lost || r->end_written) {
+		/* Another daemon has it now, or the end is already recorded (it
+		 * rode in the poll's last write): nothing more to write. */
+		job_unlink_free(j);
+		update_status(d);
+		if (!d->opt->once && r->end_written)
+			claim(d);
+		maybe_done(d);
+		return;
+	}
+	/* Recorded on its own (the poll's last write failed, or carried no
+	 * end), batched with other polls' writes. */
 	job_set_state(j, JOB_FINISHING);
 	j->finish = calloc(1, sizeof(*j->finish));
 	if (!j->finish) {
 		on_finished(-1, "out of memory", j);
 		return;
 	}
-	j->finish->fin = (struct db_finish){.owner = d->owner,
-					    .connector_id = c->id,
-					    .epoch = c->lease_epoch,
-					    .next_poll = next_poll,
-					    .failures = failures};
+	plan_end(j, r->ok, r->db_failed, r->outcome, r->retry_after, &j->finish->fin);
 	j->finish->write = (struct db_write){.finish = &j->finish->fin};
-	if (dbq_submit_write(d->dbq, &j->finish->write, c->id, 0, on_finished, j) != 0)
+	if (dbq_submit_write(d->dbq, &j->finish->write, j->c.id, 0, on_finished, j) != 0)
 		on_finished(-1, "out of memory", j);
 }
 
@@ -433,16 +466,9 @@ static void on_claimed(int rc, const char *err, void *arg)
 		j->d = d;
 		j->c = cl->v[i]; /* moved */
 		memset(&cl->v[i], 0, sizeof(cl->v[i]));
-		j->next = d->jobs;
-		if (d->jobs)
-			d->jobs->prev = j;
-		d->jobs = j;
+		LIST_INSERT_HEAD(&d->jobs, j, link);
 		d->njobs++;
-		if (d->wait_tail)
-			d->wait_tail->wnext = j;
-		else
-			d->wait_head = j;
-		d->wait_tail = j;
+		STAILQ_INSERT_TAIL(&d->waiting, j, waiting);
 	}
 	start_waiting(d);
 	free(cl->v);
@@ -544,18 +570,14 @@ static void on_status_timer(struct ev_loop *loop, ev_timer *w, int revents)
  * the lease expires. Jobs still running keep theirs. */
 struct stale {
 	struct daemon *d;
-	struct stale *next; /* in d->stales until its callback ran */
+	LIST_ENTRY(stale) link; /* in d->stales until its callback ran */
 	int64_t *keep;
 	size_t nkeep;
 };
 
 static void stale_free(struct stale *st)
 {
-	struct stale **p = &st->d->stales;
-	while (*p && *p != st)
-		p = &(*p)->next;
-	if (*p)
-		*p = st->next;
+	LIST_REMOVE(st, link);
 	free(st->keep);
 	free(st);
 }
@@ -587,7 +609,8 @@ static void release_stale(struct daemon *d)
 		free(st);
 		return;
 	}
-	for (struct job *j = d->jobs; j; j = j->next)
+	struct job *j;
+	LIST_FOREACH(j, &d->jobs, link)
 		st->keep[st->nkeep++] = j->c.id;
 	if (requests_leased_connector(d->rq, &st->keep[st->nkeep]))
 		st->nkeep++;
@@ -596,8 +619,7 @@ static void release_stale(struct daemon *d)
 		free(st);
 		return;
 	}
-	st->next = d->stales;
-	d->stales = st;
+	LIST_INSERT_HEAD(&d->stales, st, link);
 }
 
 static void on_db_event(enum dbq_event ev, const char *detail, void *user)
@@ -726,29 +748,26 @@ static void on_requests_idle(void *user)
 	maybe_done(user);
 }
 
-int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
+/* The loop, libcurl, the database threads and, for `run`, the request
+ * tables and the janitor. -1 having logged why (nothing left started). */
+static int start_parts(struct daemon *d)
 {
-	struct daemon dd = {.cfg = cfg, .opt = opt};
-	struct daemon *d = &dd;
-	char host[64] = "host";
-	gethostname(host, sizeof(host) - 1);
-	snprintf(d->owner, sizeof(d->owner), "%s:%ld:%08" PRIx32, host, (long)getpid(), arc4random());
-
 	d->loop = ev_default_loop(EVFLAG_AUTO);
 	if (!d->loop) {
 		log_error("daemon", NULL, "cannot start the event loop");
-		return 1;
+		return -1;
 	}
-	if (http_new(d->loop, cfg, &d->http) != 0 || dbq_new(d->loop, cfg->database_url, on_db_event, d, &d->dbq) != 0) {
+	if (http_new(d->loop, d->cfg, &d->http) != 0 ||
+	    dbq_new(d->loop, d->cfg->database_url, on_db_event, d, &d->dbq) != 0) {
 		log_error("daemon", NULL, "cannot start libcurl or the database thread");
 		http_free(d->http);
-		return 1;
+		return -1;
 	}
 	struct requests_env renv = {
 		.loop = d->loop,
 		.http = d->http,
 		.dbq = d->dbq,
-		.cfg = cfg,
+		.cfg = d->cfg,
 		.owner = d->owner,
 		.stats = &d->stats,
 		.idle = on_requests_idle,
@@ -756,17 +775,26 @@ int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 	};
 	/* The janitor's tasks: none yet (the retention issue adds them). Its
 	 * first cycle a minute after start, then hourly. */
-	if (!opt->once && (requests_new(&renv, &d->rq) != 0 ||
-			   janitor_new(d->loop, d->dbq, NULL, 0, JANITOR_FIRST_S, JANITOR_INTERVAL_S, &d->janitor) != 0)) {
+	if (!d->opt->once &&
+	    (requests_new(&renv, &d->rq) != 0 ||
+	     janitor_new(d->loop, d->dbq, NULL, 0, JANITOR_FIRST_S, JANITOR_INTERVAL_S, &d->janitor) != 0)) {
 		log_error("daemon", NULL, "out of memory");
 		dbq_free(d->dbq);
 		http_free(d->http);
 		requests_free(d->rq);
-		return 1;
+		return -1;
 	}
+	return 0;
+}
 
+/* Timers (claims, renewals, the watchdog, systemd's status) and signal
+ * watchers, as `run` or `once` needs them. */
+static void start_watchers(struct daemon *d)
+{
+	const struct cfg *cfg = d->cfg;
 	ev_timer_init(&d->start_timer, on_start, 0., 0.);
-	ev_timer_init(&d->claim_timer, on_claim_timer, cfg->claim_interval_ms / 1000.0, cfg->claim_interval_ms / 1000.0);
+	ev_timer_init(&d->claim_timer, on_claim_timer, cfg->claim_interval_ms / 1000.0,
+		      cfg->claim_interval_ms / 1000.0);
 	ev_timer_init(&d->renew_timer, on_renew_timer, cfg->lease_ms / 3000.0, cfg->lease_ms / 3000.0);
 	ev_timer_init(&d->grace_timer, on_grace, 0., 0.);
 	ev_timer_init(&d->release_timer, on_release_timeout, 0., 0.);
@@ -776,7 +804,7 @@ int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 	d->status_timer.data = d->watchdog_timer.data = d->release_timer.data = d;
 	ev_timer_start(d->loop, &d->start_timer);
 	ev_timer_start(d->loop, &d->renew_timer);
-	if (!opt->once) {
+	if (!d->opt->once) {
 		ev_timer_start(d->loop, &d->claim_timer);
 		ev_timer_start(d->loop, &d->status_timer);
 		uint64_t usec = 0;
@@ -791,53 +819,66 @@ int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 	d->sigterm.data = d->sigint.data = d->sighup.data = d;
 	ev_signal_start(d->loop, &d->sigterm);
 	ev_signal_start(d->loop, &d->sigint);
-	if (!opt->once)
+	if (!d->opt->once)
 		ev_signal_start(d->loop, &d->sighup);
+}
 
-	ev_run(d->loop, 0);
-
-	if (!opt->once)
+/* What the run comes to: logged, and once's exit code: 2 when the role
+ * lacks a privilege (no retry fixes that), 3 when the database failed us
+ * otherwise, 1 when a connector failed. */
+static int summarise(const struct daemon *d)
+{
+	if (!d->opt->once) {
 		log_info("daemon", NULL, "stopped: %zu polls ok, %zu failed", d->polls_ok, d->polls_failed);
-	else {
-		log_info("once", NULL, "%zu connector%s polled: %zu ok, %zu failed", d->polls_ok + d->polls_failed,
-			 d->polls_ok + d->polls_failed == 1 ? "" : "s", d->polls_ok, d->polls_failed);
-		log_info("once", NULL,
-			 "records: %" PRIu64 " upserted, %" PRIu64 " refused; %" PRIu64 " bytes; %.3f s polling",
-			 d->stats.records_upserted, d->stats.records_refused, d->stats.bytes, d->stats.duration_sum);
+		return EXIT_OK;
 	}
-	/* once: 2 when the role lacks a privilege (no retry fixes that), 3
-	 * when the database failed us otherwise, 1 when a connector failed. */
-	int rc = !opt->once       ? EXIT_OK
-		 : d->db_refused        ? EXIT_USAGE
-		 : d->db_failed         ? EXIT_DB
-		 : d->polls_failed > 0  ? EXIT_FAILED
-					: EXIT_OK;
+	log_info("once", NULL, "%zu connector%s polled: %zu ok, %zu failed", d->polls_ok + d->polls_failed,
+		 d->polls_ok + d->polls_failed == 1 ? "" : "s", d->polls_ok, d->polls_failed);
+	log_info("once", NULL, "records: %" PRIu64 " upserted, %" PRIu64 " refused; %" PRIu64 " bytes; %.3f s polling",
+		 d->stats.records_upserted, d->stats.records_refused, d->stats.bytes, d->stats.duration_sum);
+	return d->db_refused ? EXIT_USAGE : d->db_failed ? EXIT_DB : d->polls_failed > 0 ? EXIT_FAILED : EXIT_OK;
+}
 
-	/* Nothing may call back into what is freed below: stop the thread
-	 * and the transfers first, then free the jobs they referred to. */
+/* Nothing may call back into what is freed here: the thread and the
+ * transfers are stopped first, then the jobs they referred to freed. */
+static void stop_parts(struct daemon *d)
+{
 	dbq_free(d->dbq);
 	http_free(d->http);
 	requests_free(d->rq);
 	janitor_free(d->janitor);
-	while (d->jobs) {
-		struct job *j = d->jobs;
+	struct job *j;
+	while ((j = LIST_FIRST(&d->jobs))) {
 		poll_free(j->pj);
 		job_unlink_free(j);
 	}
 	free(d->claiming);
 	/* Left in the queue when the release timed out (database down). */
-	while (d->stales)
-		stale_free(d->stales);
-	ev_timer_stop(d->loop, &d->start_timer);
-	ev_timer_stop(d->loop, &d->claim_timer);
-	ev_timer_stop(d->loop, &d->renew_timer);
-	ev_timer_stop(d->loop, &d->grace_timer);
-	ev_timer_stop(d->loop, &d->release_timer);
-	ev_timer_stop(d->loop, &d->status_timer);
-	ev_timer_stop(d->loop, &d->watchdog_timer);
+	while (!LIST_EMPTY(&d->stales))
+		stale_free(LIST_FIRST(&d->stales));
+	ev_timer *timers[] = {&d->start_timer,   &d->claim_timer,  &d->renew_timer,    &d->grace_timer,
+			      &d->release_timer, &d->status_timer, &d->watchdog_timer};
+	for (size_t i = 0; i < sizeof(timers) / sizeof(*timers); i++)
+		ev_timer_stop(d->loop, timers[i]);
 	ev_signal_stop(d->loop, &d->sigterm);
 	ev_signal_stop(d->loop, &d->sigint);
 	ev_signal_stop(d->loop, &d->sighup);
 	ev_loop_destroy(d->loop);
+}
+
+int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
+{
+	struct daemon dd = {.cfg = cfg, .opt = opt};
+	struct daemon *d = &dd;
+	STAILQ_INIT(&d->waiting); /* the lists are empty when zeroed, this queue is not */
+	char host[64] = "host";
+	gethostname(host, sizeof(host) - 1);
+	snprintf(d->owner, sizeof(d->owner), "%s:%ld:%08" PRIx32, host, (long)getpid(), arc4random());
+	if (start_parts(d) != 0)
+		return 1;
+	start_watchers(d);
+	ev_run(d->loop, 0);
+	int rc = summarise(d);
+	stop_parts(d);
 	return rc;
 }

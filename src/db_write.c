@@ -319,12 +319,18 @@ static int finish_many(struct db *db, struct db_write *const *w, size_t n, char 
 	return rc;
 }
 
-/* Does w alone, as if it were the only write. */
+static bool write_together(struct db *db, struct db_write *const *w, size_t n, size_t nruns, char *err,
+			   size_t errlen);
+
+/* Does w alone, as if it were the only write. A result that carries its
+ * poll's end commits with it, in one transaction. */
 static void write_one(struct db *db, struct db_write *w)
 {
 	db->kind = DB_ERR_NONE;
 	db->lease_lost = false;
-	if (w->run)
+	if (w->run && w->finish)
+		w->rc = write_together(db, &w, 1, 1, w->err, sizeof(w->err)) ? 0 : -1;
+	else if (w->run)
 		w->rc = db_write_run(db, w->run, &w->upserted, w->err, sizeof(w->err));
 	else if (w->finish)
 		w->rc = finish_many(db, &w, 1, w->err, sizeof(w->err));
@@ -350,20 +356,22 @@ static bool distinct_connectors(struct db_write *const *w, size_t n)
 /* w[0..n) together: one transaction, one statement for the results and one
  * for the ends of polls. False when any of it failed (a lost lease, a
  * constraint, the connection): then none of it was committed. */
-static bool write_together(struct db *db, struct db_write *const *w, size_t n, size_t nruns)
+static bool write_together(struct db *db, struct db_write *const *w, size_t n, size_t nruns, char *err,
+			   size_t errlen)
 {
 	const struct db_run **runs = calloc(nruns ? nruns : 1, sizeof(*runs));
 	long *upserted = calloc(nruns ? nruns : 1, sizeof(*upserted));
-	char err[1024];
-	bool ok = runs && upserted && dbi_exec(db, NULL, "BEGIN", 0, NULL, err, sizeof(err)) == 0;
+	if (!runs || !upserted)
+		dbi_set_err(err, errlen, "out of memory building the write");
+	bool ok = runs && upserted && dbi_exec(db, NULL, "BEGIN", 0, NULL, err, errlen) == 0;
 	if (ok) {
 		size_t m = 0;
 		for (size_t i = 0; i < n; i++)
 			if (w[i]->run)
 				runs[m++] = w[i]->run;
-		ok = (m == 0 || write_runs(db, runs, m, upserted, err, sizeof(err)) == 0) &&
-		     finish_many(db, w, n, err, sizeof(err)) == 0 &&
-		     dbi_exec(db, NULL, "COMMIT", 0, NULL, err, sizeof(err)) == 0;
+		ok = (m == 0 || write_runs(db, runs, m, upserted, err, errlen) == 0) &&
+		     finish_many(db, w, n, err, errlen) == 0 &&
+		     dbi_exec(db, NULL, "COMMIT", 0, NULL, err, errlen) == 0;
 		if (!ok && PQtransactionStatus(db->conn) != PQTRANS_IDLE)
 			dbi_end_quietly(db, "ROLLBACK");
 		if (ok)
@@ -390,7 +398,8 @@ void db_write_batch(struct db *db, struct db_write *const *w, size_t n)
 	}
 	/* Any failure of the batch is tried again write by write, so only the
 	 * one at fault fails. */
-	if (n > 1 && distinct_connectors(w, n) && write_together(db, w, n, nruns))
+	char err[1024];
+	if (n > 1 && distinct_connectors(w, n) && write_together(db, w, n, nruns, err, sizeof(err)))
 		return;
 	for (size_t i = 0; i < n; i++)
 		write_one(db, w[i]);

@@ -79,6 +79,7 @@ struct slot {
 	size_t span;           /* its window */
 	bool window_done;      /* the last code batch of its window */
 	bool failure;          /* a failed request: the poll ends once it is written */
+	bool carries_end;      /* its write carries the poll's end (poll_spec.end) */
 	char from[ISO_FORMAT_LEN], to[ISO_FORMAT_LEN];
 	struct db_run run;
 	struct db_write write; /* of run; its rc and err once written */
@@ -113,7 +114,8 @@ struct poll_job {
 	struct slot slots[SLOTS];
 	char run_error[1024]; /* of the failed request that ends the poll */
 	struct poll_result result;
-	double started; /* ev_time() at poll_start */
+	double started;       /* ev_time() at poll_start */
+	struct db_finish end; /* the starter's record of the poll's end, when asked */
 };
 
 static void job_finish(struct poll_job *j)
@@ -211,6 +213,7 @@ static bool retire(struct poll_job *j, struct slot *s)
 {
 	const struct connector *c = j->c;
 	struct poll_result *r = &j->result;
+	r->end_written = s->rc == 0 && s->carries_end;
 	if (s->rc != 0) {
 		/* Nothing of this request was committed: the window did not
 		 * advance and the next poll fetches it again. */
@@ -261,10 +264,26 @@ static bool retire(struct poll_job *j, struct slot *s)
 	return true;
 }
 
+/* True when s's write is the poll's last if it commits: a failed request
+ * (which ends the poll), or the last request when every one was fetched.
+ * Earlier writes have all committed by then (one write in flight at a
+ * time for a poll; a failed one ends the poll before this is asked). */
+static bool last_write(const struct poll_job *j, const struct slot *s)
+{
+	return s->failure || (j->no_more && !j->fetching && s->seq + 1 == j->seq_fetch);
+}
+
 static void submit_write(struct poll_job *j, struct slot *s)
 {
-	/* The one-statement write of SPEC §5, batched with other polls' writes. */
+	/* The one-statement write of SPEC §5, batched with other polls' writes;
+	 * the last one also carries the poll's end, when the starter says so. */
 	s->write = (struct db_write){.run = &s->run};
+	if (j->spec.end && !j->spec.has_span && last_write(j, s) &&
+	    j->spec.end(!s->failure, s->failure ? s->run.outcome : RUN_OK, j->result.retry_after, &j->end,
+			j->user)) {
+		s->write.finish = &j->end;
+		s->carries_end = true;
+	}
 	size_t weight = s->run.result ? s->run.result->nrecords : 0;
 	if (dbq_submit_write(j->dbq, &s->write, s->run.connector_id, weight, on_written, s) != 0) {
 		s->rc = -1;
@@ -375,35 +394,23 @@ static enum run_outcome outcome_of(const struct http_response *resp)
 /* Steps the fetch position past the request just answered. */
 static void advance_position(struct poll_job *j);
 
-static void on_response(const struct http_response *resp, void *user)
+/* The codes of the request at the fetch position (its window's batch). */
+static const char *const *batch_codes(const struct poll_job *j, size_t *n)
 {
-	struct poll_job *j = user;
-	const struct connector *c = j->c;
-	struct poll_result *r = &j->result;
-	j->fetching = false;
-	r->bytes += resp->bytes;
-	log_debug("poll", c->name, "answer: HTTP %ld, %zu bytes in %.3f s", resp->status, resp->bytes,
-		  resp->finished_at - resp->started_at);
-	if (j->ending) { /* an earlier write failed: this answer is dropped */
-		pump(j);
-		return;
-	}
-	struct slot *s = slot_take(j);
-	const struct win_span *span = &j->spans[j->span];
 	size_t first = j->batch ? j->ends[j->batch - 1] : 0;
-	size_t ncodes = j->ends[j->batch] - first;
-	const char *const *codes = (const char *const *)c->codes + first;
-	/* SPEC §6 honours Retry-After on 429 and 503 only. */
-	r->retry_after = resp->status == 429 || resp->status == 503 ? resp->retry_after : -1;
+	*n = j->ends[j->batch] - first;
+	return (const char *const *)j->c->codes + first;
+}
 
-	enum run_outcome outcome = outcome_of(resp);
-	if (outcome != RUN_OK) {
-		fail_request(j, s, outcome, resp->error, resp->status, resp->started_at, resp->finished_at,
-			     resp->bytes, true);
-		pump(j);
-		return;
-	}
-
+/* Judges a 2xx answer into s->v against what was asked. False when it is
+ * refused whole (or memory ran out judging it): the failure is then
+ * recorded in s. */
+static bool judge_answer(struct poll_job *j, struct slot *s, const struct http_response *resp)
+{
+	const struct connector *c = j->c;
+	const struct win_span *span = &j->spans[j->span];
+	size_t ncodes;
+	const char *const *codes = batch_codes(j, &ncodes);
 	struct val_request vreq = {
 		.codes = codes,
 		.ncodes = ncodes,
@@ -413,27 +420,31 @@ static void on_response(const struct http_response *resp, void *user)
 		.zone = c->timezone,
 		.secret = c->bearer_token,
 	};
+	char error[1024];
 	if (val_validate(resp->body, resp->len, &vreq, &s->v) != 0) {
-		val_result_free(&s->v);
-		memset(&s->v, 0, sizeof(s->v));
-		fail_request(j, s, RUN_INVALID_RESPONSE, "out of memory judging the response", resp->status,
-			     resp->started_at, resp->finished_at, resp->bytes, true);
-		pump(j);
-		return;
-	}
-	if (s->v.refused) {
-		char error[1024];
+		snprintf(error, sizeof(error), "out of memory judging the response");
+	} else if (s->v.refused) {
 		char where[300];
 		http_url_describe(c->endpoint_url, c->bearer_token, where, sizeof(where));
 		snprintf(error, sizeof(error), "response from %s refused: %s", where, s->v.error);
-		val_result_free(&s->v);
-		memset(&s->v, 0, sizeof(s->v));
-		fail_request(j, s, RUN_INVALID_RESPONSE, error, resp->status, resp->started_at, resp->finished_at,
-			     resp->bytes, true);
-		pump(j);
-		return;
+	} else {
+		return true;
 	}
+	val_result_free(&s->v);
+	memset(&s->v, 0, sizeof(s->v));
+	fail_request(j, s, RUN_INVALID_RESPONSE, error, resp->status, resp->started_at, resp->finished_at,
+		     resp->bytes, true);
+	return false;
+}
 
+/* The write of a judged answer (SPEC §5): its records, its fetch_runs row
+ * and, when it completes its window, the advance of synced_until. */
+static void prepare_write(struct poll_job *j, struct slot *s, const struct http_response *resp)
+{
+	const struct connector *c = j->c;
+	const struct win_span *span = &j->spans[j->span];
+	size_t ncodes;
+	const char *const *codes = batch_codes(j, &ncodes);
 	s->window_done = j->batch + 1 == j->nbatches;
 	s->run = (struct db_run){
 		.connector_id = c->id,
@@ -455,7 +466,32 @@ static void on_response(const struct http_response *resp, void *user)
 		.lease_owner = j->lease_owner,
 		.lease_epoch = c->lease_epoch,
 	};
-	advance_position(j);
+}
+
+static void on_response(const struct http_response *resp, void *user)
+{
+	struct poll_job *j = user;
+	const struct connector *c = j->c;
+	struct poll_result *r = &j->result;
+	j->fetching = false;
+	r->bytes += resp->bytes;
+	log_debug("poll", c->name, "answer: HTTP %ld, %zu bytes in %.3f s", resp->status, resp->bytes,
+		  resp->finished_at - resp->started_at);
+	if (j->ending) { /* an earlier write failed: this answer is dropped */
+		pump(j);
+		return;
+	}
+	struct slot *s = slot_take(j);
+	/* SPEC §6 honours Retry-After on 429 and 503 only. */
+	r->retry_after = resp->status == 429 || resp->status == 503 ? resp->retry_after : -1;
+	enum run_outcome outcome = outcome_of(resp);
+	if (outcome != RUN_OK)
+		fail_request(j, s, outcome, resp->error, resp->status, resp->started_at, resp->finished_at,
+			     resp->bytes, true);
+	else if (judge_answer(j, s, resp)) {
+		prepare_write(j, s, resp);
+		advance_position(j);
+	}
 	pump(j);
 }
 

@@ -724,6 +724,7 @@ struct bwrite {
 	int conn;
 	const struct bresult *result;
 	bool stale;
+	bool with_end; /* the result carries its poll's end (one transaction) */
 };
 enum { MAXBATCH = 4 };
 
@@ -804,8 +805,9 @@ static void expect_state(int c, const char *want)
 	expect_str("its connector_state row", v, want);
 }
 
-/* A result that committed: exactly its rows, all of them. */
-static void verify_result(const struct bresult *r, long nupserted)
+/* A result that committed: exactly its rows, all of them; with_end, the
+ * lease released and the schedule set with them. */
+static void verify_result(const struct bresult *r, long nupserted, bool with_end)
 {
 	const struct val_result *vr = r->result;
 	char id[32], started[32], finished[32], want[1024], got[8192];
@@ -878,9 +880,14 @@ static void verify_result(const struct bresult *r, long nupserted)
 	}
 	PQclear(res);
 
-	/* synced_until advanced; the lease and the schedule untouched. */
-	snprintf(want, sizeof(want), "%" PRId64 " %s %" PRId64 " %" PRId64 " %" PRId64 " %d", r->to, OWNER,
-		 bconn[r->conn].epoch, LEASE_UNTIL, NEXT_POLL0, FAILURES0);
+	/* synced_until advanced; the lease and the schedule untouched, or,
+	 * with its poll's end, the lease released and the schedule set. */
+	if (with_end)
+		snprintf(want, sizeof(want), "%" PRId64 " - %" PRId64 " - %" PRId64 " %u", r->to,
+			 bconn[r->conn].epoch, NEXT_POLL_DONE, FAILURES_DONE);
+	else
+		snprintf(want, sizeof(want), "%" PRId64 " %s %" PRId64 " %" PRId64 " %" PRId64 " %d", r->to,
+			 OWNER, bconn[r->conn].epoch, LEASE_UNTIL, NEXT_POLL0, FAILURES0);
 	expect_state(r->conn, want);
 }
 
@@ -941,7 +948,8 @@ static long batch_every_allocation_fails_in_turn(const char *name, const struct 
 			assert_int_equal(spec[i].result->conn, spec[i].conn);
 			batch_run(&runs[i], spec[i].result, spec[i].stale);
 			w[i].run = &runs[i];
-		} else {
+		}
+		if (!spec[i].result || spec[i].with_end) {
 			fins[i] = (struct db_finish){OWNER, bconn[spec[i].conn].id,
 						     bconn[spec[i].conn].epoch - (spec[i].stale ? 1 : 0),
 						     NEXT_POLL_DONE, FAILURES_DONE};
@@ -983,7 +991,8 @@ static long batch_every_allocation_fails_in_turn(const char *name, const struct 
 			struct db_write *x = &w[i];
 			int c = s->conn;
 			snprintf(bctx, sizeof(bctx), "%s, %s, write %zu (%s of %s%s)", name, at, i + 1,
-				 s->result ? "a result" : "the end of the poll", bconn[c].name,
+				 !s->result ? "the end of the poll" : s->with_end ? "a result and the poll's end" : "a result",
+				 bconn[c].name,
 				 s->stale ? ", stale lease" : "");
 			if (x->rc == 0) {
 				if (s->stale)
@@ -992,7 +1001,7 @@ static long batch_every_allocation_fails_in_turn(const char *name, const struct 
 				if (x->lease_lost)
 					fail_msg("%s: committed, yet says its lease was lost", bctx);
 				if (s->result)
-					verify_result(s->result, x->upserted);
+					verify_result(s->result, x->upserted, s->with_end);
 				else
 					verify_finish(c);
 			} else if (x->rc == -1) {
@@ -1055,9 +1064,9 @@ static void test_write_batch(void **state)
 	/* The end of a poll between the two results: each result's upserted
 	 * count must still reach its own write. */
 	static const struct bwrite spec[] = {
-		{BA, &result_a, false},
-		{BC, NULL, false},
-		{BB, &result_b, false},
+		{BA, &result_a, false, false},
+		{BC, NULL, false, false},
+		{BB, &result_b, false, false},
 	};
 	long made = batch_every_allocation_fails_in_turn("db_write_batch (two results and the end of a poll)", spec,
 							 sizeof(spec) / sizeof(spec[0]));
@@ -1069,16 +1078,36 @@ static void test_write_batch_stale_lease(void **state)
 {
 	(void)state;
 	static const struct bwrite spec[] = {
-		{BA, &result_a, false},
-		{BB, &result_b, true},
-		{BC, NULL, false},
-		{BD, &result_d, false},
+		{BA, &result_a, false, false},
+		{BB, &result_b, true, false},
+		{BC, NULL, false, false},
+		{BD, &result_d, false, false},
 	};
 	long made = batch_every_allocation_fails_in_turn("db_write_batch (one result under a stale lease)", spec,
 							 sizeof(spec) / sizeof(spec[0]));
 	/* The batch's statement (two callocs, 24 arrays) fails on the stale
 	 * lease; then each of the three results builds its own 24 arrays. */
 	assert_true(made >= 2 + 24 + 3 * 24);
+}
+
+/* The poll's last result carries its end: alone (one write, its own
+ * transaction) and in a batch. Either both commit or neither. */
+static void test_write_result_with_end(void **state)
+{
+	(void)state;
+	static const struct bwrite alone[] = {
+		{BA, &result_a, false, true},
+	};
+	long made = batch_every_allocation_fails_in_turn("db_write_batch (a result carrying its poll's end)", alone,
+							 1);
+	assert_true(made >= 2 + 24 + 5);
+	static const struct bwrite batch[] = {
+		{BA, &result_a, false, true},
+		{BB, &result_b, false, false},
+	};
+	made = batch_every_allocation_fails_in_turn("db_write_batch (a result with its end, and another)", batch,
+						    2);
+	assert_true(made >= 2 + 24 + 5);
 }
 
 /* ---- fixture ---- */
@@ -1157,6 +1186,7 @@ int main(void)
 		cmocka_unit_test(test_write_run_error),
 		cmocka_unit_test(test_write_batch),
 		cmocka_unit_test(test_write_batch_stale_lease),
+		cmocka_unit_test(test_write_result_with_end),
 	};
 	return cmocka_run_group_tests_name("db_oom", tests, setup, teardown);
 }

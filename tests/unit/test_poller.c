@@ -59,6 +59,8 @@ struct fake_write {
 	char error[1024];
 	const char *lease_owner;
 	int64_t lease_epoch;
+	bool finish; /* it carries the poll's end (poll_spec.end) */
+	int rc;      /* as completed */
 };
 
 static struct {
@@ -147,6 +149,8 @@ int http_url_check(const char *url, char *err, size_t errlen)
 	return 0;
 }
 
+static void expect_end_record(const struct db_finish *f);
+
 int dbq_submit_write(struct dbq *q, struct db_write *w, int64_t key, size_t weight,
                      dbq_done_fn done, void *arg)
 {
@@ -165,6 +169,9 @@ int dbq_submit_write(struct dbq *q, struct db_write *w, int64_t key, size_t weig
 	snprintf(fw->error, sizeof(fw->error), "%s", w->run->error ? w->run->error : "");
 	fw->lease_owner = w->run->lease_owner;
 	fw->lease_epoch = w->run->lease_epoch;
+	fw->finish = w->finish != NULL;
+	if (w->finish)
+		expect_end_record(w->finish);
 	note_in_flight();
 	return 0;
 }
@@ -377,6 +384,31 @@ static void on_done(const struct poll_result *r, void *user)
 	seen.result = *r;
 }
 
+/* poll_spec.end, the daemon's: what the poll's last write is to carry. */
+static struct {
+	size_t asked;
+	bool ok;
+	enum run_outcome outcome;
+	size_t at_write; /* writes submitted before it was asked */
+} end_seen;
+
+static bool on_end(bool ok, enum run_outcome outcome, long retry_after, struct db_finish *fin,
+                   void *user)
+{
+	(void)user, (void)retry_after;
+	end_seen.asked++;
+	end_seen.ok = ok;
+	end_seen.outcome = outcome;
+	end_seen.at_write = fake.nwrites;
+	*fin = (struct db_finish){.owner = "host:1:cafe", .connector_id = 42, .epoch = 7, .next_poll = 99};
+	return true;
+}
+
+static void expect_end_record(const struct db_finish *f)
+{
+	assert_true(f->connector_id == 42 && f->epoch == 7 && f->next_poll == 99);
+}
+
 /* Progress may only cover windows whose writes all completed. */
 static void on_progress(const struct poll_progress *p, void *user)
 {
@@ -460,6 +492,7 @@ static void complete(const struct scenario *sc, size_t i)
 {
 	struct fake_write *fw = &fake.writes[i];
 	fw->completed = true;
+	fw->rc = sc->writes[i] == WRITE_OK ? 0 : -1;
 	switch (sc->writes[i]) {
 	case WRITE_OK:
 		complete_ok(fw);
@@ -556,8 +589,10 @@ static void run_scenario(const struct scenario *sc)
 	    .span_to = T0 + WINDOWS * HOUR,
 	    .stats = &stats,
 	    .progress = on_progress,
+	    .end = on_end,
 	    .done = on_done,
 	};
+	memset(&end_seen, 0, sizeof(end_seen));
 	struct poll_job *pj = NULL;
 	expect(poll_start(&spec, &pj) == 0, "poll_start failed");
 	expect(seen.ndone == 0, "done ran from inside poll_start");
@@ -607,8 +642,32 @@ static void run_scenario(const struct scenario *sc)
 	expect(fake.writes_max == sc->writes_max, "%zu writes in flight at once, want %zu",
 	       fake.writes_max, sc->writes_max);
 
-	/* The result. */
+	/* The poll's end rides in its last write: asked once, for that write
+	 * alone, with the poll's outcome; never for a backfill; written when
+	 * that write committed. A poll ended by a failed write has no last
+	 * write: its starter records the end on its own. */
 	const struct poll_result *r = &seen.result;
+	size_t carried = 0, carrier = 0;
+	for (size_t i = 0; i < fake.nwrites; i++)
+		if (fake.writes[i].finish)
+			carried++, carrier = i;
+	expect(carried == end_seen.asked && end_seen.asked <= 1, "the end asked %zu times, carried by %zu writes",
+	       end_seen.asked, carried);
+	if (sc->backfill)
+		expect(end_seen.asked == 0, "the end asked for a backfill");
+	if (carried) {
+		expect(carrier == fake.nwrites - 1 && end_seen.at_write == carrier,
+		       "the end rides in write %zu of %zu", carrier, fake.nwrites);
+		expect(end_seen.ok == (fake.writes[carrier].outcome == RUN_OK) &&
+		           end_seen.outcome == fake.writes[carrier].outcome,
+		       "the end planned for %s, the write is %s", run_outcome_name(end_seen.outcome),
+		       run_outcome_name(fake.writes[carrier].outcome));
+	}
+	expect(r->end_written == (carried && fake.writes[carrier].rc == 0), "end_written %d", r->end_written);
+	if (!sc->backfill && !sc->db_failed && !sc->lease_lost)
+		expect(r->end_written, "a poll whose writes all committed did not write its end with them");
+
+	/* The result. */
 	expect(seen.ndone == 1, "done ran %zu times", seen.ndone);
 	expect(r->ok == sc->ok && r->db_failed == sc->db_failed && r->lease_lost == sc->lease_lost,
 	       "ok %d db_failed %d lease_lost %d, want %d %d %d", r->ok, r->db_failed,
