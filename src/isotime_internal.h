@@ -80,7 +80,7 @@ static inline int days_in_month(int64_t y, int m)
 	return days[m - 1];
 }
 
-/* The inverse of iso_days_from_civil(), same source. */
+/* The inverse of iso_days_from_civil() (isotime.c), from the same paper. */
 static inline void civil_from_days(int64_t z, int64_t *year, int *month, int *day)
 {
 	z += 719468;

@@ -458,90 +458,128 @@ static bool tzif_header(const unsigned char *p, size_t left, size_t time_size,
 	return h->block_len <= left - TZIF_HEADER_LEN;
 }
 
-int iso_tz_parse_tzif(const void *buf, size_t len, struct iso_tz **out)
+/* The header of the data this reader uses: the only block of a v1 file, the
+ * 64-bit block after the 32-bit one of v2+. *p and *time_size are set to
+ * that block's header and time width. False when either header is bad or
+ * the counts break RFC 8536 §3.1's rules. */
+static bool tzif_data_header(const unsigned char **p, const unsigned char *end,
+                             struct tzif_header *h, size_t *time_size)
 {
-	const unsigned char *p = buf, *end = p + len;
-	struct tzif_header h;
-	size_t time_size = 4;
-	struct iso_tz *tz;
-
-	*out = NULL;
-	if (buf == NULL || len > ISO_TZIF_MAX_BYTES || !tzif_header(p, len, 4, &h))
-		return -1;
-	if (h.version != 0) {
+	*time_size = 4;
+	if (!tzif_header(*p, (size_t)(end - *p), 4, h))
+		return false;
+	if (h->version != 0) {
 		/* v2+: skip the 32-bit block for the 64-bit one after it. */
-		p += TZIF_HEADER_LEN + h.block_len;
-		if (!tzif_header(p, (size_t)(end - p), 8, &h) || h.version == 0)
-			return -1;
-		time_size = 8;
+		*p += TZIF_HEADER_LEN + h->block_len;
+		if (!tzif_header(*p, (size_t)(end - *p), 8, h) || h->version == 0)
+			return false;
+		*time_size = 8;
 	}
 	/* RFC 8536 §3.1's rules, and none of its leap-second files: their
 	 * instants count leap seconds, which POSIX epochs never do. */
-	if (h.typecnt == 0 || h.typecnt > 256 || h.charcnt == 0 || h.leapcnt != 0 ||
-	    (h.isstdcnt != 0 && h.isstdcnt != h.typecnt) ||
-	    (h.isutcnt != 0 && h.isutcnt != h.typecnt))
-		return -1;
-	const unsigned char *times = p + TZIF_HEADER_LEN;
-	const unsigned char *idx = times + h.timecnt * time_size;
-	const unsigned char *types = idx + h.timecnt;
-	const unsigned char *after = types + h.typecnt * 6 + h.charcnt + h.isstdcnt + h.isutcnt;
-	int32_t type_off[256];
+	return !(h->typecnt == 0 || h->typecnt > 256 || h->charcnt == 0 || h->leapcnt != 0 ||
+	         (h->isstdcnt != 0 && h->isstdcnt != h->typecnt) ||
+	         (h->isutcnt != 0 && h->isutcnt != h->typecnt));
+}
 
-	for (size_t i = 0; i < h.typecnt; i++) {
+/* The local time types' offsets (ttinfo, RFC 8536 §3.2) into type_off. */
+static bool tzif_types(const unsigned char *types, const struct tzif_header *h,
+                       int32_t type_off[256])
+{
+	for (size_t i = 0; i < h->typecnt; i++) {
 		int32_t off = (int32_t)be32(types + 6 * i);
 
 		/* Beyond ±24 h no ISO 8601 offset can write it; desigidx
 		 * must point inside the abbreviations. */
 		if (off <= -SECS_PER_DAY || off >= SECS_PER_DAY || types[6 * i + 4] > 1 ||
-		    types[6 * i + 5] >= h.charcnt)
-			return -1;
+		    types[6 * i + 5] >= h->charcnt)
+			return false;
 		type_off[i] = off;
 	}
+	return true;
+}
+
+/* The transition table into tz: times (then their type indices) as the
+ * block holds them, strictly ascending, each with its type's offset. False
+ * on a bad table or out of memory; what was allocated is tz's to free. */
+static bool tzif_transitions(struct iso_tz *tz, const unsigned char *times, size_t time_size,
+                             const struct tzif_header *h, const int32_t *type_off)
+{
+	const unsigned char *idx = times + h->timecnt * time_size;
+
+	if (h->timecnt > 0) {
+		tz->trans = malloc(h->timecnt * sizeof(*tz->trans));
+		tz->offs = malloc(h->timecnt * sizeof(*tz->offs));
+		if (!tz->trans || !tz->offs)
+			return false;
+	}
+	for (size_t i = 0; i < h->timecnt; i++) {
+		int64_t t = time_size == 8 ? be64(times + 8 * i) : (int32_t)be32(times + 4 * i);
+
+		if (idx[i] >= h->typecnt || (i > 0 && t <= tz->trans[i - 1]))
+			return false;
+		tz->trans[i] = t;
+		tz->offs[i] = type_off[idx[i]];
+	}
+	tz->ntrans = h->timecnt;
+	return true;
+}
+
+/* The footer of v2+ at after: "\n" TZ-string "\n" (RFC 8536 §3.3); an
+ * empty string means no rule, the last type then holds for ever. */
+static bool tzif_footer(struct iso_tz *tz, const unsigned char *after, const unsigned char *end)
+{
+	const unsigned char *nl;
+	size_t flen;
+
+	if (after >= end || *after != '\n')
+		return false;
+	after++;
+	nl = memchr(after, '\n',
+	            (size_t)(end - after) < TZ_MAX_FOOTER + 1 ? (size_t)(end - after)
+	                                                      : TZ_MAX_FOOTER + 1);
+	if (!nl)
+		return false;
+	flen = (size_t)(nl - after);
+	if (flen > 0) {
+		if (!posix_rule((const char *)after, flen, &tz->rule))
+			return false;
+		tz->has_rule = true;
+	}
+	return true;
+}
+
+int iso_tz_parse_tzif(const void *buf, size_t len, struct iso_tz **out)
+{
+	const unsigned char *p = buf, *end = p + len;
+	struct tzif_header h;
+	size_t time_size;
+	int32_t type_off[256];
+	struct iso_tz *tz;
+
+	*out = NULL;
+	if (buf == NULL || len > ISO_TZIF_MAX_BYTES || !tzif_data_header(&p, end, &h, &time_size))
+		return -1;
+	/* The data block: times, type indices, types, abbreviations, then
+	 * the leap (none), standard/wall and UT/local indicators. */
+	const unsigned char *times = p + TZIF_HEADER_LEN;
+	const unsigned char *types = times + h.timecnt * (time_size + 1);
+	const unsigned char *after = types + h.typecnt * 6 + h.charcnt + h.isstdcnt + h.isutcnt;
+
+	if (!tzif_types(types, &h, type_off))
+		return -1;
 	tz = calloc(1, sizeof(*tz));
 	if (!tz)
 		return -1;
 	tz->first_off = type_off[0];
-	if (h.timecnt > 0) {
-		tz->trans = malloc(h.timecnt * sizeof(*tz->trans));
-		tz->offs = malloc(h.timecnt * sizeof(*tz->offs));
-		if (!tz->trans || !tz->offs)
-			goto fail;
-	}
-	for (size_t i = 0; i < h.timecnt; i++) {
-		int64_t t = time_size == 8 ? be64(times + 8 * i) : (int32_t)be32(times + 4 * i);
-
-		if (idx[i] >= h.typecnt || (i > 0 && t <= tz->trans[i - 1]))
-			goto fail;
-		tz->trans[i] = t;
-		tz->offs[i] = type_off[idx[i]];
-	}
-	tz->ntrans = h.timecnt;
-	if (time_size == 8) {
-		/* The footer: "\n" TZ-string "\n" (RFC 8536 §3.3); an empty
-		 * string means no rule, the last type then holds for ever. */
-		const unsigned char *nl;
-		size_t flen;
-
-		if (after >= end || *after != '\n')
-			goto fail;
-		after++;
-		nl = memchr(after, '\n',
-		            (size_t)(end - after) < TZ_MAX_FOOTER + 1 ? (size_t)(end - after)
-		                                                      : TZ_MAX_FOOTER + 1);
-		if (!nl)
-			goto fail;
-		flen = (size_t)(nl - after);
-		if (flen > 0) {
-			if (!posix_rule((const char *)after, flen, &tz->rule))
-				goto fail;
-			tz->has_rule = true;
-		}
+	/* v1 files have no footer: the table alone. */
+	if (!tzif_transitions(tz, times, time_size, &h, type_off) ||
+	    (time_size == 8 && !tzif_footer(tz, after, end))) {
+		iso_tz_free(tz);
+		return -1;
 	}
 	*out = tz;
 	return 0;
-fail:
-	iso_tz_free(tz);
-	return -1;
 }
 
 /* ---- Zone names and the cache ---- */
