@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config_internal.h"
 #include "log.h"
 
 #ifndef KSI_VERSION
@@ -131,11 +132,6 @@ __attribute__((format(printf, 3, 4))) static void append(char *buf, size_t len, 
 	va_end(ap);
 }
 
-static bool is_blank(char ch)
-{
-	return ch == ' ' || ch == '\t';
-}
-
 /* Splits "<digits>[blanks]<unit>". strtoull alone would accept a sign and
  * leading blanks ("-1" becomes a huge number), so the first character must
  * be a digit. On success *unit points at the (possibly empty) unit. */
@@ -229,7 +225,7 @@ int cfg_parse_size(const char *s, size_t *bytes, char *err, size_t errlen)
 }
 
 /* A plain count: digits only (no sign, no hex, no blanks). */
-static int parse_count(const char *s, uint64_t *n, char *err, size_t errlen)
+int cfg_parse_count(const char *s, uint64_t *n, char *err, size_t errlen)
 {
 	if (!isdigit((unsigned char)*s)) {
 		snprintf(err, errlen, "\"%s\" is not a whole number", s);
@@ -336,8 +332,8 @@ int cfg_parse_network(const char *s, struct cfg_network *out, char *err, size_t 
 /* The deny_networks list: CIDRs separated by commas; an empty value means
  * none. An empty entry ("a,,b", a trailing comma) is refused: it is more
  * likely a deleted network than an intent. */
-static int parse_network_list(const char *v, struct cfg_network **out, size_t *count, char *err,
-                              size_t errlen)
+int cfg_parse_network_list(const char *v, struct cfg_network **out, size_t *count, char *err,
+                           size_t errlen)
 {
 	*out = NULL;
 	*count = 0;
@@ -403,7 +399,7 @@ static int parse_numeric(enum kind kind, const char *s, uint64_t *n, char *err, 
 {
 	switch (kind) {
 	case K_COUNT:
-		return parse_count(s, n, err, errlen);
+		return cfg_parse_count(s, n, err, errlen);
 	case K_DURATION: {
 		int64_t ms;
 		if (cfg_parse_duration_ms(s, &ms, err, errlen) < 0)
@@ -538,7 +534,7 @@ static int set_value(const struct key_def *k, struct cfg *c, const char *v, char
 	case K_NETWORKS: {
 		struct cfg_network *nets;
 		size_t count;
-		if (parse_network_list(v, &nets, &count, err, errlen) < 0)
+		if (cfg_parse_network_list(v, &nets, &count, err, errlen) < 0)
 			return -1;
 		struct cfg_network **list = field;
 		free(*list);
