@@ -58,11 +58,14 @@ ISO_MODULES := isotime isotime_tz
 test_isotime_MODULES := $(ISO_MODULES)
 test_window_MODULES := window $(ISO_MODULES)
 test_validate_MODULES := validate $(ISO_MODULES) sbuf mask
-test_config_MODULES := config log jsonw
+# The config module's files: the key table and file (config.c), the value
+# parsers (config_values.c).
+CONFIG_MODULES := config config_values
+test_config_MODULES := $(CONFIG_MODULES) log jsonw
 # A seam to make getline fail as it does out of memory (at -O2 glibc
 # inlines getline into __getdelim).
 test_config_LDFLAGS := -Wl,--wrap=getline,--wrap=__getdelim
-test_http_MODULES := http window $(ISO_MODULES) config log jsonw mask
+test_http_MODULES := http window $(ISO_MODULES) $(CONFIG_MODULES) log jsonw mask
 test_schedule_MODULES := schedule
 test_mask_MODULES := mask
 test_stats_MODULES := stats
@@ -74,13 +77,13 @@ test_validate_oom_MODULES := validate $(ISO_MODULES) sbuf mask
 test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 # The probe module's files (src/probe*.c).
 PROBE_MODULES := probe probe_judge probe_report probe_command
-test_probe_MODULES := $(PROBE_MODULES) validate $(ISO_MODULES) window http config log jsonw sbuf mask
+test_probe_MODULES := $(PROBE_MODULES) validate $(ISO_MODULES) window http $(CONFIG_MODULES) log jsonw sbuf mask
 # The database module's files (src/db_*.c).
 DB_MODULES := db_conn db_lease db_write db_requests db_health
 # The writer under allocation failure: db and what it links (connector
 # needs http and isotime, http needs config; validate for the reason names).
-test_db_oom_MODULES := $(DB_MODULES) sbuf log jsonw connector http config $(ISO_MODULES) validate migrations mask
-test_dbq_MODULES := dbq $(DB_MODULES) sbuf log jsonw connector http config $(ISO_MODULES) validate migrations mask
+test_db_oom_MODULES := $(DB_MODULES) sbuf log jsonw connector http $(CONFIG_MODULES) $(ISO_MODULES) validate migrations mask
+test_dbq_MODULES := dbq $(DB_MODULES) sbuf log jsonw connector http $(CONFIG_MODULES) $(ISO_MODULES) validate migrations mask
 test_db_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 .SECONDEXPANSION:
 build/san/test_%: tests/unit/test_%.c $$(addprefix build/san/,$$(addsuffix .o,$$(test_$$*_MODULES)))
