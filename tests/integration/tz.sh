@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The TZif reader (src/isotime.c) against PostgreSQL's AT TIME ZONE: for every
+# The TZif reader (src/isotime_tz.c) against PostgreSQL's AT TIME ZONE: for every
 # zone in pg_timezone_names that the daemon's zone rule accepts, the offset
 # at T-1 and T of every change of offset the reader knows of in 1970..2037,
 # and twice a month (so a change the reader misses shows too). Both read
