@@ -162,8 +162,8 @@ static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
  * byte of the masked text takes at least one byte of the excerpt, so
  * max + 1 masked bytes are all it can need, the last only to know that
  * more follows. */
-static void sb_excerpt(struct sbuf *sb, const struct mask *mk, const char *src, size_t srclen, size_t max,
-                       bool ascii_only)
+static void sb_excerpt(struct sbuf *sb, const struct mask *mk, const char *src, size_t srclen,
+                       size_t max, bool ascii_only)
 {
 	char masked[EXCERPT_BYTES + 2];
 	if (max > EXCERPT_BYTES)
@@ -1001,8 +1001,8 @@ static int judge(const struct element *e, struct outcome *o)
 	if (lone_at != SIZE_MAX) {
 		o->reason = VAL_STRING_INVALID;
 		sbuf_puts(&sb, "key \"");
-		sb_excerpt(&sb, e->mask, e->b + lone_key.ks, lone_key.ke - lone_key.ks, EXCERPT_BYTES,
-		           false);
+		sb_excerpt(&sb, e->mask, e->b + lone_key.ks, lone_key.ke - lone_key.ks,
+		           EXCERPT_BYTES, false);
 		sbuf_puts(&sb, "\" holds a lone UTF-16 surrogate escape ");
 		sb_escape(&sb, e->mask, e->b, lone_at);
 		sbuf_printf(&sb,
@@ -1137,7 +1137,8 @@ static int judge(const struct element *e, struct outcome *o)
 			sbuf_puts(&sb, "no codes");
 		for (i = 0; i < req->ncodes && i < LIST_MAX; i++) {
 			sbuf_puts(&sb, i ? ", \"" : "\"");
-			sb_excerpt(&sb, e->mask, req->codes[i], strlen(req->codes[i]), EXCERPT_BYTES, false);
+			sb_excerpt(&sb, e->mask, req->codes[i], strlen(req->codes[i]),
+			           EXCERPT_BYTES, false);
 			sbuf_puts(&sb, "\"");
 		}
 		if (req->ncodes > LIST_MAX)
@@ -1250,7 +1251,8 @@ static char *render_json(const char *body, struct span whole, const struct mask 
 	char *b = malloc(VAL_MAX_JSON_BYTES + 1);
 	if (!b)
 		return NULL;
-	long m = mask_copy(mk, body + whole.start, whole.end - whole.start, b, VAL_MAX_JSON_BYTES + 1);
+	long m =
+	    mask_copy(mk, body + whole.start, whole.end - whole.start, b, VAL_MAX_JSON_BYTES + 1);
 	if (m < 0) {
 		free(b);
 		return NULL;
@@ -1318,8 +1320,8 @@ static bool contains_nocase(const char *b, size_t len, const char *needle)
 
 /* cJSON refused parsed (buf as sent, lone surrogates patched): say what
  * buf looked like instead. */
-static int refuse_not_json(struct val_result *out, const struct mask *mk, const char *buf, const char *parsed, size_t len,
-                           size_t err_at)
+static int refuse_not_json(struct val_result *out, const struct mask *mk, const char *buf,
+                           const char *parsed, size_t len, size_t err_at)
 {
 	struct sbuf sb = {0};
 	size_t p = skip_ws(buf, skip_bom(buf, len), len);
