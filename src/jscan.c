@@ -16,7 +16,7 @@
 /* Length of the well-formed UTF-8 sequence at s (RFC 3629 table 3-7: no
  * overlongs, no surrogates, nothing above U+10FFFF), or 0 when there is none.
  * *cp receives the code point. */
-size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
+size_t jscan_utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
 {
 	unsigned char c = s[0];
 	unsigned char lo = 0x80, hi = 0xBF;
@@ -72,18 +72,18 @@ static bool is_ws(char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-bool is_digit(char c)
+bool jscan_is_digit(char c)
 {
 	return c >= '0' && c <= '9';
 }
 
-bool is_number_char(char c)
+bool jscan_is_number_char(char c)
 {
 	/* The bytes cJSON hands to strtod. */
-	return is_digit(c) || c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E';
+	return jscan_is_digit(c) || c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E';
 }
 
-size_t skip_ws(const char *b, size_t pos, size_t len)
+size_t jscan_skip_ws(const char *b, size_t pos, size_t len)
 {
 	while (pos < len && is_ws(b[pos]))
 		pos++;
@@ -115,25 +115,25 @@ static size_t number_end(const char *b, size_t pos, size_t len)
 	if (p < len && b[p] == '0') {
 		p++;
 	} else if (p < len && b[p] >= '1' && b[p] <= '9') {
-		while (p < len && is_digit(b[p]))
+		while (p < len && jscan_is_digit(b[p]))
 			p++;
 	} else {
 		return pos;
 	}
 	if (p < len && b[p] == '.') {
 		p++;
-		if (p >= len || !is_digit(b[p]))
+		if (p >= len || !jscan_is_digit(b[p]))
 			return pos;
-		while (p < len && is_digit(b[p]))
+		while (p < len && jscan_is_digit(b[p]))
 			p++;
 	}
 	if (p < len && (b[p] == 'e' || b[p] == 'E')) {
 		p++;
 		if (p < len && (b[p] == '+' || b[p] == '-'))
 			p++;
-		if (p >= len || !is_digit(b[p]))
+		if (p >= len || !jscan_is_digit(b[p]))
 			return pos;
-		while (p < len && is_digit(b[p]))
+		while (p < len && jscan_is_digit(b[p]))
 			p++;
 	}
 	return p;
@@ -181,7 +181,7 @@ static size_t skip_value(const char *b, size_t pos, size_t len)
 	return len;
 }
 
-size_t skip_bom(const char *b, size_t len)
+size_t jscan_skip_bom(const char *b, size_t len)
 {
 	/* cJSON skips a UTF-8 byte order mark, as RFC 8259 §8.1 allows. */
 	return len >= 3 && memcmp(b, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
@@ -189,7 +189,7 @@ size_t skip_bom(const char *b, size_t len)
 
 static bool is_hex(char c)
 {
-	return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+	return jscan_is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
 /* skip_string(), and *bad set to the first \u escape without four hex
@@ -216,9 +216,9 @@ static size_t scan_string(const char *b, size_t pos, size_t len, size_t *bad)
 /* What cJSON let through that RFC 8259 does not: the body is then not JSON
  * (SPEC §3: "JSON followed by anything but white space" included). Bytes
  * inside strings are the per-record string rules' business, not this. */
-enum strict_fault strict_check(const char *b, size_t len, size_t *where)
+enum jscan_fault jscan_strict_check(const char *b, size_t len, size_t *where)
 {
-	size_t pos = skip_bom(b, len), depth = 0;
+	size_t pos = jscan_skip_bom(b, len), depth = 0;
 	bool done = false;
 
 	while (pos < len) {
@@ -231,7 +231,7 @@ enum strict_fault strict_check(const char *b, size_t len, size_t *where)
 		}
 		*where = pos;
 		if (done)
-			return STRICT_TRAILING;
+			return JSCAN_TRAILING;
 		if (c == '[' || c == '{') {
 			depth++;
 			pos++;
@@ -250,40 +250,40 @@ enum strict_fault strict_check(const char *b, size_t len, size_t *where)
 			pos = scan_string(b, pos, len, &bad);
 			if (bad != SIZE_MAX) {
 				*where = bad;
-				return STRICT_ESCAPE;
+				return JSCAN_ESCAPE;
 			}
 		} else if (c == 't' || c == 'f' || c == 'n') {
 			pos = skip_value(b, pos, len);
-		} else if (c == '-' || is_digit(c)) {
+		} else if (c == '-' || jscan_is_digit(c)) {
 			pos = number_end(b, pos, len);
-			if (pos == start || (pos < len && is_number_char(b[pos])))
-				return STRICT_NUMBER;
+			if (pos == start || (pos < len && jscan_is_number_char(b[pos])))
+				return JSCAN_NUMBER;
 		} else {
-			return STRICT_CONTROL;
+			return JSCAN_CONTROL;
 		}
 		if (depth == 0)
 			done = true;
 	}
-	return STRICT_OK;
+	return JSCAN_OK;
 }
 
 /* Reads the member at *pos (just after '{' or a ','); false at the end of
  * the object. Text cJSON accepted never makes it fail otherwise. */
-bool member_next(const char *b, size_t *pos, size_t end, struct member *m)
+bool jscan_member_next(const char *b, size_t *pos, size_t end, struct jscan_member *m)
 {
-	size_t p = skip_ws(b, *pos, end);
+	size_t p = jscan_skip_ws(b, *pos, end);
 
 	if (p < end && b[p] == ',')
-		p = skip_ws(b, p + 1, end);
+		p = jscan_skip_ws(b, p + 1, end);
 	if (p >= end || b[p] != '"')
 		return false;
 	m->ks = p + 1;
 	p = skip_string(b, p, end);
 	m->ke = p > m->ks ? p - 1 : m->ks;
-	p = skip_ws(b, p, end);
+	p = jscan_skip_ws(b, p, end);
 	if (p >= end || b[p] != ':')
 		return false;
-	m->vs = p = skip_ws(b, p + 1, end);
+	m->vs = p = jscan_skip_ws(b, p + 1, end);
 	m->ve = p = skip_value(b, p, end);
 	*pos = p;
 	return true;
@@ -337,7 +337,7 @@ static size_t u_escape_len(const char *s, size_t i, size_t n, unsigned cu, bool 
 }
 
 /* s[0..n) is the raw text between the quotes. */
-void str_inspect(const char *s, size_t n, struct str_facts *f)
+void jscan_str_inspect(const char *s, size_t n, struct jscan_str_facts *f)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	size_t i = 0;
@@ -377,7 +377,7 @@ void str_inspect(const char *s, size_t n, struct str_facts *f)
 			continue;
 		}
 		uint32_t cp;
-		size_t step = utf8_seq(u + i, n - i, &cp);
+		size_t step = jscan_utf8_seq(u + i, n - i, &cp);
 
 		if (step == 0) {
 			if (!f->bad_utf8) {
@@ -393,12 +393,12 @@ void str_inspect(const char *s, size_t n, struct str_facts *f)
 
 /* ---- keys ------------------------------------------------------------------ */
 
-void key_inspect(const char *s, size_t n, const char *const names[3], struct key_facts *k)
+void jscan_key_inspect(const char *s, size_t n, const char *const *names, size_t nnames,
+                       struct jscan_key_facts *k)
 {
-	char dec[16]; /* longer than any guide field name: a longer key is none */
-	size_t i = 0, len = 0;
+	char dec[JSCAN_KEY_MAX]; /* a longer key is none of the names */
+	size_t i = 0, len = 0, f;
 	bool fits = true;
-	int f;
 
 	k->field = -1;
 	k->lone = SIZE_MAX;
@@ -413,7 +413,7 @@ void key_inspect(const char *s, size_t n, const char *const names[3], struct key
 			if (lone && k->lone == SIZE_MAX)
 				k->lone = i - 6;
 			if (cu == 0 || cu >= 0x80 || lone)
-				fits = false; /* no guide name holds NUL or non-ASCII */
+				fits = false; /* no name holds NUL or non-ASCII */
 			c = (char)cu;
 		} else if (s[i] == '\\' && i + 1 < n) {
 			static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
@@ -430,9 +430,9 @@ void key_inspect(const char *s, size_t n, const char *const names[3], struct key
 	}
 	if (!fits || len > sizeof(dec))
 		return;
-	for (f = 0; f < 3; f++) {
+	for (f = 0; f < nnames; f++) {
 		if (strlen(names[f]) == len && memcmp(names[f], dec, len) == 0)
-			k->field = f;
+			k->field = (int)f;
 	}
 }
 
@@ -443,9 +443,9 @@ void key_inspect(const char *s, size_t n, const char *const names[3], struct key
  * FFFD. Same length, so offsets match; hex for hex keeps the grammar the same
  * wherever the scan stands, even in text that is not JSON. NULL: out of
  * memory. len counts b's terminating NUL out. */
-char *patch_lone_surrogates(char *b, size_t len)
+char *jscan_patch_lone_surrogates(char *b, size_t len)
 {
-	size_t pos = skip_bom(b, len);
+	size_t pos = jscan_skip_bom(b, len);
 	bool in_str = false;
 	char *copy = b;
 
@@ -483,19 +483,19 @@ char *patch_lone_surrogates(char *b, size_t len)
 }
 
 /* Raw spans of the top-level list's elements, in order. */
-int element_spans(const char *b, size_t len, struct span **out, size_t *n)
+int jscan_element_spans(const char *b, size_t len, struct jscan_span **out, size_t *n)
 {
-	size_t pos = skip_ws(b, skip_bom(b, len), len) + 1, cap = 0;
-	struct span *spans = NULL;
+	size_t pos = jscan_skip_ws(b, jscan_skip_bom(b, len), len) + 1, cap = 0;
+	struct jscan_span *spans = NULL;
 
 	*n = 0;
 	for (;;) {
-		pos = skip_ws(b, pos, len);
+		pos = jscan_skip_ws(b, pos, len);
 		if (pos >= len || b[pos] == ']')
 			break;
 		if (*n == cap) {
 			size_t ncap = cap ? cap * 2 : 64;
-			struct span *grown = reallocarray(spans, ncap, sizeof(*spans));
+			struct jscan_span *grown = reallocarray(spans, ncap, sizeof(*spans));
 
 			if (!grown) {
 				free(spans);
@@ -508,7 +508,7 @@ int element_spans(const char *b, size_t len, struct span **out, size_t *n)
 		pos = skip_value(b, pos, len);
 		spans[*n].end = pos;
 		(*n)++;
-		pos = skip_ws(b, pos, len);
+		pos = jscan_skip_ws(b, pos, len);
 		if (pos < len && b[pos] == ',')
 			pos++;
 	}

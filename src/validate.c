@@ -134,7 +134,7 @@ static void sb_excerpt(struct sbuf *sb, const struct mask *mk, const char *src, 
 			piece = s + i;
 			plen = step = 1;
 		} else if (u[i] >= 0x80 && !ascii_only &&
-		           (step = utf8_seq(u + i, n - i, &cp)) > 0 && cp >= 0xA0) {
+		           (step = jscan_utf8_seq(u + i, n - i, &cp)) > 0 && cp >= 0xA0) {
 			piece = s + i;
 			plen = step;
 		} else {
@@ -164,7 +164,7 @@ enum tickets {
 	TICKETS_FRACTIONAL,
 };
 
-/* s[0..n) is a number RFC 8259 allows (strict_check made sure). The order of
+/* s[0..n) is a number RFC 8259 allows (jscan_strict_check made sure). The order of
  * the answers is a decision: negative first (so -1.5 and -1e999 are
  * "negative", the fix a person needs first), then too large (so 1e999 and
  * 2147483647.5 are "too large"), then fractional. -0 is 0. */
@@ -180,12 +180,12 @@ static enum tickets tickets_judge(const char *s, size_t n, int32_t *value)
 		i++;
 	}
 	int_at = i;
-	while (i < n && is_digit(s[i]))
+	while (i < n && jscan_is_digit(s[i]))
 		i++;
 	nint = i - int_at;
 	if (i < n && s[i] == '.') {
 		frac_at = ++i;
-		while (i < n && is_digit(s[i]))
+		while (i < n && jscan_is_digit(s[i]))
 			i++;
 		nfrac = i - frac_at;
 	}
@@ -194,7 +194,7 @@ static enum tickets tickets_judge(const char *s, size_t n, int32_t *value)
 		if (i < n && (s[i] == '+' || s[i] == '-'))
 			exp_neg = s[i++] == '-';
 		/* Saturate: beyond a million the answer no longer changes. */
-		while (i < n && is_digit(s[i])) {
+		while (i < n && jscan_is_digit(s[i])) {
 			if (exp < 1000000)
 				exp = exp * 10 + (s[i] - '0');
 			i++;
@@ -253,7 +253,7 @@ struct outcome {
 /* One element as the judge sees it. */
 struct element {
 	const char *b; /* the whole body, as sent */
-	struct span span;
+	struct jscan_span span;
 	const cJSON *item;
 	const struct val_request *req;
 	struct grid *grid;
@@ -359,20 +359,20 @@ static int code_cmp(const void *key, const void *elem)
  * and raw text), how many copies each has, and the first key holding a lone
  * surrogate escape (*lone_key, its escape at *lone_at; SIZE_MAX when none).
  * cJSON keeps members in text order, so the k-th child is the k-th member. */
-static void read_members(const struct element *e, struct field fs[3], struct member *lone_key,
+static void read_members(const struct element *e, struct field fs[3], struct jscan_member *lone_key,
                          size_t *lone_at)
 {
 	const char *const names[3] = {fs[0].name, fs[1].name, fs[2].name};
 	size_t pos = e->span.start + 1;
 	const cJSON *c;
-	struct member m;
+	struct jscan_member m;
 
 	*lone_at = SIZE_MAX;
-	for (c = e->item->child; c && member_next(e->b, &pos, e->span.end, &m); c = c->next) {
-		struct key_facts k;
+	for (c = e->item->child; c && jscan_member_next(e->b, &pos, e->span.end, &m); c = c->next) {
+		struct jscan_key_facts k;
 		struct field *f;
 
-		key_inspect(e->b + m.ks, m.ke - m.ks, names, &k);
+		jscan_key_inspect(e->b + m.ks, m.ke - m.ks, names, 3, &k);
 		if (k.lone != SIZE_MAX && *lone_at == SIZE_MAX) {
 			*lone_key = m;
 			*lone_at = m.ks + k.lone;
@@ -400,13 +400,13 @@ static void sb_escape(struct sbuf *sb, const struct mask *mk, const char *b, siz
 static bool check_string(const struct element *e, const struct field *f, struct outcome *o,
                          struct sbuf *sb)
 {
-	struct str_facts facts;
+	struct jscan_str_facts facts;
 
-	/* vs..ve includes the quotes (member_next cannot fail on text cJSON
+	/* vs..ve includes the quotes (jscan_member_next cannot fail on text cJSON
 	 * accepted; the guard only keeps the arithmetic safe). */
 	if (f->ve - f->vs < 2)
 		return true;
-	str_inspect(e->b + f->vs + 1, f->ve - f->vs - 2, &facts);
+	jscan_str_inspect(e->b + f->vs + 1, f->ve - f->vs - 2, &facts);
 	if (facts.nul) {
 		o->reason = VAL_STRING_NUL;
 		sbuf_printf(sb, "%s ", f->name);
@@ -480,7 +480,7 @@ static int judge(const struct element *e, struct outcome *o)
 	struct iso_instant t;
 	enum iso_status st;
 	const char *const *hit;
-	struct member lone_key;
+	struct jscan_member lone_key;
 	size_t i, nmissing = 0, lone_at;
 	int32_t zone_offset;
 
@@ -741,7 +741,7 @@ static int mark_duplicates(const struct key *keys, size_t nkeys, struct outcome 
  * been) and bytes that are not UTF-8 become U+FFFD, so the text is valid
  * UTF-8 without NUL, as a PostgreSQL text column needs. No "…" marker: the
  * column holds a prefix of what was sent, nothing else. */
-static char *render_json(const char *body, struct span whole, const struct mask *mk)
+static char *render_json(const char *body, struct jscan_span whole, const struct mask *mk)
 {
 	/* Masked first, then cut (SPEC §3). Each masked byte takes at least
 	 * one byte of the result, so VAL_MAX_JSON_BYTES of them are enough. */
@@ -754,7 +754,7 @@ static char *render_json(const char *body, struct span whole, const struct mask 
 		free(b);
 		return NULL;
 	}
-	struct span sp = {0, (size_t)m};
+	struct jscan_span sp = {0, (size_t)m};
 	const unsigned char *u = (const unsigned char *)b;
 	struct sbuf sb = {0};
 	bool in_str = false;
@@ -778,7 +778,7 @@ static char *render_json(const char *body, struct span whole, const struct mask 
 			piece = esc;
 			plen = 6;
 		} else if (u[i] >= 0x80) {
-			plen = step = utf8_seq(u + i, sp.end - i, &cp);
+			plen = step = jscan_utf8_seq(u + i, sp.end - i, &cp);
 			if (plen == 0) {
 				piece = "\xEF\xBF\xBD";
 				plen = 3;
@@ -821,7 +821,7 @@ static int refuse_not_json(struct val_result *out, const struct mask *mk, const 
                            const char *parsed, size_t len, size_t err_at)
 {
 	struct sbuf sb = {0};
-	size_t p = skip_ws(buf, skip_bom(buf, len), len);
+	size_t p = jscan_skip_ws(buf, jscan_skip_bom(buf, len), len);
 	const char *end = NULL;
 	cJSON *root;
 
@@ -845,7 +845,7 @@ static int refuse_not_json(struct val_result *out, const struct mask *mk, const 
 		sbuf_printf(&sb,
 		            "response is JSON followed by other text at byte %zu: the guide "
 		            "requires a bare JSON list and nothing after it but white space",
-		            skip_ws(buf, (size_t)(end - parsed), len));
+		            jscan_skip_ws(buf, (size_t)(end - parsed), len));
 		return refuse(out, VAL_WHOLE_NOT_JSON, &sb);
 	}
 	/* Looks like JSON that went wrong, or like something else entirely. */
@@ -887,20 +887,20 @@ static int refuse_not_list(struct val_result *out, const struct mask *mk, const 
 }
 
 static int refuse_strict(struct val_result *out, const struct mask *mk, const char *buf, size_t len,
-                         enum strict_fault fault, size_t at)
+                         enum jscan_fault fault, size_t at)
 {
 	struct sbuf sb = {0};
 
-	if (fault == STRICT_TRAILING) {
+	if (fault == JSCAN_TRAILING) {
 		sbuf_printf(&sb,
 		            "response is JSON followed by other text at byte %zu: the guide "
 		            "requires a bare JSON list and nothing after it but white space",
 		            at);
-	} else if (fault == STRICT_ESCAPE) {
+	} else if (fault == JSCAN_ESCAPE) {
 		sbuf_puts(&sb, "response is not valid JSON: escape '");
 		sb_excerpt(&sb, mk, buf + at, len - at < 6 ? len - at : 6, EXCERPT_BYTES, true);
 		sbuf_printf(&sb, "' at byte %zu is not \\u and four hex digits", at);
-	} else if (fault == STRICT_CONTROL) {
+	} else if (fault == JSCAN_CONTROL) {
 		sbuf_printf(&sb,
 		            "response is not valid JSON: control byte 0x%02X outside a string "
 		            "at byte %zu",
@@ -908,7 +908,7 @@ static int refuse_strict(struct val_result *out, const struct mask *mk, const ch
 	} else {
 		size_t e = at;
 
-		while (e < len && is_number_char(buf[e]))
+		while (e < len && jscan_is_number_char(buf[e]))
 			e++;
 		sbuf_puts(&sb, "response is not valid JSON: malformed number '");
 		sb_excerpt(&sb, mk, buf + at, e - at, EXCERPT_BYTES, true);
@@ -924,7 +924,7 @@ static int refuse_strict(struct val_result *out, const struct mask *mk, const ch
 static int judge_list(const char *buf, size_t len, const cJSON *root, const struct val_request *req,
                       const struct mask *mk, struct val_result *out)
 {
-	struct span *spans = NULL;
+	struct jscan_span *spans = NULL;
 	struct outcome *outs = NULL;
 	struct key *keys = NULL;
 	size_t n = 0, i, nkeys = 0, nref = 0, nrec = 0;
@@ -932,7 +932,7 @@ static int judge_list(const char *buf, size_t len, const cJSON *root, const stru
 	struct grid *grid;
 	int rc = -1;
 
-	if (element_spans(buf, len, &spans, &n) != 0)
+	if (jscan_element_spans(buf, len, &spans, &n) != 0)
 		return -1;
 	grid = calloc(1, sizeof(*grid));
 	if (!grid) {
@@ -1006,7 +1006,7 @@ int val_validate(const char *body, size_t len, const struct val_request *req,
 {
 	struct sbuf sb = {0};
 	const char *end = NULL;
-	enum strict_fault fault;
+	enum jscan_fault fault;
 	size_t at = 0;
 	cJSON *root;
 	char *buf, *parsed;
@@ -1035,7 +1035,7 @@ int val_validate(const char *body, size_t len, const struct val_request *req,
 	buf[len] = '\0';
 	/* buf stays the text as sent, for everything the judge reads and
 	 * quotes; cJSON reads parsed, where lone surrogates are patched. */
-	parsed = patch_lone_surrogates(buf, len);
+	parsed = jscan_patch_lone_surrogates(buf, len);
 	if (!parsed) {
 		free(buf);
 		mask_free(mk);
@@ -1046,7 +1046,7 @@ int val_validate(const char *body, size_t len, const struct val_request *req,
 		/* cJSON reports running out of memory as a parse error too; the
 		 * run is then refused as not JSON and retried, not lost. */
 		rc = refuse_not_json(out, mk, buf, parsed, len, end ? (size_t)(end - parsed) : 0);
-	} else if ((fault = strict_check(buf, len, &at)) != STRICT_OK) {
+	} else if ((fault = jscan_strict_check(buf, len, &at)) != JSCAN_OK) {
 		rc = refuse_strict(out, mk, buf, len, fault, at);
 	} else if (!cJSON_IsArray(root)) {
 		rc = refuse_not_list(out, mk, root);
