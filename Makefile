@@ -55,7 +55,7 @@ build/san/ksi-salesd: build/san/main.o $(SAN_OBJS)
 # progress never breaks another's tests.
 test_isotime_MODULES := isotime
 test_window_MODULES := window isotime
-test_validate_MODULES := validate jscan isotime sbuf mask
+test_validate_MODULES := validate validate_record jscan isotime sbuf mask
 test_config_MODULES := config log jsonw
 # A seam to make getline fail as it does out of memory (at -O2 glibc
 # inlines getline into __getdelim).
@@ -67,18 +67,18 @@ test_stats_MODULES := stats
 test_janitor_MODULES := janitor log jsonw
 # The poller alone: http, dbq and db's outcome names are link-time fakes
 # in the test, so it never links http.o, dbq.o or the db files.
-test_poller_MODULES := poller validate jscan isotime sbuf window mask stats log jsonw connector
-test_validate_oom_MODULES := validate jscan isotime sbuf mask
+test_poller_MODULES := poller validate validate_record jscan isotime sbuf window mask stats log jsonw connector
+test_validate_oom_MODULES := validate validate_record jscan isotime sbuf mask
 test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 # The probe module's files (src/probe*.c).
 PROBE_MODULES := probe probe_judge probe_report probe_command
-test_probe_MODULES := $(PROBE_MODULES) validate jscan isotime window http config log jsonw sbuf mask
+test_probe_MODULES := $(PROBE_MODULES) validate validate_record jscan isotime window http config log jsonw sbuf mask
 # The database module's files (src/db_*.c).
 DB_MODULES := db_conn db_lease db_write db_requests db_health
 # The writer under allocation failure: db and what it links (connector
 # needs http and isotime, http needs config; validate for the reason names).
-test_db_oom_MODULES := $(DB_MODULES) sbuf log jsonw connector http config isotime validate jscan migrations mask
-test_dbq_MODULES := dbq $(DB_MODULES) sbuf log jsonw connector http config isotime validate jscan migrations mask
+test_db_oom_MODULES := $(DB_MODULES) sbuf log jsonw connector http config isotime validate validate_record jscan migrations mask
+test_dbq_MODULES := dbq $(DB_MODULES) sbuf log jsonw connector http config isotime validate validate_record jscan migrations mask
 test_db_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 .SECONDEXPANSION:
 build/san/test_%: tests/unit/test_%.c $$(addprefix build/san/,$$(addsuffix .o,$$(test_$$*_MODULES)))
@@ -99,12 +99,12 @@ build/fakeapi: tests/fakeapi/fakeapi.c
 # reference parser, the ISO 8601 parser, the TZif reader.
 FUZZ_FLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all -Iinclude $(shell pkg-config --cflags libcjson 2>/dev/null)
-build/fuzz/fuzz_validate: tests/fuzz/fuzz_validate.c src/validate.c src/jscan.c src/isotime.c src/sbuf.c src/mask.c
+build/fuzz/fuzz_validate: tests/fuzz/fuzz_validate.c src/validate.c src/validate_record.c src/jscan.c src/isotime.c src/sbuf.c src/mask.c
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -o $@ $^ -lcjson
 # The differential target links jansson, the strict reference parser (never
 # the daemon).
-build/fuzz/fuzz_validate_diff: tests/fuzz/fuzz_validate_diff.c src/validate.c src/jscan.c src/isotime.c src/sbuf.c src/mask.c
+build/fuzz/fuzz_validate_diff: tests/fuzz/fuzz_validate_diff.c src/validate.c src/validate_record.c src/jscan.c src/isotime.c src/sbuf.c src/mask.c
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) $(shell pkg-config --cflags jansson 2>/dev/null) -o $@ $^ -lcjson \
 		$(shell pkg-config --libs jansson 2>/dev/null)
