@@ -103,16 +103,16 @@ const char *val_reason_name(enum val_reason r)
  * the token and its fragments masked first (mask.h: before the cut, so a
  * token straddling it shows none of itself), then printable ASCII as is,
  * well-formed UTF-8 from U+00A0 up as is unless ascii_only, every other
- * byte as \xNN. At most max (<= EXCERPT_BYTES) bytes of it, then "…". Each
+ * byte as \xNN. At most max (<= VALI_EXCERPT_BYTES) bytes of it, then "…". Each
  * byte of the masked text takes at least one byte of the excerpt, so
  * max + 1 masked bytes are all it can need, the last only to know that
  * more follows. */
-void sb_excerpt(struct sbuf *sb, const struct mask *mk, const char *src, size_t srclen, size_t max,
-                bool ascii_only)
+void vali_excerpt(struct sbuf *sb, const struct mask *mk, const char *src, size_t srclen,
+                  size_t max, bool ascii_only)
 {
-	char masked[EXCERPT_BYTES + 2];
-	if (max > EXCERPT_BYTES)
-		max = EXCERPT_BYTES;
+	char masked[VALI_EXCERPT_BYTES + 2];
+	if (max > VALI_EXCERPT_BYTES)
+		max = VALI_EXCERPT_BYTES;
 	long m = mask_copy(mk, src, srclen, masked, max + 2);
 	const char *s = masked;
 	size_t n = m < 0 ? strlen(masked) : (size_t)m;
@@ -139,7 +139,7 @@ void sb_excerpt(struct sbuf *sb, const struct mask *mk, const char *src, size_t 
 			step = 1;
 		}
 		if (used + plen > max) {
-			sbuf_puts(sb, ellipsis);
+			sbuf_puts(sb, VALI_ELLIPSIS);
 			return;
 		}
 		sbuf_add(sb, piece, plen);
@@ -148,7 +148,7 @@ void sb_excerpt(struct sbuf *sb, const struct mask *mk, const char *src, size_t 
 	}
 }
 
-const char *type_name(const cJSON *item)
+const char *vali_type_name(const cJSON *item)
 {
 	if (cJSON_IsString(item))
 		return "a string";
@@ -288,7 +288,7 @@ static int refuse_not_json(struct val_result *out, const struct mask *mk, const 
 	else
 		sbuf_puts(&sb, "response is not JSON but ");
 	sbuf_puts(&sb, "text starting with '");
-	sb_excerpt(&sb, mk, buf + p, len - p, EXCERPT_BYTES, true);
+	vali_excerpt(&sb, mk, buf + p, len - p, VALI_EXCERPT_BYTES, true);
 	sbuf_puts(&sb, "': the guide requires a bare JSON list");
 	return refuse(out, VAL_WHOLE_NOT_JSON, &sb);
 }
@@ -305,15 +305,15 @@ static int refuse_not_list(struct val_result *out, const struct mask *mk, const 
 	else if (cJSON_IsObject(root))
 		sbuf_puts(&sb, "an object with keys ");
 	else
-		sbuf_puts(&sb, type_name(root));
+		sbuf_puts(&sb, vali_type_name(root));
 	for (c = cJSON_IsObject(root) ? root->child : NULL; c; c = c->next, i++) {
-		if (i == LIST_MAX) {
-			sbuf_printf(&sb, ", %s", ellipsis);
+		if (i == VALI_LIST_MAX) {
+			sbuf_printf(&sb, ", %s", VALI_ELLIPSIS);
 			break;
 		}
 		if (i)
 			sbuf_puts(&sb, ", ");
-		sb_excerpt(&sb, mk, c->string, strlen(c->string), EXCERPT_BYTES, false);
+		vali_excerpt(&sb, mk, c->string, strlen(c->string), VALI_EXCERPT_BYTES, false);
 	}
 	sbuf_puts(&sb, ": the guide requires a bare list");
 	return refuse(out, VAL_WHOLE_NOT_LIST, &sb);
@@ -331,7 +331,8 @@ static int refuse_strict(struct val_result *out, const struct mask *mk, const ch
 		            at);
 	} else if (fault == JSCAN_ESCAPE) {
 		sbuf_puts(&sb, "response is not valid JSON: escape '");
-		sb_excerpt(&sb, mk, buf + at, len - at < 6 ? len - at : 6, EXCERPT_BYTES, true);
+		vali_excerpt(&sb, mk, buf + at, len - at < 6 ? len - at : 6, VALI_EXCERPT_BYTES,
+		             true);
 		sbuf_printf(&sb, "' at byte %zu is not \\u and four hex digits", at);
 	} else if (fault == JSCAN_CONTROL) {
 		sbuf_printf(&sb,
@@ -344,7 +345,7 @@ static int refuse_strict(struct val_result *out, const struct mask *mk, const ch
 		while (e < len && jscan_is_number_char(buf[e]))
 			e++;
 		sbuf_puts(&sb, "response is not valid JSON: malformed number '");
-		sb_excerpt(&sb, mk, buf + at, e - at, EXCERPT_BYTES, true);
+		vali_excerpt(&sb, mk, buf + at, e - at, VALI_EXCERPT_BYTES, true);
 		sbuf_printf(&sb,
 		            "' at byte %zu (JSON numbers have no leading zeros and a digit on "
 		            "each side of the point)",
@@ -385,14 +386,12 @@ static int judge_list(const char *buf, size_t len, const cJSON *root, const stru
 	for (i = 0, item = root->child; i < n && item; i++, item = item->next) {
 		struct element e = {buf, spans[i], item, req, grid, mk};
 
-		if (judge(&e, &outs[i]) != 0)
+		if (vali_judge(&e, &outs[i]) != 0)
 			goto done;
 		if (outs[i].keyed)
 			keys[nkeys++] = (struct key){outs[i].code, outs[i].hour, i};
 	}
-	/* Sorting, not comparing pairs: 100,000 records stay well under a second. */
-	qsort(keys, nkeys, sizeof(*keys), key_cmp);
-	if (mark_duplicates(keys, nkeys, outs, req, mk) != 0)
+	if (vali_mark_duplicates(keys, nkeys, outs, req, mk) != 0)
 		goto done;
 	for (i = 0; i < n; i++)
 		nref += outs[i].refused;
