@@ -3,12 +3,18 @@
  * reason a person can act on. Pure: no I/O, no globals.
  *
  * cJSON decides what the values are; a small scanner over the raw bytes
- * decides what cJSON cannot see, because cJSON is lenient: it skips any byte
+ * (jscan.c) decides what cJSON cannot see, because cJSON is lenient: it skips any byte
  * <= 0x20 as white space, accepts "01", "1." and "-.5" as numbers, keeps raw
  * control bytes and invalid UTF-8 inside strings, and decodes \u0000 to a NUL
  * that silently truncates valuestring; it reads a \u escape without four hex
  * digits as U+0000. The raw text also gives each refused record's JSON text
  * and the exact decimal text of num_tickets.
+ *
+ * Three files: this one reads the whole response (cJSON, what refuses it
+ * whole, the list, the result); validate_record.c holds the rules each
+ * record meets, in their order, and the duplicate rule; jscan.c is the
+ * scanner, which knows JSON and not the guide. validate_internal.h is what
+ * the first two share.
  *
  * Decisions (SPEC is silent on these):
  * - What cJSON lets through but RFC 8259 does not (a control byte between
@@ -42,7 +48,6 @@
  *   the first byte of the body (a byte order mark included). */
 #include "validate.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +56,6 @@
 #include <cjson/cJSON.h>
 
 #include "jscan.h"
-#include "isotime.h"
 #include "mask.h"
 #include "sbuf.h"
 #include "validate_internal.h"
@@ -354,6 +358,47 @@ static int refuse_strict(struct val_result *out, const struct mask *mk, const ch
 	return refuse(out, VAL_WHOLE_NOT_JSON, &sb);
 }
 
+/* Moves the outcomes of the n elements into *out: accepted records in
+ * keys' (code, hour) order, refusals in response order with their JSON
+ * text. On -1 (out of memory) the caller frees what *out holds. */
+static int collect(const char *buf, const struct jscan_span *spans, struct outcome *outs, size_t n,
+                   const struct key *keys, size_t nkeys, const struct mask *mk,
+                   struct val_result *out)
+{
+	size_t i, nref = 0, nrec;
+
+	for (i = 0; i < n; i++)
+		nref += outs[i].refused;
+	nrec = n - nref;
+	if (nrec && !(out->records = calloc(nrec, sizeof(*out->records))))
+		return -1;
+	if (nref && !(out->refusals = calloc(nref, sizeof(*out->refusals))))
+		return -1;
+	/* keys is in (code, hour) order: the records' order too. */
+	for (i = 0; i < nkeys; i++) {
+		const struct outcome *o = &outs[keys[i].index];
+
+		if (!o->refused)
+			out->records[out->nrecords++] =
+			    (struct val_record){o->code, o->hour, o->tickets};
+	}
+	for (i = 0; i < n; i++) {
+		struct val_refusal *r;
+
+		if (!outs[i].refused)
+			continue;
+		r = &out->refusals[out->nrefusals++];
+		r->reason = outs[i].reason;
+		r->index = i;
+		r->detail = outs[i].detail;
+		outs[i].detail = NULL;
+		r->json = render_json(buf, spans[i], mk);
+		if (!r->json)
+			return -1;
+	}
+	return 0;
+}
+
 /* Judges the list; the caller frees what *out holds on failure. */
 static int judge_list(const char *buf, size_t len, const cJSON *root, const struct val_request *req,
                       const struct mask *mk, struct val_result *out)
@@ -361,7 +406,7 @@ static int judge_list(const char *buf, size_t len, const cJSON *root, const stru
 	struct jscan_span *spans = NULL;
 	struct outcome *outs = NULL;
 	struct key *keys = NULL;
-	size_t n = 0, i, nkeys = 0, nref = 0, nrec = 0;
+	size_t n = 0, i, nkeys = 0;
 	const cJSON *item;
 	struct grid *grid;
 	int rc = -1;
@@ -393,36 +438,7 @@ static int judge_list(const char *buf, size_t len, const cJSON *root, const stru
 	}
 	if (vali_mark_duplicates(keys, nkeys, outs, req, mk) != 0)
 		goto done;
-	for (i = 0; i < n; i++)
-		nref += outs[i].refused;
-	nrec = n - nref;
-	if (nrec && !(out->records = calloc(nrec, sizeof(*out->records))))
-		goto done;
-	if (nref && !(out->refusals = calloc(nref, sizeof(*out->refusals))))
-		goto done;
-	/* keys is in (code, hour) order: the records' order too. */
-	for (i = 0; i < nkeys; i++) {
-		const struct outcome *o = &outs[keys[i].index];
-
-		if (!o->refused)
-			out->records[out->nrecords++] =
-			    (struct val_record){o->code, o->hour, o->tickets};
-	}
-	for (i = 0; i < n; i++) {
-		struct val_refusal *r;
-
-		if (!outs[i].refused)
-			continue;
-		r = &out->refusals[out->nrefusals++];
-		r->reason = outs[i].reason;
-		r->index = i;
-		r->detail = outs[i].detail;
-		outs[i].detail = NULL;
-		r->json = render_json(buf, spans[i], mk);
-		if (!r->json)
-			goto done;
-	}
-	rc = 0;
+	rc = collect(buf, spans, outs, n, keys, nkeys, mk, out);
 done:
 	for (i = 0; outs && i < n; i++)
 		free(outs[i].detail);

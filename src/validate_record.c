@@ -4,7 +4,6 @@
  * rule it broke and a message a person can act on. Pure, like the rest of
  * the validator; validate.c's opening comment holds the decisions these
  * rules implement. */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,6 +109,16 @@ struct field {
 	size_t copies;     /* members with this key */
 };
 
+enum { F_TIME, F_CODE, F_TICKETS, NFIELDS }; /* the guide's fields, in its order */
+
+/* One object element as its rules learn it. */
+struct record {
+	struct field fs[NFIELDS];
+	struct jscan_member lone_key; /* the first key holding a lone surrogate escape, */
+	size_t lone_at;               /* and where that escape starts; SIZE_MAX when none */
+	struct iso_instant t;         /* time, once rule_time_format parsed it */
+};
+
 /* The connector zone's offset at epoch; false when the zone has none. */
 static bool grid_offset(struct grid *g, int64_t epoch, int32_t *offset)
 {
@@ -162,29 +171,28 @@ static int code_cmp(const void *key, const void *elem)
 
 /* Walks the record's members: each guide field's first copy (its cJSON item
  * and raw text), how many copies each has, and the first key holding a lone
- * surrogate escape (*lone_key, its escape at *lone_at; SIZE_MAX when none).
- * cJSON keeps members in text order, so the k-th child is the k-th member. */
-static void read_members(const struct element *e, struct field fs[3], struct jscan_member *lone_key,
-                         size_t *lone_at)
+ * surrogate escape (r->lone_key, its escape at r->lone_at). cJSON keeps
+ * members in text order, so the k-th child is the k-th member. */
+static void read_members(const struct element *e, struct record *r)
 {
-	const char *const names[3] = {fs[0].name, fs[1].name, fs[2].name};
+	const char *const names[NFIELDS] = {r->fs[F_TIME].name, r->fs[F_CODE].name,
+	                                    r->fs[F_TICKETS].name};
 	size_t pos = e->span.start + 1;
 	const cJSON *c;
 	struct jscan_member m;
 
-	*lone_at = SIZE_MAX;
 	for (c = e->item->child; c && jscan_member_next(e->b, &pos, e->span.end, &m); c = c->next) {
 		struct jscan_key_facts k;
 		struct field *f;
 
-		jscan_key_inspect(e->b + m.ks, m.ke - m.ks, names, 3, &k);
-		if (k.lone != SIZE_MAX && *lone_at == SIZE_MAX) {
-			*lone_key = m;
-			*lone_at = m.ks + k.lone;
+		jscan_key_inspect(e->b + m.ks, m.ke - m.ks, names, NFIELDS, &k);
+		if (k.lone != SIZE_MAX && r->lone_at == SIZE_MAX) {
+			r->lone_key = m;
+			r->lone_at = m.ks + k.lone;
 		}
 		if (k.field < 0)
 			continue;
-		f = &fs[k.field];
+		f = &r->fs[k.field];
 		if (f->copies < 2)
 			f->at[f->copies] = m.ks - 1;
 		if (f->copies++ == 0) {
@@ -248,14 +256,263 @@ static bool check_string(const struct element *e, const struct field *f, struct 
 	return false;
 }
 
-static void judge_tickets(const struct element *e, const struct field *f, struct outcome *o,
-                          struct sbuf *sb)
+/* ---- the record rules, one step each --------------------------------------
+ * Each rule reads one element (e) and what earlier rules learnt of it (r);
+ * true when it passes, else o->reason set and the message written to sb. */
+
+static bool rule_object(const struct element *e, struct record *r, struct outcome *o,
+                        struct sbuf *sb)
 {
+	(void)r;
+	if (cJSON_IsObject(e->item))
+		return true;
+	o->reason = VAL_NOT_OBJECT;
+	sbuf_puts(sb, "element is ");
+	sb_got(sb, e, e->item, e->span.start, e->span.end);
+	sbuf_puts(sb, ", not an object: the guide requires an object with time, "
+	              "ext_ref_code and num_tickets");
+	return false;
+}
+
+/* Every key is text: a lone surrogate may hide one of the three. */
+static bool rule_keys_text(const struct element *e, struct record *r, struct outcome *o,
+                           struct sbuf *sb)
+{
+	if (r->lone_at == SIZE_MAX)
+		return true;
+	o->reason = VAL_STRING_INVALID;
+	sbuf_puts(sb, "key \"");
+	vali_excerpt(sb, e->mask, e->b + r->lone_key.ks, r->lone_key.ke - r->lone_key.ks,
+	             VALI_EXCERPT_BYTES, false);
+	sbuf_puts(sb, "\" holds a lone UTF-16 surrogate escape ");
+	sb_escape(sb, e->mask, e->b, r->lone_at);
+	sbuf_printf(sb,
+	            " at byte %zu: it may be time, ext_ref_code or num_tickets cut short, "
+	            "and the daemon does not guess; the guide requires keys that are text",
+	            r->lone_at);
+	return false;
+}
+
+static bool rule_keys_once(const struct element *e, struct record *r, struct outcome *o,
+                           struct sbuf *sb)
+{
+	const struct field *f;
+
+	(void)e;
+	for (f = r->fs; f < r->fs + NFIELDS; f++) {
+		if (f->copies < 2)
+			continue;
+		o->reason = VAL_DUPLICATE_KEY;
+		sbuf_printf(
+		    sb,
+		    "key %s appears %zu times in this record (at bytes %zu and %zu%s%s): the "
+		    "guide allows each field once, and the daemon does not guess which is "
+		    "right",
+		    f->name, f->copies, f->at[0], f->at[1], f->copies > 2 ? ", " : "",
+		    f->copies > 2 ? VALI_ELLIPSIS : "");
+		return false;
+	}
+	return true;
+}
+
+/* Every missing field is named: a person fixes them at once. */
+static bool rule_fields_present(const struct element *e, struct record *r, struct outcome *o,
+                                struct sbuf *sb)
+{
+	size_t i, nmissing = 0;
+
+	(void)e;
+	for (i = 0; i < NFIELDS; i++) {
+		if (r->fs[i].copies)
+			continue;
+		sbuf_puts(sb, nmissing++ ? ", " : "missing ");
+		sbuf_puts(sb, r->fs[i].name);
+	}
+	if (!nmissing)
+		return true;
+	o->reason = VAL_MISSING_FIELD;
+	sbuf_puts(sb, ": the guide requires time, ext_ref_code and num_tickets in every record");
+	return false;
+}
+
+/* Of wrong types, the first is named. A field that is null is there, of
+ * the wrong type, not missing. */
+static bool rule_field_types(const struct element *e, struct record *r, struct outcome *o,
+                             struct sbuf *sb)
+{
+	static const char *const want[NFIELDS] = {
+	    [F_TIME] = ": the guide requires a string with an ISO 8601 date-time and offset, "
+	               "e.g. \"2023-02-08T00:00:00-03:00\"",
+	    [F_CODE] = ": the guide requires a string, one of the codes requested, e.g. \"0001\"",
+	    [F_TICKETS] = ": the guide requires a JSON number without quotes, e.g. 25",
+	};
+	size_t i;
+
+	for (i = 0; i < NFIELDS; i++) {
+		const struct field *f = &r->fs[i];
+
+		if (i == F_TICKETS ? cJSON_IsNumber(f->item) : cJSON_IsString(f->item))
+			continue;
+		o->reason = VAL_WRONG_TYPE;
+		sbuf_printf(sb, "%s is ", f->name);
+		sb_got(sb, e, f->item, f->vs, f->ve);
+		sbuf_puts(sb, want[i]);
+		return false;
+	}
+	return true;
+}
+
+static bool rule_time_text(const struct element *e, struct record *r, struct outcome *o,
+                           struct sbuf *sb)
+{
+	return check_string(e, &r->fs[F_TIME], o, sb);
+}
+
+static bool rule_code_text(const struct element *e, struct record *r, struct outcome *o,
+                           struct sbuf *sb)
+{
+	return check_string(e, &r->fs[F_CODE], o, sb);
+}
+
+/* An ISO 8601 date-time with an offset, on the hour in that offset. */
+static bool rule_time_format(const struct element *e, struct record *r, struct outcome *o,
+                             struct sbuf *sb)
+{
+	const struct field *tf = &r->fs[F_TIME];
+	/* No NUL (rule_time_text), so valuestring holds the whole decoded text. */
+	enum iso_status st = iso_parse(tf->item->valuestring, strlen(tf->item->valuestring), &r->t);
+
+	if (st == ISO_OK && iso_on_hour(&r->t))
+		return true;
+	sbuf_puts(sb, "time ");
+	sb_raw(sb, e, tf->vs, tf->ve);
+	if (st == ISO_NO_OFFSET) {
+		o->reason = VAL_TIME_NO_OFFSET;
+		sbuf_puts(sb, " has no UTC offset: the guide requires an offset or Z, e.g. "
+		              "\"2023-02-08T00:00:00-03:00\"");
+	} else if (st != ISO_OK) {
+		o->reason = VAL_TIME_UNPARSEABLE;
+		sbuf_puts(sb, " is not an ISO 8601 date-time: the guide requires e.g. "
+		              "\"2023-02-08T00:00:00-03:00\"");
+	} else {
+		o->reason = VAL_TIME_NOT_ON_HOUR;
+		sbuf_puts(sb, " is not the start of an hour: the guide requires minutes, "
+		              "seconds and any fraction to be zero");
+	}
+	return false;
+}
+
+/* On the hour in its own offset, but on the connector's grid? */
+static bool rule_time_grid(const struct element *e, struct record *r, struct outcome *o,
+                           struct sbuf *sb)
+{
+	const struct field *tf = &r->fs[F_TIME];
+	int64_t epoch = r->t.epoch, local, start;
+	int32_t zone_offset;
+	bool known = grid_offset(e->grid, epoch, &zone_offset);
+
+	if (known && (epoch + zone_offset) % 3600 == 0)
+		return true;
+	o->reason = VAL_TIME_NOT_ON_HOUR;
+	sbuf_puts(sb, "time ");
+	sb_raw(sb, e, tf->vs, tf->ve);
+	if (!known) {
+		sbuf_printf(sb,
+		            " cannot be placed on the connector's hours: its zone %s has no known "
+		            "offset then on this host",
+		            e->grid->zone);
+		return false;
+	}
+	sbuf_puts(sb, " is ");
+	sb_instant(sb, epoch, zone_offset);
+	sbuf_printf(sb,
+	            " in the connector's zone %s, not the start of an hour there: the guide "
+	            "requires the connector's hours, e.g. ",
+	            e->grid->zone);
+	/* The hour it falls in, floor division for instants before 1970. */
+	local = epoch + zone_offset;
+	start = local - ((local % 3600) + 3600) % 3600 - zone_offset;
+	sb_instant(sb, start, zone_offset);
+	return false;
+}
+
+/* From here on the record has its hour (duplicates are keyed by it). */
+static bool rule_time_window(const struct element *e, struct record *r, struct outcome *o,
+                             struct sbuf *sb)
+{
+	const struct val_request *req = e->req;
+
+	o->hour = r->t.epoch;
+	o->offset = r->t.offset;
+	if (r->t.epoch >= req->from && r->t.epoch < req->to)
+		return true;
+	o->reason = VAL_TIME_OUTSIDE_WINDOW;
+	sbuf_puts(sb, "time ");
+	sb_raw(sb, e, r->fs[F_TIME].vs, r->fs[F_TIME].ve);
+	sbuf_puts(sb, " is outside the requested window: from ");
+	sb_instant(sb, req->from, r->t.offset);
+	sbuf_puts(sb, " up to, not including, ");
+	sb_instant(sb, req->to, r->t.offset);
+	return false;
+}
+
+static bool rule_time_started(const struct element *e, struct record *r, struct outcome *o,
+                              struct sbuf *sb)
+{
+	if (r->t.epoch <= e->req->now)
+		return true;
+	o->reason = VAL_TIME_IN_FUTURE;
+	sbuf_puts(sb, "time ");
+	sb_raw(sb, e, r->fs[F_TIME].vs, r->fs[F_TIME].ve);
+	sbuf_puts(sb, " is an hour that has not started yet (now is ");
+	sb_instant(sb, e->req->now, r->t.offset);
+	sbuf_puts(sb, ")");
+	return false;
+}
+
+/* Exact bytes: "0001" is not "1" (SPEC §2). Time and code passed: the
+ * record is keyed for the duplicate rule, whatever num_tickets says. */
+static bool rule_code_requested(const struct element *e, struct record *r, struct outcome *o,
+                                struct sbuf *sb)
+{
+	const struct val_request *req = e->req;
+	const struct field *cf = &r->fs[F_CODE];
+	const char *const *hit = req->ncodes ? bsearch(cf->item->valuestring, req->codes,
+	                                               req->ncodes, sizeof(*req->codes), code_cmp)
+	                                     : NULL;
+	size_t i;
+
+	if (hit) {
+		o->code = (size_t)(hit - req->codes);
+		o->keyed = true;
+		return true;
+	}
+	o->reason = VAL_UNKNOWN_CODE;
+	sbuf_puts(sb, "ext_ref_code ");
+	sb_raw(sb, e, cf->vs, cf->ve);
+	sbuf_puts(sb, " was not requested: the request asked for ");
+	if (req->ncodes == 0)
+		sbuf_puts(sb, "no codes");
+	for (i = 0; i < req->ncodes && i < VALI_LIST_MAX; i++) {
+		sbuf_puts(sb, i ? ", \"" : "\"");
+		vali_excerpt(sb, e->mask, req->codes[i], strlen(req->codes[i]), VALI_EXCERPT_BYTES,
+		             false);
+		sbuf_puts(sb, "\"");
+	}
+	if (req->ncodes > VALI_LIST_MAX)
+		sbuf_printf(sb, " and %zu more", req->ncodes - VALI_LIST_MAX);
+	sbuf_puts(sb, " (exact match)");
+	return false;
+}
+
+static bool rule_tickets(const struct element *e, struct record *r, struct outcome *o,
+                         struct sbuf *sb)
+{
+	const struct field *f = &r->fs[F_TICKETS];
 	enum tickets t = tickets_judge(e->b + f->vs, f->ve - f->vs, &o->tickets);
 
 	if (t == TICKETS_OK)
-		return;
-	o->refused = true;
+		return true;
 	sbuf_puts(sb, "num_tickets ");
 	sb_raw(sb, e, f->vs, f->ve);
 	if (t == TICKETS_NEGATIVE) {
@@ -269,194 +526,53 @@ static void judge_tickets(const struct element *e, const struct field *f, struct
 		sbuf_puts(sb, " has a fractional part");
 	}
 	sbuf_printf(sb, ": the guide requires a whole number from 0 to %d", TICKETS_MAX);
+	return false;
 }
 
-/* Applies SPEC §3's record rules in order; the first that fails is the
- * reason. Leaves o->detail set when refused. Returns -1 out of memory.
- * A field that is null is there, of the wrong type, not missing. Every missing
- * field is named (a person fixes them at once); of wrong types, the first. The
- * string rules run on time, then ext_ref_code: NUL, then UTF-8, then length. */
+/* SPEC §3's record rules in their order: the first that fails is the
+ * reason. The string rules run on time, then ext_ref_code: NUL, then UTF-8,
+ * then a lone surrogate, then length (check_string). */
+static bool (*const rules[])(const struct element *, struct record *, struct outcome *,
+                             struct sbuf *) = {
+    rule_object,         /* not_an_object */
+    rule_keys_text,      /* invalid_string (a key) */
+    rule_keys_once,      /* duplicate_key */
+    rule_fields_present, /* missing_field */
+    rule_field_types,    /* wrong_type */
+    rule_time_text,      /* string_has_nul, string_invalid_utf8, invalid_string, string_too_long */
+    rule_code_text,      /* the same, on ext_ref_code */
+    rule_time_format,    /* time_without_offset, time_unparseable, time_not_on_hour */
+    rule_time_grid,      /* time_not_on_hour (the connector's hours) */
+    rule_time_window,    /* time_outside_window */
+    rule_time_started,   /* time_in_future */
+    rule_code_requested, /* unknown_ext_ref_code */
+    rule_tickets,        /* num_tickets_negative, num_tickets_too_large, num_tickets_fractional */
+};
+
+/* Leaves o->detail set when refused. Returns -1 out of memory. */
 int vali_judge(const struct element *e, struct outcome *o)
 {
-	const struct val_request *req = e->req;
-	struct field fs[3] = {{.name = "time"}, {.name = "ext_ref_code"}, {.name = "num_tickets"}};
-	struct field *tf = &fs[0], *cf = &fs[1], *nf = &fs[2];
+	struct record r = {
+	    .fs = {[F_TIME] = {.name = "time"},
+	           [F_CODE] = {.name = "ext_ref_code"},
+	           [F_TICKETS] = {.name = "num_tickets"}},
+	    .lone_at = SIZE_MAX,
+	};
 	struct sbuf sb = {0};
-	struct iso_instant t;
-	enum iso_status st;
-	const char *const *hit;
-	struct jscan_member lone_key;
-	size_t i, nmissing = 0, lone_at;
-	int32_t zone_offset;
+	size_t i;
 
 	memset(o, 0, sizeof(*o));
 	o->refused = true;
-	if (!cJSON_IsObject(e->item)) {
-		o->reason = VAL_NOT_OBJECT;
-		sbuf_puts(&sb, "element is ");
-		sb_got(&sb, e, e->item, e->span.start, e->span.end);
-		sbuf_puts(&sb, ", not an object: the guide requires an object with time, "
-		               "ext_ref_code and num_tickets");
-		goto refused;
-	}
-	read_members(e, fs, &lone_key, &lone_at);
-	if (lone_at != SIZE_MAX) {
-		o->reason = VAL_STRING_INVALID;
-		sbuf_puts(&sb, "key \"");
-		vali_excerpt(&sb, e->mask, e->b + lone_key.ks, lone_key.ke - lone_key.ks,
-		             VALI_EXCERPT_BYTES, false);
-		sbuf_puts(&sb, "\" holds a lone UTF-16 surrogate escape ");
-		sb_escape(&sb, e->mask, e->b, lone_at);
-		sbuf_printf(&sb,
-		            " at byte %zu: it may be time, ext_ref_code or num_tickets cut short, "
-		            "and the daemon does not guess; the guide requires keys that are text",
-		            lone_at);
-		goto refused;
-	}
-	for (i = 0; i < 3; i++) {
-		if (fs[i].copies < 2)
-			continue;
-		o->reason = VAL_DUPLICATE_KEY;
-		sbuf_printf(
-		    &sb,
-		    "key %s appears %zu times in this record (at bytes %zu and %zu%s%s): the "
-		    "guide allows each field once, and the daemon does not guess which is "
-		    "right",
-		    fs[i].name, fs[i].copies, fs[i].at[0], fs[i].at[1],
-		    fs[i].copies > 2 ? ", " : "", fs[i].copies > 2 ? VALI_ELLIPSIS : "");
-		goto refused;
-	}
-	for (i = 0; i < 3; i++) {
-		if (fs[i].copies)
-			continue;
-		sbuf_puts(&sb, nmissing++ ? ", " : "missing ");
-		sbuf_puts(&sb, fs[i].name);
-	}
-	if (nmissing) {
-		o->reason = VAL_MISSING_FIELD;
-		sbuf_puts(&sb, ": the guide requires time, ext_ref_code and num_tickets in every "
-		               "record");
-		goto refused;
-	}
-	for (i = 0; i < 3; i++) {
-		bool ok = i < 2 ? cJSON_IsString(fs[i].item) : cJSON_IsNumber(fs[i].item);
-
-		if (ok)
-			continue;
-		o->reason = VAL_WRONG_TYPE;
-		sbuf_printf(&sb, "%s is ", fs[i].name);
-		sb_got(&sb, e, fs[i].item, fs[i].vs, fs[i].ve);
-		if (i == 0)
-			sbuf_puts(&sb, ": the guide requires a string with an ISO 8601 date-time "
-			               "and offset, e.g. \"2023-02-08T00:00:00-03:00\"");
-		else if (i == 1)
-			sbuf_puts(&sb, ": the guide requires a string, one of the codes requested, "
-			               "e.g. \"0001\"");
-		else
-			sbuf_puts(&sb,
-			          ": the guide requires a JSON number without quotes, e.g. 25");
-		goto refused;
-	}
-	if (!check_string(e, tf, o, &sb) || !check_string(e, cf, o, &sb))
-		goto refused;
-
-	/* No NUL, so valuestring holds the whole decoded text. */
-	st = iso_parse(tf->item->valuestring, strlen(tf->item->valuestring), &t);
-	if (st != ISO_OK || !iso_on_hour(&t)) {
-		sbuf_puts(&sb, "time ");
-		sb_raw(&sb, e, tf->vs, tf->ve);
-		if (st == ISO_NO_OFFSET) {
-			o->reason = VAL_TIME_NO_OFFSET;
-			sbuf_puts(&sb,
-			          " has no UTC offset: the guide requires an offset or Z, e.g. "
-			          "\"2023-02-08T00:00:00-03:00\"");
-		} else if (st != ISO_OK) {
-			o->reason = VAL_TIME_UNPARSEABLE;
-			sbuf_puts(&sb, " is not an ISO 8601 date-time: the guide requires e.g. "
-			               "\"2023-02-08T00:00:00-03:00\"");
-		} else {
-			o->reason = VAL_TIME_NOT_ON_HOUR;
-			sbuf_puts(&sb, " is not the start of an hour: the guide requires minutes, "
-			               "seconds and any fraction to be zero");
+	if (cJSON_IsObject(e->item))
+		read_members(e, &r);
+	for (i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
+		if (!rules[i](e, &r, o, &sb)) {
+			o->detail = sbuf_take(&sb);
+			return o->detail ? 0 : -1;
 		}
-		goto refused;
 	}
-	/* On the hour in its own offset, but on the connector's grid? */
-	if (!grid_offset(e->grid, t.epoch, &zone_offset) || (t.epoch + zone_offset) % 3600 != 0) {
-		o->reason = VAL_TIME_NOT_ON_HOUR;
-		sbuf_puts(&sb, "time ");
-		sb_raw(&sb, e, tf->vs, tf->ve);
-		if (!grid_offset(e->grid, t.epoch, &zone_offset)) {
-			sbuf_printf(&sb,
-			            " cannot be placed on the connector's hours: its zone %s has "
-			            "no known offset then on this host",
-			            e->grid->zone);
-			goto refused;
-		}
-		sbuf_puts(&sb, " is ");
-		sb_instant(&sb, t.epoch, zone_offset);
-		sbuf_printf(&sb,
-		            " in the connector's zone %s, not the start of an hour there: the "
-		            "guide requires the connector's hours, e.g. ",
-		            e->grid->zone);
-		/* The hour it falls in, floor division for instants before 1970. */
-		int64_t local = t.epoch + zone_offset;
-		int64_t start = local - ((local % 3600) + 3600) % 3600 - zone_offset;
-		sb_instant(&sb, start, zone_offset);
-		goto refused;
-	}
-	o->hour = t.epoch;
-	o->offset = t.offset;
-	if (t.epoch < req->from || t.epoch >= req->to) {
-		o->reason = VAL_TIME_OUTSIDE_WINDOW;
-		sbuf_puts(&sb, "time ");
-		sb_raw(&sb, e, tf->vs, tf->ve);
-		sbuf_puts(&sb, " is outside the requested window: from ");
-		sb_instant(&sb, req->from, t.offset);
-		sbuf_puts(&sb, " up to, not including, ");
-		sb_instant(&sb, req->to, t.offset);
-		goto refused;
-	}
-	if (t.epoch > req->now) {
-		o->reason = VAL_TIME_IN_FUTURE;
-		sbuf_puts(&sb, "time ");
-		sb_raw(&sb, e, tf->vs, tf->ve);
-		sbuf_puts(&sb, " is an hour that has not started yet (now is ");
-		sb_instant(&sb, req->now, t.offset);
-		sbuf_puts(&sb, ")");
-		goto refused;
-	}
-	/* Exact bytes: "0001" is not "1" (SPEC §2). */
-	hit = req->ncodes ? bsearch(cf->item->valuestring, req->codes, req->ncodes,
-	                            sizeof(*req->codes), code_cmp)
-	                  : NULL;
-	if (!hit) {
-		o->reason = VAL_UNKNOWN_CODE;
-		sbuf_puts(&sb, "ext_ref_code ");
-		sb_raw(&sb, e, cf->vs, cf->ve);
-		sbuf_puts(&sb, " was not requested: the request asked for ");
-		if (req->ncodes == 0)
-			sbuf_puts(&sb, "no codes");
-		for (i = 0; i < req->ncodes && i < VALI_LIST_MAX; i++) {
-			sbuf_puts(&sb, i ? ", \"" : "\"");
-			vali_excerpt(&sb, e->mask, req->codes[i], strlen(req->codes[i]),
-			             VALI_EXCERPT_BYTES, false);
-			sbuf_puts(&sb, "\"");
-		}
-		if (req->ncodes > VALI_LIST_MAX)
-			sbuf_printf(&sb, " and %zu more", req->ncodes - VALI_LIST_MAX);
-		sbuf_puts(&sb, " (exact match)");
-		goto refused;
-	}
-	o->code = (size_t)(hit - req->codes);
-	o->keyed = true;
 	o->refused = false;
-	judge_tickets(e, nf, o, &sb);
-	if (!o->refused)
-		return 0;
-refused:
-	o->detail = sbuf_take(&sb);
-	return o->detail ? 0 : -1;
+	return 0;
 }
 
 static int key_cmp(const void *pa, const void *pb)
