@@ -396,7 +396,7 @@ void jscan_str_inspect(const char *s, size_t n, struct jscan_str_facts *f)
 void jscan_key_inspect(const char *s, size_t n, const char *const *names, size_t nnames,
                        struct jscan_key_facts *k)
 {
-	char dec[JSCAN_KEY_MAX]; /* a longer key is none of the names */
+	char dec[JSCAN_KEY_MAX] = {0}; /* a longer key is none of the names */
 	size_t i = 0, len = 0, f;
 	bool fits = true;
 
