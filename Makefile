@@ -53,11 +53,14 @@ build/san/ksi-salesd: build/san/main.o $(SAN_OBJS)
 
 # Each unit test links only the modules it tests, so one module's work in
 # progress never breaks another's tests.
+# The validator's files: the response (validate.c), the record rules
+# (validate_record.c) and the raw-JSON scanner (jscan.c).
+VAL_MODULES := validate validate_record jscan
 # The isotime module's files: ISO 8601 (isotime.c) and zones (isotime_tz.c).
 ISO_MODULES := isotime isotime_tz
 test_isotime_MODULES := $(ISO_MODULES)
 test_window_MODULES := window $(ISO_MODULES)
-test_validate_MODULES := validate $(ISO_MODULES) sbuf mask
+test_validate_MODULES := $(VAL_MODULES) $(ISO_MODULES) sbuf mask
 # The config module's files: the key table and file (config.c), the value
 # parsers (config_values.c).
 CONFIG_MODULES := config config_values
@@ -72,18 +75,18 @@ test_stats_MODULES := stats
 test_janitor_MODULES := janitor log jsonw
 # The poller alone: http, dbq and db's outcome names are link-time fakes
 # in the test, so it never links http.o, dbq.o or the db files.
-test_poller_MODULES := poller validate $(ISO_MODULES) sbuf window mask stats log jsonw connector
-test_validate_oom_MODULES := validate $(ISO_MODULES) sbuf mask
+test_poller_MODULES := poller $(VAL_MODULES) $(ISO_MODULES) sbuf window mask stats log jsonw connector
+test_validate_oom_MODULES := $(VAL_MODULES) $(ISO_MODULES) sbuf mask
 test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 # The probe module's files (src/probe*.c).
 PROBE_MODULES := probe probe_judge probe_report probe_command
-test_probe_MODULES := $(PROBE_MODULES) validate $(ISO_MODULES) window http $(CONFIG_MODULES) log jsonw sbuf mask
+test_probe_MODULES := $(PROBE_MODULES) $(VAL_MODULES) $(ISO_MODULES) window http $(CONFIG_MODULES) log jsonw sbuf mask
 # The database module's files (src/db_*.c).
 DB_MODULES := db_conn db_lease db_write db_requests db_health
 # The writer under allocation failure: db and what it links (connector
 # needs http and isotime, http needs config; validate for the reason names).
-test_db_oom_MODULES := $(DB_MODULES) sbuf log jsonw connector http $(CONFIG_MODULES) $(ISO_MODULES) validate migrations mask
-test_dbq_MODULES := dbq $(DB_MODULES) sbuf log jsonw connector http $(CONFIG_MODULES) $(ISO_MODULES) validate migrations mask
+test_db_oom_MODULES := $(DB_MODULES) sbuf log jsonw connector http $(CONFIG_MODULES) $(ISO_MODULES) $(VAL_MODULES) migrations mask
+test_dbq_MODULES := dbq $(DB_MODULES) sbuf log jsonw connector http $(CONFIG_MODULES) $(ISO_MODULES) $(VAL_MODULES) migrations mask
 test_db_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 .SECONDEXPANSION:
 build/san/test_%: tests/unit/test_%.c $$(addprefix build/san/,$$(addsuffix .o,$$(test_$$*_MODULES)))
@@ -104,12 +107,12 @@ build/fakeapi: tests/fakeapi/fakeapi.c
 # reference parser, the ISO 8601 parser, the TZif reader.
 FUZZ_FLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all -Iinclude $(shell pkg-config --cflags libcjson 2>/dev/null)
-build/fuzz/fuzz_validate: tests/fuzz/fuzz_validate.c src/validate.c src/isotime.c src/isotime_tz.c src/sbuf.c src/mask.c
+build/fuzz/fuzz_validate: tests/fuzz/fuzz_validate.c src/validate.c src/validate_record.c src/jscan.c src/isotime.c src/isotime_tz.c src/sbuf.c src/mask.c
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) -o $@ $^ -lcjson
 # The differential target links jansson, the strict reference parser (never
 # the daemon).
-build/fuzz/fuzz_validate_diff: tests/fuzz/fuzz_validate_diff.c src/validate.c src/isotime.c src/isotime_tz.c src/sbuf.c src/mask.c
+build/fuzz/fuzz_validate_diff: tests/fuzz/fuzz_validate_diff.c src/validate.c src/validate_record.c src/jscan.c src/isotime.c src/isotime_tz.c src/sbuf.c src/mask.c
 	@mkdir -p $(@D)
 	clang $(FUZZ_FLAGS) $(shell pkg-config --cflags jansson 2>/dev/null) -o $@ $^ -lcjson \
 		$(shell pkg-config --libs jansson 2>/dev/null)

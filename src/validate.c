@@ -3,12 +3,18 @@
  * reason a person can act on. Pure: no I/O, no globals.
  *
  * cJSON decides what the values are; a small scanner over the raw bytes
- * decides what cJSON cannot see, because cJSON is lenient: it skips any byte
+ * (jscan.c) decides what cJSON cannot see, because cJSON is lenient: it skips any byte
  * <= 0x20 as white space, accepts "01", "1." and "-.5" as numbers, keeps raw
  * control bytes and invalid UTF-8 inside strings, and decodes \u0000 to a NUL
  * that silently truncates valuestring; it reads a \u escape without four hex
  * digits as U+0000. The raw text also gives each refused record's JSON text
  * and the exact decimal text of num_tickets.
+ *
+ * Three files: this one reads the whole response (cJSON, what refuses it
+ * whole, the list, the result); validate_record.c holds the rules each
+ * record meets, in their order, and the duplicate rule; jscan.c is the
+ * scanner, which knows JSON and not the guide. validate_internal.h is what
+ * the first two share.
  *
  * Decisions (SPEC is silent on these):
  * - What cJSON lets through but RFC 8259 does not (a control byte between
@@ -42,7 +48,6 @@
  *   the first byte of the body (a byte order mark included). */
 #include "validate.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,15 +55,10 @@
 
 #include <cjson/cJSON.h>
 
-#include "isotime.h"
+#include "jscan.h"
 #include "mask.h"
 #include "sbuf.h"
-
-#define EXCERPT_BYTES 40 /* longest quoted value or body excerpt in a message */
-#define LIST_MAX 5       /* keys, codes or elements named in one message */
-#define TICKETS_MAX 2147483647
-
-static const char ellipsis[] = "\xE2\x80\xA6"; /* U+2026 */
+#include "validate_internal.h"
 
 const char *val_reason_name(enum val_reason r)
 {
@@ -103,71 +103,20 @@ const char *val_reason_name(enum val_reason r)
 	return "unknown";
 }
 
-/* ---- UTF-8 --------------------------------------------------------------- */
-
-/* Length of the well-formed UTF-8 sequence at s (RFC 3629 table 3-7: no
- * overlongs, no surrogates, nothing above U+10FFFF), or 0 when there is none.
- * *cp receives the code point. */
-static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
-{
-	unsigned char c = s[0];
-	unsigned char lo = 0x80, hi = 0xBF;
-	size_t len, i;
-	uint32_t v;
-
-	if (c < 0x80) {
-		*cp = c;
-		return 1;
-	}
-	if (c >= 0xC2 && c <= 0xDF) {
-		len = 2;
-		v = c & 0x1F;
-	} else if (c >= 0xE0 && c <= 0xEF) {
-		len = 3;
-		v = c & 0x0F;
-		if (c == 0xE0)
-			lo = 0xA0; /* overlong below */
-		else if (c == 0xED)
-			hi = 0x9F; /* UTF-16 surrogates above */
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		len = 4;
-		v = c & 0x07;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F; /* above U+10FFFF */
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	for (i = 1; i < len; i++) {
-		unsigned char b = s[i];
-
-		if (b < lo || b > hi)
-			return 0;
-		lo = 0x80;
-		hi = 0xBF;
-		v = (v << 6) | (b & 0x3F);
-	}
-	*cp = v;
-	return len;
-}
-
 /* Appends s[0..n) made safe to log and to store in a PostgreSQL text column:
  * the token and its fragments masked first (mask.h: before the cut, so a
  * token straddling it shows none of itself), then printable ASCII as is,
  * well-formed UTF-8 from U+00A0 up as is unless ascii_only, every other
- * byte as \xNN. At most max (<= EXCERPT_BYTES) bytes of it, then "…". Each
+ * byte as \xNN. At most max (<= VALI_EXCERPT_BYTES) bytes of it, then "…". Each
  * byte of the masked text takes at least one byte of the excerpt, so
  * max + 1 masked bytes are all it can need, the last only to know that
  * more follows. */
-static void sb_excerpt(struct sbuf *sb, const struct mask *mk, const char *src, size_t srclen, size_t max,
-                       bool ascii_only)
+void vali_excerpt(struct sbuf *sb, const struct mask *mk, const char *src, size_t srclen,
+                  size_t max, bool ascii_only)
 {
-	char masked[EXCERPT_BYTES + 2];
-	if (max > EXCERPT_BYTES)
-		max = EXCERPT_BYTES;
+	char masked[VALI_EXCERPT_BYTES + 2];
+	if (max > VALI_EXCERPT_BYTES)
+		max = VALI_EXCERPT_BYTES;
 	long m = mask_copy(mk, src, srclen, masked, max + 2);
 	const char *s = masked;
 	size_t n = m < 0 ? strlen(masked) : (size_t)m;
@@ -184,7 +133,7 @@ static void sb_excerpt(struct sbuf *sb, const struct mask *mk, const char *src, 
 			piece = s + i;
 			plen = step = 1;
 		} else if (u[i] >= 0x80 && !ascii_only &&
-		           (step = utf8_seq(u + i, n - i, &cp)) > 0 && cp >= 0xA0) {
+		           (step = jscan_utf8_seq(u + i, n - i, &cp)) > 0 && cp >= 0xA0) {
 			piece = s + i;
 			plen = step;
 		} else {
@@ -194,7 +143,7 @@ static void sb_excerpt(struct sbuf *sb, const struct mask *mk, const char *src, 
 			step = 1;
 		}
 		if (used + plen > max) {
-			sbuf_puts(sb, ellipsis);
+			sbuf_puts(sb, VALI_ELLIPSIS);
 			return;
 		}
 		sbuf_add(sb, piece, plen);
@@ -203,607 +152,7 @@ static void sb_excerpt(struct sbuf *sb, const struct mask *mk, const char *src, 
 	}
 }
 
-/* ---- raw JSON scanning ---------------------------------------------------
- * These walk text cJSON already accepted, so structure, escapes and literals
- * are known good; they only bound-check to stay safe. */
-
-static bool is_ws(char c)
-{
-	/* RFC 8259 white space only, not cJSON's "any byte <= 0x20". */
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-static bool is_digit(char c)
-{
-	return c >= '0' && c <= '9';
-}
-
-static bool is_number_char(char c)
-{
-	/* The bytes cJSON hands to strtod. */
-	return is_digit(c) || c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E';
-}
-
-static size_t skip_ws(const char *b, size_t pos, size_t len)
-{
-	while (pos < len && is_ws(b[pos]))
-		pos++;
-	return pos;
-}
-
-/* pos at the opening quote; returns the position after the closing one. */
-static size_t skip_string(const char *b, size_t pos, size_t len)
-{
-	pos++;
-	while (pos < len) {
-		if (b[pos] == '\\')
-			pos += 2;
-		else if (b[pos] == '"')
-			return pos + 1;
-		else
-			pos++;
-	}
-	return len;
-}
-
-/* End of the RFC 8259 number at pos, or pos when there is none. */
-static size_t number_end(const char *b, size_t pos, size_t len)
-{
-	size_t p = pos;
-
-	if (p < len && b[p] == '-')
-		p++;
-	if (p < len && b[p] == '0') {
-		p++;
-	} else if (p < len && b[p] >= '1' && b[p] <= '9') {
-		while (p < len && is_digit(b[p]))
-			p++;
-	} else {
-		return pos;
-	}
-	if (p < len && b[p] == '.') {
-		p++;
-		if (p >= len || !is_digit(b[p]))
-			return pos;
-		while (p < len && is_digit(b[p]))
-			p++;
-	}
-	if (p < len && (b[p] == 'e' || b[p] == 'E')) {
-		p++;
-		if (p < len && (b[p] == '+' || b[p] == '-'))
-			p++;
-		if (p >= len || !is_digit(b[p]))
-			return pos;
-		while (p < len && is_digit(b[p]))
-			p++;
-	}
-	return p;
-}
-
-/* pos at the first byte of a value; returns the position after it. */
-static size_t skip_value(const char *b, size_t pos, size_t len)
-{
-	size_t depth = 0;
-
-	if (pos >= len)
-		return len;
-	switch (b[pos]) {
-	case '"':
-		return skip_string(b, pos, len);
-	case 't':
-	case 'n':
-		return pos + 4 < len ? pos + 4 : len;
-	case 'f':
-		return pos + 5 < len ? pos + 5 : len;
-	case '[':
-	case '{':
-		break;
-	default: {
-		size_t e = number_end(b, pos, len);
-
-		return e > pos ? e : pos + 1;
-	}
-	}
-	while (pos < len) {
-		char c = b[pos];
-
-		if (c == '"') {
-			pos = skip_string(b, pos, len);
-			continue;
-		}
-		pos++;
-		if (c == '[' || c == '{') {
-			depth++;
-		} else if (c == ']' || c == '}') {
-			if (--depth == 0)
-				return pos;
-		}
-	}
-	return len;
-}
-
-static size_t skip_bom(const char *b, size_t len)
-{
-	/* cJSON skips a UTF-8 byte order mark, as RFC 8259 §8.1 allows. */
-	return len >= 3 && memcmp(b, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
-}
-
-enum strict_fault {
-	STRICT_OK,
-	STRICT_CONTROL,  /* a byte cJSON took for white space */
-	STRICT_NUMBER,   /* a number RFC 8259 does not allow */
-	STRICT_ESCAPE,   /* \u not followed by four hex digits */
-	STRICT_TRAILING, /* text after the top-level value */
-};
-
-static bool is_hex(char c)
-{
-	return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-/* skip_string(), and *bad set to the first \u escape without four hex
- * digits: cJSON 1.7.15 reads those as U+0000 instead of refusing them. */
-static size_t scan_string(const char *b, size_t pos, size_t len, size_t *bad)
-{
-	pos++;
-	while (pos < len) {
-		if (b[pos] == '"')
-			return pos + 1;
-		if (b[pos] != '\\') {
-			pos++;
-			continue;
-		}
-		if (pos + 1 < len && b[pos + 1] == 'u' && *bad == SIZE_MAX &&
-		    !(pos + 5 < len && is_hex(b[pos + 2]) && is_hex(b[pos + 3]) &&
-		      is_hex(b[pos + 4]) && is_hex(b[pos + 5])))
-			*bad = pos;
-		pos += 2;
-	}
-	return len;
-}
-
-/* What cJSON let through that RFC 8259 does not: the body is then not JSON
- * (SPEC §3: "JSON followed by anything but white space" included). Bytes
- * inside strings are the per-record string rules' business, not this. */
-static enum strict_fault strict_check(const char *b, size_t len, size_t *where)
-{
-	size_t pos = skip_bom(b, len), depth = 0;
-	bool done = false;
-
-	while (pos < len) {
-		char c = b[pos];
-		size_t start = pos;
-
-		if (is_ws(c)) {
-			pos++;
-			continue;
-		}
-		*where = pos;
-		if (done)
-			return STRICT_TRAILING;
-		if (c == '[' || c == '{') {
-			depth++;
-			pos++;
-			continue;
-		}
-		if (c == ',' || c == ':') {
-			pos++;
-			continue;
-		}
-		if (c == ']' || c == '}') {
-			depth--;
-			pos++;
-		} else if (c == '"') {
-			size_t bad = SIZE_MAX;
-
-			pos = scan_string(b, pos, len, &bad);
-			if (bad != SIZE_MAX) {
-				*where = bad;
-				return STRICT_ESCAPE;
-			}
-		} else if (c == 't' || c == 'f' || c == 'n') {
-			pos = skip_value(b, pos, len);
-		} else if (c == '-' || is_digit(c)) {
-			pos = number_end(b, pos, len);
-			if (pos == start || (pos < len && is_number_char(b[pos])))
-				return STRICT_NUMBER;
-		} else {
-			return STRICT_CONTROL;
-		}
-		if (depth == 0)
-			done = true;
-	}
-	return STRICT_OK;
-}
-
-/* One member of an object as raw text: the key between its quotes, the value. */
-struct member {
-	size_t ks, ke; /* key text, quotes excluded */
-	size_t vs, ve; /* value text */
-};
-
-/* Reads the member at *pos (just after '{' or a ','); false at the end of
- * the object. Text cJSON accepted never makes it fail otherwise. */
-static bool member_next(const char *b, size_t *pos, size_t end, struct member *m)
-{
-	size_t p = skip_ws(b, *pos, end);
-
-	if (p < end && b[p] == ',')
-		p = skip_ws(b, p + 1, end);
-	if (p >= end || b[p] != '"')
-		return false;
-	m->ks = p + 1;
-	p = skip_string(b, p, end);
-	m->ke = p > m->ks ? p - 1 : m->ks;
-	p = skip_ws(b, p, end);
-	if (p >= end || b[p] != ':')
-		return false;
-	m->vs = p = skip_ws(b, p + 1, end);
-	m->ve = p = skip_value(b, p, end);
-	*pos = p;
-	return true;
-}
-
-/* ---- what one string field holds ------------------------------------------ */
-
-struct str_facts {
-	bool nul;          /* a raw NUL byte or a \u0000 escape */
-	bool bad_utf8;     /* a byte that starts no well-formed UTF-8 sequence */
-	unsigned bad_byte; /* the first such byte */
-	size_t lone;       /* offset of the first lone surrogate escape, or SIZE_MAX */
-	size_t decoded;    /* bytes once escapes are decoded */
-};
-
-static unsigned hex4(const char *s)
-{
-	unsigned v = 0;
-	int i;
-
-	for (i = 0; i < 4; i++) {
-		char c = s[i];
-
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= (unsigned)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			v |= (unsigned)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			v |= (unsigned)(c - 'A' + 10);
-	}
-	return v;
-}
-
-/* True when s[i..n) starts with \u and four hex digits; *cu gets them. */
-static bool u_escape(const char *s, size_t i, size_t n, unsigned *cu)
-{
-	if (i + 6 > n || s[i] != '\\' || s[i + 1] != 'u' || !is_hex(s[i + 2]) ||
-	    !is_hex(s[i + 3]) || !is_hex(s[i + 4]) || !is_hex(s[i + 5]))
-		return false;
-	*cu = hex4(s + i + 2);
-	return true;
-}
-
-/* The \u escape at s[i] (already read as cu) with what follows: 12 bytes
- * for a surrogate pair, 6 for any other escape; *lone says whether it is a
- * surrogate without its partner (RFC 8259 §7 allows it, UTF-8 cannot hold
- * it). */
-static size_t u_escape_len(const char *s, size_t i, size_t n, unsigned cu, bool *lone)
-{
-	unsigned lo;
-
-	*lone = false;
-	if (cu >= 0xD800 && cu <= 0xDBFF && u_escape(s, i + 6, n, &lo) && lo >= 0xDC00 &&
-	    lo <= 0xDFFF)
-		return 12;
-	*lone = cu >= 0xD800 && cu <= 0xDFFF;
-	return 6;
-}
-
-/* s[0..n) is the raw text between the quotes. */
-static void str_inspect(const char *s, size_t n, struct str_facts *f)
-{
-	const unsigned char *u = (const unsigned char *)s;
-	size_t i = 0;
-
-	memset(f, 0, sizeof(*f));
-	f->lone = SIZE_MAX;
-	while (i < n) {
-		unsigned cu;
-
-		if (u_escape(s, i, n, &cu)) {
-			bool lone;
-			size_t step = u_escape_len(s, i, n, cu, &lone);
-
-			if (cu == 0)
-				f->nul = true;
-			if (lone && f->lone == SIZE_MAX)
-				f->lone = i;
-			/* A pair is one 4-byte character; cJSON reads a lone
-			 * surrogate (patched) as U+FFFD, 3 bytes. */
-			f->decoded += step == 12   ? 4
-			              : lone       ? 3
-			              : cu < 0x80  ? 1
-			              : cu < 0x800 ? 2
-			                           : 3;
-			i += step;
-			continue;
-		}
-		if (s[i] == '\\' && i + 1 < n) {
-			f->decoded++;
-			i += 2;
-			continue;
-		}
-		if (u[i] == 0) {
-			f->nul = true;
-			f->decoded++;
-			i++;
-			continue;
-		}
-		uint32_t cp;
-		size_t step = utf8_seq(u + i, n - i, &cp);
-
-		if (step == 0) {
-			if (!f->bad_utf8) {
-				f->bad_utf8 = true;
-				f->bad_byte = u[i];
-			}
-			step = 1;
-		}
-		f->decoded += step;
-		i += step;
-	}
-}
-
-/* ---- keys ------------------------------------------------------------------ */
-
-/* What a record's key says, compared after unescaping. */
-struct key_facts {
-	int field;   /* index into the guide's three fields, or -1 */
-	size_t lone; /* offset of the first lone surrogate escape, or SIZE_MAX */
-};
-
-static void key_inspect(const char *s, size_t n, const char *const names[3], struct key_facts *k)
-{
-	char dec[16]; /* longer than any guide field name: a longer key is none */
-	size_t i = 0, len = 0;
-	bool fits = true;
-	int f;
-
-	k->field = -1;
-	k->lone = SIZE_MAX;
-	while (i < n) {
-		unsigned cu;
-		char c;
-
-		if (u_escape(s, i, n, &cu)) {
-			bool lone;
-
-			i += u_escape_len(s, i, n, cu, &lone);
-			if (lone && k->lone == SIZE_MAX)
-				k->lone = i - 6;
-			if (cu == 0 || cu >= 0x80 || lone)
-				fits = false; /* no guide name holds NUL or non-ASCII */
-			c = (char)cu;
-		} else if (s[i] == '\\' && i + 1 < n) {
-			static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
-			const char *at = memchr(from, s[i + 1], sizeof(from) - 1);
-
-			c = at ? to[at - from] : s[i + 1];
-			i += 2;
-		} else {
-			c = s[i++];
-		}
-		if (len < sizeof(dec))
-			dec[len] = c;
-		len++;
-	}
-	if (!fits || len > sizeof(dec))
-		return;
-	for (f = 0; f < 3; f++) {
-		if (strlen(names[f]) == len && memcmp(names[f], dec, len) == 0)
-			k->field = f;
-	}
-}
-
-/* ---- lone surrogates, for cJSON ------------------------------------------ */
-
-/* Returns the text cJSON is to parse: b itself, or (when b holds a lone
- * surrogate escape inside a string) a copy where each one's hex digits read
- * FFFD. Same length, so offsets match; hex for hex keeps the grammar the same
- * wherever the scan stands, even in text that is not JSON. NULL: out of
- * memory. len counts b's terminating NUL out. */
-static char *patch_lone_surrogates(char *b, size_t len)
-{
-	size_t pos = skip_bom(b, len);
-	bool in_str = false;
-	char *copy = b;
-
-	while (pos < len) {
-		unsigned cu;
-		bool lone;
-		size_t step;
-
-		if (b[pos] == '"') {
-			in_str = !in_str;
-			pos++;
-			continue;
-		}
-		if (!in_str || b[pos] != '\\') {
-			pos++;
-			continue;
-		}
-		if (!u_escape(b, pos, len, &cu)) {
-			pos += 2;
-			continue;
-		}
-		step = u_escape_len(b, pos, len, cu, &lone);
-		if (lone) {
-			if (copy == b) {
-				copy = malloc(len + 1);
-				if (!copy)
-					return NULL;
-				memcpy(copy, b, len + 1);
-			}
-			memcpy(copy + pos + 2, "FFFD", 4);
-		}
-		pos += step;
-	}
-	return copy;
-}
-
-/* ---- num_tickets, judged on its exact decimal text ------------------------
- * Not on the double cJSON made of it: 2147483647.00000001 rounds to an
- * integer, 1e-400 to zero, and neither is one. */
-
-enum tickets {
-	TICKETS_OK,
-	TICKETS_NEGATIVE,
-	TICKETS_TOO_LARGE,
-	TICKETS_FRACTIONAL,
-};
-
-/* s[0..n) is a number RFC 8259 allows (strict_check made sure). The order of
- * the answers is a decision: negative first (so -1.5 and -1e999 are
- * "negative", the fix a person needs first), then too large (so 1e999 and
- * 2147483647.5 are "too large"), then fractional. -0 is 0. */
-static enum tickets tickets_judge(const char *s, size_t n, int32_t *value)
-{
-	size_t i = 0, int_at, nint, frac_at = 0, nfrac = 0, ndig, first, last, k;
-	bool neg = false, exp_neg = false, frac;
-	int64_t exp = 0, point;
-	uint64_t v = 0;
-
-	if (i < n && s[i] == '-') {
-		neg = true;
-		i++;
-	}
-	int_at = i;
-	while (i < n && is_digit(s[i]))
-		i++;
-	nint = i - int_at;
-	if (i < n && s[i] == '.') {
-		frac_at = ++i;
-		while (i < n && is_digit(s[i]))
-			i++;
-		nfrac = i - frac_at;
-	}
-	if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-		i++;
-		if (i < n && (s[i] == '+' || s[i] == '-'))
-			exp_neg = s[i++] == '-';
-		/* Saturate: beyond a million the answer no longer changes. */
-		while (i < n && is_digit(s[i])) {
-			if (exp < 1000000)
-				exp = exp * 10 + (s[i] - '0');
-			i++;
-		}
-		if (exp_neg)
-			exp = -exp;
-	}
-#define DIGIT(j) ((j) < nint ? s[int_at + (j)] : s[frac_at + (j)-nint])
-	ndig = nint + nfrac;
-	for (first = 0; first < ndig && DIGIT(first) == '0'; first++)
-		;
-	if (first == ndig) {
-		*value = 0;
-		return TICKETS_OK;
-	}
-	if (neg)
-		return TICKETS_NEGATIVE;
-	for (last = ndig - 1; DIGIT(last) == '0'; last--)
-		;
-	/* Digits before the decimal point, counted from the first non-zero. */
-	point = (int64_t)nint + exp - (int64_t)first;
-	if (point > 10)
-		return TICKETS_TOO_LARGE;
-	if (point <= 0)
-		return TICKETS_FRACTIONAL;
-	for (k = 0; k < (size_t)point; k++) {
-		size_t j = first + k;
-
-		v = v * 10 + (uint64_t)(j <= last ? DIGIT(j) - '0' : 0);
-	}
-#undef DIGIT
-	frac = last - first + 1 > (size_t)point;
-	/* 2147483647.5 is above the largest allowed too. */
-	if (v > TICKETS_MAX || (v == TICKETS_MAX && frac))
-		return TICKETS_TOO_LARGE;
-	if (frac)
-		return TICKETS_FRACTIONAL;
-	*value = (int32_t)v;
-	return TICKETS_OK;
-}
-
-/* ---- judging one element -------------------------------------------------- */
-
-struct span {
-	size_t start;
-	size_t end;
-};
-
-/* What became of one list element. */
-struct outcome {
-	char *detail; /* owned until moved into a refusal */
-	int64_t hour;
-	size_t code;
-	int32_t tickets;
-	int32_t offset;
-	enum val_reason reason;
-	bool refused;
-	bool keyed; /* time and code passed: a (code, hour) key for duplicates */
-};
-
-/* One element as the judge sees it. */
-struct element {
-	const char *b; /* the whole body, as sent */
-	struct span span;
-	const cJSON *item;
-	const struct val_request *req;
-	struct grid *grid;
-	const struct mask *mask; /* the token's: every quote of the body passes it */
-};
-
-/* One guide field of an object element. */
-struct field {
-	const char *name;
-	const cJSON *item; /* the first member with this key, NULL when none */
-	size_t vs, ve;     /* raw value text */
-	size_t at[2];      /* where the key's first two copies start (their quote) */
-	size_t copies;     /* members with this key */
-};
-
-/* ---- the connector's hour grid -------------------------------------------
- * iso_zone_offset() reads the zone's rules on every call; a response holds
- * few distinct hours, so each val_validate() call remembers the offsets it
- * asked for, in a small table indexed by quarter hour. */
-
-#define GRID_SLOTS 256
-
-struct grid {
-	const char *zone;
-	struct {
-		int64_t epoch;
-		int32_t offset;
-		bool filled;
-		bool ok;
-	} slot[GRID_SLOTS];
-};
-
-/* The connector zone's offset at epoch; false when the zone has none. */
-static bool grid_offset(struct grid *g, int64_t epoch, int32_t *offset)
-{
-	size_t i = (size_t)(((uint64_t)epoch / 900) % GRID_SLOTS);
-
-	if (!g->slot[i].filled || g->slot[i].epoch != epoch) {
-		g->slot[i].filled = true;
-		g->slot[i].epoch = epoch;
-		g->slot[i].ok = iso_zone_offset(g->zone, epoch, &g->slot[i].offset) == 0;
-	}
-	*offset = g->slot[i].offset;
-	return g->slot[i].ok;
-}
-
-static const char *type_name(const cJSON *item)
+const char *vali_type_name(const cJSON *item)
 {
 	if (cJSON_IsString(item))
 		return "a string";
@@ -822,420 +171,6 @@ static const char *type_name(const cJSON *item)
 	return "an unknown value";
 }
 
-static void sb_raw(struct sbuf *sb, const struct element *e, size_t vs, size_t ve)
-{
-	sb_excerpt(sb, e->mask, e->b + vs, ve - vs, EXCERPT_BYTES, false);
-}
-
-/* What a value is, and as sent unless that says it all: a string ("25"). */
-static void sb_got(struct sbuf *sb, const struct element *e, const cJSON *item, size_t vs,
-                   size_t ve)
-{
-	sbuf_puts(sb, type_name(item));
-	if (cJSON_IsBool(item) || cJSON_IsNull(item))
-		return;
-	sbuf_puts(sb, " (");
-	sb_raw(sb, e, vs, ve);
-	sbuf_puts(sb, ")");
-}
-
-/* Writes an instant at the record's own offset, the way its sender reads it. */
-static void sb_instant(struct sbuf *sb, int64_t epoch, int32_t offset)
-{
-	char buf[ISO_FORMAT_LEN];
-
-	iso_format(epoch, offset, buf);
-	if (buf[0] == '\0')
-		iso_format(epoch, 0, buf);
-	if (buf[0] == '\0')
-		sbuf_printf(sb, "epoch %lld", (long long)epoch);
-	else
-		sbuf_puts(sb, buf);
-}
-
-static int code_cmp(const void *key, const void *elem)
-{
-	return strcmp(key, *(const char *const *)elem);
-}
-
-/* Walks the record's members: each guide field's first copy (its cJSON item
- * and raw text), how many copies each has, and the first key holding a lone
- * surrogate escape (*lone_key, its escape at *lone_at; SIZE_MAX when none).
- * cJSON keeps members in text order, so the k-th child is the k-th member. */
-static void read_members(const struct element *e, struct field fs[3], struct member *lone_key,
-                         size_t *lone_at)
-{
-	const char *const names[3] = {fs[0].name, fs[1].name, fs[2].name};
-	size_t pos = e->span.start + 1;
-	const cJSON *c;
-	struct member m;
-
-	*lone_at = SIZE_MAX;
-	for (c = e->item->child; c && member_next(e->b, &pos, e->span.end, &m); c = c->next) {
-		struct key_facts k;
-		struct field *f;
-
-		key_inspect(e->b + m.ks, m.ke - m.ks, names, &k);
-		if (k.lone != SIZE_MAX && *lone_at == SIZE_MAX) {
-			*lone_key = m;
-			*lone_at = m.ks + k.lone;
-		}
-		if (k.field < 0)
-			continue;
-		f = &fs[k.field];
-		if (f->copies < 2)
-			f->at[f->copies] = m.ks - 1;
-		if (f->copies++ == 0) {
-			f->item = c;
-			f->vs = m.vs;
-			f->ve = m.ve;
-		}
-	}
-}
-
-/* Appends the 6-byte escape at b[at] as sent, e.g. \ud800. */
-static void sb_escape(struct sbuf *sb, const struct mask *mk, const char *b, size_t at)
-{
-	sb_excerpt(sb, mk, b + at, 6, EXCERPT_BYTES, true);
-}
-
-/* The string rules (SPEC §3) on one field's raw bytes; true when it passes. */
-static bool check_string(const struct element *e, const struct field *f, struct outcome *o,
-                         struct sbuf *sb)
-{
-	struct str_facts facts;
-
-	/* vs..ve includes the quotes (member_next cannot fail on text cJSON
-	 * accepted; the guard only keeps the arithmetic safe). */
-	if (f->ve - f->vs < 2)
-		return true;
-	str_inspect(e->b + f->vs + 1, f->ve - f->vs - 2, &facts);
-	if (facts.nul) {
-		o->reason = VAL_STRING_NUL;
-		sbuf_printf(sb, "%s ", f->name);
-		sb_raw(sb, e, f->vs, f->ve);
-		sbuf_puts(sb, " contains a NUL character (raw or \\u0000): the guide requires text "
-		              "without NUL");
-	} else if (facts.bad_utf8) {
-		o->reason = VAL_STRING_INVALID_UTF8;
-		sbuf_printf(sb, "%s ", f->name);
-		sb_raw(sb, e, f->vs, f->ve);
-		sbuf_printf(sb, " is not valid UTF-8 (byte 0x%02X): the guide requires UTF-8 text",
-		            facts.bad_byte);
-	} else if (facts.lone != SIZE_MAX) {
-		size_t at = f->vs + 1 + facts.lone;
-
-		o->reason = VAL_STRING_INVALID;
-		sbuf_printf(sb, "%s ", f->name);
-		sb_raw(sb, e, f->vs, f->ve);
-		sbuf_puts(sb, " holds a lone UTF-16 surrogate escape ");
-		sb_escape(sb, e->mask, e->b, at);
-		sbuf_printf(sb,
-		            " at byte %zu, which is no character: the guide requires text "
-		            "(a surrogate escape only as a pair, e.g. \\ud83d\\ude00)",
-		            at);
-	} else if (facts.decoded > VAL_MAX_STRING_BYTES) {
-		o->reason = VAL_STRING_TOO_LONG;
-		sbuf_printf(sb, "%s ", f->name);
-		sb_raw(sb, e, f->vs, f->ve);
-		sbuf_printf(sb, " is %zu bytes long: the guide allows at most %d", facts.decoded,
-		            VAL_MAX_STRING_BYTES);
-	} else {
-		return true;
-	}
-	return false;
-}
-
-static void judge_tickets(const struct element *e, const struct field *f, struct outcome *o,
-                          struct sbuf *sb)
-{
-	enum tickets t = tickets_judge(e->b + f->vs, f->ve - f->vs, &o->tickets);
-
-	if (t == TICKETS_OK)
-		return;
-	o->refused = true;
-	sbuf_puts(sb, "num_tickets ");
-	sb_raw(sb, e, f->vs, f->ve);
-	if (t == TICKETS_NEGATIVE) {
-		o->reason = VAL_TICKETS_NEGATIVE;
-		sbuf_puts(sb, " is negative");
-	} else if (t == TICKETS_TOO_LARGE) {
-		o->reason = VAL_TICKETS_TOO_LARGE;
-		sbuf_puts(sb, " is too large");
-	} else {
-		o->reason = VAL_TICKETS_FRACTIONAL;
-		sbuf_puts(sb, " has a fractional part");
-	}
-	sbuf_printf(sb, ": the guide requires a whole number from 0 to %d", TICKETS_MAX);
-}
-
-/* Applies SPEC §3's record rules in order; the first that fails is the
- * reason. Leaves o->detail set when refused. Returns -1 out of memory.
- * A field that is null is there, of the wrong type, not missing. Every missing
- * field is named (a person fixes them at once); of wrong types, the first. The
- * string rules run on time, then ext_ref_code: NUL, then UTF-8, then length. */
-static int judge(const struct element *e, struct outcome *o)
-{
-	const struct val_request *req = e->req;
-	struct field fs[3] = {{.name = "time"}, {.name = "ext_ref_code"}, {.name = "num_tickets"}};
-	struct field *tf = &fs[0], *cf = &fs[1], *nf = &fs[2];
-	struct sbuf sb = {0};
-	struct iso_instant t;
-	enum iso_status st;
-	const char *const *hit;
-	struct member lone_key;
-	size_t i, nmissing = 0, lone_at;
-	int32_t zone_offset;
-
-	memset(o, 0, sizeof(*o));
-	o->refused = true;
-	if (!cJSON_IsObject(e->item)) {
-		o->reason = VAL_NOT_OBJECT;
-		sbuf_puts(&sb, "element is ");
-		sb_got(&sb, e, e->item, e->span.start, e->span.end);
-		sbuf_puts(&sb, ", not an object: the guide requires an object with time, "
-		               "ext_ref_code and num_tickets");
-		goto refused;
-	}
-	read_members(e, fs, &lone_key, &lone_at);
-	if (lone_at != SIZE_MAX) {
-		o->reason = VAL_STRING_INVALID;
-		sbuf_puts(&sb, "key \"");
-		sb_excerpt(&sb, e->mask, e->b + lone_key.ks, lone_key.ke - lone_key.ks, EXCERPT_BYTES,
-		           false);
-		sbuf_puts(&sb, "\" holds a lone UTF-16 surrogate escape ");
-		sb_escape(&sb, e->mask, e->b, lone_at);
-		sbuf_printf(&sb,
-		            " at byte %zu: it may be time, ext_ref_code or num_tickets cut short, "
-		            "and the daemon does not guess; the guide requires keys that are text",
-		            lone_at);
-		goto refused;
-	}
-	for (i = 0; i < 3; i++) {
-		if (fs[i].copies < 2)
-			continue;
-		o->reason = VAL_DUPLICATE_KEY;
-		sbuf_printf(
-		    &sb,
-		    "key %s appears %zu times in this record (at bytes %zu and %zu%s%s): the "
-		    "guide allows each field once, and the daemon does not guess which is "
-		    "right",
-		    fs[i].name, fs[i].copies, fs[i].at[0], fs[i].at[1],
-		    fs[i].copies > 2 ? ", " : "", fs[i].copies > 2 ? ellipsis : "");
-		goto refused;
-	}
-	for (i = 0; i < 3; i++) {
-		if (fs[i].copies)
-			continue;
-		sbuf_puts(&sb, nmissing++ ? ", " : "missing ");
-		sbuf_puts(&sb, fs[i].name);
-	}
-	if (nmissing) {
-		o->reason = VAL_MISSING_FIELD;
-		sbuf_puts(&sb, ": the guide requires time, ext_ref_code and num_tickets in every "
-		               "record");
-		goto refused;
-	}
-	for (i = 0; i < 3; i++) {
-		bool ok = i < 2 ? cJSON_IsString(fs[i].item) : cJSON_IsNumber(fs[i].item);
-
-		if (ok)
-			continue;
-		o->reason = VAL_WRONG_TYPE;
-		sbuf_printf(&sb, "%s is ", fs[i].name);
-		sb_got(&sb, e, fs[i].item, fs[i].vs, fs[i].ve);
-		if (i == 0)
-			sbuf_puts(&sb, ": the guide requires a string with an ISO 8601 date-time "
-			               "and offset, e.g. \"2023-02-08T00:00:00-03:00\"");
-		else if (i == 1)
-			sbuf_puts(&sb, ": the guide requires a string, one of the codes requested, "
-			               "e.g. \"0001\"");
-		else
-			sbuf_puts(&sb,
-			          ": the guide requires a JSON number without quotes, e.g. 25");
-		goto refused;
-	}
-	if (!check_string(e, tf, o, &sb) || !check_string(e, cf, o, &sb))
-		goto refused;
-
-	/* No NUL, so valuestring holds the whole decoded text. */
-	st = iso_parse(tf->item->valuestring, strlen(tf->item->valuestring), &t);
-	if (st != ISO_OK || !iso_on_hour(&t)) {
-		sbuf_puts(&sb, "time ");
-		sb_raw(&sb, e, tf->vs, tf->ve);
-		if (st == ISO_NO_OFFSET) {
-			o->reason = VAL_TIME_NO_OFFSET;
-			sbuf_puts(&sb,
-			          " has no UTC offset: the guide requires an offset or Z, e.g. "
-			          "\"2023-02-08T00:00:00-03:00\"");
-		} else if (st != ISO_OK) {
-			o->reason = VAL_TIME_UNPARSEABLE;
-			sbuf_puts(&sb, " is not an ISO 8601 date-time: the guide requires e.g. "
-			               "\"2023-02-08T00:00:00-03:00\"");
-		} else {
-			o->reason = VAL_TIME_NOT_ON_HOUR;
-			sbuf_puts(&sb, " is not the start of an hour: the guide requires minutes, "
-			               "seconds and any fraction to be zero");
-		}
-		goto refused;
-	}
-	/* On the hour in its own offset, but on the connector's grid? */
-	if (!grid_offset(e->grid, t.epoch, &zone_offset) || (t.epoch + zone_offset) % 3600 != 0) {
-		o->reason = VAL_TIME_NOT_ON_HOUR;
-		sbuf_puts(&sb, "time ");
-		sb_raw(&sb, e, tf->vs, tf->ve);
-		if (!grid_offset(e->grid, t.epoch, &zone_offset)) {
-			sbuf_printf(&sb,
-			            " cannot be placed on the connector's hours: its zone %s has "
-			            "no known offset then on this host",
-			            e->grid->zone);
-			goto refused;
-		}
-		sbuf_puts(&sb, " is ");
-		sb_instant(&sb, t.epoch, zone_offset);
-		sbuf_printf(&sb,
-		            " in the connector's zone %s, not the start of an hour there: the "
-		            "guide requires the connector's hours, e.g. ",
-		            e->grid->zone);
-		/* The hour it falls in, floor division for instants before 1970. */
-		int64_t local = t.epoch + zone_offset;
-		int64_t start = local - ((local % 3600) + 3600) % 3600 - zone_offset;
-		sb_instant(&sb, start, zone_offset);
-		goto refused;
-	}
-	o->hour = t.epoch;
-	o->offset = t.offset;
-	if (t.epoch < req->from || t.epoch >= req->to) {
-		o->reason = VAL_TIME_OUTSIDE_WINDOW;
-		sbuf_puts(&sb, "time ");
-		sb_raw(&sb, e, tf->vs, tf->ve);
-		sbuf_puts(&sb, " is outside the requested window: from ");
-		sb_instant(&sb, req->from, t.offset);
-		sbuf_puts(&sb, " up to, not including, ");
-		sb_instant(&sb, req->to, t.offset);
-		goto refused;
-	}
-	if (t.epoch > req->now) {
-		o->reason = VAL_TIME_IN_FUTURE;
-		sbuf_puts(&sb, "time ");
-		sb_raw(&sb, e, tf->vs, tf->ve);
-		sbuf_puts(&sb, " is an hour that has not started yet (now is ");
-		sb_instant(&sb, req->now, t.offset);
-		sbuf_puts(&sb, ")");
-		goto refused;
-	}
-	/* Exact bytes: "0001" is not "1" (SPEC §2). */
-	hit = req->ncodes ? bsearch(cf->item->valuestring, req->codes, req->ncodes,
-	                            sizeof(*req->codes), code_cmp)
-	                  : NULL;
-	if (!hit) {
-		o->reason = VAL_UNKNOWN_CODE;
-		sbuf_puts(&sb, "ext_ref_code ");
-		sb_raw(&sb, e, cf->vs, cf->ve);
-		sbuf_puts(&sb, " was not requested: the request asked for ");
-		if (req->ncodes == 0)
-			sbuf_puts(&sb, "no codes");
-		for (i = 0; i < req->ncodes && i < LIST_MAX; i++) {
-			sbuf_puts(&sb, i ? ", \"" : "\"");
-			sb_excerpt(&sb, e->mask, req->codes[i], strlen(req->codes[i]), EXCERPT_BYTES, false);
-			sbuf_puts(&sb, "\"");
-		}
-		if (req->ncodes > LIST_MAX)
-			sbuf_printf(&sb, " and %zu more", req->ncodes - LIST_MAX);
-		sbuf_puts(&sb, " (exact match)");
-		goto refused;
-	}
-	o->code = (size_t)(hit - req->codes);
-	o->keyed = true;
-	o->refused = false;
-	judge_tickets(e, nf, o, &sb);
-	if (!o->refused)
-		return 0;
-refused:
-	o->detail = sbuf_take(&sb);
-	return o->detail ? 0 : -1;
-}
-
-/* ---- duplicates ----------------------------------------------------------- */
-
-struct key {
-	size_t code;
-	int64_t hour;
-	size_t index;
-};
-
-static int key_cmp(const void *pa, const void *pb)
-{
-	const struct key *a = pa, *b = pb;
-
-	if (a->code != b->code)
-		return a->code < b->code ? -1 : 1;
-	if (a->hour != b->hour)
-		return a->hour < b->hour ? -1 : 1;
-	return (a->index > b->index) - (a->index < b->index);
-}
-
-/* Refuses every copy of a (code, hour) seen more than once: the daemon does
- * not guess which is right. A copy already refused for num_tickets keeps that
- * reason (it is the first rule it broke) but still counts as a copy, so its
- * twin is refused too. */
-static int mark_duplicates(const struct key *keys, size_t nkeys, struct outcome *outs,
-                           const struct val_request *req, const struct mask *mk)
-{
-	size_t g = 0;
-
-	while (g < nkeys) {
-		size_t end = g + 1, i, j;
-
-		while (end < nkeys && keys[end].code == keys[g].code &&
-		       keys[end].hour == keys[g].hour)
-			end++;
-		for (i = g; end - g > 1 && i < end; i++) {
-			struct outcome *o = &outs[keys[i].index];
-			struct sbuf sb = {0};
-			size_t named = 0;
-
-			if (o->refused) {
-				sbuf_puts(&sb, o->detail);
-				sbuf_printf(&sb,
-				            " (and this code and hour appear %zu times in this "
-				            "response)",
-				            end - g);
-			} else {
-				const char *code = req->codes[keys[i].code];
-
-				sbuf_puts(&sb, "ext_ref_code \"");
-				sb_excerpt(&sb, mk, code, strlen(code), EXCERPT_BYTES, false);
-				sbuf_puts(&sb, "\" and hour ");
-				sb_instant(&sb, o->hour, o->offset);
-				sbuf_printf(&sb, " appear %zu times in this response (", end - g);
-				for (j = g; j < end && named < LIST_MAX; j++) {
-					if (j == i)
-						continue;
-					if (named++)
-						sbuf_puts(&sb, ", ");
-					else
-						sbuf_puts(&sb, end - g > 2 ? "also elements "
-						                           : "also element ");
-					sbuf_printf(&sb, "%zu", keys[j].index);
-				}
-				if (end - g - 1 > LIST_MAX)
-					sbuf_puts(&sb, ellipsis);
-				sbuf_puts(&sb, "): the guide allows one record per code and hour, "
-				               "and the daemon does not guess which is right");
-				o->reason = VAL_DUPLICATE;
-				o->refused = true;
-			}
-			free(o->detail);
-			o->detail = sbuf_take(&sb);
-			if (!o->detail)
-				return -1;
-		}
-		g = end;
-	}
-	return 0;
-}
-
 /* ---- a refused record's JSON text ---------------------------------------- */
 
 /* The raw text, cut at VAL_MAX_JSON_BYTES on a character boundary. Inside
@@ -1243,19 +178,20 @@ static int mark_duplicates(const struct key *keys, size_t nkeys, struct outcome 
  * been) and bytes that are not UTF-8 become U+FFFD, so the text is valid
  * UTF-8 without NUL, as a PostgreSQL text column needs. No "…" marker: the
  * column holds a prefix of what was sent, nothing else. */
-static char *render_json(const char *body, struct span whole, const struct mask *mk)
+static char *render_json(const char *body, struct jscan_span whole, const struct mask *mk)
 {
 	/* Masked first, then cut (SPEC §3). Each masked byte takes at least
 	 * one byte of the result, so VAL_MAX_JSON_BYTES of them are enough. */
 	char *b = malloc(VAL_MAX_JSON_BYTES + 1);
 	if (!b)
 		return NULL;
-	long m = mask_copy(mk, body + whole.start, whole.end - whole.start, b, VAL_MAX_JSON_BYTES + 1);
+	long m =
+	    mask_copy(mk, body + whole.start, whole.end - whole.start, b, VAL_MAX_JSON_BYTES + 1);
 	if (m < 0) {
 		free(b);
 		return NULL;
 	}
-	struct span sp = {0, (size_t)m};
+	struct jscan_span sp = {0, (size_t)m};
 	const unsigned char *u = (const unsigned char *)b;
 	struct sbuf sb = {0};
 	bool in_str = false;
@@ -1279,7 +215,7 @@ static char *render_json(const char *body, struct span whole, const struct mask 
 			piece = esc;
 			plen = 6;
 		} else if (u[i] >= 0x80) {
-			plen = step = utf8_seq(u + i, sp.end - i, &cp);
+			plen = step = jscan_utf8_seq(u + i, sp.end - i, &cp);
 			if (plen == 0) {
 				piece = "\xEF\xBF\xBD";
 				plen = 3;
@@ -1318,11 +254,11 @@ static bool contains_nocase(const char *b, size_t len, const char *needle)
 
 /* cJSON refused parsed (buf as sent, lone surrogates patched): say what
  * buf looked like instead. */
-static int refuse_not_json(struct val_result *out, const struct mask *mk, const char *buf, const char *parsed, size_t len,
-                           size_t err_at)
+static int refuse_not_json(struct val_result *out, const struct mask *mk, const char *buf,
+                           const char *parsed, size_t len, size_t err_at)
 {
 	struct sbuf sb = {0};
-	size_t p = skip_ws(buf, skip_bom(buf, len), len);
+	size_t p = jscan_skip_ws(buf, jscan_skip_bom(buf, len), len);
 	const char *end = NULL;
 	cJSON *root;
 
@@ -1346,7 +282,7 @@ static int refuse_not_json(struct val_result *out, const struct mask *mk, const 
 		sbuf_printf(&sb,
 		            "response is JSON followed by other text at byte %zu: the guide "
 		            "requires a bare JSON list and nothing after it but white space",
-		            skip_ws(buf, (size_t)(end - parsed), len));
+		            jscan_skip_ws(buf, (size_t)(end - parsed), len));
 		return refuse(out, VAL_WHOLE_NOT_JSON, &sb);
 	}
 	/* Looks like JSON that went wrong, or like something else entirely. */
@@ -1356,7 +292,7 @@ static int refuse_not_json(struct val_result *out, const struct mask *mk, const 
 	else
 		sbuf_puts(&sb, "response is not JSON but ");
 	sbuf_puts(&sb, "text starting with '");
-	sb_excerpt(&sb, mk, buf + p, len - p, EXCERPT_BYTES, true);
+	vali_excerpt(&sb, mk, buf + p, len - p, VALI_EXCERPT_BYTES, true);
 	sbuf_puts(&sb, "': the guide requires a bare JSON list");
 	return refuse(out, VAL_WHOLE_NOT_JSON, &sb);
 }
@@ -1373,35 +309,36 @@ static int refuse_not_list(struct val_result *out, const struct mask *mk, const 
 	else if (cJSON_IsObject(root))
 		sbuf_puts(&sb, "an object with keys ");
 	else
-		sbuf_puts(&sb, type_name(root));
+		sbuf_puts(&sb, vali_type_name(root));
 	for (c = cJSON_IsObject(root) ? root->child : NULL; c; c = c->next, i++) {
-		if (i == LIST_MAX) {
-			sbuf_printf(&sb, ", %s", ellipsis);
+		if (i == VALI_LIST_MAX) {
+			sbuf_printf(&sb, ", %s", VALI_ELLIPSIS);
 			break;
 		}
 		if (i)
 			sbuf_puts(&sb, ", ");
-		sb_excerpt(&sb, mk, c->string, strlen(c->string), EXCERPT_BYTES, false);
+		vali_excerpt(&sb, mk, c->string, strlen(c->string), VALI_EXCERPT_BYTES, false);
 	}
 	sbuf_puts(&sb, ": the guide requires a bare list");
 	return refuse(out, VAL_WHOLE_NOT_LIST, &sb);
 }
 
 static int refuse_strict(struct val_result *out, const struct mask *mk, const char *buf, size_t len,
-                         enum strict_fault fault, size_t at)
+                         enum jscan_fault fault, size_t at)
 {
 	struct sbuf sb = {0};
 
-	if (fault == STRICT_TRAILING) {
+	if (fault == JSCAN_TRAILING) {
 		sbuf_printf(&sb,
 		            "response is JSON followed by other text at byte %zu: the guide "
 		            "requires a bare JSON list and nothing after it but white space",
 		            at);
-	} else if (fault == STRICT_ESCAPE) {
+	} else if (fault == JSCAN_ESCAPE) {
 		sbuf_puts(&sb, "response is not valid JSON: escape '");
-		sb_excerpt(&sb, mk, buf + at, len - at < 6 ? len - at : 6, EXCERPT_BYTES, true);
+		vali_excerpt(&sb, mk, buf + at, len - at < 6 ? len - at : 6, VALI_EXCERPT_BYTES,
+		             true);
 		sbuf_printf(&sb, "' at byte %zu is not \\u and four hex digits", at);
-	} else if (fault == STRICT_CONTROL) {
+	} else if (fault == JSCAN_CONTROL) {
 		sbuf_printf(&sb,
 		            "response is not valid JSON: control byte 0x%02X outside a string "
 		            "at byte %zu",
@@ -1409,10 +346,10 @@ static int refuse_strict(struct val_result *out, const struct mask *mk, const ch
 	} else {
 		size_t e = at;
 
-		while (e < len && is_number_char(buf[e]))
+		while (e < len && jscan_is_number_char(buf[e]))
 			e++;
 		sbuf_puts(&sb, "response is not valid JSON: malformed number '");
-		sb_excerpt(&sb, mk, buf + at, e - at, EXCERPT_BYTES, true);
+		vali_excerpt(&sb, mk, buf + at, e - at, VALI_EXCERPT_BYTES, true);
 		sbuf_printf(&sb,
 		            "' at byte %zu (JSON numbers have no leading zeros and a digit on "
 		            "each side of the point)",
@@ -1421,88 +358,22 @@ static int refuse_strict(struct val_result *out, const struct mask *mk, const ch
 	return refuse(out, VAL_WHOLE_NOT_JSON, &sb);
 }
 
-/* Raw spans of the top-level list's elements, in order. */
-static int element_spans(const char *b, size_t len, struct span **out, size_t *n)
+/* Moves the outcomes of the n elements into *out: accepted records in
+ * keys' (code, hour) order, refusals in response order with their JSON
+ * text. On -1 (out of memory) the caller frees what *out holds. */
+static int collect(const char *buf, const struct jscan_span *spans, struct outcome *outs, size_t n,
+                   const struct key *keys, size_t nkeys, const struct mask *mk,
+                   struct val_result *out)
 {
-	size_t pos = skip_ws(b, skip_bom(b, len), len) + 1, cap = 0;
-	struct span *spans = NULL;
+	size_t i, nref = 0, nrec;
 
-	*n = 0;
-	for (;;) {
-		pos = skip_ws(b, pos, len);
-		if (pos >= len || b[pos] == ']')
-			break;
-		if (*n == cap) {
-			size_t ncap = cap ? cap * 2 : 64;
-			struct span *grown = reallocarray(spans, ncap, sizeof(*spans));
-
-			if (!grown) {
-				free(spans);
-				return -1;
-			}
-			spans = grown;
-			cap = ncap;
-		}
-		spans[*n].start = pos;
-		pos = skip_value(b, pos, len);
-		spans[*n].end = pos;
-		(*n)++;
-		pos = skip_ws(b, pos, len);
-		if (pos < len && b[pos] == ',')
-			pos++;
-	}
-	*out = spans;
-	return 0;
-}
-
-/* Judges the list; the caller frees what *out holds on failure. */
-static int judge_list(const char *buf, size_t len, const cJSON *root, const struct val_request *req,
-                      const struct mask *mk, struct val_result *out)
-{
-	struct span *spans = NULL;
-	struct outcome *outs = NULL;
-	struct key *keys = NULL;
-	size_t n = 0, i, nkeys = 0, nref = 0, nrec = 0;
-	const cJSON *item;
-	struct grid *grid;
-	int rc = -1;
-
-	if (element_spans(buf, len, &spans, &n) != 0)
-		return -1;
-	grid = calloc(1, sizeof(*grid));
-	if (!grid) {
-		free(spans);
-		return -1;
-	}
-	grid->zone = req->zone ? req->zone : "UTC";
-	out->received = n;
-	if (n == 0) {
-		rc = 0;
-		goto done;
-	}
-	outs = calloc(n, sizeof(*outs));
-	keys = calloc(n, sizeof(*keys));
-	if (!outs || !keys)
-		goto done;
-	for (i = 0, item = root->child; i < n && item; i++, item = item->next) {
-		struct element e = {buf, spans[i], item, req, grid, mk};
-
-		if (judge(&e, &outs[i]) != 0)
-			goto done;
-		if (outs[i].keyed)
-			keys[nkeys++] = (struct key){outs[i].code, outs[i].hour, i};
-	}
-	/* Sorting, not comparing pairs: 100,000 records stay well under a second. */
-	qsort(keys, nkeys, sizeof(*keys), key_cmp);
-	if (mark_duplicates(keys, nkeys, outs, req, mk) != 0)
-		goto done;
 	for (i = 0; i < n; i++)
 		nref += outs[i].refused;
 	nrec = n - nref;
 	if (nrec && !(out->records = calloc(nrec, sizeof(*out->records))))
-		goto done;
+		return -1;
 	if (nref && !(out->refusals = calloc(nref, sizeof(*out->refusals))))
-		goto done;
+		return -1;
 	/* keys is in (code, hour) order: the records' order too. */
 	for (i = 0; i < nkeys; i++) {
 		const struct outcome *o = &outs[keys[i].index];
@@ -1523,9 +394,51 @@ static int judge_list(const char *buf, size_t len, const cJSON *root, const stru
 		outs[i].detail = NULL;
 		r->json = render_json(buf, spans[i], mk);
 		if (!r->json)
-			goto done;
+			return -1;
 	}
-	rc = 0;
+	return 0;
+}
+
+/* Judges the list; the caller frees what *out holds on failure. */
+static int judge_list(const char *buf, size_t len, const cJSON *root, const struct val_request *req,
+                      const struct mask *mk, struct val_result *out)
+{
+	struct jscan_span *spans = NULL;
+	struct outcome *outs = NULL;
+	struct key *keys = NULL;
+	size_t n = 0, i, nkeys = 0;
+	const cJSON *item;
+	struct grid *grid;
+	int rc = -1;
+
+	if (jscan_element_spans(buf, len, &spans, &n) != 0)
+		return -1;
+	grid = calloc(1, sizeof(*grid));
+	if (!grid) {
+		free(spans);
+		return -1;
+	}
+	grid->zone = req->zone ? req->zone : "UTC";
+	out->received = n;
+	if (n == 0) {
+		rc = 0;
+		goto done;
+	}
+	outs = calloc(n, sizeof(*outs));
+	keys = calloc(n, sizeof(*keys));
+	if (!outs || !keys)
+		goto done;
+	for (i = 0, item = root->child; i < n && item; i++, item = item->next) {
+		struct element e = {buf, spans[i], item, req, grid, mk};
+
+		if (vali_judge(&e, &outs[i]) != 0)
+			goto done;
+		if (outs[i].keyed)
+			keys[nkeys++] = (struct key){outs[i].code, outs[i].hour, i};
+	}
+	if (vali_mark_duplicates(keys, nkeys, outs, req, mk) != 0)
+		goto done;
+	rc = collect(buf, spans, outs, n, keys, nkeys, mk, out);
 done:
 	for (i = 0; outs && i < n; i++)
 		free(outs[i].detail);
@@ -1541,7 +454,7 @@ int val_validate(const char *body, size_t len, const struct val_request *req,
 {
 	struct sbuf sb = {0};
 	const char *end = NULL;
-	enum strict_fault fault;
+	enum jscan_fault fault;
 	size_t at = 0;
 	cJSON *root;
 	char *buf, *parsed;
@@ -1570,7 +483,7 @@ int val_validate(const char *body, size_t len, const struct val_request *req,
 	buf[len] = '\0';
 	/* buf stays the text as sent, for everything the judge reads and
 	 * quotes; cJSON reads parsed, where lone surrogates are patched. */
-	parsed = patch_lone_surrogates(buf, len);
+	parsed = jscan_patch_lone_surrogates(buf, len);
 	if (!parsed) {
 		free(buf);
 		mask_free(mk);
@@ -1581,7 +494,7 @@ int val_validate(const char *body, size_t len, const struct val_request *req,
 		/* cJSON reports running out of memory as a parse error too; the
 		 * run is then refused as not JSON and retried, not lost. */
 		rc = refuse_not_json(out, mk, buf, parsed, len, end ? (size_t)(end - parsed) : 0);
-	} else if ((fault = strict_check(buf, len, &at)) != STRICT_OK) {
+	} else if ((fault = jscan_strict_check(buf, len, &at)) != JSCAN_OK) {
 		rc = refuse_strict(out, mk, buf, len, fault, at);
 	} else if (!cJSON_IsArray(root)) {
 		rc = refuse_not_list(out, mk, root);
