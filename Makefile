@@ -154,7 +154,7 @@ valgrind: build/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_TESTS)
 	done; exit $$rc
 
 check: deps
-	@$(MAKE) --no-print-directory all unit fuzz-smoke integration systemd-check
+	@$(MAKE) --no-print-directory format-check all unit fuzz-smoke integration systemd-check
 
 demo: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi

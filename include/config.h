@@ -12,9 +12,9 @@
 
 /* An address range from deny_networks. */
 struct cfg_network {
-	int family;              /* AF_INET or AF_INET6 */
-	unsigned char addr[16];  /* network address, 4 or 16 bytes used */
-	unsigned prefix;         /* prefix length in bits */
+	int family;             /* AF_INET or AF_INET6 */
+	unsigned char addr[16]; /* network address, 4 or 16 bytes used */
+	unsigned prefix;        /* prefix length in bits */
 };
 
 struct cfg {
@@ -47,17 +47,17 @@ int cfg_init(struct cfg *c) __attribute__((warn_unused_result));
  * unknown section or key, bad value) returns -1 with err set to
  * "FILE:LINE: [section] key: what is wrong" and c unchanged. */
 int cfg_load(struct cfg *c, const char *path, bool must_exist, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 void cfg_free(struct cfg *c);
 
 /* Value parsers, exposed for tests. Return 0 or -1 with a message in err. */
 int cfg_parse_duration_ms(const char *s, int64_t *ms, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 int cfg_parse_size(const char *s, size_t *bytes, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 int cfg_parse_network(const char *s, struct cfg_network *out, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* True when the address (4 bytes for AF_INET, 16 for AF_INET6) lies in one of
  * the networks. IPv4-mapped IPv6 addresses are judged as IPv4. */

@@ -33,6 +33,6 @@ void connectors_free(struct connector *v, size_t n);
  * parses as an http(s) URL, the zone exists on this host, the token has only
  * printable ASCII. Returns 0, or -1 with a reason (never quoting the token). */
 int connector_check(const struct connector *c, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 #endif

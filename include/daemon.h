@@ -11,9 +11,9 @@
 struct cfg;
 
 struct daemon_options {
-	bool once;               /* poll every enabled connector once, then exit */
-	const char *config_path; /* for SIGHUP reloads */
-	bool config_required;    /* the file was named with -c */
+	bool once;                         /* poll every enabled connector once, then exit */
+	const char *config_path;           /* for SIGHUP reloads */
+	bool config_required;              /* the file was named with -c */
 	const char *database_url_override; /* -d or KSI_SALESD_DATABASE_URL, or NULL */
 };
 

@@ -33,7 +33,7 @@ enum db_error_kind {
  * pg_temp: a role's search_path cannot change what our SQL calls). On
  * failure returns -1 with libpq's message in err. */
 int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 void db_close(struct db *db);
 bool db_ok(const struct db *db); /* the connection is usable */
 
@@ -45,7 +45,7 @@ enum db_error_kind db_error_kind(const struct db *db);
  * applied once the transaction has committed. *applied counts those
  * applied now. On failure nothing is applied; db_error_kind says why. */
 int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* 0 when the schema is at the version this binary expects; -1 with an
  * explanation (missing, older: run migrate; newer: upgrade the binary),
@@ -54,8 +54,8 @@ int db_check_schema(struct db *db, char *err, size_t errlen) __attribute__((warn
 
 /* The enabled connector called name, with its codes. 0, 1 when there is
  * no such enabled connector (err says which), -1 on a database error. */
-int db_load_connector_by_name(struct db *db, const char *name, struct connector *out, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+int db_load_connector_by_name(struct db *db, const char *name, struct connector *out, char *err,
+                              size_t errlen) __attribute__((warn_unused_result));
 
 /* Claims up to limit due connectors (all enabled ones with stores when
  * ignore_schedule, in id order, ids above after_id only: `once` claims in
@@ -63,36 +63,37 @@ int db_load_connector_by_name(struct db *db, const char *name, struct connector 
  * their codes and new lease_epoch. Skips rows another daemon is claiming at
  * the same moment (FOR UPDATE SKIP LOCKED). */
 int db_claim(struct db *db, const char *owner, int64_t lease_s, size_t limit, bool ignore_schedule,
-	     int64_t after_id, struct connector **out, size_t *n, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+             int64_t after_id, struct connector **out, size_t *n, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* Claims one connector's lease whatever its schedule (backfill): 0 with
  * *epoch set; 1 when another holds it (holder: "owner until time"). */
-int db_claim_connector(struct db *db, const char *owner, int64_t lease_s, int64_t connector_id, int64_t *epoch,
-		       char *holder, size_t holderlen, char *err, size_t errlen) __attribute__((warn_unused_result));
+int db_claim_connector(struct db *db, const char *owner, int64_t lease_s, int64_t connector_id,
+                       int64_t *epoch, char *holder, size_t holderlen, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* Releases one lease without touching the schedule. */
-int db_release_lease(struct db *db, const char *owner, int64_t connector_id, int64_t epoch, char *err,
-		     size_t errlen) __attribute__((warn_unused_result));
+int db_release_lease(struct db *db, const char *owner, int64_t connector_id, int64_t epoch,
+                     char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Enabled connectors with stores whose lease another owner holds now. */
 int db_count_leased_elsewhere(struct db *db, const char *owner, long *n, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Extends every unexpired lease owner holds by lease_s seconds. */
 int db_renew(struct db *db, const char *owner, int64_t lease_s, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Releases every lease owner holds (shutdown): connector leases, and the
  * connection_tests and backfill_requests rows it still runs go back to
  * pending for the next daemon. */
 int db_release_all(struct db *db, const char *owner, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Releases owner's leases except on the connectors in keep: those left by
  * polls whose results were lost with a connection. */
 int db_release_stale(struct db *db, const char *owner, const int64_t *keep, size_t nkeep, char *err,
-		     size_t errlen) __attribute__((warn_unused_result));
+                     size_t errlen) __attribute__((warn_unused_result));
 
 /* The channel the configuration triggers notify. */
 #define DB_NOTIFY_CHANNEL "ksi_sales_config"
@@ -114,7 +115,8 @@ bool db_alive(struct db *db);
 
 /* Runs sql, a fixed statement with no parameters (maintenance); its rows,
  * if any, are dropped. -1 with PostgreSQL's message. */
-int db_exec(struct db *db, const char *sql, char *err, size_t errlen) __attribute__((warn_unused_result));
+int db_exec(struct db *db, const char *sql, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* Outcome of one request, as stored in fetch_runs.outcome. */
 enum run_outcome {
@@ -164,7 +166,7 @@ struct db_run {
  * hour), the fetch_runs row, its rejected_records rows and the advance of
  * synced_until. *upserted gets the rows written. */
 int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* The end of one poll: its lease released (only if still this owner's,
  * this epoch), its next poll and consecutive failures set. */
@@ -185,7 +187,7 @@ struct db_write {
 	 * daemon holds the connector now. From the error's SQLSTATE
 	 * (ksi_sales.lease_check raises KS001, migration 0006). */
 	bool lease_lost;
-	long upserted;           /* run's rows written */
+	long upserted; /* run's rows written */
 	char err[1024];
 };
 
@@ -227,16 +229,16 @@ void db_conn_tests_free(struct db_conn_test *v, size_t n);
 
 /* Claims up to limit tests for lease_s seconds (status running, started_at). */
 int db_claim_conn_tests(struct db *db, const char *owner, int64_t lease_s, size_t limit,
-			struct db_conn_test **out, size_t *n, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+                        struct db_conn_test **out, size_t *n, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* Records a test's outcome in one UPDATE: status done (passed) or failed
  * (passed NULL), report (a JSON document), finished_at, and bearer_token
  * NULL; or puts it back to pending, token kept (DB_REQUEST_REQUEUE).
  * *written is false when the row is no longer this claim's. */
-int db_end_conn_test(struct db *db, const char *owner, int64_t id, int64_t attempt, enum db_request_end end,
-		     bool passed, const char *report, bool *written, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+int db_end_conn_test(struct db *db, const char *owner, int64_t id, int64_t attempt,
+                     enum db_request_end end, bool passed, const char *report, bool *written,
+                     char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* One claimed backfill_requests row. */
 struct db_backfill {
@@ -256,8 +258,8 @@ void db_backfill_free(struct db_backfill *b);
 /* Claims the oldest request whose connector's lease is free, and that
  * lease (db_claim_connector), in one transaction. *claimed is false when
  * there is none: requests whose connector is held stay pending. */
-int db_claim_backfill(struct db *db, const char *owner, int64_t lease_s, struct db_backfill *out, bool *claimed,
-		      char *err, size_t errlen) __attribute__((warn_unused_result));
+int db_claim_backfill(struct db *db, const char *owner, int64_t lease_s, struct db_backfill *out,
+                      bool *claimed, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 struct db_backfill_progress {
 	int64_t windows_total, windows_done, records;
@@ -267,20 +269,22 @@ struct db_backfill_progress {
 
 /* Records progress, if the row is still this claim's. */
 int db_backfill_progress(struct db *db, const char *owner, int64_t id, int64_t attempt,
-			 const struct db_backfill_progress *p, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+                         const struct db_backfill_progress *p, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* Records the outcome (done, failed with error, or back to pending) and the
  * last progress, and releases the connector's lease (connector_id, epoch),
  * in one transaction. */
-int db_end_backfill(struct db *db, const char *owner, int64_t id, int64_t attempt, enum db_request_end end,
-		    const char *error, const struct db_backfill_progress *p, int64_t connector_id, int64_t epoch,
-		    char *err, size_t errlen) __attribute__((warn_unused_result));
+int db_end_backfill(struct db *db, const char *owner, int64_t id, int64_t attempt,
+                    enum db_request_end end, const char *error,
+                    const struct db_backfill_progress *p, int64_t connector_id, int64_t epoch,
+                    char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Extends the leases of the request rows owner runs: tests[0..ntests) and
  * the backfill backfill_id (0: none). */
-int db_renew_requests(struct db *db, const char *owner, int64_t lease_s, const int64_t *tests, size_t ntests,
-		      int64_t backfill_id, char *err, size_t errlen) __attribute__((warn_unused_result));
+int db_renew_requests(struct db *db, const char *owner, int64_t lease_s, const int64_t *tests,
+                      size_t ntests, int64_t backfill_id, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* ---- connector_health, for the `status` command (status.c) ---- */
 
@@ -296,10 +300,11 @@ void db_table_free(struct db_table *t);
  * rows in the last 24 h, last error; absent values as "-" (the error as
  * ""). */
 int db_health_table(struct db *db, struct db_table *out, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* connector_health as one JSON array, in the same order, built by the
  * server; *json is the caller's to free. */
-int db_health_json(struct db *db, char **json, char *err, size_t errlen) __attribute__((warn_unused_result));
+int db_health_json(struct db *db, char **json, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -65,19 +65,20 @@ enum dbq_event {
 typedef void (*dbq_event_fn)(enum dbq_event ev, const char *detail, void *user);
 
 /* Starts the thread, which connects at once. Events arrive on the loop. */
-int dbq_new(struct ev_loop *loop, const char *conninfo, dbq_event_fn on_event, void *user, struct dbq **out)
-	__attribute__((warn_unused_result));
+int dbq_new(struct ev_loop *loop, const char *conninfo, dbq_event_fn on_event, void *user,
+            struct dbq **out) __attribute__((warn_unused_result));
 
 /* Queues a job. While the database is unreachable, jobs fail at once with
  * the reason (after one connection attempt). -1 on out of memory. */
-int dbq_submit(struct dbq *q, dbq_run_fn run, dbq_done_fn done, void *arg) __attribute__((warn_unused_result));
+int dbq_submit(struct dbq *q, dbq_run_fn run, dbq_done_fn done, void *arg)
+    __attribute__((warn_unused_result));
 
 /* Queues a write (see db_write_batch). w must live until done runs; done
  * gets w's rc and err. Writes queued one after another commit together,
  * except two of the same key (the connector's id), and up to about
  * DBQ_WRITE_BATCH_RECORDS of weight (the write's records). */
-int dbq_submit_write(struct dbq *q, struct db_write *w, int64_t key, size_t weight, dbq_done_fn done, void *arg)
-	__attribute__((warn_unused_result));
+int dbq_submit_write(struct dbq *q, struct db_write *w, int64_t key, size_t weight,
+                     dbq_done_fn done, void *arg) __attribute__((warn_unused_result));
 
 /* Starts the maintenance lane (a thread that connects when work comes).
  * Idempotent. -1 when the thread could not start. */
@@ -87,7 +88,7 @@ int dbq_start_maintenance(struct dbq *q) __attribute__((warn_unused_result));
  * order, beside the job thread's. -1 on out of memory or when the lane was
  * not started (no callback then). */
 int dbq_submit_maintenance(struct dbq *q, dbq_run_fn run, dbq_done_fn done, void *arg)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Jobs submitted whose done has not run yet. */
 size_t dbq_pending(const struct dbq *q);

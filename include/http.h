@@ -25,8 +25,8 @@ enum http_outcome {
 
 struct http_response {
 	enum http_outcome outcome;
-	long status;        /* HTTP status, 0 when no answer */
-	const char *body;   /* decoded body (valid during the callback only) */
+	long status;      /* HTTP status, 0 when no answer */
+	const char *body; /* decoded body (valid during the callback only) */
 	size_t len;
 	size_t bytes;       /* decoded bytes received */
 	long retry_after;   /* seconds asked by Retry-After, -1 when absent */
@@ -41,10 +41,10 @@ struct http_response {
 typedef void (*http_done_fn)(const struct http_response *resp, void *user);
 
 struct http_request {
-	const char *url;       /* copied */
-	const char *token;     /* NULL: no Authorization; copied, wiped on free */
-	int64_t timeout_ms;    /* whole request */
-	const char *log_name;  /* connector name for log lines; copied */
+	const char *url;      /* copied */
+	const char *token;    /* NULL: no Authorization; copied, wiped on free */
+	int64_t timeout_ms;   /* whole request */
+	const char *log_name; /* connector name for log lines; copied */
 	http_done_fn done;
 	void *user;
 };
@@ -56,7 +56,7 @@ void http_global_cleanup(void);
 /* The settings (connect timeout, limits, user agent, CA file, proxy,
  * deny_networks) are read from cfg, which must outlive the http. */
 int http_new(struct ev_loop *loop, const struct cfg *cfg, struct http **out)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Aborts queued and in-flight transfers without calling their callbacks,
  * stops every watcher, frees everything. Accepts NULL. */
@@ -73,8 +73,8 @@ size_t http_queued(const struct http *h);
  * with every value percent-encoded (a '+' travels as %2B). *out is
  * malloc'd. -1 with a reason when endpoint is not an http(s) URL. */
 int http_build_url(const char *endpoint, const char *from_time, const char *to_time,
-		   const char *const *codes, size_t ncodes, char **out, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+                   const char *const *codes, size_t ncodes, char **out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* "scheme://host[:port]/path" of url: what may be shown to people (no
  * user info, no query, no fragment), with secret (the token; NULL for none)

@@ -11,7 +11,7 @@ int log_enabled(enum log_level level);
 
 /* connector may be NULL. */
 void log_msg(enum log_level level, const char *module, const char *connector, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 #define log_error(mod, conn, ...) log_msg(LOG_LEVEL_ERROR, mod, conn, __VA_ARGS__)
 #define log_warning(mod, conn, ...) log_msg(LOG_LEVEL_WARNING, mod, conn, __VA_ARGS__)

@@ -20,15 +20,15 @@ struct http;
 struct dbq;
 
 struct poll_result {
-	bool ok;                  /* every request succeeded and was committed */
-	bool db_failed;           /* a write failed: nothing of it was committed */
+	bool ok;                    /* every request succeeded and was committed */
+	bool db_failed;             /* a write failed: nothing of it was committed */
 	enum db_error_kind db_kind; /* why, when db_failed */
-	bool lease_lost;          /* a write was refused: another daemon holds it */
-	enum run_outcome outcome; /* of the last request made */
-	long retry_after;         /* from the failing answer, -1 when absent */
+	bool lease_lost;            /* a write was refused: another daemon holds it */
+	enum run_outcome outcome;   /* of the last request made */
+	long retry_after;           /* from the failing answer, -1 when absent */
 	size_t requests, records, upserted, rejected;
-	size_t bytes;   /* decoded bytes of every answer */
-	double seconds; /* from poll_start to the end */
+	size_t bytes;     /* decoded bytes of every answer */
+	double seconds;   /* from poll_start to the end */
 	bool end_written; /* poll_spec.end's record committed with the last write */
 	char error[1024]; /* when !ok */
 };
@@ -45,8 +45,8 @@ typedef void (*poll_done_fn)(const struct poll_result *r, void *user);
  * trip instead of two; poll_result.end_written says whether it committed
  * (if not, nothing of that write did, and the starter records the end on
  * its own). */
-typedef bool (*poll_end_fn)(bool ok, enum run_outcome outcome, long retry_after, struct db_finish *fin,
-			    void *user);
+typedef bool (*poll_end_fn)(bool ok, enum run_outcome outcome, long retry_after,
+                            struct db_finish *fin, void *user);
 
 /* Progress of a poll, after each committed request. */
 struct poll_progress {
@@ -61,7 +61,8 @@ struct poll_spec {
 	struct http *http;
 	struct dbq *dbq;
 	const struct connector *c; /* must outlive the job */
-	const char *lease_owner;   /* writes are fenced by (lease_owner, c->lease_epoch); NULL: none */
+	const char
+	    *lease_owner; /* writes are fenced by (lease_owner, c->lease_epoch); NULL: none */
 	int64_t now;
 	/* The window (SPEC §5) unless has_span: then exactly the hours
 	 * [span_from, span_to) (backfill), and synced_until is left alone. */
@@ -78,7 +79,8 @@ struct poll_spec {
  * frees itself right after; *out (set first) identifies the job until then.
  * One exception: when even queueing a write runs out of memory, done runs
  * from inside poll_start. -1 on out of memory (no callback). */
-int poll_start(const struct poll_spec *spec, struct poll_job **out) __attribute__((warn_unused_result));
+int poll_start(const struct poll_spec *spec, struct poll_job **out)
+    __attribute__((warn_unused_result));
 
 /* Frees a job whose done has not run, without calling it: only once no
  * callback can reach it any more (http and dbq freed). */

@@ -37,7 +37,8 @@ struct requests_env {
 	void *user;
 };
 
-int requests_new(const struct requests_env *env, struct requests **out) __attribute__((warn_unused_result));
+int requests_new(const struct requests_env *env, struct requests **out)
+    __attribute__((warn_unused_result));
 
 /* A claim cycle: looks for pending rows (and rows whose lease expired).
  * Claims already in the database thread are coalesced. Accepts NULL. */

@@ -32,6 +32,7 @@ int64_t sched_after_success(int64_t started, int64_t connector_id, int64_t inter
  * backoff from 30 s doubling to 1 h, with ±20% jitter; at least 10 min for
  * an authentication failure; exactly Retry-After (clamped to 1 s … 1 h)
  * when the server sent one (retry_after >= 0). */
-int64_t sched_after_failure(int64_t now, unsigned failures, bool auth_failed, long retry_after, uint32_t rnd);
+int64_t sched_after_failure(int64_t now, unsigned failures, bool auth_failed, long retry_after,
+                            uint32_t rnd);
 
 #endif

@@ -60,14 +60,18 @@ static int parse_option_time(const char *opt, const char *s, int64_t *out)
 		*out = t.epoch;
 		return 0;
 	case ISO_NO_OFFSET:
-		fprintf(stderr, "ksi-salesd backfill: %s \"%s\" has no offset: write it as e.g. "
-				"2024-01-01T00:00:00+01:00 or …Z\n", opt, s);
+		fprintf(stderr,
+		        "ksi-salesd backfill: %s \"%s\" has no offset: write it as e.g. "
+		        "2024-01-01T00:00:00+01:00 or …Z\n",
+		        opt, s);
 		return -1;
 	case ISO_UNPARSEABLE:
 		break;
 	}
-	fprintf(stderr, "ksi-salesd backfill: %s \"%s\" is not an ISO 8601 time such as 2024-01-01T00:00:00Z\n",
-		opt, s);
+	fprintf(
+	    stderr,
+	    "ksi-salesd backfill: %s \"%s\" is not an ISO 8601 time such as 2024-01-01T00:00:00Z\n",
+	    opt, s);
 	return -1;
 }
 
@@ -84,12 +88,16 @@ static void on_progress(const struct poll_progress *p, void *user)
 		for (int i = 0; i < 30; i++)
 			bar[i] = i < filled ? '#' : '.';
 		bar[30] = '\0';
-		fprintf(stderr, "\r[%s] %" PRId64 "/%" PRId64 " h  %zu records  %.0f rec/s  ETA %d:%02d   ", bar,
-			p->hours_done, p->hours_total, p->records, rate, (int)eta / 60, (int)eta % 60);
+		fprintf(stderr,
+		        "\r[%s] %" PRId64 "/%" PRId64 " h  %zu records  %.0f rec/s  ETA %d:%02d   ",
+		        bar, p->hours_done, p->hours_total, p->records, rate, (int)eta / 60,
+		        (int)eta % 60);
 	} else {
-		fprintf(stderr, "backfill %s: %zu/%zu windows, %" PRId64 "/%" PRId64 " hours, %zu records, %zu refused\n",
-			b->c.name, p->windows_done, p->windows_total, p->hours_done, p->hours_total, p->records,
-			p->rejected);
+		fprintf(stderr,
+		        "backfill %s: %zu/%zu windows, %" PRId64 "/%" PRId64
+		        " hours, %zu records, %zu refused\n",
+		        b->c.name, p->windows_done, p->windows_total, p->hours_done, p->hours_total,
+		        p->records, p->rejected);
 	}
 }
 
@@ -104,9 +112,10 @@ static void on_done(const struct poll_result *r, void *user)
 		fputc('\n', stderr);
 	if (!r->ok)
 		snprintf(b->error, sizeof(b->error), "%s", r->error);
-	fprintf(stderr, "backfill %s: %s: %zu requests, %zu records, %zu upserted, %zu refused in %.1f s\n",
-		b->c.name, r->ok ? "done" : "failed", r->requests, r->records, r->upserted, r->rejected,
-		now_mono() - b->started);
+	fprintf(stderr,
+	        "backfill %s: %s: %zu requests, %zu records, %zu upserted, %zu refused in %.1f s\n",
+	        b->c.name, r->ok ? "done" : "failed", r->requests, r->records, r->upserted,
+	        r->rejected, now_mono() - b->started);
 	ev_break(b->loop, EVBREAK_ALL);
 }
 
@@ -139,7 +148,8 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	if (b->tty)
 		fputc('\n', stderr);
 	snprintf(b->error, sizeof(b->error),
-		 "interrupted: the windows committed so far are kept; run the same command again to finish");
+	         "interrupted: the windows committed so far are kept; run the same command again "
+	         "to finish");
 	ev_break(loop, EVBREAK_ALL);
 }
 
@@ -150,19 +160,21 @@ static int take_lease(struct db *db, struct backfill *b, int64_t *epoch)
 	double deadline = now_mono() + b->cfg->lease_ms / 1000.0 + 30;
 	bool said = false;
 	for (;;) {
-		int rc = db_claim_connector(db, b->owner, b->cfg->lease_ms / 1000, b->c.id, epoch, holder,
-					    sizeof(holder), err, sizeof(err));
+		int rc = db_claim_connector(db, b->owner, b->cfg->lease_ms / 1000, b->c.id, epoch,
+		                            holder, sizeof(holder), err, sizeof(err));
 		if (rc <= 0) {
 			if (rc < 0)
 				fprintf(stderr, "ksi-salesd backfill: %s\n", err);
 			return rc;
 		}
 		if (!said) {
-			fprintf(stderr, "backfill %s: being polled by %s; waiting for it\n", b->c.name, holder);
+			fprintf(stderr, "backfill %s: being polled by %s; waiting for it\n",
+			        b->c.name, holder);
 			said = true;
 		}
 		if (now_mono() > deadline) {
-			fprintf(stderr, "ksi-salesd backfill: connector %s is still held by %s\n", b->c.name, holder);
+			fprintf(stderr, "ksi-salesd backfill: connector %s is still held by %s\n",
+			        b->c.name, holder);
 			return 1;
 		}
 		/* Waiting for another process's lease: there is nothing to wake
@@ -179,15 +191,19 @@ static int parse_arguments(const struct cli *cli, int64_t *from, int64_t *to)
 		fprintf(stderr, "ksi-salesd backfill: give --connector NAME --from T --to T\n");
 		return EXIT_USAGE;
 	}
-	if (parse_option_time("--from", cli->from, from) != 0 || parse_option_time("--to", cli->to, to) != 0)
+	if (parse_option_time("--from", cli->from, from) != 0 ||
+	    parse_option_time("--to", cli->to, to) != 0)
 		return EXIT_USAGE;
 	if (*from >= *to) {
 		fprintf(stderr, "ksi-salesd backfill: --from must be before --to\n");
 		return EXIT_USAGE;
 	}
 	if (*to - *from > YEAR_SECONDS && !cli->yes) {
-		fprintf(stderr, "ksi-salesd backfill: the span is over a year (%" PRId64 " days): add --yes if "
-				"that is intended\n", (*to - *from) / 86400);
+		fprintf(stderr,
+		        "ksi-salesd backfill: the span is over a year (%" PRId64
+		        " days): add --yes if "
+		        "that is intended\n",
+		        (*to - *from) / 86400);
 		return EXIT_USAGE;
 	}
 	if (*to > (int64_t)time(NULL) + 3600) {
@@ -201,8 +217,8 @@ static int parse_arguments(const struct cli *cli, int64_t *from, int64_t *to)
  * local hours as [*first, *end) and takes its lease (b->c.lease_epoch).
  * EXIT_OK with *db open and b->c loaded; otherwise the exit code, with
  * nothing left open. */
-static int take_connector(struct backfill *b, const char *name, int64_t from, int64_t to, struct db **db,
-			  int64_t *first, int64_t *end)
+static int take_connector(struct backfill *b, const char *name, int64_t from, int64_t to,
+                          struct db **db, int64_t *first, int64_t *end)
 {
 	char err[1024];
 	if (db_connect(b->cfg->database_url, db, err, sizeof(err)) != 0) {
@@ -219,20 +235,22 @@ static int take_connector(struct backfill *b, const char *name, int64_t from, in
 	}
 	if (connector_check(&b->c, err, sizeof(err)) != 0 || b->c.ncodes == 0) {
 		fprintf(stderr, "ksi-salesd backfill: connector %s: %s\n", b->c.name,
-			b->c.ncodes == 0 ? "no store is linked to it" : err);
+		        b->c.ncodes == 0 ? "no store is linked to it" : err);
 		rc = EXIT_USAGE;
 		goto fail;
 	}
 	/* The hours that start in [from, to), on the connector's local hours:
 	 * the end is the next hour start, not last + 3600 (a local hour lasts
 	 * 90 minutes across Lord_Howe's 30-minute switch). */
-	if (win_hour_floor(from, b->c.timezone, first) != 0 || win_hour_next(to - 1, b->c.timezone, end) != 0) {
+	if (win_hour_floor(from, b->c.timezone, first) != 0 ||
+	    win_hour_next(to - 1, b->c.timezone, end) != 0) {
 		rc = EXIT_USAGE;
 		goto fail;
 	}
 	char host[64] = "host";
 	gethostname(host, sizeof(host) - 1);
-	snprintf(b->owner, sizeof(b->owner), "%s:%ld:%08" PRIx32 ":backfill", host, (long)getpid(), arc4random());
+	snprintf(b->owner, sizeof(b->owner), "%s:%ld:%08" PRIx32 ":backfill", host, (long)getpid(),
+	         arc4random());
 	int64_t epoch = 0;
 	rc = take_lease(*db, b, &epoch);
 	if (rc != 0) {
@@ -256,7 +274,8 @@ static int run_loop(struct backfill *b, int64_t first, int64_t end)
 	b->loop = ev_default_loop(EVFLAG_AUTO);
 	if (!b->loop || http_new(b->loop, b->cfg, &b->http) != 0 ||
 	    dbq_new(b->loop, b->cfg->database_url, NULL, NULL, &b->dbq) != 0) {
-		log_error("backfill", NULL, "cannot start the event loop, libcurl or the database thread");
+		log_error("backfill", NULL,
+		          "cannot start the event loop, libcurl or the database thread");
 		goto out;
 	}
 	ev_timer_init(&b->renew, on_renew, b->cfg->lease_ms / 3000.0, b->cfg->lease_ms / 3000.0);
@@ -269,23 +288,25 @@ static int run_loop(struct backfill *b, int64_t first, int64_t end)
 	ev_signal_start(b->loop, &b->sigterm);
 
 	char f[ISO_FORMAT_LEN], t[ISO_FORMAT_LEN];
-	if (iso_format_in_zone(first, b->c.timezone, f) == 0 && iso_format_in_zone(end, b->c.timezone, t) == 0)
-		fprintf(stderr, "backfill %s: %s up to %s, %" PRId64 " hours, %zu store%s\n", b->c.name, f, t,
-			(end - first) / 3600, b->c.ncodes, b->c.ncodes == 1 ? "" : "s");
+	if (iso_format_in_zone(first, b->c.timezone, f) == 0 &&
+	    iso_format_in_zone(end, b->c.timezone, t) == 0)
+		fprintf(stderr, "backfill %s: %s up to %s, %" PRId64 " hours, %zu store%s\n",
+		        b->c.name, f, t, (end - first) / 3600, b->c.ncodes,
+		        b->c.ncodes == 1 ? "" : "s");
 	b->started = now_mono();
 	struct poll_spec spec = {
-		.http = b->http,
-		.dbq = b->dbq,
-		.c = &b->c,
-		.lease_owner = b->owner,
-		.now = (int64_t)time(NULL),
-		.has_span = true,
-		.span_from = first,
-		.span_to = end,
-		.stats = &b->stats,
-		.progress = on_progress,
-		.done = on_done,
-		.user = b,
+	    .http = b->http,
+	    .dbq = b->dbq,
+	    .c = &b->c,
+	    .lease_owner = b->owner,
+	    .now = (int64_t)time(NULL),
+	    .has_span = true,
+	    .span_from = first,
+	    .span_to = end,
+	    .stats = &b->stats,
+	    .progress = on_progress,
+	    .done = on_done,
+	    .user = b,
 	};
 	if (poll_start(&spec, &b->pj) != 0)
 		goto out;

@@ -44,9 +44,9 @@ int connector_check(const struct connector *c, char *err, size_t errlen)
 	}
 	if (!iso_zone_valid(c->timezone)) {
 		snprintf(err, errlen,
-			 "timezone \"%s\" is not an IANA zone known on this host "
-			 "(/usr/share/zoneinfo): use a name such as Europe/Madrid",
-			 c->timezone);
+		         "timezone \"%s\" is not an IANA zone known on this host "
+		         "(/usr/share/zoneinfo): use a name such as Europe/Madrid",
+		         c->timezone);
 		return -1;
 	}
 	/* A token goes into an HTTP header: CR or LF would inject headers,
@@ -54,9 +54,9 @@ int connector_check(const struct connector *c, char *err, size_t errlen)
 	for (const unsigned char *p = (const unsigned char *)c->bearer_token; p && *p; p++) {
 		if (*p < 0x21 || *p > 0x7e) {
 			snprintf(err, errlen,
-				 "bearer_token contains a space, control or non-ASCII byte "
-				 "(at position %zu): it cannot be sent in a header",
-				 (size_t)(p - (const unsigned char *)c->bearer_token));
+			         "bearer_token contains a space, control or non-ASCII byte "
+			         "(at position %zu): it cannot be sent in a header",
+			         (size_t)(p - (const unsigned char *)c->bearer_token));
 			return -1;
 		}
 	}

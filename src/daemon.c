@@ -82,13 +82,13 @@ static const bool job_moves[][JOB_ENDED + 1] = {
 /* One claimed connector, from its claim until its lease is released. */
 struct job {
 	struct daemon *d;
-	enum job_state state; /* changed by job_set_state only */
-	LIST_ENTRY(job) link;       /* in d->jobs */
-	STAILQ_ENTRY(job) waiting;  /* in d->waiting, while WAITING */
-	struct connector c;   /* owned */
-	struct poll_job *pj;  /* while polling */
-	int64_t started;      /* when the poll started: the next is timed from it */
-	struct finish *finish; /* the poll's end, while it is written */
+	enum job_state state;      /* changed by job_set_state only */
+	LIST_ENTRY(job) link;      /* in d->jobs */
+	STAILQ_ENTRY(job) waiting; /* in d->waiting, while WAITING */
+	struct connector c;        /* owned */
+	struct poll_job *pj;       /* while polling */
+	int64_t started;           /* when the poll started: the next is timed from it */
+	struct finish *finish;     /* the poll's end, while it is written */
 };
 
 /* The end of a poll as a batched write (allocated only then: `once` holds
@@ -108,7 +108,7 @@ struct claim {
 	enum db_error_kind kind; /* why the claim failed */
 };
 
-#define JANITOR_FIRST_S 60.0     /* after start: not while everything starts at once */
+#define JANITOR_FIRST_S 60.0      /* after start: not while everything starts at once */
 #define JANITOR_INTERVAL_S 3600.0 /* maintenance is hourly at most */
 
 struct daemon {
@@ -117,7 +117,7 @@ struct daemon {
 	const struct daemon_options *opt;
 	struct http *http;
 	struct dbq *dbq;
-	struct requests *rq; /* connection_tests, backfill_requests (`run` only) */
+	struct requests *rq;     /* connection_tests, backfill_requests (`run` only) */
 	struct janitor *janitor; /* periodic maintenance (`run` only) */
 	char owner[160];
 
@@ -128,11 +128,11 @@ struct daemon {
 	 * transfer slot run at a time. */
 	STAILQ_HEAD(waiting_jobs, job) waiting;
 	size_t npolling;
-	struct claim *claiming; /* a claim in the database thread */
+	struct claim *claiming;          /* a claim in the database thread */
 	LIST_HEAD(stales, stale) stales; /* stale-lease releases in the database thread */
-	bool claim_again;       /* something asked for a claim meanwhile */
+	bool claim_again;                /* something asked for a claim meanwhile */
 	bool renewing;
-	bool db_down;           /* reported once per outage */
+	bool db_down; /* reported once per outage */
 	bool stopping;
 	bool releasing;
 	bool once_claimed;
@@ -141,8 +141,8 @@ struct daemon {
 
 	size_t polls_ok, polls_failed;
 	struct stats stats; /* every poll's end, daemon's and backfill requests' alike */
-	bool db_failed;  /* a claim or a write failed for the database's sake */
-	bool db_refused; /* ... because the role lacks a privilege (once exits 2) */
+	bool db_failed;     /* a claim or a write failed for the database's sake */
+	bool db_refused;    /* ... because the role lacks a privilege (once exits 2) */
 
 	ev_timer claim_timer, renew_timer, watchdog_timer, grace_timer, status_timer, start_timer;
 	ev_timer release_timer; /* gives up on releasing leases (database stuck) */
@@ -157,11 +157,12 @@ static int64_t now_s(void)
 static void update_status(struct daemon *d)
 {
 	sd_notifyf(0,
-		   "STATUS=%s%zu connector%s polling, %zu transfer%s in flight, %zu polls ok and %zu failed "
-		   "since start; database %s",
-		   d->stopping ? "stopping: " : "", d->njobs, d->njobs == 1 ? "" : "s", http_in_flight(d->http),
-		   http_in_flight(d->http) == 1 ? "" : "s", d->polls_ok, d->polls_failed,
-		   dbq_connected(d->dbq) ? "up" : "unreachable");
+	           "STATUS=%s%zu connector%s polling, %zu transfer%s in flight, %zu polls ok and "
+	           "%zu failed "
+	           "since start; database %s",
+	           d->stopping ? "stopping: " : "", d->njobs, d->njobs == 1 ? "" : "s",
+	           http_in_flight(d->http), http_in_flight(d->http) == 1 ? "" : "s", d->polls_ok,
+	           d->polls_failed, dbq_connected(d->dbq) ? "up" : "unreachable");
 }
 
 /* ---- ending ---------------------------------------------------------------- */
@@ -170,7 +171,8 @@ static void on_released(int rc, const char *err, void *arg)
 {
 	struct daemon *d = arg;
 	if (rc != 0)
-		log_warning("daemon", NULL, "could not release leases (they expire by themselves): %s", err);
+		log_warning("daemon", NULL,
+		            "could not release leases (they expire by themselves): %s", err);
 	ev_break(d->loop, EVBREAK_ALL);
 }
 
@@ -184,8 +186,9 @@ static void on_release_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)w;
 	(void)revents;
-	log_warning("daemon", NULL, "the database did not answer: leaving without releasing leases "
-		    "(they expire by themselves)");
+	log_warning("daemon", NULL,
+	            "the database did not answer: leaving without releasing leases "
+	            "(they expire by themselves)");
 	ev_break(loop, EVBREAK_ALL);
 }
 
@@ -248,7 +251,8 @@ static void on_finished(int rc, const char *err, void *arg)
 	struct daemon *d = j->d;
 	assert(j->state == JOB_FINISHING);
 	if (rc != 0)
-		log_debug("daemon", j->c.name, "could not record the next poll (the lease will expire): %s", err);
+		log_debug("daemon", j->c.name,
+		          "could not record the next poll (the lease will expire): %s", err);
 	job_unlink_free(j);
 	update_status(d);
 	if (!d->opt->once)
@@ -258,7 +262,7 @@ static void on_finished(int rc, const char *err, void *arg)
 
 static void on_polled(const struct poll_result *r, void *user);
 static bool on_poll_end(bool ok, enum run_outcome outcome, long retry_after, struct db_finish *fin,
-			void *user);
+                        void *user);
 
 /* Starts claimed polls while fewer than POLLING_PER_SLOT per slot run. */
 static void start_waiting(struct daemon *d)
@@ -269,15 +273,15 @@ static void start_waiting(struct daemon *d)
 		assert(j->state == JOB_WAITING);
 		STAILQ_REMOVE_HEAD(&d->waiting, waiting);
 		struct poll_spec spec = {
-			.http = d->http,
-			.dbq = d->dbq,
-			.c = &j->c,
-			.lease_owner = d->owner,
-			.now = now_s(),
-			.stats = &d->stats,
-			.end = on_poll_end,
-			.done = on_polled,
-			.user = j,
+		    .http = d->http,
+		    .dbq = d->dbq,
+		    .c = &j->c,
+		    .lease_owner = d->owner,
+		    .now = now_s(),
+		    .stats = &d->stats,
+		    .end = on_poll_end,
+		    .done = on_polled,
+		    .user = j,
 		};
 		j->started = spec.now;
 		/* Polling before poll_start returns: when memory runs out even for
@@ -308,8 +312,8 @@ static void drop_waiting(struct daemon *d)
  * consecutive failures (the lease is released with it). ok: every request
  * succeeded; db_failed: a write failed, so nothing of the poll counts as
  * the API's failure. */
-static void plan_end(struct job *j, bool ok, bool db_failed, enum run_outcome outcome, long retry_after,
-		     struct db_finish *fin)
+static void plan_end(struct job *j, bool ok, bool db_failed, enum run_outcome outcome,
+                     long retry_after, struct db_finish *fin)
 {
 	struct daemon *d = j->d;
 	const struct connector *c = &j->c;
@@ -328,17 +332,19 @@ static void plan_end(struct job *j, bool ok, bool db_failed, enum run_outcome ou
 		next_poll = now + SCHED_BACKOFF_MIN;
 	} else {
 		failures = c->failures + 1;
-		next_poll = sched_after_failure(now, failures, outcome == RUN_AUTH_FAILED, retry_after, rnd);
+		next_poll = sched_after_failure(now, failures, outcome == RUN_AUTH_FAILED,
+		                                retry_after, rnd);
 	}
 	*fin = (struct db_finish){.owner = d->owner,
-				  .connector_id = c->id,
-				  .epoch = c->lease_epoch,
-				  .next_poll = next_poll,
-				  .failures = failures};
+	                          .connector_id = c->id,
+	                          .epoch = c->lease_epoch,
+	                          .next_poll = next_poll,
+	                          .failures = failures};
 }
 
 /* poll_spec.end: the poll's last write carries its end (one trip). */
-static bool on_poll_end(bool ok, enum run_outcome outcome, long retry_after, struct db_finish *fin, void *user)
+static bool on_poll_end(bool ok, enum run_outcome outcome, long retry_after, struct db_finish *fin,
+                        void *user)
 {
 	plan_end(user, ok, false, outcome, retry_after, fin);
 	return true;
@@ -353,7 +359,7 @@ static void note_poll(struct job *j, const struct poll_result *r)
 		d->polls_ok++;
 		if (c->failures > 0)
 			log_info("daemon", c->name, "recovered after %u failed poll%s", c->failures,
-				 c->failures == 1 ? "" : "s");
+			         c->failures == 1 ? "" : "s");
 		return;
 	}
 	d->polls_failed++;
@@ -364,9 +370,11 @@ static void note_poll(struct job *j, const struct poll_result *r)
 	/* A failure is logged when it starts (and by every `once`); while it
 	 * repeats, only at debug level. */
 	if (d->opt->once || c->failures == 0)
-		log_warning("daemon", c->name, "poll failed (%s): %s", run_outcome_name(r->outcome), r->error);
+		log_warning("daemon", c->name, "poll failed (%s): %s", run_outcome_name(r->outcome),
+		            r->error);
 	else
-		log_debug("daemon", c->name, "still failing (%u times): %s", c->failures + 1, r->error);
+		log_debug("daemon", c->name, "still failing (%u times): %s", c->failures + 1,
+		          r->error);
 }
 
 static void on_polled(const struct poll_result *r, void *user)
@@ -409,8 +417,8 @@ static int claim_in_thread(struct db *db, void *arg, char *err, size_t errlen)
 {
 	struct claim *cl = arg;
 	struct daemon *d = cl->d;
-	int rc = db_claim(db, d->owner, d->cfg->lease_ms / 1000, cl->limit, d->opt->once, cl->after_id, &cl->v,
-			  &cl->n, err, errlen);
+	int rc = db_claim(db, d->owner, d->cfg->lease_ms / 1000, cl->limit, d->opt->once,
+	                  cl->after_id, &cl->v, &cl->n, err, errlen);
 	cl->kind = rc != 0 ? db_error_kind(db) : DB_ERR_NONE;
 	/* `once` polls every connector, but not one a daemon (or a killed
 	 * run, until its lease expires) holds: say so rather than skip it
@@ -448,13 +456,15 @@ static void on_claimed(int rc, const char *err, void *arg)
 		d->once_claimed = !more;
 	}
 	if (d->opt->once && !more) {
-		log_info("daemon", NULL, "polling %zu connector%s", d->once_total, d->once_total == 1 ? "" : "s");
+		log_info("daemon", NULL, "polling %zu connector%s", d->once_total,
+		         d->once_total == 1 ? "" : "s");
 		if (cl->leased_elsewhere > 0)
-			log_warning("daemon", NULL,
-				    "%ld connector%s left alone: another ksi-salesd holds %s lease (see "
-				    "connector_health.polled_by)",
-				    cl->leased_elsewhere, cl->leased_elsewhere == 1 ? "" : "s",
-				    cl->leased_elsewhere == 1 ? "its" : "their");
+			log_warning(
+			    "daemon", NULL,
+			    "%ld connector%s left alone: another ksi-salesd holds %s lease (see "
+			    "connector_health.polled_by)",
+			    cl->leased_elsewhere, cl->leased_elsewhere == 1 ? "" : "s",
+			    cl->leased_elsewhere == 1 ? "its" : "their");
 	}
 	for (size_t i = 0; i < cl->n; i++) {
 		struct job *j = calloc(1, sizeof(*j));
@@ -611,7 +621,7 @@ static void release_stale(struct daemon *d)
 	}
 	struct job *j;
 	LIST_FOREACH(j, &d->jobs, link)
-		st->keep[st->nkeep++] = j->c.id;
+	st->keep[st->nkeep++] = j->c.id;
 	if (requests_leased_connector(d->rq, &st->keep[st->nkeep]))
 		st->nkeep++;
 	if (dbq_submit(d->dbq, release_stale_in_thread, on_stale_released, st) != 0) {
@@ -657,8 +667,10 @@ static void on_grace(struct ev_loop *loop, ev_timer *w, int revents)
 	struct daemon *d = w->data;
 	(void)loop;
 	(void)revents;
-	log_warning("daemon", NULL, "shutdown_grace passed: abandoning %zu poll%s (their windows are fetched "
-		    "again next time)", d->njobs, d->njobs == 1 ? "" : "s");
+	log_warning("daemon", NULL,
+	            "shutdown_grace passed: abandoning %zu poll%s (their windows are fetched "
+	            "again next time)",
+	            d->njobs, d->njobs == 1 ? "" : "s");
 	/* Requests still running go back to pending with the leases
 	 * (db_release_all); a backfill first records how far it got. */
 	requests_abandon(d->rq);
@@ -680,7 +692,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	sd_notify(0, "STOPPING=1");
 	ev_timer_stop(loop, &d->claim_timer);
 	log_info("daemon", NULL, "stopping: waiting up to %.1f s for %zu poll%s in progress",
-		 d->cfg->shutdown_grace_ms / 1000.0, d->njobs, d->njobs == 1 ? "" : "s");
+	         d->cfg->shutdown_grace_ms / 1000.0, d->njobs, d->njobs == 1 ? "" : "s");
 	update_status(d);
 	ev_timer_set(&d->grace_timer, d->cfg->shutdown_grace_ms / 1000.0, 0.);
 	ev_timer_start(loop, &d->grace_timer);
@@ -695,22 +707,26 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64,
-		   (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
+	           (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
 	struct cfg fresh;
 	char err[1024];
 	if (cfg_init(&fresh) != 0) {
-		log_error("daemon", NULL, "reload: out of memory; keeping the running configuration");
-	} else if (cfg_load(&fresh, d->opt->config_path, d->opt->config_required, err, sizeof(err)) != 0) {
-		log_error("daemon", NULL, "reload failed, keeping the running configuration: %s", err);
+		log_error("daemon", NULL,
+		          "reload: out of memory; keeping the running configuration");
+	} else if (cfg_load(&fresh, d->opt->config_path, d->opt->config_required, err,
+	                    sizeof(err)) != 0) {
+		log_error("daemon", NULL, "reload failed, keeping the running configuration: %s",
+		          err);
 		cfg_free(&fresh);
 	} else {
 		/* The database connection stays; a changed url takes a restart. */
 		const char *running = d->cfg->database_url ? d->cfg->database_url : "";
 		const char *wanted = d->opt->database_url_override ? d->opt->database_url_override
-				     : fresh.database_url      ? fresh.database_url
-								: "";
+		                     : fresh.database_url          ? fresh.database_url
+		                                                   : "";
 		if (strcmp(running, wanted) != 0)
-			log_warning("daemon", NULL, "reload: [database] url changed; it takes effect at restart");
+			log_warning("daemon", NULL,
+			            "reload: [database] url changed; it takes effect at restart");
 		free(fresh.database_url);
 		fresh.database_url = d->cfg->database_url;
 		d->cfg->database_url = NULL;
@@ -720,7 +736,8 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		cfg_free(&old);
 		log_setup(d->cfg->log_level, d->cfg->log_format);
 		log_info("daemon", NULL, "configuration reloaded from %s", d->opt->config_path);
-		ev_timer_set(&d->claim_timer, d->cfg->claim_interval_ms / 1000.0, d->cfg->claim_interval_ms / 1000.0);
+		ev_timer_set(&d->claim_timer, d->cfg->claim_interval_ms / 1000.0,
+		             d->cfg->claim_interval_ms / 1000.0);
 		ev_timer_again(d->loop, &d->claim_timer);
 	}
 	sd_notify(0, "READY=1");
@@ -764,20 +781,20 @@ static int start_parts(struct daemon *d)
 		return -1;
 	}
 	struct requests_env renv = {
-		.loop = d->loop,
-		.http = d->http,
-		.dbq = d->dbq,
-		.cfg = d->cfg,
-		.owner = d->owner,
-		.stats = &d->stats,
-		.idle = on_requests_idle,
-		.user = d,
+	    .loop = d->loop,
+	    .http = d->http,
+	    .dbq = d->dbq,
+	    .cfg = d->cfg,
+	    .owner = d->owner,
+	    .stats = &d->stats,
+	    .idle = on_requests_idle,
+	    .user = d,
 	};
 	/* The janitor's tasks: none yet (the retention issue adds them). Its
 	 * first cycle a minute after start, then hourly. */
-	if (!d->opt->once &&
-	    (requests_new(&renv, &d->rq) != 0 ||
-	     janitor_new(d->loop, d->dbq, NULL, 0, JANITOR_FIRST_S, JANITOR_INTERVAL_S, &d->janitor) != 0)) {
+	if (!d->opt->once && (requests_new(&renv, &d->rq) != 0 ||
+	                      janitor_new(d->loop, d->dbq, NULL, 0, JANITOR_FIRST_S,
+	                                  JANITOR_INTERVAL_S, &d->janitor) != 0)) {
 		log_error("daemon", NULL, "out of memory");
 		dbq_free(d->dbq);
 		http_free(d->http);
@@ -794,8 +811,9 @@ static void start_watchers(struct daemon *d)
 	const struct cfg *cfg = d->cfg;
 	ev_timer_init(&d->start_timer, on_start, 0., 0.);
 	ev_timer_init(&d->claim_timer, on_claim_timer, cfg->claim_interval_ms / 1000.0,
-		      cfg->claim_interval_ms / 1000.0);
-	ev_timer_init(&d->renew_timer, on_renew_timer, cfg->lease_ms / 3000.0, cfg->lease_ms / 3000.0);
+	              cfg->claim_interval_ms / 1000.0);
+	ev_timer_init(&d->renew_timer, on_renew_timer, cfg->lease_ms / 3000.0,
+	              cfg->lease_ms / 3000.0);
 	ev_timer_init(&d->grace_timer, on_grace, 0., 0.);
 	ev_timer_init(&d->release_timer, on_release_timeout, 0., 0.);
 	ev_timer_init(&d->status_timer, on_status_timer, 5., 5.);
@@ -829,14 +847,22 @@ static void start_watchers(struct daemon *d)
 static int summarise(const struct daemon *d)
 {
 	if (!d->opt->once) {
-		log_info("daemon", NULL, "stopped: %zu polls ok, %zu failed", d->polls_ok, d->polls_failed);
+		log_info("daemon", NULL, "stopped: %zu polls ok, %zu failed", d->polls_ok,
+		         d->polls_failed);
 		return EXIT_OK;
 	}
-	log_info("once", NULL, "%zu connector%s polled: %zu ok, %zu failed", d->polls_ok + d->polls_failed,
-		 d->polls_ok + d->polls_failed == 1 ? "" : "s", d->polls_ok, d->polls_failed);
-	log_info("once", NULL, "records: %" PRIu64 " upserted, %" PRIu64 " refused; %" PRIu64 " bytes; %.3f s polling",
-		 d->stats.records_upserted, d->stats.records_refused, d->stats.bytes, d->stats.duration_sum);
-	return d->db_refused ? EXIT_USAGE : d->db_failed ? EXIT_DB : d->polls_failed > 0 ? EXIT_FAILED : EXIT_OK;
+	log_info("once", NULL, "%zu connector%s polled: %zu ok, %zu failed",
+	         d->polls_ok + d->polls_failed, d->polls_ok + d->polls_failed == 1 ? "" : "s",
+	         d->polls_ok, d->polls_failed);
+	log_info("once", NULL,
+	         "records: %" PRIu64 " upserted, %" PRIu64 " refused; %" PRIu64
+	         " bytes; %.3f s polling",
+	         d->stats.records_upserted, d->stats.records_refused, d->stats.bytes,
+	         d->stats.duration_sum);
+	return d->db_refused         ? EXIT_USAGE
+	       : d->db_failed        ? EXIT_DB
+	       : d->polls_failed > 0 ? EXIT_FAILED
+	                             : EXIT_OK;
 }
 
 /* Nothing may call back into what is freed here: the thread and the
@@ -856,8 +882,9 @@ static void stop_parts(struct daemon *d)
 	/* Left in the queue when the release timed out (database down). */
 	while (!LIST_EMPTY(&d->stales))
 		stale_free(LIST_FIRST(&d->stales));
-	ev_timer *timers[] = {&d->start_timer,   &d->claim_timer,  &d->renew_timer,    &d->grace_timer,
-			      &d->release_timer, &d->status_timer, &d->watchdog_timer};
+	ev_timer *timers[] = {&d->start_timer,   &d->claim_timer,   &d->renew_timer,
+	                      &d->grace_timer,   &d->release_timer, &d->status_timer,
+	                      &d->watchdog_timer};
 	for (size_t i = 0; i < sizeof(timers) / sizeof(*timers); i++)
 		ev_timer_stop(d->loop, timers[i]);
 	ev_signal_stop(d->loop, &d->sigterm);
@@ -873,7 +900,8 @@ int daemon_main(struct cfg *cfg, const struct daemon_options *opt)
 	STAILQ_INIT(&d->waiting); /* the lists are empty when zeroed, this queue is not */
 	char host[64] = "host";
 	gethostname(host, sizeof(host) - 1);
-	snprintf(d->owner, sizeof(d->owner), "%s:%ld:%08" PRIx32, host, (long)getpid(), arc4random());
+	snprintf(d->owner, sizeof(d->owner), "%s:%ld:%08" PRIx32, host, (long)getpid(),
+	         arc4random());
 	if (start_parts(d) != 0)
 		return 1;
 	start_watchers(d);

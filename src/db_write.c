@@ -319,8 +319,8 @@ static int finish_many(struct db *db, struct db_write *const *w, size_t n, char 
 	return rc;
 }
 
-static bool write_together(struct db *db, struct db_write *const *w, size_t n, size_t nruns, char *err,
-			   size_t errlen);
+static bool write_together(struct db *db, struct db_write *const *w, size_t n, size_t nruns,
+                           char *err, size_t errlen);
 
 /* Does w alone, as if it were the only write. A result that carries its
  * poll's end commits with it, in one transaction. */
@@ -356,8 +356,8 @@ static bool distinct_connectors(struct db_write *const *w, size_t n)
 /* w[0..n) together: one transaction, one statement for the results and one
  * for the ends of polls. False when any of it failed (a lost lease, a
  * constraint, the connection): then none of it was committed. */
-static bool write_together(struct db *db, struct db_write *const *w, size_t n, size_t nruns, char *err,
-			   size_t errlen)
+static bool write_together(struct db *db, struct db_write *const *w, size_t n, size_t nruns,
+                           char *err, size_t errlen)
 {
 	const struct db_run **runs = calloc(nruns ? nruns : 1, sizeof(*runs));
 	long *upserted = calloc(nruns ? nruns : 1, sizeof(*upserted));

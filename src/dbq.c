@@ -22,10 +22,10 @@
 
 struct item {
 	STAILQ_ENTRY(item) link; /* in exactly one of the dbq's queues */
-	dbq_run_fn run;         /* a job (or maintenance), or: */
-	struct db_write *write; /* a write (batched), or neither: an event */
-	int64_t key;            /* a write's batching key: one per batch */
-	size_t weight;          /* a write's size, for DBQ_WRITE_BATCH_RECORDS */
+	dbq_run_fn run;          /* a job (or maintenance), or: */
+	struct db_write *write;  /* a write (batched), or neither: an event */
+	int64_t key;             /* a write's batching key: one per batch */
+	size_t weight;           /* a write's size, for DBQ_WRITE_BATCH_RECORDS */
 	dbq_done_fn done;
 	void *arg;
 	int rc;
@@ -56,12 +56,12 @@ struct dbq {
 	ev_timer deadline;
 
 	pthread_mutex_t lock;
-	pthread_cond_t writes_cv;               /* wakes the writer threads */
-	pthread_cond_t maint_cv;                /* wakes the maintenance thread */
-	struct items todo;   /* jobs: loop -> job thread */
-	struct items writes; /* writes: loop -> any thread */
-	struct items done;   /* threads -> loop */
-	struct items maint_jobs; /* maintenance: loop -> its thread */
+	pthread_cond_t writes_cv; /* wakes the writer threads */
+	pthread_cond_t maint_cv;  /* wakes the maintenance thread */
+	struct items todo;        /* jobs: loop -> job thread */
+	struct items writes;      /* writes: loop -> any thread */
+	struct items done;        /* threads -> loop */
+	struct items maint_jobs;  /* maintenance: loop -> its thread */
 	bool stop;
 
 	/* workers[0] is the job thread: jobs, LISTEN, events, and writes;
@@ -190,8 +190,8 @@ static size_t take_writes(struct dbq *q, struct item **items)
 
 /* Thread side: runs n writes as one batch (db NULL: fails them with the
  * reason) and hands each back. */
-static void run_writes(struct dbq *q, struct worker *wk, struct db *db, struct item **items, size_t n,
-		       const char *dberr)
+static void run_writes(struct dbq *q, struct worker *wk, struct db *db, struct item **items,
+                       size_t n, const char *dberr)
 {
 	struct db_write *w[DBQ_WRITE_BATCH];
 	for (size_t i = 0; i < n; i++)
@@ -207,7 +207,8 @@ static void run_writes(struct dbq *q, struct worker *wk, struct db *db, struct i
 			snprintf(items[i]->err, sizeof(items[i]->err), "%s", w[i]->err);
 		} else {
 			w[i]->rc = items[i]->rc = -1;
-			snprintf(w[i]->err, sizeof(w[i]->err), "database unavailable: %.900s", dberr);
+			snprintf(w[i]->err, sizeof(w[i]->err), "database unavailable: %.900s",
+			         dberr);
 			snprintf(items[i]->err, sizeof(items[i]->err), "%s", w[i]->err);
 		}
 		post(q, items[i]);
@@ -254,7 +255,7 @@ static void *job_thread(void *arg)
 			was_connected = true;
 			post_event(q, DBQ_CONNECTED, NULL);
 		} else if (!up && l.next_attempt > mono_ms() &&
-			   (atomic_exchange(&q->connected, false) || !was_connected)) {
+		           (atomic_exchange(&q->connected, false) || !was_connected)) {
 			was_connected = true; /* report the first failure once */
 			post_event(q, DBQ_DISCONNECTED, l.err);
 		}
@@ -283,7 +284,10 @@ static void *job_thread(void *arg)
 		}
 		if (!job && n == 0) {
 			long long wait = l.db ? 60000 : l.next_attempt - mono_ms();
-			wait_for(q, l.db ? db_socket(l.db) : -1, wait < 0 ? 0 : wait > 60000 ? 60000 : (int)wait);
+			wait_for(q, l.db ? db_socket(l.db) : -1,
+			         wait < 0       ? 0
+			         : wait > 60000 ? 60000
+			                        : (int)wait);
 		}
 	}
 	link_down(wk, &l, NULL, 0);
@@ -323,7 +327,8 @@ static void *writer_thread(void *arg)
 			break;
 		long long now = mono_ms();
 		if (STAILQ_EMPTY(&q->writes) || (!l.db && now < l.next_attempt)) {
-			cond_wait_ms(&q->writes_cv, &q->lock, !STAILQ_EMPTY(&q->writes) ? l.next_attempt - now : 60000);
+			cond_wait_ms(&q->writes_cv, &q->lock,
+			             !STAILQ_EMPTY(&q->writes) ? l.next_attempt - now : 60000);
 			continue;
 		}
 		pthread_mutex_unlock(&q->lock);
@@ -417,15 +422,18 @@ static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 		struct worker *wk = i < DBQ_CONNECTIONS ? &q->workers[i] : &q->maint;
 		long long started = atomic_load(&wk->job_started_ms);
 		int sock = atomic_load(&wk->sock);
-		if (started && sock >= 0 && mono_ms() - started > (long long)(wk->deadline * 1000)) {
-			log_warning("db", NULL, "a query has run for over %.0f s: closing the connection",
-				    wk->deadline);
+		if (started && sock >= 0 &&
+		    mono_ms() - started > (long long)(wk->deadline * 1000)) {
+			log_warning("db", NULL,
+			            "a query has run for over %.0f s: closing the connection",
+			            wk->deadline);
 			shutdown(sock, SHUT_RDWR);
 		}
 	}
 }
 
-int dbq_new(struct ev_loop *loop, const char *conninfo, dbq_event_fn on_event, void *user, struct dbq **out)
+int dbq_new(struct ev_loop *loop, const char *conninfo, dbq_event_fn on_event, void *user,
+            struct dbq **out)
 {
 	*out = NULL;
 	struct dbq *q = calloc(1, sizeof(*q));
@@ -449,10 +457,12 @@ int dbq_new(struct ev_loop *loop, const char *conninfo, dbq_event_fn on_event, v
 		atomic_init(&wk->job_started_ms, 0);
 	}
 	pthread_condattr_t ca;
-	bool cond_ok = pthread_condattr_init(&ca) == 0 && pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
-		       pthread_cond_init(&q->writes_cv, &ca) == 0;
+	bool cond_ok = pthread_condattr_init(&ca) == 0 &&
+	               pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
+	               pthread_cond_init(&q->writes_cv, &ca) == 0;
 	bool maint_ok = cond_ok && pthread_cond_init(&q->maint_cv, &ca) == 0;
-	if (!q->conninfo || q->wake_fd < 0 || !maint_ok || pthread_mutex_init(&q->lock, NULL) != 0) {
+	if (!q->conninfo || q->wake_fd < 0 || !maint_ok ||
+	    pthread_mutex_init(&q->lock, NULL) != 0) {
 		if (maint_ok)
 			pthread_cond_destroy(&q->maint_cv);
 		if (cond_ok)
@@ -477,7 +487,8 @@ int dbq_new(struct ev_loop *loop, const char *conninfo, dbq_event_fn on_event, v
 	ev_unref(loop);
 	for (size_t i = 0; i < DBQ_CONNECTIONS; i++) {
 		struct worker *wk = &q->workers[i];
-		if (pthread_create(&wk->thread, NULL, i == 0 ? job_thread : writer_thread, wk) != 0) {
+		if (pthread_create(&wk->thread, NULL, i == 0 ? job_thread : writer_thread, wk) !=
+		    0) {
 			dbq_free(q);
 			return -1;
 		}
@@ -522,10 +533,12 @@ int dbq_submit(struct dbq *q, dbq_run_fn run, dbq_done_fn done, void *arg)
 	return submit(q, LANE_JOBS, &(struct item){.run = run, .done = done, .arg = arg});
 }
 
-int dbq_submit_write(struct dbq *q, struct db_write *w, int64_t key, size_t weight, dbq_done_fn done, void *arg)
+int dbq_submit_write(struct dbq *q, struct db_write *w, int64_t key, size_t weight,
+                     dbq_done_fn done, void *arg)
 {
-	return submit(q, LANE_WRITES,
-		      &(struct item){.write = w, .key = key, .weight = weight, .done = done, .arg = arg});
+	return submit(
+	    q, LANE_WRITES,
+	    &(struct item){.write = w, .key = key, .weight = weight, .done = done, .arg = arg});
 }
 
 int dbq_start_maintenance(struct dbq *q)

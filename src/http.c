@@ -103,14 +103,16 @@ static CURLU *parse_http_url(const char *url, bool for_request, char *err, size_
 	}
 	CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, 0);
 	if (rc != CURLUE_OK) {
-		snprintf(err, errlen, "endpoint_url does not parse as a URL (%s)", curl_url_strerror(rc));
+		snprintf(err, errlen, "endpoint_url does not parse as a URL (%s)",
+		         curl_url_strerror(rc));
 		curl_url_cleanup(u);
 		return NULL;
 	}
 	char *scheme = NULL;
 	if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 	    (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
-		snprintf(err, errlen, "endpoint_url must use http or https, not %s", scheme ? scheme : "?");
+		snprintf(err, errlen, "endpoint_url must use http or https, not %s",
+		         scheme ? scheme : "?");
 		curl_free(scheme);
 		curl_url_cleanup(u);
 		return NULL;
@@ -156,7 +158,8 @@ void http_url_describe(const char *url, const char *secret, char *buf, size_t le
 	    curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK) {
 		curl_url_get(u, CURLUPART_PORT, &port, 0); /* absent when default */
 		/* Whole, then masked, then cut (SPEC §3): a path may hold the token. */
-		int n = asprintf(&full, "%s://%s%s%s%s", scheme, host, port ? ":" : "", port ? port : "", path);
+		int n = asprintf(&full, "%s://%s%s%s%s", scheme, host, port ? ":" : "",
+		                 port ? port : "", path);
 		if (n >= 0)
 			(void)mask_copy_secret(secret, full, (size_t)n, buf, len);
 		else
@@ -207,7 +210,7 @@ static int append_param(CURLU *u, const char *name, const char *value)
 }
 
 int http_build_url(const char *endpoint, const char *from_time, const char *to_time,
-		   const char *const *codes, size_t ncodes, char **out, char *err, size_t errlen)
+                   const char *const *codes, size_t ncodes, char **out, char *err, size_t errlen)
 {
 	*out = NULL;
 	CURLU *u = parse_http_url(endpoint, true, err, errlen);
@@ -267,8 +270,8 @@ static struct host *host_get(struct http *h, const char *url)
 	uint32_t b = fnv1a(key) % HOST_BUCKETS;
 	struct host *x;
 	SLIST_FOREACH(x, &h->buckets[b], hash_link)
-		if (strcmp(x->key, key) == 0)
-			return x;
+	if (strcmp(x->key, key) == 0)
+		return x;
 	x = calloc(1, sizeof(*x));
 	if (!x || !(x->key = strdup(key))) {
 		free(x);
@@ -451,7 +454,8 @@ static void on_sock_event(struct ev_loop *loop, ev_io *w, int revents)
 	struct sock *s = w->data;
 	struct http *h = s->http;
 	(void)loop;
-	int action = (revents & EV_READ ? CURL_CSELECT_IN : 0) | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
+	int action =
+	    (revents & EV_READ ? CURL_CSELECT_IN : 0) | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
 	int running;
 	curl_multi_socket_action(h->multi, s->fd, action, &running);
 	check_done(h);
@@ -495,7 +499,7 @@ static char *describe_whole(const char *url)
  * URL's path, a redirect's target, the body and libcurl's own message may
  * all hold the token or a piece of it. */
 static void describe_failure(const struct http *h, const struct xfer *x, CURLcode result,
-			     struct http_response *r)
+                             struct http_response *r)
 {
 	struct mask *mk = NULL;
 	char *where = describe_whole(x->url);
@@ -514,41 +518,49 @@ static void describe_failure(const struct http *h, const struct xfer *x, CURLcod
 			dest = describe_whole(target);
 		r->outcome = HTTP_OUTCOME_REDIRECT;
 		(void)mask_format(mk, r->error, sizeof(r->error),
-				  "HTTP %ld from %s redirects to %s: redirects are not followed "
-				  "(the token must not travel to another URL); configure that URL as endpoint_url",
-				  r->status, w, dest ? dest : target ? "(a URL)" : "(no Location header)");
+		                  "HTTP %ld from %s redirects to %s: redirects are not followed "
+		                  "(the token must not travel to another URL); configure that URL "
+		                  "as endpoint_url",
+		                  r->status, w,
+		                  dest     ? dest
+		                  : target ? "(a URL)"
+		                           : "(no Location header)");
 		free(dest);
 	} else if (result == CURLE_OK) {
 		char excerpt[200];
 		body_excerpt(x, mk, excerpt, sizeof(excerpt));
 		r->outcome = HTTP_OUTCOME_STATUS;
-		(void)mask_format(mk, r->error, sizeof(r->error), "HTTP %ld from %s%s%s%s", r->status, w,
-				  r->status == 401 || r->status == 403 ? " (the API refused the bearer token)" : "",
-				  *excerpt ? ": " : "", excerpt);
+		(void)mask_format(
+		    mk, r->error, sizeof(r->error), "HTTP %ld from %s%s%s%s", r->status, w,
+		    r->status == 401 || r->status == 403 ? " (the API refused the bearer token)"
+		                                         : "",
+		    *excerpt ? ": " : "", excerpt);
 	} else if (x->too_large) {
 		r->outcome = HTTP_OUTCOME_TOO_LARGE;
-		(void)mask_format(mk, r->error, sizeof(r->error),
-				  "response from %s is larger than max_response_bytes (%zu bytes decoded): "
-				  "ask for a smaller max_window or raise the limit",
-				  w, h->cfg->max_response_bytes);
+		(void)mask_format(
+		    mk, r->error, sizeof(r->error),
+		    "response from %s is larger than max_response_bytes (%zu bytes decoded): "
+		    "ask for a smaller max_window or raise the limit",
+		    w, h->cfg->max_response_bytes);
 	} else if (result == CURLE_OPERATION_TIMEDOUT) {
 		r->outcome = HTTP_OUTCOME_TIMEOUT;
 		(void)mask_format(mk, r->error, sizeof(r->error), "timeout on %s: %s", w,
-				  *x->errbuf ? x->errbuf : curl_easy_strerror(result));
+		                  *x->errbuf ? x->errbuf : curl_easy_strerror(result));
 	} else if (x->denied) {
 		r->outcome = HTTP_OUTCOME_NETWORK;
 		(void)mask_format(mk, r->error, sizeof(r->error),
-				  "%s resolves to %s, which deny_networks forbids: not connecting", w,
-				  x->denied_addr);
+		                  "%s resolves to %s, which deny_networks forbids: not connecting",
+		                  w, x->denied_addr);
 	} else {
 		const char *kind = result == CURLE_COULDNT_RESOLVE_HOST ? "DNS"
-				   : result == CURLE_PEER_FAILED_VERIFICATION || result == CURLE_SSL_CONNECT_ERROR ||
-					     result == CURLE_SSL_CACERT_BADFILE
-				       ? "TLS"
-				       : "network";
+		                   : result == CURLE_PEER_FAILED_VERIFICATION ||
+		                           result == CURLE_SSL_CONNECT_ERROR ||
+		                           result == CURLE_SSL_CACERT_BADFILE
+		                       ? "TLS"
+		                       : "network";
 		r->outcome = HTTP_OUTCOME_NETWORK;
 		(void)mask_format(mk, r->error, sizeof(r->error), "%s error on %s: %s", kind, w,
-				  *x->errbuf ? x->errbuf : curl_easy_strerror(result));
+		                  *x->errbuf ? x->errbuf : curl_easy_strerror(result));
 	}
 	free(where);
 	mask_free(mk);
@@ -611,7 +623,8 @@ static int setup_easy(struct http *h, struct xfer *x)
 		bad |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 16L) != CURLE_OK;
 		bad |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, low_speed_s) != CURLE_OK;
 	}
-	long connect_ms = (long)(c->connect_timeout_ms < x->timeout_ms ? c->connect_timeout_ms : x->timeout_ms);
+	long connect_ms =
+	    (long)(c->connect_timeout_ms < x->timeout_ms ? c->connect_timeout_ms : x->timeout_ms);
 	bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_ms) != CURLE_OK;
 	/* An empty proxy disables the *_proxy environment variables: the
 	 * configuration file alone decides. */
@@ -698,8 +711,10 @@ int http_global_init(void)
 	 * would block the whole loop on a slow DNS server. */
 	const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
 	if (!(v->features & CURL_VERSION_ASYNCHDNS))
-		log_warning("http", NULL, "libcurl %s resolves host names synchronously: a slow DNS server "
-			    "will stall every transfer", v->version);
+		log_warning("http", NULL,
+		            "libcurl %s resolves host names synchronously: a slow DNS server "
+		            "will stall every transfer",
+		            v->version);
 	return 0;
 }
 

@@ -26,7 +26,6 @@ int log_enabled(enum log_level level)
 	return level <= current_level;
 }
 
-
 void log_msg(enum log_level level, const char *module, const char *connector, const char *fmt, ...)
 {
 	if (!log_enabled(level))
@@ -56,8 +55,8 @@ void log_msg(enum log_level level, const char *module, const char *connector, co
 		gmtime_r(&ts.tv_sec, &tm);
 		char when[40];
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-		fprintf(f, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"module\":", when, ts.tv_nsec / 1000000,
-			level_names[level]);
+		fprintf(f, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"module\":", when,
+		        ts.tv_nsec / 1000000, level_names[level]);
 		jsonw_string(f, module);
 		if (connector) {
 			fputs(",\"connector\":", f);

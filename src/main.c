@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 #include "backfill.h"
 #include "cli.h"
 #include "config.h"
@@ -19,7 +18,6 @@
 #include "log.h"
 #include "probe.h"
 #include "status.h"
-
 
 struct command {
 	const char *name;
@@ -45,44 +43,43 @@ static int cmd_migrate(const struct cli *cli, struct cfg *cfg);
 static int cmd_status(const struct cli *cli, struct cfg *cfg);
 
 static const struct command commands[] = {
-	{"run", cmd_run, "the daemon: polls due connectors forever (systemd Type=notify)", 0},
-	{"once", cmd_once, "polls every enabled connector once and exits", 0},
-	{"test-connection", probe_command, "checks a customer API against the integration guide",
-	 OPT_CONNECTOR | OPT_URL | OPT_TOKEN | OPT_CODES | OPT_FROM | OPT_TO | OPT_JSON},
-	{"backfill", backfill_command, "fetches a past span of hours for one connector",
-	 OPT_CONNECTOR | OPT_FROM | OPT_TO | OPT_YES},
-	{"status", cmd_status, "prints the connector_health table", OPT_JSON},
-	{"migrate", cmd_migrate, "creates or upgrades the ksi_sales schema", 0},
+    {"run", cmd_run, "the daemon: polls due connectors forever (systemd Type=notify)", 0},
+    {"once", cmd_once, "polls every enabled connector once and exits", 0},
+    {"test-connection", probe_command, "checks a customer API against the integration guide",
+     OPT_CONNECTOR | OPT_URL | OPT_TOKEN | OPT_CODES | OPT_FROM | OPT_TO | OPT_JSON},
+    {"backfill", backfill_command, "fetches a past span of hours for one connector",
+     OPT_CONNECTOR | OPT_FROM | OPT_TO | OPT_YES},
+    {"status", cmd_status, "prints the connector_health table", OPT_JSON},
+    {"migrate", cmd_migrate, "creates or upgrades the ksi_sales schema", 0},
 };
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: ksi-salesd [COMMAND] [OPTIONS]\n"
-		"\n"
-		"Polls customers' sales APIs and stores hourly ticket counts in PostgreSQL.\n"
-		"\n"
-		"Commands:\n");
+	fprintf(f, "usage: ksi-salesd [COMMAND] [OPTIONS]\n"
+	           "\n"
+	           "Polls customers' sales APIs and stores hourly ticket counts in PostgreSQL.\n"
+	           "\n"
+	           "Commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-16s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f,
-		"\n"
-		"Options:\n"
-		"  -c, --config FILE        configuration file (default %s, optional)\n"
-		"  -d, --database-url URL   PostgreSQL conninfo or URI; overrides\n"
-		"                           KSI_SALESD_DATABASE_URL and the file\n"
-		"  -h, --help               this text\n"
-		"  -V, --version            the version\n"
-		"\n"
-		"test-connection: --connector NAME, or --url URL --token-file FILE (or\n"
-		"  KSI_SALESD_TOKEN, or --token TOKEN, wiped from the process listing)\n"
-		"  --codes 0001,0002; optional --from T --to T, --json\n"
-		"backfill: --connector NAME --from T --to T [--yes for over a year]\n"
-		"status: [--json]\n"
-		"\n"
-		"Exit codes: 0 ok, 1 a connector failed (migrate, status: the command\n"
-		"failed), 2 usage or configuration error (a missing privilege, a schema\n"
-		"to migrate), 3 database unreachable or read-only.\n",
-		CFG_DEFAULT_PATH);
+	        "\n"
+	        "Options:\n"
+	        "  -c, --config FILE        configuration file (default %s, optional)\n"
+	        "  -d, --database-url URL   PostgreSQL conninfo or URI; overrides\n"
+	        "                           KSI_SALESD_DATABASE_URL and the file\n"
+	        "  -h, --help               this text\n"
+	        "  -V, --version            the version\n"
+	        "\n"
+	        "test-connection: --connector NAME, or --url URL --token-file FILE (or\n"
+	        "  KSI_SALESD_TOKEN, or --token TOKEN, wiped from the process listing)\n"
+	        "  --codes 0001,0002; optional --from T --to T, --json\n"
+	        "backfill: --connector NAME --from T --to T [--yes for over a year]\n"
+	        "status: [--json]\n"
+	        "\n"
+	        "Exit codes: 0 ok, 1 a connector failed (migrate, status: the command\n"
+	        "failed), 2 usage or configuration error (a missing privilege, a schema\n"
+	        "to migrate), 3 database unreachable or read-only.\n",
+	        CFG_DEFAULT_PATH);
 }
 
 static int connect_db(const struct cfg *cfg, struct db **db, bool need_schema)
@@ -117,7 +114,8 @@ static int cmd_migrate(const struct cli *cli, struct cfg *cfg)
 	} else if (applied == 0) {
 		log_info("migrate", NULL, "schema ksi_sales is up to date");
 	} else {
-		log_info("migrate", NULL, "applied %d migration%s", applied, applied == 1 ? "" : "s");
+		log_info("migrate", NULL, "applied %d migration%s", applied,
+		         applied == 1 ? "" : "s");
 	}
 	db_close(db);
 	return rc;
@@ -148,10 +146,10 @@ static int run_daemon(const struct cli *cli, struct cfg *cfg, bool once)
 		return rc;
 	db_close(db);
 	struct daemon_options opts = {
-		.once = once,
-		.config_path = cli->config_path ? cli->config_path : CFG_DEFAULT_PATH,
-		.config_required = cli->config_path != NULL,
-		.database_url_override = cli->database_url,
+	    .once = once,
+	    .config_path = cli->config_path ? cli->config_path : CFG_DEFAULT_PATH,
+	    .config_required = cli->config_path != NULL,
+	    .database_url_override = cli->database_url,
 	};
 	return daemon_main(cfg, &opts);
 }
@@ -187,20 +185,20 @@ static char *read_token_file(const char *path)
 }
 
 static const struct option long_options[] = {
-	{"config", required_argument, NULL, 'c'},
-	{"database-url", required_argument, NULL, 'd'},
-	{"help", no_argument, NULL, 'h'},
-	{"version", no_argument, NULL, 'V'},
-	{"connector", required_argument, NULL, 'C'},
-	{"url", required_argument, NULL, 'U'},
-	{"token", required_argument, NULL, 'T'},
-	{"token-file", required_argument, NULL, 'F'},
-	{"codes", required_argument, NULL, 'K'},
-	{"from", required_argument, NULL, 'f'},
-	{"to", required_argument, NULL, 't'},
-	{"json", no_argument, NULL, 'j'},
-	{"yes", no_argument, NULL, 'y'},
-	{NULL, 0, NULL, 0},
+    {"config", required_argument, NULL, 'c'},
+    {"database-url", required_argument, NULL, 'd'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {"connector", required_argument, NULL, 'C'},
+    {"url", required_argument, NULL, 'U'},
+    {"token", required_argument, NULL, 'T'},
+    {"token-file", required_argument, NULL, 'F'},
+    {"codes", required_argument, NULL, 'K'},
+    {"from", required_argument, NULL, 'f'},
+    {"to", required_argument, NULL, 't'},
+    {"json", no_argument, NULL, 'j'},
+    {"yes", no_argument, NULL, 'y'},
+    {NULL, 0, NULL, 0},
 };
 
 /* Not an exit code: parsing goes on. */
@@ -281,17 +279,21 @@ static const struct command *find_command(int argc, char **argv, unsigned given)
 			if (strcmp(argv[optind], commands[i].name) == 0)
 				cmd = &commands[i];
 		if (!cmd) {
-			fprintf(stderr, "ksi-salesd: unknown command \"%s\" (try --help)\n", argv[optind]);
+			fprintf(stderr, "ksi-salesd: unknown command \"%s\" (try --help)\n",
+			        argv[optind]);
 			return NULL;
 		}
 		if (optind + 1 < argc) {
-			fprintf(stderr, "ksi-salesd %s: unexpected argument \"%s\"\n", cmd->name, argv[optind + 1]);
+			fprintf(stderr, "ksi-salesd %s: unexpected argument \"%s\"\n", cmd->name,
+			        argv[optind + 1]);
 			return NULL;
 		}
 	}
 	if (given & ~cmd->options) {
-		fprintf(stderr, "ksi-salesd %s: an option given does not apply to this command (try --help)\n",
-			cmd->name);
+		fprintf(
+		    stderr,
+		    "ksi-salesd %s: an option given does not apply to this command (try --help)\n",
+		    cmd->name);
 		return NULL;
 	}
 	return cmd;
@@ -305,7 +307,8 @@ static int parse_cli(int argc, char **argv, struct cli *cli, const struct comman
 	unsigned given = 0;
 	const char *token_file = NULL;
 	int opt, rc = PARSE_GO_ON;
-	while (rc == PARSE_GO_ON && (opt = getopt_long(argc, argv, "c:d:hV", long_options, NULL)) != -1)
+	while (rc == PARSE_GO_ON &&
+	       (opt = getopt_long(argc, argv, "c:d:hV", long_options, NULL)) != -1)
 		rc = take_option(opt, cli, &given, &token_file);
 	if (rc == PARSE_GO_ON && !(*cmd = find_command(argc, argv, given)))
 		rc = EXIT_USAGE;
@@ -319,7 +322,8 @@ static int parse_cli(int argc, char **argv, struct cli *cli, const struct comman
 		free(cli->token);
 		cli->token = read_token_file(token_file);
 		if (!cli->token) {
-			fprintf(stderr, "ksi-salesd %s: cannot read a token from %s\n", (*cmd)->name, token_file);
+			fprintf(stderr, "ksi-salesd %s: cannot read a token from %s\n",
+			        (*cmd)->name, token_file);
 			return EXIT_USAGE;
 		}
 	}
@@ -335,8 +339,8 @@ static int parse_cli(int argc, char **argv, struct cli *cli, const struct comman
 static int load_config(struct cli *cli, struct cfg *cfg)
 {
 	char err[1024];
-	if (cfg_load(cfg, cli->config_path ? cli->config_path : CFG_DEFAULT_PATH, cli->config_path != NULL, err,
-		     sizeof(err)) != 0) {
+	if (cfg_load(cfg, cli->config_path ? cli->config_path : CFG_DEFAULT_PATH,
+	             cli->config_path != NULL, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ksi-salesd: %s\n", err);
 		return EXIT_USAGE;
 	}

@@ -102,10 +102,10 @@ struct poll_job {
 	size_t *ends; /* code batches of that window */
 	size_t nbatches, batch;
 	char from[ISO_FORMAT_LEN], to[ISO_FORMAT_LEN];
-	bool fetching;     /* a request is in flight */
-	bool no_more;      /* every request was fetched, or one failed */
-	bool ending;       /* a write failed or a failure was recorded */
-	bool plan_failed;  /* the window at the fetch position cannot be planned */
+	bool fetching;    /* a request is in flight */
+	bool no_more;     /* every request was fetched, or one failed */
+	bool ending;      /* a write failed or a failure was recorded */
+	bool plan_failed; /* the window at the fetch position cannot be planned */
 	char plan_err[512];
 	size_t seq_fetch;  /* next request number to hand out */
 	size_t seq_retire; /* next request number to retire */
@@ -123,17 +123,18 @@ static void job_finish(struct poll_job *j)
 	const struct connector *c = j->c;
 	struct poll_result *r = &j->result;
 	if (r->ok)
-		log_info("poll", c->name, "polled %zu request%s: %zu records, %zu upserted, %zu refused",
-			 r->requests, r->requests == 1 ? "" : "s", r->records, r->upserted, r->rejected);
+		log_info(
+		    "poll", c->name, "polled %zu request%s: %zu records, %zu upserted, %zu refused",
+		    r->requests, r->requests == 1 ? "" : "s", r->records, r->upserted, r->rejected);
 	/* The one place every poll ends, whoever started it. */
 	r->seconds = ev_time() - j->started;
 	stats_poll_done(j->spec.stats,
-			&(struct stats_poll){.outcome = r->ok ? RUN_OK : r->outcome,
-					     .seconds = r->seconds,
-					     .upserted = r->upserted,
-					     .refused = r->rejected,
-					     .bytes = r->bytes},
-			r->lease_lost);
+	                &(struct stats_poll){.outcome = r->ok ? RUN_OK : r->outcome,
+	                                     .seconds = r->seconds,
+	                                     .upserted = r->upserted,
+	                                     .refused = r->rejected,
+	                                     .bytes = r->bytes},
+	                r->lease_lost);
 	j->done(r, j->user);
 	poll_free(j);
 }
@@ -220,13 +221,15 @@ static bool retire(struct poll_job *j, struct slot *s)
 		r->ok = false;
 		if (s->write.lease_lost) {
 			r->lease_lost = true;
-			snprintf(r->error, sizeof(r->error), "lease lost, result discarded: %.900s", s->write.err);
+			snprintf(r->error, sizeof(r->error), "lease lost, result discarded: %.900s",
+			         s->write.err);
 			log_warning("poll", c->name, "%s", r->error);
 		} else {
 			r->db_failed = true;
 			r->db_kind = s->write.kind;
 			r->outcome = RUN_DB_ERROR;
-			snprintf(r->error, sizeof(r->error), "writing window %s … %s: %.900s", s->from, s->to, s->write.err);
+			snprintf(r->error, sizeof(r->error), "writing window %s … %s: %.900s",
+			         s->from, s->to, s->write.err);
 			log_error("poll", c->name, "%s", r->error);
 		}
 		return false;
@@ -244,12 +247,14 @@ static bool retire(struct poll_job *j, struct slot *s)
 	r->upserted += (size_t)s->write.upserted;
 	r->rejected += v->nrefusals;
 	if (v->nrefusals > 0)
-		log_warning("poll", c->name, "window %s … %s: %zu of %zu records refused; first, #%zu: %s: %s",
-			    s->from, s->to, v->nrefusals, v->received, v->refusals[0].index,
-			    val_reason_name(v->refusals[0].reason), v->refusals[0].detail);
-	log_debug("poll", c->name, "window %s … %s: HTTP %ld, %zu records, %ld upserted, %zu refused, %.3f s", s->from,
-		  s->to, s->run.http_status, v->received, s->write.upserted, v->nrefusals,
-		  s->run.finished_at - s->run.started_at);
+		log_warning("poll", c->name,
+		            "window %s … %s: %zu of %zu records refused; first, #%zu: %s: %s",
+		            s->from, s->to, v->nrefusals, v->received, v->refusals[0].index,
+		            val_reason_name(v->refusals[0].reason), v->refusals[0].detail);
+	log_debug("poll", c->name,
+	          "window %s … %s: HTTP %ld, %zu records, %ld upserted, %zu refused, %.3f s",
+	          s->from, s->to, s->run.http_status, v->received, s->write.upserted, v->nrefusals,
+	          s->run.finished_at - s->run.started_at);
 	if (j->spec.progress) {
 		struct poll_progress *p = &j->progress;
 		p->records = r->records;
@@ -279,8 +284,8 @@ static void submit_write(struct poll_job *j, struct slot *s)
 	 * the last one also carries the poll's end, when the starter says so. */
 	s->write = (struct db_write){.run = &s->run};
 	if (j->spec.end && !j->spec.has_span && last_write(j, s) &&
-	    j->spec.end(!s->failure, s->failure ? s->run.outcome : RUN_OK, j->result.retry_after, &j->end,
-			j->user)) {
+	    j->spec.end(!s->failure, s->failure ? s->run.outcome : RUN_OK, j->result.retry_after,
+	                &j->end, j->user)) {
 		s->write.finish = &j->end;
 		s->carries_end = true;
 	}
@@ -316,7 +321,8 @@ static void pump(struct poll_job *j)
 			if (j->slots[i].state == SLOT_READY)
 				slot_clear(&j->slots[i]);
 	}
-	for (size_t seq = j->seq_retire; !j->ending && j->writing < j->max_writes && seq < j->seq_fetch; seq++) {
+	for (size_t seq = j->seq_retire;
+	     !j->ending && j->writing < j->max_writes && seq < j->seq_fetch; seq++) {
 		s = slot_seq(j, seq);
 		if (s && s->state == SLOT_READY) {
 			submit_write(j, s);
@@ -339,8 +345,9 @@ static void pump(struct poll_job *j)
 
 /* Records a failed or refused request (or a config error with no window)
  * in fetch_runs; the poll ends once that is written. */
-static void fail_request(struct poll_job *j, struct slot *s, enum run_outcome outcome, const char *error,
-			 long status, double started, double finished, size_t bytes, bool has_window)
+static void fail_request(struct poll_job *j, struct slot *s, enum run_outcome outcome,
+                         const char *error, long status, double started, double finished,
+                         size_t bytes, bool has_window)
 {
 	const struct connector *c = j->c;
 	struct poll_result *r = &j->result;
@@ -348,26 +355,27 @@ static void fail_request(struct poll_job *j, struct slot *s, enum run_outcome ou
 	r->outcome = outcome;
 	/* Every failure's text reaches fetch_runs and the log from here: one
 	 * last pass of the mask over the whole, whatever it was built from. */
-	(void)mask_copy_secret(c->bearer_token, error, strlen(error), j->run_error, sizeof(j->run_error));
+	(void)mask_copy_secret(c->bearer_token, error, strlen(error), j->run_error,
+	                       sizeof(j->run_error));
 	snprintf(r->error, sizeof(r->error), "%s", j->run_error);
 	log_debug("poll", c->name, "%s: %s", run_outcome_name(outcome), j->run_error);
 	s->failure = true;
 	s->run = (struct db_run){
-		.connector_id = c->id,
-		.has_window = has_window,
-		.window_from = has_window ? j->spans[s->span].from : 0,
-		.window_to = has_window ? j->spans[s->span].to : 0,
-		.codes_requested = has_window && j->batch < j->nbatches
-					   ? j->ends[j->batch] - (j->batch ? j->ends[j->batch - 1] : 0)
-					   : 0,
-		.started_at = started,
-		.finished_at = finished,
-		.http_status = status,
-		.outcome = outcome,
-		.bytes = bytes,
-		.error = j->run_error,
-		.lease_owner = j->lease_owner,
-		.lease_epoch = c->lease_epoch,
+	    .connector_id = c->id,
+	    .has_window = has_window,
+	    .window_from = has_window ? j->spans[s->span].from : 0,
+	    .window_to = has_window ? j->spans[s->span].to : 0,
+	    .codes_requested = has_window && j->batch < j->nbatches
+	                           ? j->ends[j->batch] - (j->batch ? j->ends[j->batch - 1] : 0)
+	                           : 0,
+	    .started_at = started,
+	    .finished_at = finished,
+	    .http_status = status,
+	    .outcome = outcome,
+	    .bytes = bytes,
+	    .error = j->run_error,
+	    .lease_owner = j->lease_owner,
+	    .lease_epoch = c->lease_epoch,
 	};
 	j->no_more = true;
 }
@@ -378,7 +386,8 @@ static enum run_outcome outcome_of(const struct http_response *resp)
 	case HTTP_OUTCOME_OK:
 		return RUN_OK;
 	case HTTP_OUTCOME_STATUS:
-		return resp->status == 401 || resp->status == 403 ? RUN_AUTH_FAILED : RUN_HTTP_ERROR;
+		return resp->status == 401 || resp->status == 403 ? RUN_AUTH_FAILED
+		                                                  : RUN_HTTP_ERROR;
 	case HTTP_OUTCOME_REDIRECT:
 		return RUN_REDIRECTED;
 	case HTTP_OUTCOME_TOO_LARGE:
@@ -412,13 +421,13 @@ static bool judge_answer(struct poll_job *j, struct slot *s, const struct http_r
 	size_t ncodes;
 	const char *const *codes = batch_codes(j, &ncodes);
 	struct val_request vreq = {
-		.codes = codes,
-		.ncodes = ncodes,
-		.from = span->from,
-		.to = span->to,
-		.now = (int64_t)time(NULL),
-		.zone = c->timezone,
-		.secret = c->bearer_token,
+	    .codes = codes,
+	    .ncodes = ncodes,
+	    .from = span->from,
+	    .to = span->to,
+	    .now = (int64_t)time(NULL),
+	    .zone = c->timezone,
+	    .secret = c->bearer_token,
 	};
 	char error[1024];
 	if (val_validate(resp->body, resp->len, &vreq, &s->v) != 0) {
@@ -432,8 +441,8 @@ static bool judge_answer(struct poll_job *j, struct slot *s, const struct http_r
 	}
 	val_result_free(&s->v);
 	memset(&s->v, 0, sizeof(s->v));
-	fail_request(j, s, RUN_INVALID_RESPONSE, error, resp->status, resp->started_at, resp->finished_at,
-		     resp->bytes, true);
+	fail_request(j, s, RUN_INVALID_RESPONSE, error, resp->status, resp->started_at,
+	             resp->finished_at, resp->bytes, true);
 	return false;
 }
 
@@ -447,24 +456,24 @@ static void prepare_write(struct poll_job *j, struct slot *s, const struct http_
 	const char *const *codes = batch_codes(j, &ncodes);
 	s->window_done = j->batch + 1 == j->nbatches;
 	s->run = (struct db_run){
-		.connector_id = c->id,
-		.has_window = true,
-		.window_from = span->from,
-		.window_to = span->to,
-		.codes_requested = ncodes,
-		.started_at = resp->started_at,
-		.finished_at = resp->finished_at,
-		.http_status = resp->status,
-		.outcome = RUN_OK,
-		.bytes = resp->bytes,
-		.result = &s->v,
-		.codes = codes,
-		/* The window is done only when every code batch of it is; a
-		 * backfill leaves synced_until to the regular polls. */
-		.advance = s->window_done && !j->spec.has_span,
-		.advance_to = span->to,
-		.lease_owner = j->lease_owner,
-		.lease_epoch = c->lease_epoch,
+	    .connector_id = c->id,
+	    .has_window = true,
+	    .window_from = span->from,
+	    .window_to = span->to,
+	    .codes_requested = ncodes,
+	    .started_at = resp->started_at,
+	    .finished_at = resp->finished_at,
+	    .http_status = resp->status,
+	    .outcome = RUN_OK,
+	    .bytes = resp->bytes,
+	    .result = &s->v,
+	    .codes = codes,
+	    /* The window is done only when every code batch of it is; a
+	     * backfill leaves synced_until to the regular polls. */
+	    .advance = s->window_done && !j->spec.has_span,
+	    .advance_to = span->to,
+	    .lease_owner = j->lease_owner,
+	    .lease_epoch = c->lease_epoch,
 	};
 }
 
@@ -475,8 +484,8 @@ static void on_response(const struct http_response *resp, void *user)
 	struct poll_result *r = &j->result;
 	j->fetching = false;
 	r->bytes += resp->bytes;
-	log_debug("poll", c->name, "answer: HTTP %ld, %zu bytes in %.3f s", resp->status, resp->bytes,
-		  resp->finished_at - resp->started_at);
+	log_debug("poll", c->name, "answer: HTTP %ld, %zu bytes in %.3f s", resp->status,
+	          resp->bytes, resp->finished_at - resp->started_at);
 	if (j->ending) { /* an earlier write failed: this answer is dropped */
 		pump(j);
 		return;
@@ -486,8 +495,8 @@ static void on_response(const struct http_response *resp, void *user)
 	r->retry_after = resp->status == 429 || resp->status == 503 ? resp->retry_after : -1;
 	enum run_outcome outcome = outcome_of(resp);
 	if (outcome != RUN_OK)
-		fail_request(j, s, outcome, resp->error, resp->status, resp->started_at, resp->finished_at,
-			     resp->bytes, true);
+		fail_request(j, s, outcome, resp->error, resp->status, resp->started_at,
+		             resp->finished_at, resp->bytes, true);
 	else if (judge_answer(j, s, resp)) {
 		prepare_write(j, s, resp);
 		advance_position(j);
@@ -514,9 +523,10 @@ static int plan_span(struct poll_job *j, char *err, size_t errlen)
 	free(j->ends);
 	j->ends = NULL;
 	j->nbatches = 0;
-	if (win_split_codes((const char *const *)c->codes, c->ncodes, base_len, WIN_MAX_URL_BYTES, &j->ends,
-			    &j->nbatches) != 0) {
-		snprintf(err, errlen, "a store code cannot fit in a URL of %d bytes", WIN_MAX_URL_BYTES);
+	if (win_split_codes((const char *const *)c->codes, c->ncodes, base_len, WIN_MAX_URL_BYTES,
+	                    &j->ends, &j->nbatches) != 0) {
+		snprintf(err, errlen, "a store code cannot fit in a URL of %d bytes",
+		         WIN_MAX_URL_BYTES);
 		return -1;
 	}
 	j->batch = 0;
@@ -555,19 +565,19 @@ static void fetch_next(struct poll_job *j)
 	size_t first = j->batch ? j->ends[j->batch - 1] : 0;
 	char *url = NULL;
 	if (http_build_url(c->endpoint_url, j->from, j->to, (const char *const *)c->codes + first,
-			   j->ends[j->batch] - first, &url, err, sizeof(err)) != 0) {
+	                   j->ends[j->batch] - first, &url, err, sizeof(err)) != 0) {
 		double t = (double)time(NULL);
 		fail_request(j, slot_take(j), RUN_CONFIG_ERROR, err, 0, t, t, 0, true);
 		pump(j);
 		return;
 	}
 	struct http_request req = {
-		.url = url,
-		.token = c->bearer_token,
-		.timeout_ms = c->request_timeout * 1000,
-		.log_name = c->name,
-		.done = on_response,
-		.user = j,
+	    .url = url,
+	    .token = c->bearer_token,
+	    .timeout_ms = c->request_timeout * 1000,
+	    .log_name = c->name,
+	    .done = on_response,
+	    .user = j,
 	};
 	j->result.requests++;
 	j->fetching = true;
@@ -576,8 +586,8 @@ static void fetch_next(struct poll_job *j)
 	if (rc != 0) {
 		double t = (double)time(NULL);
 		j->fetching = false;
-		fail_request(j, slot_take(j), RUN_NETWORK_ERROR, "out of memory starting the request", 0, t, t, 0,
-			     true);
+		fail_request(j, slot_take(j), RUN_NETWORK_ERROR,
+		             "out of memory starting the request", 0, t, t, 0, true);
 		pump(j);
 	}
 }
@@ -641,16 +651,18 @@ int poll_start(const struct poll_spec *spec, struct poll_job **out)
 		}
 	} else {
 		struct win_params wp = {
-			.now = spec->now,
-			.has_synced = c->has_synced,
-			.synced_until = c->synced_until,
-			.lookback = c->lookback,
-			.initial_backfill = c->initial_backfill,
-			.max_window = c->max_window,
-			.zone = c->timezone,
+		    .now = spec->now,
+		    .has_synced = c->has_synced,
+		    .synced_until = c->synced_until,
+		    .lookback = c->lookback,
+		    .initial_backfill = c->initial_backfill,
+		    .max_window = c->max_window,
+		    .zone = c->timezone,
 		};
 		if (win_plan(&wp, &j->spans, &j->nspans) != 0) {
-			fail_before_start(j, "its window cannot be planned (check timezone and intervals)", false);
+			fail_before_start(
+			    j, "its window cannot be planned (check timezone and intervals)",
+			    false);
 			return 0;
 		}
 	}
@@ -661,7 +673,7 @@ int poll_start(const struct poll_spec *spec, struct poll_job **out)
 		return 0;
 	}
 	log_debug("poll", c->name, "polling from %s in %zu window%s", j->from, j->nspans,
-		  j->nspans == 1 ? "" : "s");
+	          j->nspans == 1 ? "" : "s");
 	pump(j);
 	return 0;
 }

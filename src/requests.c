@@ -38,9 +38,9 @@ struct test {
 	struct requests *rq;
 	LIST_ENTRY(test) link; /* in requests.tests */
 	int64_t id, attempt;
-	char *log_name;       /* the connector's name, or NULL (by endpoint_url) */
-	char what[340];       /* "connection test 12 (http://host/path)", for logs */
-	struct probe *probe;  /* while the requests run */
+	char *log_name;      /* the connector's name, or NULL (by endpoint_url) */
+	char what[340];      /* "connection test 12 (http://host/path)", for logs */
+	struct probe *probe; /* while the requests run */
 	/* The outcome, written by end_test_in_thread. */
 	enum db_request_end end;
 	bool passed;
@@ -59,10 +59,10 @@ struct test_claim {
 struct backfill {
 	struct requests *rq;
 	int64_t id, attempt;
-	int64_t connector_id, epoch; /* the connector's lease */
-	struct connector c;          /* owned; the poll points to it */
-	struct poll_job *pj;         /* while polling */
-	int64_t span_from;           /* where this claim starts (resumed: done_until) */
+	int64_t connector_id, epoch;        /* the connector's lease */
+	struct connector c;                 /* owned; the poll points to it */
+	struct poll_job *pj;                /* while polling */
+	int64_t span_from;                  /* where this claim starts (resumed: done_until) */
 	int64_t base_windows, base_records; /* committed by earlier claims */
 	struct db_backfill_progress now;    /* the latest progress */
 	struct db_backfill_progress sent;   /* the one being written */
@@ -147,8 +147,8 @@ static void test_unlink_free(struct test *t)
 static int end_test_in_thread(struct db *db, void *arg, char *err, size_t errlen)
 {
 	struct test *t = arg;
-	return db_end_conn_test(db, t->rq->env.owner, t->id, t->attempt, t->end, t->passed, t->report,
-				&t->written, err, errlen);
+	return db_end_conn_test(db, t->rq->env.owner, t->id, t->attempt, t->end, t->passed,
+	                        t->report, &t->written, err, errlen);
 }
 
 static void on_test_written(int rc, const char *err, void *arg)
@@ -156,11 +156,13 @@ static void on_test_written(int rc, const char *err, void *arg)
 	struct test *t = arg;
 	struct requests *rq = t->rq;
 	if (rc != 0)
-		log_warning("requests", t->log_name, "%s: could not record the outcome (the test runs again once "
-			    "its lease expires): %s", t->what, err);
+		log_warning("requests", t->log_name,
+		            "%s: could not record the outcome (the test runs again once "
+		            "its lease expires): %s",
+		            t->what, err);
 	else if (!t->written)
-		log_warning("requests", t->log_name, "%s: another daemon took the row over: outcome discarded",
-			    t->what);
+		log_warning("requests", t->log_name,
+		            "%s: another daemon took the row over: outcome discarded", t->what);
 	test_unlink_free(t);
 	if (!rq->stopping)
 		claim_tests(rq); /* more may be waiting */
@@ -229,7 +231,8 @@ static void on_probed(struct probe *p, const char *error, void *user)
 		fail_test(t, "out of memory writing the report");
 		return;
 	}
-	log_info("requests", t->log_name, "%s: done, verdict %s", t->what, probe_status_name(verdict));
+	log_info("requests", t->log_name, "%s: done, verdict %s", t->what,
+	         probe_status_name(verdict));
 	write_test(t);
 }
 
@@ -248,14 +251,16 @@ static int narrow_codes(struct connector *c, struct db_conn_test *row, char *err
 		if (bsearch(&row->codes[i], c->codes, c->ncodes, sizeof(char *), code_cmp))
 			continue;
 		if (missing++ == 0)
-			o = (size_t)snprintf(err, errlen, "codes not linked to connector \"%s\": ", c->name);
+			o = (size_t)snprintf(err, errlen,
+			                     "codes not linked to connector \"%s\": ", c->name);
 		if (o < errlen)
 			o += (size_t)snprintf(err + o, errlen - o, "%s%s", missing > 1 ? ", " : "",
-					      row->codes[i]);
+			                      row->codes[i]);
 	}
 	if (missing) {
 		if (o < errlen)
-			snprintf(err + o, errlen - o, " (link the stores first, or test by endpoint_url)");
+			snprintf(err + o, errlen - o,
+			         " (link the stores first, or test by endpoint_url)");
 		return -1;
 	}
 	for (size_t i = 0; i < c->ncodes; i++)
@@ -274,8 +279,9 @@ static int make_target(struct db_conn_test *row, struct probe_target *tg, char *
 {
 	struct connector *c = &row->c;
 	if (row->has_from != row->has_to) {
-		snprintf(err, errlen, "give both time_from and time_to, or neither (the 24 hours up to the "
-			 "start of the current hour)");
+		snprintf(err, errlen,
+		         "give both time_from and time_to, or neither (the 24 hours up to the "
+		         "start of the current hour)");
 		return -1;
 	}
 	if (row->by_connector) {
@@ -286,8 +292,10 @@ static int make_target(struct db_conn_test *row, struct probe_target *tg, char *
 		if (row->ncodes > 0 && narrow_codes(c, row, err, errlen) != 0)
 			return -1;
 		if (c->ncodes == 0) {
-			snprintf(err, errlen, "connector \"%s\" has no store linked: link one "
-				 "(ksi_sales.stores) or give codes", c->name);
+			snprintf(err, errlen,
+			         "connector \"%s\" has no store linked: link one "
+			         "(ksi_sales.stores) or give codes",
+			         c->name);
 			return -1;
 		}
 		tg->named = true;
@@ -312,8 +320,10 @@ static void start_test(struct requests *rq, struct db_conn_test *row)
 {
 	struct test *t = calloc(1, sizeof(*t));
 	if (!t) {
-		log_error("requests", NULL, "out of memory: connection test %" PRId64 " runs again once its "
-			  "lease expires", row->id);
+		log_error("requests", NULL,
+		          "out of memory: connection test %" PRId64 " runs again once its "
+		          "lease expires",
+		          row->id);
 		return;
 	}
 	t->rq = rq;
@@ -326,8 +336,8 @@ static void start_test(struct requests *rq, struct db_conn_test *row)
 	char where[300] = "";
 	if (row->c.endpoint_url)
 		http_url_describe(row->c.endpoint_url, row->c.bearer_token, where, sizeof(where));
-	snprintf(t->what, sizeof(t->what), "connection test %" PRId64 "%s%s%s", t->id, *where ? " (" : "",
-		 where, *where ? ")" : "");
+	snprintf(t->what, sizeof(t->what), "connection test %" PRId64 "%s%s%s", t->id,
+	         *where ? " (" : "", where, *where ? ")" : "");
 
 	char err[1024];
 	struct probe_target tg = {0};
@@ -350,7 +360,8 @@ static int claim_tests_in_thread(struct db *db, void *arg, char *err, size_t err
 {
 	struct test_claim *cl = arg;
 	struct requests *rq = cl->rq;
-	return db_claim_conn_tests(db, rq->env.owner, lease_s(rq), cl->limit, &cl->v, &cl->n, err, errlen);
+	return db_claim_conn_tests(db, rq->env.owner, lease_s(rq), cl->limit, &cl->v, &cl->n, err,
+	                           errlen);
 }
 
 static void test_claim_free(struct test_claim *cl)
@@ -430,7 +441,8 @@ static void on_progress_written(int rc, const char *err, void *arg)
 	struct backfill *b = arg;
 	b->writing = false;
 	if (rc != 0)
-		log_debug("requests", b->c.name, "backfill request %" PRId64 ": recording progress: %s", b->id, err);
+		log_debug("requests", b->c.name,
+		          "backfill request %" PRId64 ": recording progress: %s", b->id, err);
 	if (b->dirty && b->pj)
 		write_progress(b);
 }
@@ -487,8 +499,8 @@ static int end_backfill_in_thread(struct db *db, void *arg, char *err, size_t er
 {
 	struct backfill *b = arg;
 	return db_end_backfill(db, b->rq->env.owner, b->id, b->attempt, b->end,
-			       b->end == DB_REQUEST_FAILED ? b->error : NULL, &b->now, b->connector_id, b->epoch,
-			       err, errlen);
+	                       b->end == DB_REQUEST_FAILED ? b->error : NULL, &b->now,
+	                       b->connector_id, b->epoch, err, errlen);
 }
 
 static void on_backfill_written(int rc, const char *err, void *arg)
@@ -496,8 +508,10 @@ static void on_backfill_written(int rc, const char *err, void *arg)
 	struct backfill *b = arg;
 	struct requests *rq = b->rq;
 	if (rc != 0)
-		log_warning("requests", b->c.name, "backfill request %" PRId64 ": could not record the outcome "
-			    "(it runs again once its lease expires): %s", b->id, err);
+		log_warning("requests", b->c.name,
+		            "backfill request %" PRId64 ": could not record the outcome "
+		            "(it runs again once its lease expires): %s",
+		            b->id, err);
 	rq->bf = NULL;
 	backfill_free(b);
 	if (!rq->stopping)
@@ -526,17 +540,20 @@ static void on_backfill_polled(const struct poll_result *r, void *user)
 		/* We were stalled past our leases and another daemon holds the
 		 * connector: back to pending (if the row is still ours), to
 		 * resume at done_until once the connector is free. */
-		log_warning("requests", b->c.name, "backfill request %" PRId64 ": %s; it resumes later", b->id,
-			    r->error);
+		log_warning("requests", b->c.name,
+		            "backfill request %" PRId64 ": %s; it resumes later", b->id, r->error);
 		end_backfill(b, DB_REQUEST_REQUEUE, NULL);
 		return;
 	}
 	if (r->ok) {
-		log_info("requests", b->c.name, "backfill request %" PRId64 ": done: %zu requests, %zu records, "
-			 "%zu upserted, %zu refused", b->id, r->requests, r->records, r->upserted, r->rejected);
+		log_info("requests", b->c.name,
+		         "backfill request %" PRId64 ": done: %zu requests, %zu records, "
+		         "%zu upserted, %zu refused",
+		         b->id, r->requests, r->records, r->upserted, r->rejected);
 		end_backfill(b, DB_REQUEST_DONE, NULL);
 	} else {
-		log_warning("requests", b->c.name, "backfill request %" PRId64 " failed: %s", b->id, r->error);
+		log_warning("requests", b->c.name, "backfill request %" PRId64 " failed: %s", b->id,
+		            r->error);
 		end_backfill(b, DB_REQUEST_FAILED, r->error);
 	}
 }
@@ -544,13 +561,15 @@ static void on_backfill_polled(const struct poll_result *r, void *user)
 /* The hours the request still needs: [b->span_from, *to), or -1 with a
  * reason. Hours are the connector's (as `ksi-salesd backfill`); a span
  * reaching into the future stops at the end of the current hour. */
-static int plan_span(struct backfill *b, const struct db_backfill *row, int64_t *to, char *err, size_t errlen)
+static int plan_span(struct backfill *b, const struct db_backfill *row, int64_t *to, char *err,
+                     size_t errlen)
 {
 	const char *zone = b->c.timezone;
 	int64_t first, last_end, current_end;
 	/* Ends are next hour starts, not floors + 3600: across a 30-minute
 	 * switch a local hour lasts 90 minutes (window.h). */
-	if (win_hour_floor(row->from, zone, &first) != 0 || win_hour_next(row->to - 1, zone, &last_end) != 0 ||
+	if (win_hour_floor(row->from, zone, &first) != 0 ||
+	    win_hour_next(row->to - 1, zone, &last_end) != 0 ||
 	    win_hour_next((int64_t)time(NULL), zone, &current_end) != 0) {
 		snprintf(err, errlen, "timezone \"%s\" cannot be used", zone);
 		return -1;
@@ -562,7 +581,8 @@ static int plan_span(struct backfill *b, const struct db_backfill *row, int64_t 
 	}
 	b->span_from = first;
 	int64_t resume;
-	if (row->has_done_until && win_hour_floor(row->done_until, zone, &resume) == 0 && resume > first) {
+	if (row->has_done_until && win_hour_floor(row->done_until, zone, &resume) == 0 &&
+	    resume > first) {
 		b->span_from = resume < *to ? resume : *to;
 		b->base_windows = row->windows_done;
 		b->base_records = row->records;
@@ -574,8 +594,10 @@ static void start_backfill(struct requests *rq, struct db_backfill *row)
 {
 	struct backfill *b = calloc(1, sizeof(*b));
 	if (!b) {
-		log_error("requests", NULL, "out of memory: backfill request %" PRId64 " runs again once its "
-			  "lease expires", row->id);
+		log_error("requests", NULL,
+		          "out of memory: backfill request %" PRId64 " runs again once its "
+		          "lease expires",
+		          row->id);
 		return;
 	}
 	b->rq = rq;
@@ -621,23 +643,25 @@ static void start_backfill(struct requests *rq, struct db_backfill *row)
 	write_progress(b);
 
 	char f[ISO_FORMAT_LEN] = "", t[ISO_FORMAT_LEN] = "";
-	if (iso_format_in_zone(b->span_from, b->c.timezone, f) != 0 || iso_format_in_zone(to, b->c.timezone, t) != 0)
+	if (iso_format_in_zone(b->span_from, b->c.timezone, f) != 0 ||
+	    iso_format_in_zone(to, b->c.timezone, t) != 0)
 		f[0] = t[0] = '\0';
-	log_info("requests", b->c.name, "backfill request %" PRId64 ": %s up to %s, %" PRId64 " hours%s", b->id, f,
-		 t, (to - b->span_from) / 3600, b->base_windows > 0 ? " (resumed)" : "");
+	log_info("requests", b->c.name,
+	         "backfill request %" PRId64 ": %s up to %s, %" PRId64 " hours%s", b->id, f, t,
+	         (to - b->span_from) / 3600, b->base_windows > 0 ? " (resumed)" : "");
 	struct poll_spec spec = {
-		.http = rq->env.http,
-		.dbq = rq->env.dbq,
-		.c = &b->c,
-		.lease_owner = rq->env.owner,
-		.now = (int64_t)time(NULL),
-		.has_span = true,
-		.span_from = b->span_from,
-		.span_to = to,
-		.stats = rq->env.stats,
-		.progress = on_backfill_progress,
-		.done = on_backfill_polled,
-		.user = b,
+	    .http = rq->env.http,
+	    .dbq = rq->env.dbq,
+	    .c = &b->c,
+	    .lease_owner = rq->env.owner,
+	    .now = (int64_t)time(NULL),
+	    .has_span = true,
+	    .span_from = b->span_from,
+	    .span_to = to,
+	    .stats = rq->env.stats,
+	    .progress = on_backfill_progress,
+	    .done = on_backfill_polled,
+	    .user = b,
 	};
 	if (poll_start(&spec, &b->pj) != 0) {
 		b->pj = NULL;
@@ -649,7 +673,8 @@ static int claim_backfill_in_thread(struct db *db, void *arg, char *err, size_t 
 {
 	struct backfill_claim *cl = arg;
 	struct requests *rq = cl->rq;
-	return db_claim_backfill(db, rq->env.owner, lease_s(rq), &cl->row, &cl->claimed, err, errlen);
+	return db_claim_backfill(db, rq->env.owner, lease_s(rq), &cl->row, &cl->claimed, err,
+	                         errlen);
 }
 
 static void backfill_claim_free(struct backfill_claim *cl)
@@ -696,8 +721,8 @@ static void claim_backfill(struct requests *rq)
 static int renew_in_thread(struct db *db, void *arg, char *err, size_t errlen)
 {
 	struct renewal *r = arg;
-	return db_renew_requests(db, r->rq->env.owner, lease_s(r->rq), r->tests, r->ntests, r->backfill_id, err,
-				 errlen);
+	return db_renew_requests(db, r->rq->env.owner, lease_s(r->rq), r->tests, r->ntests,
+	                         r->backfill_id, err, errlen);
 }
 
 static void renewal_free(struct renewal *r)
@@ -732,7 +757,7 @@ static void on_renew_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	r->rq = rq;
 	struct test *t;
 	LIST_FOREACH(t, &rq->tests, link)
-		r->tests[r->ntests++] = t->id;
+	r->tests[r->ntests++] = t->id;
 	r->backfill_id = rq->bf ? rq->bf->id : 0;
 	rq->renewal = r;
 	if (dbq_submit(rq->env.dbq, renew_in_thread, on_renewed, r) != 0) {
@@ -789,8 +814,10 @@ static void on_last_progress_written(int rc, const char *err, void *arg)
 {
 	struct backfill *b = arg;
 	if (rc != 0)
-		log_warning("requests", b->c.name, "backfill request %" PRId64 ": recording progress (it resumes "
-			    "at the last recorded): %s", b->id, err);
+		log_warning("requests", b->c.name,
+		            "backfill request %" PRId64 ": recording progress (it resumes "
+		            "at the last recorded): %s",
+		            b->id, err);
 }
 
 void requests_abandon(struct requests *rq)
@@ -798,8 +825,10 @@ void requests_abandon(struct requests *rq)
 	if (!rq || !rq->bf || !rq->bf->pj)
 		return;
 	struct backfill *b = rq->bf;
-	log_info("requests", b->c.name, "backfill request %" PRId64 ": abandoned at %" PRId64 " of %" PRId64
-		 " windows; it resumes there", b->id, b->now.windows_done, b->now.windows_total);
+	log_info("requests", b->c.name,
+	         "backfill request %" PRId64 ": abandoned at %" PRId64 " of %" PRId64
+	         " windows; it resumes there",
+	         b->id, b->now.windows_done, b->now.windows_total);
 	/* Whatever the throttle, and even with a progress write in flight:
 	 * queued before db_release_all puts the row back to pending. The
 	 * backfill is not freed before exit, so b->last stays valid. */

@@ -50,10 +50,13 @@ int64_t sched_after_success(int64_t started, int64_t connector_id, int64_t inter
 	return next;
 }
 
-int64_t sched_after_failure(int64_t now, unsigned failures, bool auth_failed, long retry_after, uint32_t rnd)
+int64_t sched_after_failure(int64_t now, unsigned failures, bool auth_failed, long retry_after,
+                            uint32_t rnd)
 {
 	if (retry_after >= 0) {
-		long s = retry_after < 1 ? 1 : retry_after > SCHED_BACKOFF_MAX ? SCHED_BACKOFF_MAX : retry_after;
+		long s = retry_after < 1                   ? 1
+		         : retry_after > SCHED_BACKOFF_MAX ? SCHED_BACKOFF_MAX
+		                                           : retry_after;
 		return now + s;
 	}
 	int64_t delay = SCHED_BACKOFF_MIN;

@@ -1015,8 +1015,11 @@ static int build_sales(struct MHD_Connection *conn, const struct mods *m, struct
 		if (m->echotoken) {
 			/* A record refused for its time that quotes the token. */
 			list_item(&l);
-			buf_addf(l.b, "{\"time\":\"not a time\",\"ext_ref_code\":\"%.*s\",\"num_tickets\":1,"
-			              "\"echo\":\"%s\"}", (int)codes[0].len, codes[0].s, sent_token(conn));
+			buf_addf(
+			    l.b,
+			    "{\"time\":\"not a time\",\"ext_ref_code\":\"%.*s\",\"num_tickets\":1,"
+			    "\"echo\":\"%s\"}",
+			    (int)codes[0].len, codes[0].s, sent_token(conn));
 		}
 	}
 
@@ -1128,7 +1131,8 @@ static void log_request(struct MHD_Connection *conn, const struct request *req, 
 		else
 			buf_add(&line, p, 1);
 	}
-	const char *ae = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING);
+	const char *ae =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING);
 	buf_addf(&line, " auth=%s gzip=%s inflight=%u\n", auth_seen(conn),
 	         ae != NULL && strstr(ae, "gzip") != NULL ? "yes" : "no",
 	         __atomic_load_n(&in_flight, __ATOMIC_SEQ_CST));
@@ -1159,7 +1163,6 @@ static void sleep_ms(unsigned int ms)
 	pthread_mutex_unlock(&stop_mutex);
 }
 
-
 static enum MHD_Result answer(struct MHD_Connection *conn, const char *url, const char *method)
 {
 	char err[512];
@@ -1183,9 +1186,11 @@ static enum MHD_Result answer(struct MHD_Connection *conn, const char *url, cons
 		struct reply r = {.status = (unsigned int)m.status,
 		                  .content_type = "application/json"};
 		if (m.echotoken)
-			buf_addf(&r.head, "{\"error\":\"%*s%s\"}", ECHO_PAD, "echo:", sent_token(conn));
+			buf_addf(&r.head, "{\"error\":\"%*s%s\"}", ECHO_PAD,
+			         "echo:", sent_token(conn));
 		else
-			buf_addf(&r.head, "{\"error\":\"fakeapi: status/%" PRIu64 " as asked\"}", m.status);
+			buf_addf(&r.head, "{\"error\":\"fakeapi: status/%" PRIu64 " as asked\"}",
+			         m.status);
 		if (m.status >= 300 && m.status < 400)
 			snprintf(r.location, sizeof r.location,
 			         "http://%s:%u/moved/sales?secret=abc", url_host, bound_port);
@@ -1195,11 +1200,11 @@ static enum MHD_Result answer(struct MHD_Connection *conn, const char *url, cons
 		struct reply r = {.status = MHD_HTTP_FOUND, .content_type = "application/json"};
 		buf_adds(&r.head, "{\"error\":\"fakeapi: moved\"}");
 		if (m.echotoken)
-			snprintf(r.location, sizeof r.location, "http://%s:%u/login/%s?x=1", url_host,
-			         bound_port, sent_token(conn));
+			snprintf(r.location, sizeof r.location, "http://%s:%u/login/%s?x=1",
+			         url_host, bound_port, sent_token(conn));
 		else
-			snprintf(r.location, sizeof r.location, "http://%s:%u/elsewhere/sales?token=leak",
-			         url_host, bound_port);
+			snprintf(r.location, sizeof r.location,
+			         "http://%s:%u/elsewhere/sales?token=leak", url_host, bound_port);
 		return send_reply(conn, &r, &m);
 	}
 	if (m.html) {

@@ -20,7 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct iso_instant back;
 		/* The formatted form drops fractions and the seconds of odd
 		 * offsets, but it must name the same second. */
-		if (buf[0] && (iso_parse(buf, strlen(buf), &back) != ISO_OK || back.epoch != t.epoch))
+		if (buf[0] &&
+		    (iso_parse(buf, strlen(buf), &back) != ISO_OK || back.epoch != t.epoch))
 			abort();
 	}
 	free(s);

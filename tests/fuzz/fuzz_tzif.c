@@ -11,9 +11,9 @@
 
 static void check_zone(const struct iso_tz *tz, const uint8_t *data, size_t size)
 {
-	int64_t probes[12] = {INT64_MIN,        ISO_TZ_MIN_EPOCH, -2208988800, -1, 0, 1000000000,
-	                      1700000000,       4102444800,       253402300799, ISO_TZ_MAX_EPOCH,
-	                      INT64_MAX,        0};
+	int64_t probes[12] = {
+	    INT64_MIN,  ISO_TZ_MIN_EPOCH, -2208988800,      -1,        0, 1000000000, 1700000000,
+	    4102444800, 253402300799,     ISO_TZ_MAX_EPOCH, INT64_MAX, 0};
 
 	/* One instant from the input itself, so the fuzzer can aim. */
 	if (size >= 8) {

@@ -130,7 +130,8 @@ static PGresult *query(const char *sql, int nparams, const char *const *params, 
 		fail();
 	}
 	if (rows >= 0 && PQntuples(res) != rows) {
-		print_error("query returned %d rows, expected %d:\n%s\n", PQntuples(res), rows, sql);
+		print_error("query returned %d rows, expected %d:\n%s\n", PQntuples(res), rows,
+		            sql);
 		PQclear(res);
 		fail();
 	}
@@ -138,7 +139,8 @@ static PGresult *query(const char *sql, int nparams, const char *const *params, 
 }
 
 /* The one value of a one-row query ("(null)" for NULL). */
-static void query1(char *out, size_t outlen, const char *sql, int nparams, const char *const *params)
+static void query1(char *out, size_t outlen, const char *sql, int nparams,
+                   const char *const *params)
 {
 	PGresult *res = query(sql, nparams, params, 1);
 	snprintf(out, outlen, "%s", PQgetisnull(res, 0, 0) ? "(null)" : PQgetvalue(res, 0, 0));
@@ -167,10 +169,13 @@ static void snapshot(char *out, size_t outlen)
 	       "  md5(coalesce(string_agg(h::text, ';' ORDER BY h.store_id, h.hour), ''))"
 	       "  FROM ksi_sales.sales_hourly h)"
 	       " || ' | runs ' || (SELECT count(*) || ' ' ||"
-	       "  md5(coalesce(string_agg(r::text, ';' ORDER BY r.id), '')) FROM ksi_sales.fetch_runs r)"
+	       "  md5(coalesce(string_agg(r::text, ';' ORDER BY r.id), '')) FROM "
+	       "ksi_sales.fetch_runs r)"
 	       " || ' | rejected ' || (SELECT count(*) || ' ' ||"
-	       "  md5(coalesce(string_agg(x::text, ';' ORDER BY x.id), '')) FROM ksi_sales.rejected_records x)"
-	       " || ' | state ' || (SELECT coalesce(string_agg(s::text, ';' ORDER BY s.connector_id), '')"
+	       "  md5(coalesce(string_agg(x::text, ';' ORDER BY x.id), '')) FROM "
+	       "ksi_sales.rejected_records x)"
+	       " || ' | state ' || (SELECT coalesce(string_agg(s::text, ';' ORDER BY "
+	       "s.connector_id), '')"
 	       "  FROM ksi_sales.connector_state s)",
 	       0, NULL);
 }
@@ -236,7 +241,8 @@ static long every_allocation_fails_in_turn(const struct scenario *s)
 		long made = disarm();
 		if (made < n) {
 			if (rc != 0)
-				fail_msg("%s: with no allocation failing it failed (%d): %s", s->name, rc, err);
+				fail_msg("%s: with no allocation failing it failed (%d): %s",
+				         s->name, rc, err);
 			s->verify();
 			check_idle(s->name, 0);
 			check_no_leak(s->name, 0);
@@ -246,20 +252,23 @@ static long every_allocation_fails_in_turn(const struct scenario *s)
 		if (rc == 0) {
 			/* The failed allocation was tolerated: the result must be
 			 * whole all the same. */
-			print_message("%s: allocation %ld (%s) failing was tolerated; checking the result\n",
-				      s->name, n, failed_kind);
+			print_message(
+			    "%s: allocation %ld (%s) failing was tolerated; checking the result\n",
+			    s->name, n, failed_kind);
 			s->verify();
 			s->reset();
 			snapshot(before, sizeof(before));
 		} else if (rc == -1) {
 			if (!strstr(err, "out of memory"))
 				fail_msg("%s, allocation %ld (%s) failing: the error does not say "
-					 "\"out of memory\": \"%s\"", s->name, n, failed_kind, err);
+				         "\"out of memory\": \"%s\"",
+				         s->name, n, failed_kind, err);
 			s->after_failure();
 			snapshot(after, sizeof(after));
 			if (strcmp(before, after) != 0)
 				fail_msg("%s, allocation %ld (%s) failing changed the database:\n"
-					 "    before: %s\n    after:  %s", s->name, n, failed_kind, before, after);
+				         "    before: %s\n    after:  %s",
+				         s->name, n, failed_kind, before, after);
 		} else {
 			fail_msg("%s, allocation %ld failing: returned %d", s->name, n, rc);
 		}
@@ -299,7 +308,8 @@ static void connect_verify(void)
 static void test_connect(void **state)
 {
 	(void)state;
-	static const struct scenario s = {"db_connect", nothing, call_connect, connect_failed, connect_verify};
+	static const struct scenario s = {"db_connect", nothing, call_connect, connect_failed,
+	                                  connect_verify};
 	assert_true(every_allocation_fails_in_turn(&s) >= 1);
 }
 
@@ -336,8 +346,8 @@ static void load_verify(void)
 static void test_load_connector(void **state)
 {
 	(void)state;
-	static const struct scenario s = {"db_load_connector_by_name", nothing, call_load, load_failed,
-					  load_verify};
+	static const struct scenario s = {"db_load_connector_by_name", nothing, call_load,
+	                                  load_failed, load_verify};
 	assert_true(every_allocation_fails_in_turn(&s) >= 1 + 4 + 1 + NCODES);
 }
 
@@ -352,11 +362,13 @@ static void claim_reset(void)
 	char sid[32];
 	snprintf(sid, sizeof(sid), "%" PRId64, connector_id);
 	const char *p[] = {sid};
-	PQclear(query("UPDATE ksi_sales.connector_state SET lease_owner = NULL, lease_expires = NULL"
-		      " WHERE connector_id = $1::bigint",
-		      1, p, -1));
+	PQclear(
+	    query("UPDATE ksi_sales.connector_state SET lease_owner = NULL, lease_expires = NULL"
+	          " WHERE connector_id = $1::bigint",
+	          1, p, -1));
 	query1(claim_epoch_before, sizeof(claim_epoch_before),
-	       "SELECT lease_epoch FROM ksi_sales.connector_state WHERE connector_id = $1::bigint", 1, p);
+	       "SELECT lease_epoch FROM ksi_sales.connector_state WHERE connector_id = $1::bigint",
+	       1, p);
 }
 
 static int call_claim(char *err, size_t errlen)
@@ -386,7 +398,8 @@ static void claim_verify(void)
 	       " FROM ksi_sales.connector_state WHERE connector_id = $1::bigint",
 	       1, p);
 	char want[128];
-	snprintf(want, sizeof(want), "%s %lld true", OWNER, strtoll(claim_epoch_before, NULL, 10) + 1);
+	snprintf(want, sizeof(want), "%s %lld true", OWNER,
+	         strtoll(claim_epoch_before, NULL, 10) + 1);
 	assert_string_equal(v, want);
 	connectors_free(claimed, nclaimed);
 	claimed = NULL;
@@ -397,7 +410,8 @@ static void claim_verify(void)
 static void test_claim(void **state)
 {
 	(void)state;
-	static const struct scenario s = {"db_claim", claim_reset, call_claim, claim_failed, claim_verify};
+	static const struct scenario s = {"db_claim", claim_reset, call_claim, claim_failed,
+	                                  claim_verify};
 	assert_true(every_allocation_fails_in_turn(&s) >= 1 + 1 + 4 + 1 + NCODES);
 }
 
@@ -410,42 +424,39 @@ static void test_claim(void **state)
 
 /* Sorted by (code, hour), as the validator hands them over. */
 static struct val_record records[] = {
-	{0, H0, 25},
-	{0, H0 + HOUR, 0},
-	{0, H0 + 5 * HOUR, 2147483647},
-	{1, H0, 7},
-	{1, H0 + 2 * HOUR, 1},
-	{1, H0 + 3 * HOUR, 1000000},
-	{2, H0 + HOUR, 12},
-	{2, H0 + 4 * HOUR, 3},
+    {0, H0, 25},        {0, H0 + HOUR, 0},     {0, H0 + 5 * HOUR, 2147483647},
+    {1, H0, 7},         {1, H0 + 2 * HOUR, 1}, {1, H0 + 3 * HOUR, 1000000},
+    {2, H0 + HOUR, 12}, {2, H0 + 4 * HOUR, 3},
 };
 enum { NRECORDS = sizeof(records) / sizeof(records[0]) };
 
 static char detail0[] = "time \"2023-02-08T00:30:00Z\" is not on the hour: the integration guide "
-			"wants every time at hh:00:00 with an offset";
-static char json0[] = "{\"time\":\"2023-02-08T00:30:00Z\",\"ext_ref_code\":\"0001\",\"num_tickets\":1}";
+                        "wants every time at hh:00:00 with an offset";
+static char json0[] =
+    "{\"time\":\"2023-02-08T00:30:00Z\",\"ext_ref_code\":\"0001\",\"num_tickets\":1}";
 static char detail1[] = "ext_ref_code \"00\\09\" (caf\xc3\xa9,\ttab,\nnewline) was not requested: "
-			"only the codes asked for may come back";
-static char json1[] = "{\"time\":\"2023-02-08T01:00:00Z\",\"ext_ref_code\":\"00\\\\09\",\"num_tickets\":4}";
+                        "only the codes asked for may come back";
+static char json1[] =
+    "{\"time\":\"2023-02-08T01:00:00Z\",\"ext_ref_code\":\"00\\\\09\",\"num_tickets\":4}";
 static char detail3[] = "ext_ref_code is longer than 200 bytes";
 static char json3[1600]; /* filled in by setup: a long record, several doublings */
 
 static struct val_refusal refusals[] = {
-	{VAL_TIME_NOT_ON_HOUR, 2, detail0, json0},
-	{VAL_UNKNOWN_CODE, 5, detail1, json1},
-	{VAL_NOT_OBJECT, 7, NULL, NULL}, /* stored as "" */
-	{VAL_STRING_TOO_LONG, 10, detail3, json3},
+    {VAL_TIME_NOT_ON_HOUR, 2, detail0, json0},
+    {VAL_UNKNOWN_CODE, 5, detail1, json1},
+    {VAL_NOT_OBJECT, 7, NULL, NULL}, /* stored as "" */
+    {VAL_STRING_TOO_LONG, 10, detail3, json3},
 };
 enum { NREFUSALS = sizeof(refusals) / sizeof(refusals[0]) };
 static const char *const reason_names[NREFUSALS] = {"time_not_on_hour", "unknown_ext_ref_code",
-						    "not_an_object", "string_too_long"};
+                                                    "not_an_object", "string_too_long"};
 
 static struct val_result result = {
-	.received = NRECORDS + NREFUSALS,
-	.records = records,
-	.nrecords = NRECORDS,
-	.refusals = refusals,
-	.nrefusals = NREFUSALS,
+    .received = NRECORDS + NREFUSALS,
+    .records = records,
+    .nrecords = NRECORDS,
+    .refusals = refusals,
+    .nrefusals = NREFUSALS,
 };
 
 static struct db_run run;
@@ -456,11 +467,11 @@ static void write_reset(void)
 {
 	char sql[512];
 	snprintf(sql, sizeof(sql),
-		 "DELETE FROM ksi_sales.rejected_records; DELETE FROM ksi_sales.fetch_runs;"
-		 " DELETE FROM ksi_sales.sales_hourly;"
-		 " UPDATE ksi_sales.connector_state SET synced_until = to_timestamp(%" PRId64 ")"
-		 " WHERE connector_id = %" PRId64,
-		 H0, connector_id);
+	         "DELETE FROM ksi_sales.rejected_records; DELETE FROM ksi_sales.fetch_runs;"
+	         " DELETE FROM ksi_sales.sales_hourly;"
+	         " UPDATE ksi_sales.connector_state SET synced_until = to_timestamp(%" PRId64 ")"
+	         " WHERE connector_id = %" PRId64,
+	         H0, connector_id);
 	exec_chk(sql);
 }
 
@@ -484,7 +495,8 @@ static void check_run_row(const char *want)
 	snprintf(finished, sizeof(finished), "%.6f", FINISHED);
 	const char *p[] = {started, finished};
 	query1(v, sizeof(v),
-	       "SELECT concat_ws(' ', connector_id, coalesce(extract(epoch FROM window_from)::bigint::text, '-'),"
+	       "SELECT concat_ws(' ', connector_id, coalesce(extract(epoch FROM "
+	       "window_from)::bigint::text, '-'),"
 	       " coalesce(extract(epoch FROM window_to)::bigint::text, '-'), codes_requested,"
 	       " started_at = to_timestamp($1::float8), finished_at = to_timestamp($2::float8),"
 	       " coalesce(http_status::text, '-'), outcome, records_received, records_upserted,"
@@ -501,7 +513,8 @@ static void check_synced_until(int64_t want)
 	snprintf(w, sizeof(w), "%" PRId64 " %s %" PRId64, want, OWNER, lease_epoch);
 	const char *p[] = {sid};
 	query1(v, sizeof(v),
-	       "SELECT extract(epoch FROM synced_until)::bigint || ' ' || lease_owner || ' ' || lease_epoch"
+	       "SELECT extract(epoch FROM synced_until)::bigint || ' ' || lease_owner || ' ' || "
+	       "lease_epoch"
 	       " FROM ksi_sales.connector_state WHERE connector_id = $1::bigint",
 	       1, p);
 	assert_string_equal(v, w); /* advanced (or not), the lease untouched */
@@ -515,13 +528,14 @@ static void write_records_verify(void)
 	char finished[32];
 	snprintf(finished, sizeof(finished), "%.6f", FINISHED);
 	const char *p[] = {finished};
-	PGresult *res = query("SELECT s.ext_ref_code, extract(epoch FROM h.hour)::bigint, h.num_tickets,"
-			      " h.ext_ref_code = s.ext_ref_code AND h.connector_id = s.connector_id"
-			      "  AND h.fetched_at = to_timestamp($1::float8) AND h.first_seen = h.fetched_at"
-			      "  AND h.last_changed = h.fetched_at AND h.revisions = 0"
-			      " FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id"
-			      " ORDER BY s.ext_ref_code COLLATE \"C\", h.hour",
-			      1, p, NRECORDS);
+	PGresult *res =
+	    query("SELECT s.ext_ref_code, extract(epoch FROM h.hour)::bigint, h.num_tickets,"
+	          " h.ext_ref_code = s.ext_ref_code AND h.connector_id = s.connector_id"
+	          "  AND h.fetched_at = to_timestamp($1::float8) AND h.first_seen = h.fetched_at"
+	          "  AND h.last_changed = h.fetched_at AND h.revisions = 0"
+	          " FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id"
+	          " ORDER BY s.ext_ref_code COLLATE \"C\", h.hour",
+	          1, p, NRECORDS);
 	for (int i = 0; i < NRECORDS; i++) {
 		assert_string_equal(PQgetvalue(res, i, 0), codes[records[i].code]);
 		assert_int_equal(strtoll(PQgetvalue(res, i, 1), NULL, 10), records[i].hour);
@@ -531,21 +545,25 @@ static void write_records_verify(void)
 	PQclear(res);
 
 	char want[512];
-	snprintf(want, sizeof(want), "%" PRId64 " %" PRId64 " %" PRId64 " 3 t t 200 ok %d %d %d 4321 -",
-		 connector_id, H0, H0 + 6 * HOUR, NRECORDS + NREFUSALS, NRECORDS, NREFUSALS);
+	snprintf(want, sizeof(want),
+	         "%" PRId64 " %" PRId64 " %" PRId64 " 3 t t 200 ok %d %d %d 4321 -", connector_id,
+	         H0, H0 + 6 * HOUR, NRECORDS + NREFUSALS, NRECORDS, NREFUSALS);
 	check_run_row(want);
 
 	/* The refusals, byte for byte, tied to that run. */
-	res = query("SELECT x.run_id = r.id AND x.connector_id = r.connector_id, x.position, x.reason,"
-		    " x.detail, x.record"
-		    " FROM ksi_sales.rejected_records x JOIN ksi_sales.fetch_runs r ON true ORDER BY x.id",
-		    0, NULL, NREFUSALS);
+	res = query(
+	    "SELECT x.run_id = r.id AND x.connector_id = r.connector_id, x.position, x.reason,"
+	    " x.detail, x.record"
+	    " FROM ksi_sales.rejected_records x JOIN ksi_sales.fetch_runs r ON true ORDER BY x.id",
+	    0, NULL, NREFUSALS);
 	for (int i = 0; i < NREFUSALS; i++) {
 		assert_string_equal(PQgetvalue(res, i, 0), "t");
 		assert_int_equal(strtoll(PQgetvalue(res, i, 1), NULL, 10), refusals[i].index);
 		assert_string_equal(PQgetvalue(res, i, 2), reason_names[i]);
-		assert_string_equal(PQgetvalue(res, i, 3), refusals[i].detail ? refusals[i].detail : "");
-		assert_string_equal(PQgetvalue(res, i, 4), refusals[i].json ? refusals[i].json : "");
+		assert_string_equal(PQgetvalue(res, i, 3),
+		                    refusals[i].detail ? refusals[i].detail : "");
+		assert_string_equal(PQgetvalue(res, i, 4),
+		                    refusals[i].json ? refusals[i].json : "");
 	}
 	PQclear(res);
 
@@ -556,8 +574,9 @@ static void write_error_verify(void)
 {
 	assert_int_equal(upserted, 0);
 	char want[512];
-	snprintf(want, sizeof(want), "%" PRId64 " %" PRId64 " %" PRId64 " 3 t t 503 http_error 0 0 0 120 %s",
-		 connector_id, H0, H0 + 6 * HOUR, run.error);
+	snprintf(want, sizeof(want),
+	         "%" PRId64 " %" PRId64 " %" PRId64 " 3 t t 503 http_error 0 0 0 120 %s",
+	         connector_id, H0, H0 + 6 * HOUR, run.error);
 	check_run_row(want);
 	char v[64];
 	query1(v, sizeof(v),
@@ -572,8 +591,8 @@ static void claim_lease(void)
 {
 	char holder[256], err[1024];
 	claim_reset();
-	if (db_claim_connector(db, OWNER, 600, connector_id, &lease_epoch, holder, sizeof(holder), err,
-			       sizeof(err)) != 0)
+	if (db_claim_connector(db, OWNER, 600, connector_id, &lease_epoch, holder, sizeof(holder),
+	                       err, sizeof(err)) != 0)
 		fail_msg("could not take the lease: %s %s", err, holder);
 }
 
@@ -611,8 +630,8 @@ static void test_write_run_records(void **state)
 	run.result = &result;
 	run.advance = true;
 	run.advance_to = H0 + 6 * HOUR;
-	static const struct scenario s = {"db_write_run (records and refusals)", write_reset, call_write,
-					  write_failed, write_records_verify};
+	static const struct scenario s = {"db_write_run (records and refusals)", write_reset,
+	                                  call_write, write_failed, write_records_verify};
 	/* Every array parameter (codes, hours, tickets; positions, reasons,
 	 * details, records) allocates at least once, and the longer ones grow. */
 	assert_true(every_allocation_fails_in_turn(&s) > 7);
@@ -628,8 +647,8 @@ static void test_write_run_error(void **state)
 	run.outcome = RUN_HTTP_ERROR;
 	run.bytes = 120;
 	run.error = "HTTP 503 from the API: \"busy\"";
-	static const struct scenario s = {"db_write_run (a failed request)", write_reset, call_write,
-					  write_failed, write_error_verify};
+	static const struct scenario s = {"db_write_run (a failed request)", write_reset,
+	                                  call_write, write_failed, write_error_verify};
 	/* Even with no records its array parameters are built on the heap. */
 	assert_true(every_allocation_fails_in_turn(&s) > 0);
 	release_lease();
@@ -680,42 +699,64 @@ struct bresult {
 
 /* oom_a: the records and refusals of db_write_run above (its stores have
  * the same codes as oom's). */
-static const struct bresult result_a = {
-	.conn = BA, .codes = codes, .ncodes = NCODES, .reasons = reason_names, .result = &result,
-	.from = H0, .to = H0 + 6 * HOUR, .started = STARTED, .finished = FINISHED, .bytes = 4321};
+static const struct bresult result_a = {.conn = BA,
+                                        .codes = codes,
+                                        .ncodes = NCODES,
+                                        .reasons = reason_names,
+                                        .result = &result,
+                                        .from = H0,
+                                        .to = H0 + 6 * HOUR,
+                                        .started = STARTED,
+                                        .finished = FINISHED,
+                                        .bytes = 4321};
 
 /* oom_b: a code with a comma and braces (quoted in an array literal). Every
  * window starts at synced_until (H0): one starting later would leave it alone
  * (a hole is never skipped). */
 static const char *const codes_b[] = {"0001", "b,2 {x}"};
 static struct val_record records_b[] = {
-	{0, H0 + 2 * HOUR, 5},
-	{0, H0 + 7 * HOUR, 0},
-	{1, H0 + 2 * HOUR, 99},
+    {0, H0 + 2 * HOUR, 5},
+    {0, H0 + 7 * HOUR, 0},
+    {1, H0 + 2 * HOUR, 99},
 };
 static char detail_b[] = "num_tickets -1 is negative: the guide wants a count of tickets";
-static char json_b[] = "{\"time\":\"2023-02-08T04:00:00Z\",\"ext_ref_code\":\"b,2 {x}\",\"num_tickets\":-1}";
+static char json_b[] =
+    "{\"time\":\"2023-02-08T04:00:00Z\",\"ext_ref_code\":\"b,2 {x}\",\"num_tickets\":-1}";
 static struct val_refusal refusals_b[] = {
-	{VAL_TICKETS_NEGATIVE, 1, detail_b, json_b},
-	{VAL_NOT_OBJECT, 3, NULL, NULL},
+    {VAL_TICKETS_NEGATIVE, 1, detail_b, json_b},
+    {VAL_NOT_OBJECT, 3, NULL, NULL},
 };
 static const char *const reasons_b[] = {"num_tickets_negative", "not_an_object"};
 static struct val_result result_b_val = {
-	.received = 5, .records = records_b, .nrecords = 3, .refusals = refusals_b, .nrefusals = 2};
-static const struct bresult result_b = {
-	.conn = BB, .codes = codes_b, .ncodes = 2, .reasons = reasons_b, .result = &result_b_val,
-	.from = H0, .to = H0 + 8 * HOUR, .started = STARTED + 60, .finished = FINISHED + 60, .bytes = 987};
+    .received = 5, .records = records_b, .nrecords = 3, .refusals = refusals_b, .nrefusals = 2};
+static const struct bresult result_b = {.conn = BB,
+                                        .codes = codes_b,
+                                        .ncodes = 2,
+                                        .reasons = reasons_b,
+                                        .result = &result_b_val,
+                                        .from = H0,
+                                        .to = H0 + 8 * HOUR,
+                                        .started = STARTED + 60,
+                                        .finished = FINISHED + 60,
+                                        .bytes = 987};
 
 /* oom_d: records and no refusal, next to runs with refusals. */
 static const char *const codes_d[] = {"0001", "d\"4"};
 static struct val_record records_d[] = {
-	{0, H0, 1},
-	{1, H0 + HOUR, 2},
+    {0, H0, 1},
+    {1, H0 + HOUR, 2},
 };
 static struct val_result result_d_val = {.received = 2, .records = records_d, .nrecords = 2};
-static const struct bresult result_d = {
-	.conn = BD, .codes = codes_d, .ncodes = 2, .reasons = NULL, .result = &result_d_val,
-	.from = H0, .to = H0 + 3 * HOUR, .started = STARTED + 120, .finished = FINISHED + 120, .bytes = 55};
+static const struct bresult result_d = {.conn = BD,
+                                        .codes = codes_d,
+                                        .ncodes = 2,
+                                        .reasons = NULL,
+                                        .result = &result_d_val,
+                                        .from = H0,
+                                        .to = H0 + 3 * HOUR,
+                                        .started = STARTED + 120,
+                                        .finished = FINISHED + 120,
+                                        .bytes = 55};
 
 /* One write of a batch: a result, or (result NULL) the end of conn's poll.
  * stale: made under the epoch before the lease's current one (a daemon that
@@ -739,7 +780,7 @@ static void expect_str(const char *what, const char *got, const char *want)
 static void batch_reset(void)
 {
 	exec_chk("DELETE FROM ksi_sales.rejected_records; DELETE FROM ksi_sales.fetch_runs;"
-		 " DELETE FROM ksi_sales.sales_hourly");
+	         " DELETE FROM ksi_sales.sales_hourly");
 	for (int c = 0; c < NBCONN; c++) {
 		char id[32], ep[32], su[32], lu[32], np[32], fl[16];
 		snprintf(id, sizeof(id), "%" PRId64, bconn[c].id);
@@ -749,12 +790,13 @@ static void batch_reset(void)
 		snprintf(np, sizeof(np), "%" PRId64, NEXT_POLL0);
 		snprintf(fl, sizeof(fl), "%d", FAILURES0);
 		const char *p[] = {id, OWNER, ep, su, lu, np, fl};
-		PGresult *res = query("UPDATE ksi_sales.connector_state SET synced_until = to_timestamp($4::bigint),"
-				      " lease_owner = $2, lease_epoch = $3::bigint,"
-				      " lease_expires = to_timestamp($5::bigint),"
-				      " next_poll = to_timestamp($6::bigint), failures = $7::integer"
-				      " WHERE connector_id = $1::bigint",
-				      7, p, -1);
+		PGresult *res = query(
+		    "UPDATE ksi_sales.connector_state SET synced_until = to_timestamp($4::bigint),"
+		    " lease_owner = $2, lease_epoch = $3::bigint,"
+		    " lease_expires = to_timestamp($5::bigint),"
+		    " next_poll = to_timestamp($6::bigint), failures = $7::integer"
+		    " WHERE connector_id = $1::bigint",
+		    7, p, -1);
 		bool one = strcmp(PQcmdTuples(res), "1") == 0;
 		PQclear(res);
 		if (!one)
@@ -770,15 +812,20 @@ static void snapshot_of(char *out, size_t outlen, const char *ids, bool in)
 	query1(out, outlen,
 	       "SELECT 'sales ' || (SELECT count(*) || ' ' ||"
 	       "  md5(coalesce(string_agg(h::text, ';' ORDER BY h.store_id, h.hour), ''))"
-	       "  FROM ksi_sales.sales_hourly h WHERE (h.connector_id = ANY ($1::bigint[])) = $2::boolean)"
+	       "  FROM ksi_sales.sales_hourly h WHERE (h.connector_id = ANY ($1::bigint[])) = "
+	       "$2::boolean)"
 	       " || ' | runs ' || (SELECT count(*) || ' ' ||"
-	       "  md5(coalesce(string_agg(r::text, ';' ORDER BY r.id), '')) FROM ksi_sales.fetch_runs r"
+	       "  md5(coalesce(string_agg(r::text, ';' ORDER BY r.id), '')) FROM "
+	       "ksi_sales.fetch_runs r"
 	       "  WHERE (r.connector_id = ANY ($1::bigint[])) = $2::boolean)"
 	       " || ' | rejected ' || (SELECT count(*) || ' ' ||"
-	       "  md5(coalesce(string_agg(x::text, ';' ORDER BY x.id), '')) FROM ksi_sales.rejected_records x"
+	       "  md5(coalesce(string_agg(x::text, ';' ORDER BY x.id), '')) FROM "
+	       "ksi_sales.rejected_records x"
 	       "  WHERE (x.connector_id = ANY ($1::bigint[])) = $2::boolean)"
-	       " || ' | state ' || (SELECT coalesce(string_agg(s::text, ';' ORDER BY s.connector_id), '')"
-	       "  FROM ksi_sales.connector_state s WHERE (s.connector_id = ANY ($1::bigint[])) = $2::boolean)",
+	       " || ' | state ' || (SELECT coalesce(string_agg(s::text, ';' ORDER BY "
+	       "s.connector_id), '')"
+	       "  FROM ksi_sales.connector_state s WHERE (s.connector_id = ANY ($1::bigint[])) = "
+	       "$2::boolean)",
 	       2, p);
 }
 
@@ -795,13 +842,14 @@ static void expect_state(int c, const char *want)
 	char v[256], id[32];
 	snprintf(id, sizeof(id), "%" PRId64, bconn[c].id);
 	const char *p[] = {id};
-	query1(v, sizeof(v),
-	       "SELECT concat_ws(' ', coalesce(extract(epoch FROM synced_until)::bigint::text, '-'),"
-	       " coalesce(lease_owner, '-'), lease_epoch,"
-	       " coalesce(extract(epoch FROM lease_expires)::bigint::text, '-'),"
-	       " coalesce(extract(epoch FROM next_poll)::bigint::text, '-'), failures)"
-	       " FROM ksi_sales.connector_state WHERE connector_id = $1::bigint",
-	       1, p);
+	query1(
+	    v, sizeof(v),
+	    "SELECT concat_ws(' ', coalesce(extract(epoch FROM synced_until)::bigint::text, '-'),"
+	    " coalesce(lease_owner, '-'), lease_epoch,"
+	    " coalesce(extract(epoch FROM lease_expires)::bigint::text, '-'),"
+	    " coalesce(extract(epoch FROM next_poll)::bigint::text, '-'), failures)"
+	    " FROM ksi_sales.connector_state WHERE connector_id = $1::bigint",
+	    1, p);
 	expect_str("its connector_state row", v, want);
 }
 
@@ -820,22 +868,24 @@ static void verify_result(const struct bresult *r, long nupserted, bool with_end
 
 	/* The sales rows: exactly the records, in this connector's stores. */
 	const char *p2[] = {id, finished};
-	query1(got, sizeof(got),
-	       "SELECT coalesce(string_agg(concat_ws(' ', s.ext_ref_code, extract(epoch FROM h.hour)::bigint,"
-	       "  h.num_tickets, h.ext_ref_code = s.ext_ref_code AND s.connector_id = h.connector_id"
-	       "  AND h.fetched_at = to_timestamp($2::float8) AND h.first_seen = h.fetched_at"
-	       "  AND h.last_changed = h.fetched_at AND h.revisions = 0),"
-	       "  E'\\n' ORDER BY s.ext_ref_code COLLATE \"C\", h.hour), '')"
-	       " FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id"
-	       " WHERE h.connector_id = $1::bigint",
-	       2, p2);
+	query1(
+	    got, sizeof(got),
+	    "SELECT coalesce(string_agg(concat_ws(' ', s.ext_ref_code, extract(epoch FROM "
+	    "h.hour)::bigint,"
+	    "  h.num_tickets, h.ext_ref_code = s.ext_ref_code AND s.connector_id = h.connector_id"
+	    "  AND h.fetched_at = to_timestamp($2::float8) AND h.first_seen = h.fetched_at"
+	    "  AND h.last_changed = h.fetched_at AND h.revisions = 0),"
+	    "  E'\\n' ORDER BY s.ext_ref_code COLLATE \"C\", h.hour), '')"
+	    " FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id"
+	    " WHERE h.connector_id = $1::bigint",
+	    2, p2);
 	char *w = want;
 	size_t left = sizeof(want);
 	want[0] = '\0';
 	for (size_t i = 0; i < vr->nrecords; i++) {
 		const struct val_record *rec = &vr->records[i];
-		int k = snprintf(w, left, "%s%s %" PRId64 " %" PRId32 " t", i ? "\n" : "", r->codes[rec->code],
-				 rec->hour, rec->num_tickets);
+		int k = snprintf(w, left, "%s%s %" PRId64 " %" PRId32 " t", i ? "\n" : "",
+		                 r->codes[rec->code], rec->hour, rec->num_tickets);
 		assert_true(k > 0 && (size_t)k < left);
 		w += k;
 		left -= (size_t)k;
@@ -853,16 +903,17 @@ static void verify_result(const struct bresult *r, long nupserted, bool with_end
 	       " records_rejected, bytes, coalesce(error, '-')), ';'), '')"
 	       " FROM ksi_sales.fetch_runs WHERE connector_id = $1::bigint",
 	       3, p3);
-	snprintf(want, sizeof(want), "1 %" PRId64 " %" PRId64 " %zu t t 200 ok %zu %zu %zu %zu -", r->from, r->to,
-		 r->ncodes, vr->received, vr->nrecords, vr->nrefusals, r->bytes);
+	snprintf(want, sizeof(want), "1 %" PRId64 " %" PRId64 " %zu t t 200 ok %zu %zu %zu %zu -",
+	         r->from, r->to, r->ncodes, vr->received, vr->nrecords, vr->nrefusals, r->bytes);
 	expect_str("its fetch_runs row", got, want);
 
 	/* Its refusals, byte for byte, tied to that run. */
 	const char *p1[] = {id};
-	PGresult *res = query("SELECT x.run_id = (SELECT r.id FROM ksi_sales.fetch_runs r"
-			      "  WHERE r.connector_id = x.connector_id), x.position, x.reason, x.detail, x.record"
-			      " FROM ksi_sales.rejected_records x WHERE x.connector_id = $1::bigint ORDER BY x.id",
-			      1, p1, -1);
+	PGresult *res = query(
+	    "SELECT x.run_id = (SELECT r.id FROM ksi_sales.fetch_runs r"
+	    "  WHERE r.connector_id = x.connector_id), x.position, x.reason, x.detail, x.record"
+	    " FROM ksi_sales.rejected_records x WHERE x.connector_id = $1::bigint ORDER BY x.id",
+	    1, p1, -1);
 	if ((size_t)PQntuples(res) != vr->nrefusals) {
 		int got_rows = PQntuples(res);
 		PQclear(res);
@@ -875,8 +926,10 @@ static void verify_result(const struct bresult *r, long nupserted, bool with_end
 		expect_str("a refusal's run", PQgetvalue(res, (int)i, 0), "t");
 		expect_str("a refusal's position", PQgetvalue(res, (int)i, 1), pos);
 		expect_str("a refusal's reason", PQgetvalue(res, (int)i, 2), r->reasons[i]);
-		expect_str("a refusal's detail", PQgetvalue(res, (int)i, 3), f->detail ? f->detail : "");
-		expect_str("a refusal's record", PQgetvalue(res, (int)i, 4), f->json ? f->json : "");
+		expect_str("a refusal's detail", PQgetvalue(res, (int)i, 3),
+		           f->detail ? f->detail : "");
+		expect_str("a refusal's record", PQgetvalue(res, (int)i, 4),
+		           f->json ? f->json : "");
 	}
 	PQclear(res);
 
@@ -884,10 +937,11 @@ static void verify_result(const struct bresult *r, long nupserted, bool with_end
 	 * with its poll's end, the lease released and the schedule set. */
 	if (with_end)
 		snprintf(want, sizeof(want), "%" PRId64 " - %" PRId64 " - %" PRId64 " %u", r->to,
-			 bconn[r->conn].epoch, NEXT_POLL_DONE, FAILURES_DONE);
+		         bconn[r->conn].epoch, NEXT_POLL_DONE, FAILURES_DONE);
 	else
-		snprintf(want, sizeof(want), "%" PRId64 " %s %" PRId64 " %" PRId64 " %" PRId64 " %d", r->to,
-			 OWNER, bconn[r->conn].epoch, LEASE_UNTIL, NEXT_POLL0, FAILURES0);
+		snprintf(want, sizeof(want),
+		         "%" PRId64 " %s %" PRId64 " %" PRId64 " %" PRId64 " %d", r->to, OWNER,
+		         bconn[r->conn].epoch, LEASE_UNTIL, NEXT_POLL0, FAILURES0);
 	expect_state(r->conn, want);
 }
 
@@ -898,49 +952,53 @@ static void verify_finish(int c)
 	char want[256], got[256], id[32];
 	snprintf(id, sizeof(id), "%" PRId64, bconn[c].id);
 	const char *p[] = {id};
-	query1(got, sizeof(got),
-	       "SELECT (SELECT count(*) FROM ksi_sales.sales_hourly WHERE connector_id = $1::bigint) || ' ' ||"
-	       " (SELECT count(*) FROM ksi_sales.fetch_runs WHERE connector_id = $1::bigint) || ' ' ||"
-	       " (SELECT count(*) FROM ksi_sales.rejected_records WHERE connector_id = $1::bigint)",
-	       1, p);
+	query1(
+	    got, sizeof(got),
+	    "SELECT (SELECT count(*) FROM ksi_sales.sales_hourly WHERE connector_id = $1::bigint) "
+	    "|| ' ' ||"
+	    " (SELECT count(*) FROM ksi_sales.fetch_runs WHERE connector_id = $1::bigint) || ' ' ||"
+	    " (SELECT count(*) FROM ksi_sales.rejected_records WHERE connector_id = $1::bigint)",
+	    1, p);
 	expect_str("its sales, fetch_runs and rejected_records rows", got, "0 0 0");
-	snprintf(want, sizeof(want), "%" PRId64 " - %" PRId64 " - %" PRId64 " %u", H0, bconn[c].epoch,
-		 NEXT_POLL_DONE, FAILURES_DONE);
+	snprintf(want, sizeof(want), "%" PRId64 " - %" PRId64 " - %" PRId64 " %u", H0,
+	         bconn[c].epoch, NEXT_POLL_DONE, FAILURES_DONE);
 	expect_state(c, want);
 }
 
 static void batch_run(struct db_run *out, const struct bresult *r, bool stale)
 {
 	*out = (struct db_run){
-		.connector_id = bconn[r->conn].id,
-		.has_window = true,
-		.window_from = r->from,
-		.window_to = r->to,
-		.codes_requested = r->ncodes,
-		.started_at = r->started,
-		.finished_at = r->finished,
-		.http_status = 200,
-		.outcome = RUN_OK,
-		.bytes = r->bytes,
-		.result = r->result,
-		.codes = r->codes,
-		.advance = true,
-		.advance_to = r->to,
-		.lease_owner = OWNER,
-		.lease_epoch = bconn[r->conn].epoch - (stale ? 1 : 0),
+	    .connector_id = bconn[r->conn].id,
+	    .has_window = true,
+	    .window_from = r->from,
+	    .window_to = r->to,
+	    .codes_requested = r->ncodes,
+	    .started_at = r->started,
+	    .finished_at = r->finished,
+	    .http_status = 200,
+	    .outcome = RUN_OK,
+	    .bytes = r->bytes,
+	    .result = r->result,
+	    .codes = r->codes,
+	    .advance = true,
+	    .advance_to = r->to,
+	    .lease_owner = OWNER,
+	    .lease_epoch = bconn[r->conn].epoch - (stale ? 1 : 0),
 	};
 }
 
 /* Runs the batch spec[0..n) with its Nth allocation failing, N = 1, 2, …
  * until a batch makes fewer than N, checking every write each time (see
  * above). Returns how many allocations the batch makes. */
-static long batch_every_allocation_fails_in_turn(const char *name, const struct bwrite *spec, size_t n)
+static long batch_every_allocation_fails_in_turn(const char *name, const struct bwrite *spec,
+                                                 size_t n)
 {
 	struct db_run runs[MAXBATCH];
 	struct db_finish fins[MAXBATCH];
 	struct db_write w[MAXBATCH];
 	struct db_write *wp[MAXBATCH];
-	char ids[256] = "{", before[MAXBATCH][2048], after[2048], rest_before[2048], rest_after[2048];
+	char ids[256] = "{", before[MAXBATCH][2048], after[2048], rest_before[2048],
+	     rest_after[2048];
 	assert_true(n <= MAXBATCH);
 	for (size_t i = 0; i < n; i++) {
 		memset(&w[i], 0, sizeof(w[i]));
@@ -950,14 +1008,15 @@ static long batch_every_allocation_fails_in_turn(const char *name, const struct 
 			w[i].run = &runs[i];
 		}
 		if (!spec[i].result || spec[i].with_end) {
-			fins[i] = (struct db_finish){OWNER, bconn[spec[i].conn].id,
-						     bconn[spec[i].conn].epoch - (spec[i].stale ? 1 : 0),
-						     NEXT_POLL_DONE, FAILURES_DONE};
+			fins[i] =
+			    (struct db_finish){OWNER, bconn[spec[i].conn].id,
+			                       bconn[spec[i].conn].epoch - (spec[i].stale ? 1 : 0),
+			                       NEXT_POLL_DONE, FAILURES_DONE};
 			w[i].finish = &fins[i];
 		}
 		wp[i] = &w[i];
 		snprintf(ids + strlen(ids), sizeof(ids) - strlen(ids), "%s%" PRId64, i ? "," : "",
-			 bconn[spec[i].conn].id);
+		         bconn[spec[i].conn].id);
 	}
 	snprintf(ids + strlen(ids), sizeof(ids) - strlen(ids), "}");
 
@@ -983,23 +1042,28 @@ static long batch_every_allocation_fails_in_turn(const char *name, const struct 
 		if (unfailed)
 			snprintf(at, sizeof(at), "%s", failing(0));
 		else
-			snprintf(at, sizeof(at), "allocation %ld (%s) failing", fail_n, failed_kind);
+			snprintf(at, sizeof(at), "allocation %ld (%s) failing", fail_n,
+			         failed_kind);
 
 		int ooms = 0, failed = 0;
 		for (size_t i = 0; i < n; i++) {
 			const struct bwrite *s = &spec[i];
 			struct db_write *x = &w[i];
 			int c = s->conn;
-			snprintf(bctx, sizeof(bctx), "%s, %s, write %zu (%s of %s%s)", name, at, i + 1,
-				 !s->result ? "the end of the poll" : s->with_end ? "a result and the poll's end" : "a result",
-				 bconn[c].name,
-				 s->stale ? ", stale lease" : "");
+			snprintf(bctx, sizeof(bctx), "%s, %s, write %zu (%s of %s%s)", name, at,
+			         i + 1,
+			         !s->result    ? "the end of the poll"
+			         : s->with_end ? "a result and the poll's end"
+			                       : "a result",
+			         bconn[c].name, s->stale ? ", stale lease" : "");
 			if (x->rc == 0) {
 				if (s->stale)
-					fail_msg("%s: committed under a lease it does not hold", bctx);
+					fail_msg("%s: committed under a lease it does not hold",
+					         bctx);
 				expect_str("err of a write that committed", x->err, "");
 				if (x->lease_lost)
-					fail_msg("%s: committed, yet says its lease was lost", bctx);
+					fail_msg("%s: committed, yet says its lease was lost",
+					         bctx);
 				if (s->result)
 					verify_result(s->result, x->upserted, s->with_end);
 				else
@@ -1007,46 +1071,58 @@ static long batch_every_allocation_fails_in_turn(const char *name, const struct 
 			} else if (x->rc == -1) {
 				failed++;
 				char lost[96];
-				snprintf(lost, sizeof(lost), "lease on connector %" PRId64 " lost", bconn[c].id);
+				snprintf(lost, sizeof(lost), "lease on connector %" PRId64 " lost",
+				         bconn[c].id);
 				bool oom = strstr(x->err, "out of memory") != NULL;
 				if (oom) {
 					ooms++;
 					if (unfailed)
-						fail_msg("%s: says out of memory: \"%s\"", bctx, x->err);
+						fail_msg("%s: says out of memory: \"%s\"", bctx,
+						         x->err);
 					if (x->lease_lost)
-						fail_msg("%s: out of memory, yet says its lease was lost", bctx);
+						fail_msg("%s: out of memory, yet says its lease "
+						         "was lost",
+						         bctx);
 				} else if (!s->stale) {
-					fail_msg("%s: failed without saying \"out of memory\": \"%s\"", bctx, x->err);
+					fail_msg(
+					    "%s: failed without saying \"out of memory\": \"%s\"",
+					    bctx, x->err);
 				} else if (!strstr(x->err, lost)) {
-					fail_msg("%s: the error says neither \"out of memory\" nor \"%s\": \"%s\"",
-						 bctx, lost, x->err);
+					fail_msg("%s: the error says neither \"out of memory\" nor "
+					         "\"%s\": \"%s\"",
+					         bctx, lost, x->err);
 				} else if (!x->lease_lost) {
-					fail_msg("%s: \"%s\", yet lease_lost is not set (SQLSTATE KS001)", bctx,
-						 x->err);
+					fail_msg("%s: \"%s\", yet lease_lost is not set (SQLSTATE "
+					         "KS001)",
+					         bctx, x->err);
 				}
 				if (x->upserted != 0)
-					fail_msg("%s: failed, yet upserted is %ld", bctx, x->upserted);
+					fail_msg("%s: failed, yet upserted is %ld", bctx,
+					         x->upserted);
 				snapshot_conn(after, sizeof(after), c);
 				if (strcmp(before[i], after) != 0)
 					fail_msg("%s: failed, yet changed its connector's rows:\n"
-						 "    before: %s\n    after:  %s",
-						 bctx, before[i], after);
+					         "    before: %s\n    after:  %s",
+					         bctx, before[i], after);
 			} else {
 				fail_msg("%s: rc %d (and err \"%s\")", bctx, x->rc, x->err);
 			}
 		}
 		if (ooms > 1)
-			fail_msg("%s, %s: %d writes say out of memory, but one allocation failed", name, at, ooms);
+			fail_msg("%s, %s: %d writes say out of memory, but one allocation failed",
+			         name, at, ooms);
 		snapshot_of(rest_after, sizeof(rest_after), ids, false);
 		if (strcmp(rest_before, rest_after) != 0)
-			fail_msg("%s, %s: the batch changed other connectors' rows:\n    before: %s\n    after:  %s",
-				 name, at, rest_before, rest_after);
+			fail_msg("%s, %s: the batch changed other connectors' rows:\n    before: "
+			         "%s\n    after:  %s",
+			         name, at, rest_before, rest_after);
 		check_idle(name, unfailed ? 0 : fail_n);
 		check_no_leak(name, unfailed ? 0 : fail_n);
 		if (unfailed) {
-			print_message("%s: %ld allocations, each failed once: %ld cost no write (the batch was"
-				      " done again one write at a time), %ld cost one write\n",
-				      name, made, cost_none, cost_one);
+			print_message("%s: %ld allocations, each failed once: %ld cost no write "
+			              "(the batch was"
+			              " done again one write at a time), %ld cost one write\n",
+			              name, made, cost_none, cost_one);
 			return made;
 		}
 		if (failed == nstale)
@@ -1064,12 +1140,13 @@ static void test_write_batch(void **state)
 	/* The end of a poll between the two results: each result's upserted
 	 * count must still reach its own write. */
 	static const struct bwrite spec[] = {
-		{BA, &result_a, false, false},
-		{BC, NULL, false, false},
-		{BB, &result_b, false, false},
+	    {BA, &result_a, false, false},
+	    {BC, NULL, false, false},
+	    {BB, &result_b, false, false},
 	};
-	long made = batch_every_allocation_fails_in_turn("db_write_batch (two results and the end of a poll)", spec,
-							 sizeof(spec) / sizeof(spec[0]));
+	long made = batch_every_allocation_fails_in_turn(
+	    "db_write_batch (two results and the end of a poll)", spec,
+	    sizeof(spec) / sizeof(spec[0]));
 	/* Two callocs, the results' 24 array parameters, the ends of polls' 5. */
 	assert_true(made >= 2 + 24 + 5);
 }
@@ -1078,13 +1155,14 @@ static void test_write_batch_stale_lease(void **state)
 {
 	(void)state;
 	static const struct bwrite spec[] = {
-		{BA, &result_a, false, false},
-		{BB, &result_b, true, false},
-		{BC, NULL, false, false},
-		{BD, &result_d, false, false},
+	    {BA, &result_a, false, false},
+	    {BB, &result_b, true, false},
+	    {BC, NULL, false, false},
+	    {BD, &result_d, false, false},
 	};
-	long made = batch_every_allocation_fails_in_turn("db_write_batch (one result under a stale lease)", spec,
-							 sizeof(spec) / sizeof(spec[0]));
+	long made =
+	    batch_every_allocation_fails_in_turn("db_write_batch (one result under a stale lease)",
+	                                         spec, sizeof(spec) / sizeof(spec[0]));
 	/* The batch's statement (two callocs, 24 arrays) fails on the stale
 	 * lease; then each of the three results builds its own 24 arrays. */
 	assert_true(made >= 2 + 24 + 3 * 24);
@@ -1096,17 +1174,17 @@ static void test_write_result_with_end(void **state)
 {
 	(void)state;
 	static const struct bwrite alone[] = {
-		{BA, &result_a, false, true},
+	    {BA, &result_a, false, true},
 	};
-	long made = batch_every_allocation_fails_in_turn("db_write_batch (a result carrying its poll's end)", alone,
-							 1);
+	long made = batch_every_allocation_fails_in_turn(
+	    "db_write_batch (a result carrying its poll's end)", alone, 1);
 	assert_true(made >= 2 + 24 + 5);
 	static const struct bwrite batch[] = {
-		{BA, &result_a, false, true},
-		{BB, &result_b, false, false},
+	    {BA, &result_a, false, true},
+	    {BB, &result_b, false, false},
 	};
-	made = batch_every_allocation_fails_in_turn("db_write_batch (a result with its end, and another)", batch,
-						    2);
+	made = batch_every_allocation_fails_in_turn(
+	    "db_write_batch (a result with its end, and another)", batch, 2);
 	assert_true(made >= 2 + 24 + 5);
 }
 
@@ -1127,10 +1205,11 @@ static int setup(void **state)
 	 * to end) fails the test instead of hanging it. */
 	exec_chk("SET TIME ZONE 'UTC'; SET lock_timeout = '10s'");
 	char v[64];
-	PGresult *res = PQexec(chk, "SELECT id FROM ksi_sales.connectors WHERE name = '" CONNECTOR_NAME "'");
+	PGresult *res =
+	    PQexec(chk, "SELECT id FROM ksi_sales.connectors WHERE name = '" CONNECTOR_NAME "'");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-		print_error("no connector \"%s\" (run me from tests/integration/db_oom.sh): %s", CONNECTOR_NAME,
-			    PQresultErrorMessage(res));
+		print_error("no connector \"%s\" (run me from tests/integration/db_oom.sh): %s",
+		            CONNECTOR_NAME, PQresultErrorMessage(res));
 		PQclear(res);
 		return -1;
 	}
@@ -1139,11 +1218,12 @@ static int setup(void **state)
 	connector_id = strtoll(v, NULL, 10);
 	for (int c = 0; c < NBCONN; c++) {
 		const char *p[] = {bconn[c].name};
-		res = PQexecParams(chk, "SELECT id FROM ksi_sales.connectors WHERE name = $1", 1, NULL, p, NULL, NULL,
-				   0);
+		res = PQexecParams(chk, "SELECT id FROM ksi_sales.connectors WHERE name = $1", 1,
+		                   NULL, p, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-			print_error("no connector \"%s\" (run me from tests/integration/db_oom.sh): %s", bconn[c].name,
-				    PQresultErrorMessage(res));
+			print_error(
+			    "no connector \"%s\" (run me from tests/integration/db_oom.sh): %s",
+			    bconn[c].name, PQresultErrorMessage(res));
 			PQclear(res);
 			return -1;
 		}
@@ -1156,7 +1236,8 @@ static int setup(void **state)
 		return -1;
 	}
 	/* A record of 1,500 bytes: its array grows through several doublings. */
-	int n = snprintf(json3, sizeof(json3), "{\"time\":\"2023-02-08T03:00:00Z\",\"ext_ref_code\":\"");
+	int n = snprintf(json3, sizeof(json3),
+	                 "{\"time\":\"2023-02-08T03:00:00Z\",\"ext_ref_code\":\"");
 	memset(json3 + n, 'x', 1400);
 	snprintf(json3 + n + 1400, sizeof(json3) - (size_t)n - 1400, "\",\"num_tickets\":1}");
 	return 0;
@@ -1179,14 +1260,14 @@ int main(void)
 		return 77;
 	}
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_connect),
-		cmocka_unit_test(test_load_connector),
-		cmocka_unit_test(test_claim),
-		cmocka_unit_test(test_write_run_records),
-		cmocka_unit_test(test_write_run_error),
-		cmocka_unit_test(test_write_batch),
-		cmocka_unit_test(test_write_batch_stale_lease),
-		cmocka_unit_test(test_write_result_with_end),
+	    cmocka_unit_test(test_connect),
+	    cmocka_unit_test(test_load_connector),
+	    cmocka_unit_test(test_claim),
+	    cmocka_unit_test(test_write_run_records),
+	    cmocka_unit_test(test_write_run_error),
+	    cmocka_unit_test(test_write_batch),
+	    cmocka_unit_test(test_write_batch_stale_lease),
+	    cmocka_unit_test(test_write_result_with_end),
 	};
 	return cmocka_run_group_tests_name("db_oom", tests, setup, teardown);
 }

@@ -18,8 +18,8 @@
 static void build(const char *endpoint, const char *const *codes, size_t n, char **out)
 {
 	char err[256] = "";
-	int rc = http_build_url(endpoint, "2023-02-08T00:00:00+05:30", "2023-02-08T23:59:59+05:30", codes, n,
-				out, err, sizeof(err));
+	int rc = http_build_url(endpoint, "2023-02-08T00:00:00+05:30", "2023-02-08T23:59:59+05:30",
+	                        codes, n, out, err, sizeof(err));
 	if (rc != 0)
 		fail_msg("http_build_url(%s) failed: %s", endpoint, err);
 }
@@ -30,8 +30,9 @@ static void test_plus_offset_is_percent_encoded(void **state)
 	const char *codes[] = {"0001", "0002"};
 	char *url;
 	build("https://api.example.com/sales", codes, 2, &url);
-	assert_string_equal(url, "https://api.example.com/sales?fromTime=2023-02-08T00%3A00%3A00%2B05%3A30"
-				 "&toTime=2023-02-08T23%3A59%3A59%2B05%3A30&ext_ref_codes=0001&ext_ref_codes=0002");
+	assert_string_equal(
+	    url, "https://api.example.com/sales?fromTime=2023-02-08T00%3A00%3A00%2B05%3A30"
+	         "&toTime=2023-02-08T23%3A59%3A59%2B05%3A30&ext_ref_codes=0001&ext_ref_codes=0002");
 	free(url);
 }
 
@@ -88,7 +89,8 @@ static void test_encoded_length_matches_planner(void **state)
 static void test_non_http_endpoint_refused(void **state)
 {
 	(void)state;
-	static const char *const bad[] = {"ftp://h/sales", "file:///etc/passwd", "not a url", "", "/relative"};
+	static const char *const bad[] = {"ftp://h/sales", "file:///etc/passwd", "not a url", "",
+	                                  "/relative"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char *url = NULL;
 		char err[256] = "";
@@ -129,17 +131,21 @@ static void test_describe_hides_query_and_userinfo(void **state)
 {
 	(void)state;
 	char buf[256];
-	http_url_describe("https://user:pw@api.example.com:8443/v1/sales?token=s3cret#frag", NULL, buf, sizeof(buf));
+	http_url_describe("https://user:pw@api.example.com:8443/v1/sales?token=s3cret#frag", NULL,
+	                  buf, sizeof(buf));
 	assert_string_equal(buf, "https://api.example.com:8443/v1/sales");
 	http_url_describe("http://h/sales?fromTime=x", NULL, buf, sizeof(buf));
 	assert_string_equal(buf, "http://h/sales");
 	http_url_describe("::garbage::", NULL, buf, sizeof(buf));
-	assert_null(strstr(buf, "garbage"));	/* A path holding the token: masked before the cut, so even a buffer
-	 * that ends inside it shows none of it (SPEC §3). */
-	http_url_describe("https://h/login/tok-0123456789abcdef/x?y=1", "tok-0123456789abcdef", buf, sizeof(buf));
+	assert_null(
+	    strstr(buf, "garbage")); /* A path holding the token: masked before the cut, so even a
+	                              * buffer that ends inside it shows none of it (SPEC §3). */
+	http_url_describe("https://h/login/tok-0123456789abcdef/x?y=1", "tok-0123456789abcdef", buf,
+	                  sizeof(buf));
 	assert_string_equal(buf, "https://h/login/***/x");
 	char small[24];
-	http_url_describe("https://h/login/tok-0123456789abcdef/x", "tok-0123456789abcdef", small, sizeof(small));
+	http_url_describe("https://h/login/tok-0123456789abcdef/x", "tok-0123456789abcdef", small,
+	                  sizeof(small));
 	assert_string_equal(small, "https://h/login/***/x");
 	http_url_describe("https://h/a/tok-0123456789abcdef", "tok-0123456789abcdef", small, 20);
 	assert_string_equal(small, "https://h/a/***");
@@ -169,14 +175,15 @@ static void test_split_batches_fit_8000_bytes(void **state)
 	char *base;
 	build("https://api.example.com/sales?tenant=7", NULL, 0, &base);
 	size_t *ends, nb;
-	assert_int_equal(win_split_codes((const char *const *)codes, N, strlen(base), WIN_MAX_URL_BYTES, &ends, &nb),
-			 0);
+	assert_int_equal(win_split_codes((const char *const *)codes, N, strlen(base),
+	                                 WIN_MAX_URL_BYTES, &ends, &nb),
+	                 0);
 	assert_true(nb > 1);
 	size_t first = 0, total = 0;
 	for (size_t b = 0; b < nb; b++) {
 		char *url;
-		build("https://api.example.com/sales?tenant=7", (const char *const *)codes + first, ends[b] - first,
-		      &url);
+		build("https://api.example.com/sales?tenant=7", (const char *const *)codes + first,
+		      ends[b] - first, &url);
 		if (strlen(url) > WIN_MAX_URL_BYTES)
 			fail_msg("batch %zu is %zu bytes", b, strlen(url));
 		/* Full batches are close to the limit: the split is not wasteful. */

@@ -400,7 +400,8 @@ static bool on_end(bool ok, enum run_outcome outcome, long retry_after, struct d
 	end_seen.ok = ok;
 	end_seen.outcome = outcome;
 	end_seen.at_write = fake.nwrites;
-	*fin = (struct db_finish){.owner = "host:1:cafe", .connector_id = 42, .epoch = 7, .next_poll = 99};
+	*fin = (struct db_finish){
+	    .owner = "host:1:cafe", .connector_id = 42, .epoch = 7, .next_poll = 99};
 	return true;
 }
 
@@ -651,8 +652,8 @@ static void run_scenario(const struct scenario *sc)
 	for (size_t i = 0; i < fake.nwrites; i++)
 		if (fake.writes[i].finish)
 			carried++, carrier = i;
-	expect(carried == end_seen.asked && end_seen.asked <= 1, "the end asked %zu times, carried by %zu writes",
-	       end_seen.asked, carried);
+	expect(carried == end_seen.asked && end_seen.asked <= 1,
+	       "the end asked %zu times, carried by %zu writes", end_seen.asked, carried);
 	if (sc->backfill)
 		expect(end_seen.asked == 0, "the end asked for a backfill");
 	if (carried) {
@@ -660,12 +661,15 @@ static void run_scenario(const struct scenario *sc)
 		       "the end rides in write %zu of %zu", carrier, fake.nwrites);
 		expect(end_seen.ok == (fake.writes[carrier].outcome == RUN_OK) &&
 		           end_seen.outcome == fake.writes[carrier].outcome,
-		       "the end planned for %s, the write is %s", run_outcome_name(end_seen.outcome),
+		       "the end planned for %s, the write is %s",
+		       run_outcome_name(end_seen.outcome),
 		       run_outcome_name(fake.writes[carrier].outcome));
 	}
-	expect(r->end_written == (carried && fake.writes[carrier].rc == 0), "end_written %d", r->end_written);
+	expect(r->end_written == (carried && fake.writes[carrier].rc == 0), "end_written %d",
+	       r->end_written);
 	if (!sc->backfill && !sc->db_failed && !sc->lease_lost)
-		expect(r->end_written, "a poll whose writes all committed did not write its end with them");
+		expect(r->end_written,
+		       "a poll whose writes all committed did not write its end with them");
 
 	/* The result. */
 	expect(seen.ndone == 1, "done ran %zu times", seen.ndone);

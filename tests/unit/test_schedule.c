@@ -31,7 +31,8 @@ static void test_offsets_spread_over_the_interval(void **state)
 		per_minute[sched_offset(id, 900) / 60]++;
 	for (int m = 0; m < 15; m++)
 		if (per_minute[m] == 0 || per_minute[m] > 3 * 1000 / 15)
-			fail_msg("minute %d of the interval has %d of 1000 connectors", m, per_minute[m]);
+			fail_msg("minute %d of the interval has %d of 1000 connectors", m,
+			         per_minute[m]);
 }
 
 /* A small deterministic generator, so a failing case can be replayed. */
@@ -169,16 +170,21 @@ static void test_backoff_doubles_from_30s_to_1h(void **state)
 	static const struct {
 		unsigned failures;
 		int64_t base;
-	} table[] = {{1, 30}, {2, 60}, {3, 120}, {4, 240}, {5, 480}, {7, 1920}, {8, 3600}, {20, 3600}, {1000, 3600}};
+	} table[] = {{1, 30},   {2, 60},   {3, 120},   {4, 240},    {5, 480},
+	             {7, 1920}, {8, 3600}, {20, 3600}, {1000, 3600}};
 	const int64_t now = 1700000000;
 	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
 		int64_t lo = sched_after_failure(now, table[i].failures, false, -1, 0) - now;
-		int64_t hi = sched_after_failure(now, table[i].failures, false, -1, 0xffffffffu) - now;
+		int64_t hi =
+		    sched_after_failure(now, table[i].failures, false, -1, 0xffffffffu) - now;
 		int64_t want_lo = table[i].base - table[i].base / 5;
-		int64_t want_hi = table[i].base + table[i].base / 5 > 3600 ? 3600 : table[i].base + table[i].base / 5;
+		int64_t want_hi = table[i].base + table[i].base / 5 > 3600
+		                      ? 3600
+		                      : table[i].base + table[i].base / 5;
 		if (lo < want_lo || hi > want_hi || lo > hi)
-			fail_msg("failure %u: delay %lld..%lld, want %lld..%lld", table[i].failures, (long long)lo,
-				 (long long)hi, (long long)want_lo, (long long)want_hi);
+			fail_msg("failure %u: delay %lld..%lld, want %lld..%lld", table[i].failures,
+			         (long long)lo, (long long)hi, (long long)want_lo,
+			         (long long)want_hi);
 	}
 }
 

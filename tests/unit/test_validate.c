@@ -38,26 +38,26 @@ static const char *const codes[] = {"0001", "0002",          "0003",
                                     C200,   "Z\xC3\xBCrich", "\xF0\x9F\x98\x80"};
 
 /* The window lies wholly in the past. */
-static const struct val_request req_past = {codes, ARRAY_LEN(codes), FROM,
-                                            TO,    TO + 10 * 3600,   "UTC", NULL};
+static const struct val_request req_past = {
+    codes, ARRAY_LEN(codes), FROM, TO, TO + 10 * 3600, "UTC", NULL};
 /* 12:30 UTC inside the window: 12:00 has started, 13:00 has not. */
-static const struct val_request req_live = {codes, ARRAY_LEN(codes),        FROM,
-                                            TO,    FROM + 12 * 3600 + 1800, "UTC", NULL};
+static const struct val_request req_live = {
+    codes, ARRAY_LEN(codes), FROM, TO, FROM + 12 * 3600 + 1800, "UTC", NULL};
 /* Connectors whose hours are not at :00 UTC: Asia/Kolkata (+05:30) and
  * Australia/Lord_Howe (+11:00 in February, DST; +10:30 in winter) start
  * theirs at :30 UTC, Asia/Kathmandu (+05:45) at :15. */
-static const struct val_request req_kolkata = {codes, ARRAY_LEN(codes), FROM,
-                                               TO,    TO + 10 * 3600,   "Asia/Kolkata", NULL};
-static const struct val_request req_kathmandu = {codes, ARRAY_LEN(codes), FROM,
-                                                 TO,    TO + 10 * 3600,   "Asia/Kathmandu", NULL};
+static const struct val_request req_kolkata = {codes,          ARRAY_LEN(codes), FROM, TO,
+                                               TO + 10 * 3600, "Asia/Kolkata",   NULL};
+static const struct val_request req_kathmandu = {codes,          ARRAY_LEN(codes), FROM, TO,
+                                                 TO + 10 * 3600, "Asia/Kathmandu", NULL};
 /* A July window, when Lord Howe Island keeps +10:30. */
 #define JULY 1688169600LL /* 2023-07-01T00:00:00Z */
 static const struct val_request req_lord_howe = {
     codes, ARRAY_LEN(codes), JULY, JULY + 24 * 3600, JULY + 34 * 3600, "Australia/Lord_Howe", NULL};
-static const struct val_request req_no_zone = {codes, ARRAY_LEN(codes), FROM,
-                                               TO,    TO + 10 * 3600,   NULL, NULL};
-static const struct val_request req_mars = {codes, ARRAY_LEN(codes), FROM,
-                                            TO,    TO + 10 * 3600,   "Mars/Olympus", NULL};
+static const struct val_request req_no_zone = {
+    codes, ARRAY_LEN(codes), FROM, TO, TO + 10 * 3600, NULL, NULL};
+static const struct val_request req_mars = {codes,          ARRAY_LEN(codes), FROM, TO,
+                                            TO + 10 * 3600, "Mars/Olympus",   NULL};
 
 struct vcase {
 	const char *name;
@@ -671,7 +671,9 @@ static void test_token_masked_in_every_quote(void **state)
 	req.secret = SECRET;
 	struct val_result r;
 	/* A refused record quoting the token in an ignored field. */
-	const char *rec = "[{\"time\":\"bad\",\"ext_ref_code\":\"0001\",\"num_tickets\":1,\"echo\":\"" SECRET "\"}]";
+	const char *rec =
+	    "[{\"time\":\"bad\",\"ext_ref_code\":\"0001\",\"num_tickets\":1,\"echo\":\"" SECRET
+	    "\"}]";
 	assert_int_equal(val_validate(rec, strlen(rec), &req, &r), 0);
 	assert_int_equal(r.nrefusals, 1);
 	assert_non_null(strstr(r.refusals[0].json, "\"echo\":\"***\""));
@@ -679,7 +681,8 @@ static void test_token_masked_in_every_quote(void **state)
 	val_result_free(&r);
 	/* The token as an object key and as what follows the JSON. */
 	const char *bodies[] = {"{\"" SECRET "\": 1}", "[] " SECRET, "<html>" SECRET "</html>",
-	                        "[{\"time\":\"" SECRET "\",\"ext_ref_code\":\"0001\",\"num_tickets\":1}]"};
+	                        "[{\"time\":\"" SECRET
+	                        "\",\"ext_ref_code\":\"0001\",\"num_tickets\":1}]"};
 	for (size_t i = 0; i < ARRAY_LEN(bodies); i++) {
 		assert_int_equal(val_validate(bodies[i], strlen(bodies[i]), &req, &r), 0);
 		assert_no_fragment(r.refused ? r.error : r.refusals[0].detail, bodies[i]);
@@ -691,7 +694,8 @@ static void test_token_masked_in_every_quote(void **state)
 	 * every offset: none of its bytes before the cut survive. */
 	for (size_t at = VAL_MAX_JSON_BYTES - 30; at <= VAL_MAX_JSON_BYTES; at++) {
 		char body[VAL_MAX_JSON_BYTES + 200];
-		const char *head = "[{\"time\":\"bad\",\"ext_ref_code\":\"0001\",\"num_tickets\":1,\"pad\":\"";
+		const char *head =
+		    "[{\"time\":\"bad\",\"ext_ref_code\":\"0001\",\"num_tickets\":1,\"pad\":\"";
 		size_t n = strlen(head);
 		memcpy(body, head, n);
 		/* The record starts at byte 1: the token at record offset at. */
@@ -705,7 +709,9 @@ static void test_token_masked_in_every_quote(void **state)
 		size_t jl = strlen(j);
 		for (size_t k = 2; k <= strlen(SECRET) && k <= jl; k++)
 			if (memcmp(j + jl - k, SECRET, k) == 0)
-				fail_msg("token at %zu: the JSON text ends with its first %zu bytes", at, k);
+				fail_msg(
+				    "token at %zu: the JSON text ends with its first %zu bytes", at,
+				    k);
 		val_result_free(&r);
 	}
 }
@@ -715,8 +721,8 @@ static void test_large(void **state)
 	enum { NCODES = 1000, NHOURS = 100, N = NCODES * NHOURS };
 	static char names[NCODES][8];
 	static const char *large_codes[NCODES];
-	struct val_request req = {large_codes,          NCODES,           FROM,
-	                          FROM + NHOURS * 3600, TO + 1000 * 3600, "UTC", NULL};
+	struct val_request req = {large_codes,      NCODES, FROM, FROM + NHOURS * 3600,
+	                          TO + 1000 * 3600, "UTC",  NULL};
 	size_t cap = (size_t)N * 200 + 16, len = 0, i;
 	char *body = malloc(cap);
 	struct val_result r;

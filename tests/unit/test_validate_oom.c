@@ -23,8 +23,8 @@ void *__wrap_malloc(size_t n);
 void *__wrap_calloc(size_t n, size_t m);
 void *__wrap_realloc(void *p, size_t n);
 
-static long fail_at;  /* fail the allocation with this number; 0: none */
-static long count;    /* allocations made since the counter was reset */
+static long fail_at; /* fail the allocation with this number; 0: none */
+static long count;   /* allocations made since the counter was reset */
 
 static int should_fail(void)
 {
@@ -51,18 +51,23 @@ static const char *const codes[] = {"0001", "0002"};
 /* Valid records, refused ones of several kinds and a duplicate: every
  * path that allocates. */
 static const char body[] =
-	"[{\"time\":\"2023-02-08T10:00:00Z\",\"ext_ref_code\":\"0001\",\"num_tickets\":25},"
-	"{\"time\":\"2023-02-08T11:00:00+01:00\",\"ext_ref_code\":\"0002\",\"num_tickets\":3},"
-	"{\"time\":\"2023-02-08T12:00:00\",\"ext_ref_code\":\"0001\",\"num_tickets\":1},"
-	"{\"time\":\"2023-02-08T12:00:00Z\",\"ext_ref_code\":\"0009\",\"num_tickets\":1},"
-	"42,"
-	"{\"time\":\"2023-02-08T13:00:00Z\",\"ext_ref_code\":\"0002\",\"num_tickets\":1},"
-	"{\"time\":\"2023-02-08T13:00:00Z\",\"ext_ref_code\":\"0002\",\"num_tickets\":2}]";
+    "[{\"time\":\"2023-02-08T10:00:00Z\",\"ext_ref_code\":\"0001\",\"num_tickets\":25},"
+    "{\"time\":\"2023-02-08T11:00:00+01:00\",\"ext_ref_code\":\"0002\",\"num_tickets\":3},"
+    "{\"time\":\"2023-02-08T12:00:00\",\"ext_ref_code\":\"0001\",\"num_tickets\":1},"
+    "{\"time\":\"2023-02-08T12:00:00Z\",\"ext_ref_code\":\"0009\",\"num_tickets\":1},"
+    "42,"
+    "{\"time\":\"2023-02-08T13:00:00Z\",\"ext_ref_code\":\"0002\",\"num_tickets\":1},"
+    "{\"time\":\"2023-02-08T13:00:00Z\",\"ext_ref_code\":\"0002\",\"num_tickets\":2}]";
 
 static void run(const char *text, size_t len, long n, int *rc, struct val_result *r)
 {
-	struct val_request req = {codes, 2, 1675850400 - 10 * 3600, 1675850400 + 24 * 3600, 1675850400 + 20 * 3600,
-				  "Europe/Berlin", "tok-0123456789abcdef"}; /* a token: its mask allocates too */
+	struct val_request req = {codes,
+	                          2,
+	                          1675850400 - 10 * 3600,
+	                          1675850400 + 24 * 3600,
+	                          1675850400 + 20 * 3600,
+	                          "Europe/Berlin",
+	                          "tok-0123456789abcdef"}; /* a token: its mask allocates too */
 	memset(r, 0, sizeof(*r));
 	count = 0;
 	fail_at = n;
@@ -82,10 +87,12 @@ static void every_allocation_fails_in_turn(const char *text, size_t len, size_t 
 	for (long n = 1; n <= needed; n++) {
 		run(text, len, n, &rc, &r);
 		if (rc != 0 && rc != -1)
-			fail_msg("allocation %ld of %ld failed: val_validate returned %d", n, needed, rc);
+			fail_msg("allocation %ld of %ld failed: val_validate returned %d", n,
+			         needed, rc);
 		/* -1 leaves a result that is safe to free; 0 a complete one. */
 		if (rc == 0 && !r.refused && r.received != elements)
-			fail_msg("allocation %ld of %ld failed: an incomplete result was returned", n, needed);
+			fail_msg("allocation %ld of %ld failed: an incomplete result was returned",
+			         n, needed);
 		val_result_free(&r);
 	}
 	print_message("%ld allocations, each failed once\n", needed);
@@ -100,10 +107,12 @@ static void test_records(void **state)
 /* Legal JSON the guide refuses: lone surrogates (cJSON then reads a patched
  * copy, one more allocation), a duplicate key, an hour off the grid. */
 static const char odd[] =
-	"[{\"note\":\"\\ud800\",\"time\":\"2023-02-08T10:00:00Z\",\"ext_ref_code\":\"0001\",\"num_tickets\":1},"
-	"{\"time\":\"2023-02-08T10:00:00Z\",\"ext_ref_code\":\"0002\\udc00\",\"num_tickets\":1},"
-	"{\"time\":\"2023-02-08T11:00:00Z\",\"ext_ref_code\":\"0002\",\"num_tickets\":1,\"num_tickets\":2},"
-	"{\"time\":\"2023-02-08T17:00:00+05:30\",\"ext_ref_code\":\"0002\",\"num_tickets\":1}]";
+    "[{\"note\":\"\\ud800\",\"time\":\"2023-02-08T10:00:00Z\",\"ext_ref_code\":\"0001\",\"num_"
+    "tickets\":1},"
+    "{\"time\":\"2023-02-08T10:00:00Z\",\"ext_ref_code\":\"0002\\udc00\",\"num_tickets\":1},"
+    "{\"time\":\"2023-02-08T11:00:00Z\",\"ext_ref_code\":\"0002\",\"num_tickets\":1,\"num_"
+    "tickets\":2},"
+    "{\"time\":\"2023-02-08T17:00:00+05:30\",\"ext_ref_code\":\"0002\",\"num_tickets\":1}]";
 
 static void test_legal_but_refused(void **state)
 {
@@ -123,9 +132,9 @@ static void test_refused_response(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_records),
-		cmocka_unit_test(test_legal_but_refused),
-		cmocka_unit_test(test_refused_response),
+	    cmocka_unit_test(test_records),
+	    cmocka_unit_test(test_legal_but_refused),
+	    cmocka_unit_test(test_refused_response),
 	};
 	return cmocka_run_group_tests_name("validate_oom", tests, NULL, NULL);
 }
