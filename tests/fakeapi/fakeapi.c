@@ -10,8 +10,10 @@
  * One thread per connection (libmicrohttpd), so a delayed answer never holds
  * up another request; the main thread only waits for SIGTERM/SIGINT.
  *
- * With --tls-cert/--tls-key it speaks HTTPS (libmicrohttpd over GnuTLS) and
- * hands out TLS session tickets, so a client's resumption can be measured.
+ * With --tls-key and --tls-cert (or --tls-ca-cert/--tls-ca-key: a
+ * certificate made per local address) it speaks HTTPS (libmicrohttpd over
+ * GnuTLS) and hands out TLS session tickets, so that a client's resumption
+ * can be measured.
  * GET /stats counts connections, the distinct local addresses they reached
  * and resumed sessions: the bench checks with it that no connection is
  * shared between its "customers".
@@ -1283,7 +1285,7 @@ static int mint_retrieve(gnutls_session_t session, const gnutls_datum_t *req_ca_
 	       (m->addr_len != key.addr_len || memcmp(m->addr, key.addr, key.addr_len) != 0))
 		m = m->next;
 	if (m == NULL) {
-		/* Made under the lock: a few hundred microseconds, once per address. */
+		/* Made under the lock (one ECDSA signature), once per address. */
 		m = malloc(sizeof *m);
 		if (m != NULL) {
 			*m = key;
