@@ -101,7 +101,7 @@ build/san/tz_offsets: tests/integration/tz_offsets.c build/san/isotime.o build/s
 # The fake customer API (tests, demo, bench).
 build/fakeapi: tests/fakeapi/fakeapi.c
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Iinclude -o $@ $< $(shell pkg-config --libs libmicrohttpd) -lz -lpthread
+	$(CC) $(ALL_CFLAGS) -Iinclude -o $@ $< $(shell pkg-config --libs libmicrohttpd gnutls) -lz -lpthread
 
 # libFuzzer targets (clang): the validator, the validator against a strict
 # reference parser, the ISO 8601 parser, the TZif reader.

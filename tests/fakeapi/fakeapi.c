@@ -9,6 +9,14 @@
  *
  * One thread per connection (libmicrohttpd), so a delayed answer never holds
  * up another request; the main thread only waits for SIGTERM/SIGINT.
+ *
+ * With --tls-key and --tls-cert (or --tls-ca-cert/--tls-ca-key: a
+ * certificate made per local address) it speaks HTTPS (libmicrohttpd over
+ * GnuTLS) and hands out TLS session tickets, so that a client's resumption
+ * can be measured.
+ * GET /stats counts connections, the distinct local addresses they reached
+ * and resumed sessions: the bench checks with it that no connection is
+ * shared between its "customers".
  */
 
 #define ZLIB_CONST
@@ -33,6 +41,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <gnutls/abstract.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 #include <zlib.h>
 
@@ -59,10 +70,15 @@ static struct {
 	const char *token; /* NULL: no Authorization check */
 	const char *port_file;
 	const char *log_path;
+	const char *tls_cert; /* PEM files: --tls-key with --tls-cert, or with both --tls-ca-* */
+	const char *tls_key;
+	const char *tls_ca_cert;
+	const char *tls_ca_key;
 } opt = {.bind = "127.0.0.1", .port = -1};
 
 static unsigned int bound_port;
 static char url_host[INET6_ADDRSTRLEN + 2]; /* the bind address as written in a URL */
+static const char *url_scheme = "http";
 static FILE *log_file;
 static pthread_mutex_t log_mutex = PTHREAD_MUTEX_INITIALIZER;
 
@@ -1163,6 +1179,245 @@ static void sleep_ms(unsigned int ms)
 	pthread_mutex_unlock(&stop_mutex);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Certificates made per address (--tls-ca-cert/--tls-ca-key). A client
+ * checks the server's name against every subjectAltName of its certificate:
+ * one certificate listing thousands of IP addresses costs it milliseconds per
+ * handshake (README), which no real customer's certificate does. So each
+ * local address a client reaches gets its own certificate naming that
+ * address alone, signed by the CA, made on first use and kept. */
+
+struct minted {
+	struct minted *next;
+	unsigned char addr[16];
+	size_t addr_len;
+	gnutls_pcert_st pcert;
+};
+
+#define MINT_BUCKETS 4096u
+
+static struct {
+	gnutls_x509_crt_t ca;
+	gnutls_privkey_t ca_key;
+	gnutls_x509_privkey_t leaf_x509; /* every minted certificate's key */
+	gnutls_privkey_t leaf_key;
+	pthread_mutex_t lock;
+	struct minted *bucket[MINT_BUCKETS];
+	uint64_t serial;
+} mint = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static unsigned int addr_hash(const unsigned char *a, size_t n)
+{
+	return fnv1a32((const char *)a, n) % MINT_BUCKETS;
+}
+
+/* A certificate for one address: CN and the only subjectAltName are the
+ * address, valid from an hour ago for two days (a bench run). */
+static int mint_cert(struct minted *m)
+{
+	gnutls_x509_crt_t crt;
+	char text[INET6_ADDRSTRLEN], dn[INET6_ADDRSTRLEN + 4];
+	unsigned char serial[8];
+	time_t now = time(NULL);
+	int rc = -1;
+
+	if (inet_ntop(m->addr_len == 4 ? AF_INET : AF_INET6, m->addr, text, sizeof text) == NULL)
+		return -1;
+	snprintf(dn, sizeof dn, "CN=%s", text);
+	uint64_t sn = __atomic_add_fetch(&mint.serial, 1, __ATOMIC_RELAXED);
+	for (size_t i = 0; i < sizeof serial; i++)
+		serial[i] = (unsigned char)(sn >> (8 * (sizeof serial - 1 - i)));
+	serial[0] &= 0x7f; /* a positive INTEGER */
+	if (gnutls_x509_crt_init(&crt) != GNUTLS_E_SUCCESS)
+		return -1;
+	if (gnutls_x509_crt_set_version(crt, 3) == GNUTLS_E_SUCCESS &&
+	    gnutls_x509_crt_set_serial(crt, serial, sizeof serial) == GNUTLS_E_SUCCESS &&
+	    gnutls_x509_crt_set_dn(crt, dn, NULL) == GNUTLS_E_SUCCESS &&
+	    gnutls_x509_crt_set_activation_time(crt, now - HOUR) == GNUTLS_E_SUCCESS &&
+	    gnutls_x509_crt_set_expiration_time(crt, now + 2 * 24 * HOUR) == GNUTLS_E_SUCCESS &&
+	    gnutls_x509_crt_set_key(crt, mint.leaf_x509) == GNUTLS_E_SUCCESS &&
+	    gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_IPADDRESS, m->addr,
+	                                         (unsigned int)m->addr_len,
+	                                         GNUTLS_FSAN_SET) == GNUTLS_E_SUCCESS &&
+	    gnutls_x509_crt_set_basic_constraints(crt, 0, -1) == GNUTLS_E_SUCCESS &&
+	    gnutls_x509_crt_set_key_usage(crt, GNUTLS_KEY_DIGITAL_SIGNATURE) == GNUTLS_E_SUCCESS &&
+	    gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0) ==
+	        GNUTLS_E_SUCCESS &&
+	    gnutls_x509_crt_privkey_sign(crt, mint.ca, mint.ca_key, GNUTLS_DIG_SHA256, 0) ==
+	        GNUTLS_E_SUCCESS &&
+	    gnutls_pcert_import_x509(&m->pcert, crt, 0) == GNUTLS_E_SUCCESS)
+		rc = 0;
+	gnutls_x509_crt_deinit(crt);
+	return rc;
+}
+
+/* MHD_OPTION_HTTPS_CERT_CALLBACK: the certificate of the address this
+ * connection reached. GnuTLS neither frees nor changes what it is given, so
+ * the cache and the shared key serve every handshake. */
+static int mint_retrieve(gnutls_session_t session, const gnutls_datum_t *req_ca_dn, int nreqs,
+                         const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
+                         gnutls_pcert_st **pcert, unsigned int *pcert_length,
+                         gnutls_privkey_t *pkey)
+{
+	(void)req_ca_dn;
+	(void)nreqs;
+	(void)pk_algos;
+	(void)pk_algos_length;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	struct minted key = {0};
+
+	if (getsockname(gnutls_transport_get_int(session), (struct sockaddr *)&ss, &len) != 0)
+		return -1;
+	if (ss.ss_family == AF_INET) {
+		key.addr_len = 4;
+		memcpy(key.addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+	} else if (ss.ss_family == AF_INET6) {
+		key.addr_len = 16;
+		memcpy(key.addr, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+	} else {
+		return -1;
+	}
+	unsigned int h = addr_hash(key.addr, key.addr_len);
+	pthread_mutex_lock(&mint.lock);
+	struct minted *m = mint.bucket[h];
+	while (m != NULL &&
+	       (m->addr_len != key.addr_len || memcmp(m->addr, key.addr, key.addr_len) != 0))
+		m = m->next;
+	if (m == NULL) {
+		/* Made under the lock (one ECDSA signature), once per address. */
+		m = malloc(sizeof *m);
+		if (m != NULL) {
+			*m = key;
+			if (mint_cert(m) == 0) {
+				m->next = mint.bucket[h];
+				mint.bucket[h] = m;
+			} else {
+				free(m);
+				m = NULL;
+			}
+		}
+	}
+	pthread_mutex_unlock(&mint.lock);
+	if (m == NULL) {
+		fprintf(stderr, "fakeapi: cannot make a certificate for a connection\n");
+		return -1;
+	}
+	*pcert = &m->pcert;
+	*pcert_length = 1;
+	*pkey = mint.leaf_key;
+	return 0;
+}
+
+static void mint_free(void)
+{
+	for (size_t i = 0; i < MINT_BUCKETS; i++)
+		while (mint.bucket[i] != NULL) {
+			struct minted *m = mint.bucket[i];
+			mint.bucket[i] = m->next;
+			gnutls_pcert_deinit(&m->pcert);
+			free(m);
+		}
+	if (mint.leaf_key != NULL)
+		gnutls_privkey_deinit(mint.leaf_key);
+	if (mint.leaf_x509 != NULL)
+		gnutls_x509_privkey_deinit(mint.leaf_x509);
+	if (mint.ca_key != NULL)
+		gnutls_privkey_deinit(mint.ca_key);
+	if (mint.ca != NULL)
+		gnutls_x509_crt_deinit(mint.ca);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connection counters for GET /stats (?reset=1: read, then zeroed). */
+
+static unsigned long stat_connections; /* accepted, TLS or not */
+static unsigned long stat_requests;    /* every request whose headers arrived */
+static unsigned long stat_resumed;     /* requests on a resumed TLS session */
+static unsigned long stat_addresses;   /* distinct local addresses in 127.0.0.0/8 */
+/* One bit per address of 127.0.0.0/8 (2 MiB, touched only where used): how
+ * many distinct addresses clients connected to, so the bench can tell one
+ * host per customer from one shared host. */
+static unsigned char seen_loopback[(1u << 24) / 8];
+/* Encrypts the session tickets this process hands out (TLS only). */
+static gnutls_datum_t ticket_key;
+
+static void note_local_address(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *fi =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	struct sockaddr_in sin;
+	socklen_t len = sizeof sin;
+	if (fi == NULL || getsockname(fi->connect_fd, (struct sockaddr *)&sin, &len) != 0 ||
+	    sin.sin_family != AF_INET)
+		return;
+	uint32_t a = ntohl(sin.sin_addr.s_addr);
+	if (a >> 24 != 127)
+		return;
+	uint32_t low = a & 0xffffffu;
+	unsigned char bit = (unsigned char)(1u << (low % 8));
+	if ((__atomic_fetch_or(&seen_loopback[low / 8], bit, __ATOMIC_RELAXED) & bit) == 0)
+		__atomic_add_fetch(&stat_addresses, 1, __ATOMIC_RELAXED);
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: runs once the connection (and with TLS its
+ * GnuTLS session) exists and before its thread starts the handshake, the
+ * only point where session tickets can still be switched on: libmicrohttpd
+ * has no option for them. */
+static void connection_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                              enum MHD_ConnectionNotificationCode code)
+{
+	(void)cls;
+	(void)socket_context;
+	if (code != MHD_CONNECTION_NOTIFY_STARTED)
+		return;
+	__atomic_add_fetch(&stat_connections, 1, __ATOMIC_RELAXED);
+	note_local_address(conn);
+	if (ticket_key.data == NULL)
+		return;
+	const union MHD_ConnectionInfo *ti =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	if (ti != NULL && ti->tls_session != NULL &&
+	    gnutls_session_ticket_enable_server(ti->tls_session, &ticket_key) != GNUTLS_E_SUCCESS)
+		fprintf(stderr, "fakeapi: cannot enable session tickets on a connection\n");
+}
+
+/* On the first call for a request, after the handshake: counts it, and
+ * whether its TLS session was resumed. */
+static void count_request(struct MHD_Connection *conn)
+{
+	__atomic_add_fetch(&stat_requests, 1, __ATOMIC_RELAXED);
+	if (ticket_key.data == NULL)
+		return;
+	const union MHD_ConnectionInfo *ti =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	if (ti != NULL && ti->tls_session != NULL && gnutls_session_is_resumed(ti->tls_session))
+		__atomic_add_fetch(&stat_resumed, 1, __ATOMIC_RELAXED);
+}
+
+static enum MHD_Result send_stats(struct MHD_Connection *conn)
+{
+	struct reply r = {.status = MHD_HTTP_OK, .content_type = "application/json"};
+	buf_addf(&r.head,
+	         "{\"connections\":%lu,\"requests\":%lu,\"addresses\":%lu,\"tls\":%s,"
+	         "\"resumed\":%lu}",
+	         __atomic_load_n(&stat_connections, __ATOMIC_RELAXED),
+	         __atomic_load_n(&stat_requests, __ATOMIC_RELAXED),
+	         __atomic_load_n(&stat_addresses, __ATOMIC_RELAXED),
+	         ticket_key.data != NULL ? "true" : "false",
+	         __atomic_load_n(&stat_resumed, __ATOMIC_RELAXED));
+	bool reset = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "reset") != NULL;
+	if (reset) {
+		/* Between two measurements, with nothing else connected. */
+		__atomic_store_n(&stat_connections, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&stat_requests, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&stat_resumed, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&stat_addresses, 0, __ATOMIC_RELAXED);
+		memset(seen_loopback, 0, sizeof seen_loopback);
+	}
+	return send_reply(conn, &r, NULL);
+}
+
 static enum MHD_Result answer(struct MHD_Connection *conn, const char *url, const char *method)
 {
 	char err[512];
@@ -1176,6 +1431,8 @@ static enum MHD_Result answer(struct MHD_Connection *conn, const char *url, cons
 		buf_adds(&r.head, "ok");
 		return send_reply(conn, &r, NULL);
 	}
+	if (strcmp(url, "/stats") == 0)
+		return send_stats(conn);
 	if (parse_path(url, &m, err, sizeof err) != 0)
 		return send_error(conn, MHD_HTTP_NOT_FOUND, NULL, "%s", err);
 
@@ -1192,19 +1449,20 @@ static enum MHD_Result answer(struct MHD_Connection *conn, const char *url, cons
 			buf_addf(&r.head, "{\"error\":\"fakeapi: status/%" PRIu64 " as asked\"}",
 			         m.status);
 		if (m.status >= 300 && m.status < 400)
-			snprintf(r.location, sizeof r.location,
-			         "http://%s:%u/moved/sales?secret=abc", url_host, bound_port);
+			snprintf(r.location, sizeof r.location, "%s://%s:%u/moved/sales?secret=abc",
+			         url_scheme, url_host, bound_port);
 		return send_reply(conn, &r, &m);
 	}
 	if (m.redirect) {
 		struct reply r = {.status = MHD_HTTP_FOUND, .content_type = "application/json"};
 		buf_adds(&r.head, "{\"error\":\"fakeapi: moved\"}");
 		if (m.echotoken)
-			snprintf(r.location, sizeof r.location, "http://%s:%u/login/%s?x=1",
-			         url_host, bound_port, sent_token(conn));
+			snprintf(r.location, sizeof r.location, "%s://%s:%u/login/%s?x=1",
+			         url_scheme, url_host, bound_port, sent_token(conn));
 		else
 			snprintf(r.location, sizeof r.location,
-			         "http://%s:%u/elsewhere/sales?token=leak", url_host, bound_port);
+			         "%s://%s:%u/elsewhere/sales?token=leak", url_scheme, url_host,
+			         bound_port);
 		return send_reply(conn, &r, &m);
 	}
 	if (m.html) {
@@ -1246,6 +1504,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		/* Headers are in: log now, so a delayed request is visible at once. */
 		req->started = true;
 		__atomic_add_fetch(&in_flight, 1, __ATOMIC_SEQ_CST);
+		count_request(conn);
 		log_request(conn, req, method, url);
 		return MHD_YES;
 	}
@@ -1262,13 +1521,18 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: fakeapi --port N [--bind ADDR] [--token TOKEN] [--port-file FILE]\n"
-	           "               [--log FILE] [--threads]\n"
+	           "               [--log FILE] [--threads] [--tls-cert FILE --tls-key FILE]\n"
 	           "  --port N         port to listen on; 0 picks a free one\n"
-	           "  --bind ADDR      IPv4 or IPv6 address (default 127.0.0.1)\n"
+	           "  --bind ADDR      IPv4 or IPv6 address (default 127.0.0.1; 0.0.0.0 for all)\n"
 	           "  --token TOKEN    require 'Authorization: Bearer TOKEN' (else 401)\n"
 	           "  --port-file FILE write the bound port there (via FILE.tmp + rename)\n"
 	           "  --log FILE       append '<method> <uri> auth= gzip= inflight=' per request\n"
 	           "  --threads        accepted for compatibility: always thread per connection\n"
+	           "  --tls-cert FILE  serve HTTPS with this PEM certificate (chain)\n"
+	           "  --tls-key FILE   and this PEM private key\n"
+	           "  --tls-ca-cert FILE --tls-ca-key FILE\n"
+	           "                   instead of --tls-cert: a certificate per local address,\n"
+	           "                   signed by this CA, for --tls-key's key\n"
 	           "See tests/fakeapi/README.md for the path modifiers.\n");
 }
 
@@ -1288,10 +1552,18 @@ static void die(const char *fmt, ...)
 static void parse_args(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"port", required_argument, NULL, 'p'},  {"bind", required_argument, NULL, 'b'},
-	    {"token", required_argument, NULL, 't'}, {"port-file", required_argument, NULL, 'f'},
-	    {"log", required_argument, NULL, 'l'},   {"threads", no_argument, NULL, 'T'},
-	    {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+	    {"port", required_argument, NULL, 'p'},
+	    {"bind", required_argument, NULL, 'b'},
+	    {"token", required_argument, NULL, 't'},
+	    {"port-file", required_argument, NULL, 'f'},
+	    {"log", required_argument, NULL, 'l'},
+	    {"threads", no_argument, NULL, 'T'},
+	    {"tls-cert", required_argument, NULL, 'C'},
+	    {"tls-key", required_argument, NULL, 'K'},
+	    {"tls-ca-cert", required_argument, NULL, 'A'},
+	    {"tls-ca-key", required_argument, NULL, 'B'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	int c;
 
@@ -1323,6 +1595,18 @@ static void parse_args(int argc, char **argv)
 			break;
 		case 'T':
 			break;
+		case 'C':
+			opt.tls_cert = optarg;
+			break;
+		case 'K':
+			opt.tls_key = optarg;
+			break;
+		case 'A':
+			opt.tls_ca_cert = optarg;
+			break;
+		case 'B':
+			opt.tls_ca_key = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -1331,9 +1615,18 @@ static void parse_args(int argc, char **argv)
 			exit(2);
 		}
 	}
-	if (optind != argc || opt.port < 0) {
+	bool by_cert = opt.tls_cert != NULL;
+	bool by_ca = opt.tls_ca_cert != NULL || opt.tls_ca_key != NULL;
+	bool tls_ok = opt.tls_key == NULL
+	                  ? !by_cert && !by_ca
+	                  : by_cert != by_ca &&
+	                        (!by_ca || (opt.tls_ca_cert != NULL && opt.tls_ca_key != NULL));
+	if (optind != argc || opt.port < 0 || !tls_ok) {
 		fprintf(stderr, "fakeapi: %s\n",
-		        optind != argc ? "unexpected argument" : "--port is required");
+		        optind != argc ? "unexpected argument"
+		        : opt.port < 0 ? "--port is required"
+		                       : "--tls-key goes with either --tls-cert or both "
+		                         "--tls-ca-cert and --tls-ca-key");
 		usage(stderr);
 		exit(2);
 	}
@@ -1350,6 +1643,52 @@ static void raise_nofile(void)
 			fprintf(stderr, "fakeapi: cannot raise the open files limit: %s\n",
 			        strerror(errno));
 	}
+}
+
+/* The whole of a PEM file, NUL-terminated as MHD_OPTION_HTTPS_MEM_* want it. */
+static char *read_pem(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	if (f == NULL)
+		die("cannot read %s: %s", path, strerror(errno));
+	struct buf b = {0};
+	char chunk[4096];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+		buf_add(&b, chunk, n);
+	bool bad = ferror(f) != 0;
+	fclose(f);
+	buf_add(&b, "", 1);
+	if (bad || b.failed || b.len < 2)
+		die("cannot read %s", path);
+	return b.data;
+}
+
+/* Loads --tls-ca-cert, --tls-ca-key and the leaf key (PEM text). */
+static void mint_setup(const char *leaf_pem)
+{
+	char *ca_pem = read_pem(opt.tls_ca_cert);
+	char *ca_key_pem = read_pem(opt.tls_ca_key);
+	gnutls_datum_t ca = {(unsigned char *)ca_pem, (unsigned int)strlen(ca_pem)};
+	gnutls_datum_t ca_key = {(unsigned char *)ca_key_pem, (unsigned int)strlen(ca_key_pem)};
+	gnutls_datum_t leaf = {(unsigned char *)(uintptr_t)leaf_pem,
+	                       (unsigned int)strlen(leaf_pem)};
+
+	if (gnutls_x509_crt_init(&mint.ca) != GNUTLS_E_SUCCESS ||
+	    gnutls_x509_crt_import(mint.ca, &ca, GNUTLS_X509_FMT_PEM) != GNUTLS_E_SUCCESS)
+		die("cannot read the CA certificate %s", opt.tls_ca_cert);
+	if (gnutls_privkey_init(&mint.ca_key) != GNUTLS_E_SUCCESS ||
+	    gnutls_privkey_import_x509_raw(mint.ca_key, &ca_key, GNUTLS_X509_FMT_PEM, NULL, 0) !=
+	        GNUTLS_E_SUCCESS)
+		die("cannot read the CA key %s", opt.tls_ca_key);
+	if (gnutls_x509_privkey_init(&mint.leaf_x509) != GNUTLS_E_SUCCESS ||
+	    gnutls_x509_privkey_import2(mint.leaf_x509, &leaf, GNUTLS_X509_FMT_PEM, NULL, 0) !=
+	        GNUTLS_E_SUCCESS ||
+	    gnutls_privkey_init(&mint.leaf_key) != GNUTLS_E_SUCCESS ||
+	    gnutls_privkey_import_x509(mint.leaf_key, mint.leaf_x509, 0) != GNUTLS_E_SUCCESS)
+		die("cannot read the key %s", opt.tls_key);
+	free(ca_pem);
+	free(ca_key_pem);
 }
 
 static int write_port_file(const char *path, unsigned int port)
@@ -1393,6 +1732,29 @@ int main(int argc, char **argv)
 		die("cannot set up a condition variable");
 	pthread_condattr_destroy(&ca);
 
+	char *tls_cert = NULL, *tls_key = NULL;
+	/* The TLS options, or nothing: MHD_OPTION_ARRAY ends at MHD_OPTION_END. */
+	struct MHD_OptionItem tls_opts[3] = {{MHD_OPTION_END, 0, NULL}};
+	if (opt.tls_key != NULL) {
+		if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+			die("this libmicrohttpd has no TLS support");
+		tls_key = read_pem(opt.tls_key);
+		if (opt.tls_cert != NULL) {
+			tls_cert = read_pem(opt.tls_cert);
+			tls_opts[0] =
+			    (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, tls_cert};
+			tls_opts[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, tls_key};
+		} else {
+			mint_setup(tls_key);
+			tls_opts[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_CERT_CALLBACK, 0,
+			                                      (void *)mint_retrieve};
+		}
+		/* Tickets (TLS 1.3's only resumption) need a key: one per run. */
+		if (gnutls_session_ticket_key_generate(&ticket_key) != GNUTLS_E_SUCCESS)
+			die("cannot make a session ticket key");
+		url_scheme = "https";
+	}
+
 	if (opt.log_path != NULL) {
 		log_file = fopen(opt.log_path, "ae");
 		if (log_file == NULL)
@@ -1417,6 +1779,8 @@ int main(int argc, char **argv)
 		        opt.bind);
 		exit(2);
 	}
+	if (tls_key != NULL)
+		flags |= MHD_USE_TLS;
 
 	/* Signals are taken by sigwait() below; blocked before MHD starts so
 	 * every thread it creates inherits the mask. */
@@ -1433,7 +1797,8 @@ int main(int argc, char **argv)
 	    CONNECTION_MEMORY, MHD_OPTION_THREAD_STACK_SIZE, THREAD_STACK_SIZE,
 	    MHD_OPTION_LISTEN_BACKLOG_SIZE, LISTEN_BACKLOG, MHD_OPTION_CONNECTION_TIMEOUT,
 	    IDLE_TIMEOUT_S, MHD_OPTION_URI_LOG_CALLBACK, uri_logger, NULL,
-	    MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL, MHD_OPTION_END);
+	    MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION,
+	    connection_notify, NULL, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
 	if (d == NULL)
 		die("cannot listen on %s port %ld", opt.bind, opt.port);
 	const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
@@ -1463,5 +1828,12 @@ int main(int argc, char **argv)
 	if (log_file != NULL)
 		fclose(log_file);
 	pthread_cond_destroy(&stop_cond);
+	free(tls_cert);
+	free(tls_key);
+	mint_free();
+	if (ticket_key.data != NULL) {
+		gnutls_memset(ticket_key.data, 0, ticket_key.size);
+		gnutls_free(ticket_key.data);
+	}
 	return 0;
 }
