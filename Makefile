@@ -65,6 +65,8 @@ test_schedule_MODULES := schedule
 test_mask_MODULES := mask
 test_stats_MODULES := stats
 test_janitor_MODULES := janitor log jsonw
+# sd_journal_sendv is a link-time fake in the test (it wins over libsystemd's).
+test_log_MODULES := log jsonw
 # The poller alone: http, dbq and db's outcome names are link-time fakes
 # in the test, so it never links http.o, dbq.o or the db files.
 test_poller_MODULES := poller validate isotime sbuf window mask stats log jsonw connector
