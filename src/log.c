@@ -24,10 +24,18 @@
 
 static enum log_level current_level = LOG_LEVEL_INFO;
 static enum log_format current_format = LOG_FORMAT_TEXT;
-/* Where stderr goes, looked at by log_setup (or the first event before it). */
+/* Where events go, decided by log_setup (or the first event before it). */
+enum sink {
+	SINK_STDERR,  /* text or JSON lines */
+	SINK_NATIVE,  /* journal entries with fields (sd_journal_sendv) */
+	SINK_PREFIXED /* stderr is the journal's stream: "<N>" lines */
+};
 static bool looked;
-static bool to_journal; /* native entries with fields */
-static bool stamped;    /* text lines lead with the time */
+static enum sink sink;
+static bool stamped; /* text lines lead with the time */
+
+/* sd_journal_sendv's socket (libsystemd's path, fixed). */
+#define JOURNAL_SOCKET "/run/systemd/journal/socket"
 
 static const char *const level_names[] = {"error", "warning", "info", "debug"};
 static const int level_priorities[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
@@ -57,11 +65,17 @@ static bool stderr_is_journal(void)
 
 static void look_at_stderr(void)
 {
-	to_journal = stderr_is_journal();
+	sink = SINK_STDERR;
+	/* sd_journal_sendv drops an entry silently (returns 0) when the socket
+	 * does not exist, so without one the priority rides on the stream
+	 * instead. The socket belongs to PID 1 (systemd-journald.socket) and
+	 * outlives journald restarts; later failures fall back per entry. */
+	if (stderr_is_journal())
+		sink = access(JOURNAL_SOCKET, F_OK) == 0 ? SINK_NATIVE : SINK_PREFIXED;
 	/* A person at a terminal reads the lines as they come and needs no
 	 * time; a pipe or a file (cron mailing `once`'s output, a log file, a
 	 * supervisor other than systemd) does. The journal stamps entries itself. */
-	stamped = !to_journal && !isatty(STDERR_FILENO);
+	stamped = sink == SINK_STDERR && !isatty(STDERR_FILENO);
 	looked = true;
 }
 
@@ -138,9 +152,9 @@ static void write_stderr(const char *line, size_t len)
 	fflush(stderr);
 }
 
-/* The line for stderr; with the journal's "<N>" priority prefix when the
- * journal refused the native entry (journald reads it off the stream,
- * systemd.exec(5) SyslogLevelPrefix=), so the priority survives too. */
+/* The line for stderr; with the "<N>" priority prefix when stderr is the
+ * journal but a native entry cannot be sent (journald reads it off the
+ * stream, systemd.exec(5) SyslogLevelPrefix=), so the priority survives. */
 static void stream_line(enum log_level level, const char *module, const struct log_fields *fl,
                         const char *msg, bool prefix)
 {
@@ -247,14 +261,11 @@ static void log_vevent(enum log_level level, const char *module, const struct lo
 	for (char *p = msg; *p; p++)
 		if (*p == '\n' || *p == '\r')
 			*p = ' ';
-	if (to_journal) {
-		/* Journal gone (stopped, restarting, its socket unreachable):
-		 * the stream line instead, so nothing is lost. */
-		if (send_journal(level, module, fl, msg) < 0)
-			stream_line(level, module, fl, msg, true);
+	/* The journal refusing an entry (journald not answering, out of
+	 * memory): the stream line instead, so nothing is lost. */
+	if (sink == SINK_NATIVE && send_journal(level, module, fl, msg) >= 0)
 		return;
-	}
-	stream_line(level, module, fl, msg, false);
+	stream_line(level, module, fl, msg, sink != SINK_STDERR);
 }
 
 void log_event(enum log_level level, const char *module, const struct log_fields *fields,

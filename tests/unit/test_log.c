@@ -2,7 +2,8 @@
  * link-time fake of sd_journal_sendv that keeps every field it is given
  * (PRIORITY, MESSAGE, CONNECTOR, ... for each level and field combination);
  * the choice of the journal (JOURNAL_STREAM naming fd 2, and only then);
- * the stream line when the journal refuses an entry; text lines with an
+ * "<N>" stream lines when the journal refuses an entry or its socket is
+ * absent (a link-time wrap of access); text lines with an
  * ISO 8601 UTC time when stderr is a pipe and without one on a terminal;
  * JSON lines that parse (cJSON) and carry the fields as keys. */
 #include <setjmp.h>
@@ -51,6 +52,20 @@ int sd_journal_sendv(const struct iovec *iov, int n)
 	journal.nfields = n;
 	journal.calls++;
 	return journal.rc;
+}
+
+/* Whether journald's socket exists, as log.c asks it. */
+static bool journal_socket;
+int __real_access(const char *path, int mode);
+int __wrap_access(const char *path, int mode);
+int __wrap_access(const char *path, int mode)
+{
+	if (strcmp(path, "/run/systemd/journal/socket") != 0)
+		return __real_access(path, mode);
+	if (journal_socket)
+		return 0;
+	errno = ENOENT;
+	return -1;
 }
 
 /* The value of KEY in the last entry, or NULL. Each key at most once. */
@@ -137,6 +152,7 @@ static int setup(void **state)
 	(void)state;
 	journal.calls = 0;
 	journal.rc = 0;
+	journal_socket = true;
 	unsetenv("JOURNAL_STREAM");
 	stderr_to_pipe();
 	return 0;
@@ -355,6 +371,22 @@ static void test_journal_gone_falls_back(void **state)
 	                    "<3>error: db: database unavailable\n");
 }
 
+/* JOURNAL_STREAM names fd 2 but journald's socket is absent (where
+ * sd_journal_sendv would drop entries silently): "<N>" lines on stderr. */
+static void test_journal_socket_absent(void **state)
+{
+	(void)state;
+	journal_stream_of(2);
+	journal_socket = false;
+	log_setup(LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
+	log_event(LOG_LEVEL_INFO, "poll",
+	          &(struct log_fields){.connector = "acme", .outcome = "ok"}, "polled");
+	log_debug("poll", NULL, "detail");
+	assert_int_equal(journal.calls, 0);
+	assert_string_equal(stderr_text(), "<6>info: poll: connector acme: polled\n"
+	                                   "<7>debug: poll: detail\n");
+}
+
 /* ---- text ---- */
 
 #define ISO_RE "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z"
@@ -514,6 +546,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_journal_whatever_the_format, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_journal_stream_must_be_fd2, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_journal_gone_falls_back, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_journal_socket_absent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_text_on_a_pipe_is_stamped, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_text_on_a_terminal_is_not_stamped, setup,
 	                                    teardown),
