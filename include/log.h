@@ -12,7 +12,7 @@
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARNING, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
-/* Sets the level and format, and looks at stderr once: the journal when
+/* Sets the level and format, and looks at stderr: the journal when
  * JOURNAL_STREAM names fd 2's device and inode (systemd.exec(5)), a
  * terminal, or anything else (a pipe, a file: text lines get timestamps).
  * Call it before any thread starts (and again on reload). */

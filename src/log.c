@@ -65,18 +65,24 @@ static bool stderr_is_journal(void)
 
 static void look_at_stderr(void)
 {
-	sink = SINK_STDERR;
+	enum sink to = SINK_STDERR;
 	/* sd_journal_sendv drops an entry silently (returns 0) when the socket
 	 * does not exist, so without one the priority rides on the stream
 	 * instead. The socket belongs to PID 1 (systemd-journald.socket) and
 	 * outlives journald restarts; later failures fall back per entry. */
 	if (stderr_is_journal())
-		sink = access(JOURNAL_SOCKET, F_OK) == 0 ? SINK_NATIVE : SINK_PREFIXED;
+		to = access(JOURNAL_SOCKET, F_OK) == 0 ? SINK_NATIVE : SINK_PREFIXED;
 	/* A person at a terminal reads the lines as they come and needs no
 	 * time; a pipe or a file (cron mailing `once`'s output, a log file, a
 	 * supervisor other than systemd) does. The journal stamps entries itself. */
-	stamped = sink == SINK_STDERR && !isatty(STDERR_FILENO);
-	looked = true;
+	bool stamp = to == SINK_STDERR && !isatty(STDERR_FILENO);
+	/* A reload looks again while the database thread may log: nothing
+	 * is written unless stderr changed (never, in the daemon). */
+	if (!looked || to != sink || stamp != stamped) {
+		sink = to;
+		stamped = stamp;
+		looked = true;
+	}
 }
 
 void log_setup(enum log_level level, enum log_format format)
