@@ -73,6 +73,10 @@ test_schedule_MODULES := schedule
 test_mask_MODULES := mask
 test_stats_MODULES := stats
 test_janitor_MODULES := janitor log jsonw
+# sd_journal_sendv is a link-time fake in the test (it wins over libsystemd's).
+test_log_MODULES := log jsonw
+# And access() of journald's socket, which the test decides.
+test_log_LDFLAGS := -Wl,--wrap=access
 # The poller alone: http, dbq and db's outcome names are link-time fakes
 # in the test, so it never links http.o, dbq.o or the db files.
 test_poller_MODULES := poller $(VAL_MODULES) $(ISO_MODULES) sbuf window mask stats log jsonw connector
@@ -145,7 +149,7 @@ systemd-check: build/ksi-salesd
 # valgrind: any memory error or leak fails the run it happens in. db_oom
 # runs build/san/test_db_oom and dbq build/san/test_dbq (ASan and LSan,
 # never under valgrind) either way, tz build/san/tz_offsets.
-INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz dbcontract
+INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz dbcontract logs
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
 valgrind: build/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_TESTS)

@@ -25,6 +25,7 @@ struct poll_result {
 	enum db_error_kind db_kind; /* why, when db_failed */
 	bool lease_lost;            /* a write was refused: another daemon holds it */
 	enum run_outcome outcome;   /* of the last request made */
+	long http_status;           /* of the failed request's answer, 0 when none */
 	long retry_after;           /* from the failing answer, -1 when absent */
 	size_t requests, records, upserted, rejected;
 	size_t bytes;     /* decoded bytes of every answer */

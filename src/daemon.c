@@ -350,6 +350,16 @@ static bool on_poll_end(bool ok, enum run_outcome outcome, long retry_after, str
 	return true;
 }
 
+/* The log fields of a poll's end: its outcome, the failed request's HTTP
+ * status, the poll's duration. No fetch_runs.id: the write does not return
+ * it. */
+#define POLL_FIELDS(c, r)                                                                          \
+	(&(const struct log_fields){.connector = (c)->name,                                        \
+	                            .outcome = run_outcome_name((r)->ok ? RUN_OK : (r)->outcome),  \
+	                            .http_status = (r)->http_status,                               \
+	                            .timed = true,                                                 \
+	                            .seconds = (r)->seconds})
+
 /* Counts and logs how the poll ended, once per poll. */
 static void note_poll(struct job *j, const struct poll_result *r)
 {
@@ -358,8 +368,9 @@ static void note_poll(struct job *j, const struct poll_result *r)
 	if (r->ok) {
 		d->polls_ok++;
 		if (c->failures > 0)
-			log_info("daemon", c->name, "recovered after %u failed poll%s", c->failures,
-			         c->failures == 1 ? "" : "s");
+			log_event(LOG_LEVEL_INFO, "daemon", POLL_FIELDS(c, r),
+			          "recovered after %u failed poll%s", c->failures,
+			          c->failures == 1 ? "" : "s");
 		return;
 	}
 	d->polls_failed++;
@@ -370,11 +381,11 @@ static void note_poll(struct job *j, const struct poll_result *r)
 	/* A failure is logged when it starts (and by every `once`); while it
 	 * repeats, only at debug level. */
 	if (d->opt->once || c->failures == 0)
-		log_warning("daemon", c->name, "poll failed (%s): %s", run_outcome_name(r->outcome),
-		            r->error);
+		log_event(LOG_LEVEL_WARNING, "daemon", POLL_FIELDS(c, r), "poll failed (%s): %s",
+		          run_outcome_name(r->outcome), r->error);
 	else
-		log_debug("daemon", c->name, "still failing (%u times): %s", c->failures + 1,
-		          r->error);
+		log_event(LOG_LEVEL_DEBUG, "daemon", POLL_FIELDS(c, r),
+		          "still failing (%u times): %s", c->failures + 1, r->error);
 }
 
 static void on_polled(const struct poll_result *r, void *user)

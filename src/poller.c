@@ -123,9 +123,14 @@ static void job_finish(struct poll_job *j)
 	const struct connector *c = j->c;
 	struct poll_result *r = &j->result;
 	if (r->ok)
-		log_info(
-		    "poll", c->name, "polled %zu request%s: %zu records, %zu upserted, %zu refused",
-		    r->requests, r->requests == 1 ? "" : "s", r->records, r->upserted, r->rejected);
+		log_event(LOG_LEVEL_INFO, "poll",
+		          &(struct log_fields){.connector = c->name,
+		                               .outcome = run_outcome_name(RUN_OK),
+		                               .timed = true,
+		                               .seconds = ev_time() - j->started},
+		          "polled %zu request%s: %zu records, %zu upserted, %zu refused",
+		          r->requests, r->requests == 1 ? "" : "s", r->records, r->upserted,
+		          r->rejected);
 	/* The one place every poll ends, whoever started it. */
 	r->seconds = ev_time() - j->started;
 	stats_poll_done(j->spec.stats,
@@ -208,6 +213,15 @@ static void on_written(int rc, const char *err, void *arg)
 	pump(j);
 }
 
+/* The log fields of a written request (slot s): its HTTP status and
+ * duration. fetch_runs.id is not among them: the write does not return it. */
+#define REQUEST_FIELDS(c, s, outcome_name)                                                         \
+	(&(const struct log_fields){.connector = (c)->name,                                        \
+	                            .outcome = (outcome_name),                                     \
+	                            .http_status = (s)->run.http_status,                           \
+	                            .timed = true,                                                 \
+	                            .seconds = (s)->run.finished_at - (s)->run.started_at})
+
 /* Takes stock of the oldest written request. Returns false when the poll
  * must end. */
 static bool retire(struct poll_job *j, struct slot *s)
@@ -223,14 +237,17 @@ static bool retire(struct poll_job *j, struct slot *s)
 			r->lease_lost = true;
 			snprintf(r->error, sizeof(r->error), "lease lost, result discarded: %.900s",
 			         s->write.err);
-			log_warning("poll", c->name, "%s", r->error);
+			log_event(LOG_LEVEL_WARNING, "poll", REQUEST_FIELDS(c, s, "lease_lost"),
+			          "%s", r->error);
 		} else {
 			r->db_failed = true;
 			r->db_kind = s->write.kind;
 			r->outcome = RUN_DB_ERROR;
 			snprintf(r->error, sizeof(r->error), "writing window %s … %s: %.900s",
 			         s->from, s->to, s->write.err);
-			log_error("poll", c->name, "%s", r->error);
+			log_event(LOG_LEVEL_ERROR, "poll",
+			          REQUEST_FIELDS(c, s, run_outcome_name(RUN_DB_ERROR)), "%s",
+			          r->error);
 		}
 		return false;
 	}
@@ -247,11 +264,11 @@ static bool retire(struct poll_job *j, struct slot *s)
 	r->upserted += (size_t)s->write.upserted;
 	r->rejected += v->nrefusals;
 	if (v->nrefusals > 0)
-		log_warning("poll", c->name,
-		            "window %s … %s: %zu of %zu records refused; first, #%zu: %s: %s",
-		            s->from, s->to, v->nrefusals, v->received, v->refusals[0].index,
-		            val_reason_name(v->refusals[0].reason), v->refusals[0].detail);
-	log_debug("poll", c->name,
+		log_event(LOG_LEVEL_WARNING, "poll", REQUEST_FIELDS(c, s, NULL),
+		          "window %s … %s: %zu of %zu records refused; first, #%zu: %s: %s",
+		          s->from, s->to, v->nrefusals, v->received, v->refusals[0].index,
+		          val_reason_name(v->refusals[0].reason), v->refusals[0].detail);
+	log_event(LOG_LEVEL_DEBUG, "poll", REQUEST_FIELDS(c, s, run_outcome_name(RUN_OK)),
 	          "window %s … %s: HTTP %ld, %zu records, %ld upserted, %zu refused, %.3f s",
 	          s->from, s->to, s->run.http_status, v->received, s->write.upserted, v->nrefusals,
 	          s->run.finished_at - s->run.started_at);
@@ -353,12 +370,19 @@ static void fail_request(struct poll_job *j, struct slot *s, enum run_outcome ou
 	struct poll_result *r = &j->result;
 	r->ok = false;
 	r->outcome = outcome;
+	r->http_status = status;
 	/* Every failure's text reaches fetch_runs and the log from here: one
 	 * last pass of the mask over the whole, whatever it was built from. */
 	(void)mask_copy_secret(c->bearer_token, error, strlen(error), j->run_error,
 	                       sizeof(j->run_error));
 	snprintf(r->error, sizeof(r->error), "%s", j->run_error);
-	log_debug("poll", c->name, "%s: %s", run_outcome_name(outcome), j->run_error);
+	log_event(LOG_LEVEL_DEBUG, "poll",
+	          &(struct log_fields){.connector = c->name,
+	                               .outcome = run_outcome_name(outcome),
+	                               .http_status = status,
+	                               .timed = true,
+	                               .seconds = finished - started},
+	          "%s: %s", run_outcome_name(outcome), j->run_error);
 	s->failure = true;
 	s->run = (struct db_run){
 	    .connector_id = c->id,
@@ -484,8 +508,13 @@ static void on_response(const struct http_response *resp, void *user)
 	struct poll_result *r = &j->result;
 	j->fetching = false;
 	r->bytes += resp->bytes;
-	log_debug("poll", c->name, "answer: HTTP %ld, %zu bytes in %.3f s", resp->status,
-	          resp->bytes, resp->finished_at - resp->started_at);
+	log_event(LOG_LEVEL_DEBUG, "poll",
+	          &(struct log_fields){.connector = c->name,
+	                               .http_status = resp->status,
+	                               .timed = true,
+	                               .seconds = resp->finished_at - resp->started_at},
+	          "answer: HTTP %ld, %zu bytes in %.3f s", resp->status, resp->bytes,
+	          resp->finished_at - resp->started_at);
 	if (j->ending) { /* an earlier write failed: this answer is dropped */
 		pump(j);
 		return;

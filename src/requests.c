@@ -197,7 +197,9 @@ static char *error_report(const char *reason)
 /* The test could not run: status failed, the reason in report. */
 static void fail_test(struct test *t, const char *reason)
 {
-	log_warning("requests", t->log_name, "%s could not run: %s", t->what, reason);
+	log_event(LOG_LEVEL_WARNING, "requests",
+	          &(struct log_fields){.connector = t->log_name, .outcome = "failed"},
+	          "%s could not run: %s", t->what, reason);
 	t->end = DB_REQUEST_FAILED;
 	t->passed = false;
 	free(t->report);
@@ -231,8 +233,9 @@ static void on_probed(struct probe *p, const char *error, void *user)
 		fail_test(t, "out of memory writing the report");
 		return;
 	}
-	log_info("requests", t->log_name, "%s: done, verdict %s", t->what,
-	         probe_status_name(verdict));
+	log_event(LOG_LEVEL_INFO, "requests",
+	          &(struct log_fields){.connector = t->log_name, .outcome = "done"},
+	          "%s: done, verdict %s", t->what, probe_status_name(verdict));
 	write_test(t);
 }
 
@@ -532,6 +535,14 @@ static void end_backfill(struct backfill *b, enum db_request_end end, const char
 		on_backfill_written(-1, "out of memory", b);
 }
 
+/* The log fields of a backfill request's end: as a poll's (daemon.c). */
+#define BACKFILL_FIELDS(b, r, outcome_name)                                                        \
+	(&(const struct log_fields){.connector = (b)->c.name,                                      \
+	                            .outcome = (outcome_name),                                     \
+	                            .http_status = (r)->http_status,                               \
+	                            .timed = true,                                                 \
+	                            .seconds = (r)->seconds})
+
 static void on_backfill_polled(const struct poll_result *r, void *user)
 {
 	struct backfill *b = user;
@@ -540,20 +551,22 @@ static void on_backfill_polled(const struct poll_result *r, void *user)
 		/* We were stalled past our leases and another daemon holds the
 		 * connector: back to pending (if the row is still ours), to
 		 * resume at done_until once the connector is free. */
-		log_warning("requests", b->c.name,
-		            "backfill request %" PRId64 ": %s; it resumes later", b->id, r->error);
+		log_event(LOG_LEVEL_WARNING, "requests", BACKFILL_FIELDS(b, r, "lease_lost"),
+		          "backfill request %" PRId64 ": %s; it resumes later", b->id, r->error);
 		end_backfill(b, DB_REQUEST_REQUEUE, NULL);
 		return;
 	}
 	if (r->ok) {
-		log_info("requests", b->c.name,
-		         "backfill request %" PRId64 ": done: %zu requests, %zu records, "
-		         "%zu upserted, %zu refused",
-		         b->id, r->requests, r->records, r->upserted, r->rejected);
+		log_event(LOG_LEVEL_INFO, "requests",
+		          BACKFILL_FIELDS(b, r, run_outcome_name(RUN_OK)),
+		          "backfill request %" PRId64 ": done: %zu requests, %zu records, "
+		          "%zu upserted, %zu refused",
+		          b->id, r->requests, r->records, r->upserted, r->rejected);
 		end_backfill(b, DB_REQUEST_DONE, NULL);
 	} else {
-		log_warning("requests", b->c.name, "backfill request %" PRId64 " failed: %s", b->id,
-		            r->error);
+		log_event(LOG_LEVEL_WARNING, "requests",
+		          BACKFILL_FIELDS(b, r, run_outcome_name(r->outcome)),
+		          "backfill request %" PRId64 " failed: %s", b->id, r->error);
 		end_backfill(b, DB_REQUEST_FAILED, r->error);
 	}
 }
