@@ -37,6 +37,11 @@ struct cfg {
 	/* [log] */
 	enum log_level log_level;
 	enum log_format log_format;
+	/* [retention]: how long audit rows are kept, 0: forever; how often the
+	 * janitor runs (partitions ahead, expired ones dropped). */
+	int64_t retention_fetch_runs_ms;
+	int64_t retention_rejected_records_ms;
+	int64_t janitor_interval_ms;
 };
 
 /* Fills every key with its documented default (allocates; cfg_free frees). */
@@ -53,6 +58,10 @@ void cfg_free(struct cfg *c);
 
 /* Value parsers, exposed for tests. Return 0 or -1 with a message in err. */
 int cfg_parse_duration_ms(const char *s, int64_t *ms, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* A retention: "0" (forever, unit optional) or a duration of at least one day
+ * (retention is counted in whole days: partitions are days or months). */
+int cfg_parse_retention_ms(const char *s, int64_t *ms, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 int cfg_parse_size(const char *s, size_t *bytes, char *err, size_t errlen)
     __attribute__((warn_unused_result));

@@ -31,6 +31,7 @@ enum kind {
 	K_NETWORKS,   /* struct cfg_network * plus a size_t count */
 	K_LOG_LEVEL,  /* enum log_level */
 	K_LOG_FORMAT, /* enum log_format */
+	K_RETENTION,  /* int64_t milliseconds, 0 (forever) or within [min, max] */
 };
 
 struct key_def {
@@ -71,6 +72,18 @@ static const struct key_def keys[] = {
 
     {"log", "level", K_LOG_LEVEL, FIELD(log_level), 0, "info", NULL, NULL},
     {"log", "format", K_LOG_FORMAT, FIELD(log_format), 0, "text", NULL, NULL},
+
+    /* fetch_runs: a month answers "what happened last month" and, at 10,000
+     * connectors polled every 15 minutes, is about 30 million rows (some
+     * 6 GB with indexes); rejected_records are few and are what a customer's
+     * developers ask about weeks later: a quarter. 1d is the floor: a row
+     * arrives up to request_timeout (at most 1h) after its started_at, so
+     * a partition that ended a day ago receives nothing more. */
+    {"retention", "fetch_runs", K_RETENTION, FIELD(retention_fetch_runs_ms), 0, "30d", "1d",
+     "36500d"},
+    {"retention", "rejected_records", K_RETENTION, FIELD(retention_rejected_records_ms), 0, "90d",
+     "1d", "36500d"},
+    {"retention", "janitor_interval", K_DURATION, FIELD(janitor_interval_ms), 0, "1h", "1s", "1d"},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -117,6 +130,13 @@ static int parse_numeric(enum kind kind, const char *s, uint64_t *n, char *err, 
 		*n = (uint64_t)ms; /* never negative: the parser takes no sign */
 		return 0;
 	}
+	case K_RETENTION: {
+		int64_t ms;
+		if (cfg_parse_retention_ms(s, &ms, err, errlen) < 0)
+			return -1;
+		*n = (uint64_t)ms;
+		return 0;
+	}
 	case K_SIZE: {
 		size_t bytes;
 		if (cfg_parse_size(s, &bytes, err, errlen) < 0)
@@ -144,9 +164,12 @@ static int parse_bounded(const struct key_def *k, const char *v, uint64_t *n, ch
 		snprintf(err, errlen, "internal error: bad bounds in the key table");
 		return -1;
 	}
+	/* 0 is a retention's "forever", outside the bounds on purpose. */
+	if (k->kind == K_RETENTION && *n == 0)
+		return 0;
 	if (*n < min || *n > max) {
-		snprintf(err, errlen, "\"%s\" is out of range (expected %s to %s)", v, k->min,
-		         k->max);
+		snprintf(err, errlen, "\"%s\" is out of range (expected %s%s to %s)", v,
+		         k->kind == K_RETENTION ? "0 (forever) or " : "", k->min, k->max);
 		return -1;
 	}
 	return 0;
@@ -226,6 +249,7 @@ static int set_value(const struct key_def *k, struct cfg *c, const char *v, char
 		return set_text(k, field, v, err, errlen);
 	case K_COUNT:
 	case K_DURATION:
+	case K_RETENTION:
 	case K_SIZE: {
 		uint64_t n;
 		if (parse_bounded(k, v, &n, err, errlen) < 0)
@@ -235,7 +259,7 @@ static int set_value(const struct key_def *k, struct cfg *c, const char *v, char
 		 * (and SIZE_MAX by the parser on 32-bit). */
 		if (k->kind == K_COUNT)
 			*(unsigned *)field = (unsigned)n;
-		else if (k->kind == K_DURATION)
+		else if (k->kind == K_DURATION || k->kind == K_RETENTION)
 			*(int64_t *)field = (int64_t)n;
 		else
 			*(size_t *)field = (size_t)n;

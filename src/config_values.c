@@ -103,6 +103,29 @@ int cfg_parse_duration_ms(const char *s, int64_t *ms, char *err, size_t errlen)
 	return -1;
 }
 
+int cfg_parse_retention_ms(const char *s, int64_t *ms, char *err, size_t errlen)
+{
+	/* "0" alone means forever: the unit says nothing then, so it may go. */
+	uint64_t n;
+	const char *unit;
+	if (split_number(s, "retention", "30d", &n, &unit, err, errlen) < 0)
+		return -1;
+	if (n == 0 && *unit == '\0') {
+		*ms = 0;
+		return 0;
+	}
+	if (cfg_parse_duration_ms(s, ms, err, errlen) < 0)
+		return -1;
+	/* Retention is counted in whole days (partitions are days or months):
+	 * "36h" would suggest a precision the janitor does not have. */
+	if (*ms % (86400 * 1000) != 0) {
+		snprintf(err, errlen, "\"%s\" is not a whole number of days (use d, such as 30d)",
+		         s);
+		return -1;
+	}
+	return 0;
+}
+
 int cfg_parse_size(const char *s, size_t *bytes, char *err, size_t errlen)
 {
 	uint64_t n;

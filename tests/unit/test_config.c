@@ -167,6 +167,16 @@ static void expect_same(const struct cfg *a, const struct cfg *b, const char *wh
 	      (int)b->log_level);
 	CHECK(a->log_format == b->log_format, "%s: log_format %d != %d", what, (int)a->log_format,
 	      (int)b->log_format);
+	CHECK(a->retention_fetch_runs_ms == b->retention_fetch_runs_ms,
+	      "%s: retention_fetch_runs_ms %lld != %lld", what,
+	      (long long)a->retention_fetch_runs_ms, (long long)b->retention_fetch_runs_ms);
+	CHECK(a->retention_rejected_records_ms == b->retention_rejected_records_ms,
+	      "%s: retention_rejected_records_ms %lld != %lld", what,
+	      (long long)a->retention_rejected_records_ms,
+	      (long long)b->retention_rejected_records_ms);
+	CHECK(a->janitor_interval_ms == b->janitor_interval_ms,
+	      "%s: janitor_interval_ms %lld != %lld", what, (long long)a->janitor_interval_ms,
+	      (long long)b->janitor_interval_ms);
 }
 
 static struct cfg_network net(int family, const char *addr, unsigned prefix)
@@ -201,6 +211,9 @@ static void expect_defaults(const struct cfg *c, const char *what)
 	    .ndeny_networks = 2,
 	    .log_level = LOG_LEVEL_INFO,
 	    .log_format = LOG_FORMAT_TEXT,
+	    .retention_fetch_runs_ms = 30LL * 86400 * 1000,
+	    .retention_rejected_records_ms = 90LL * 86400 * 1000,
+	    .janitor_interval_ms = 3600 * 1000,
 	};
 	expect_same(c, &want, what);
 }
@@ -239,7 +252,11 @@ static const char non_default_fmt[] = "[database]\n"
                                       "deny_networks = 10.0.0.0/8, ::1, 192.0.2.7\n"
                                       "[log]\n"
                                       "level = debug\n"
-                                      "format = json\n";
+                                      "format = json\n"
+                                      "[retention]\n"
+                                      "fetch_runs = 7d\n"
+                                      "rejected_records = 0\n"
+                                      "janitor_interval = 90s\n";
 
 /* Loads non_default_fmt into a fresh config; *ca_path is the temp CA file
  * it names (the caller unlinks and frees it). */
@@ -276,6 +293,9 @@ static void expect_non_default(const struct cfg *c, const char *ca_path, const c
 	    .ndeny_networks = 3,
 	    .log_level = LOG_LEVEL_DEBUG,
 	    .log_format = LOG_FORMAT_JSON,
+	    .retention_fetch_runs_ms = 7LL * 86400 * 1000,
+	    .retention_rejected_records_ms = 0,
+	    .janitor_interval_ms = 90 * 1000,
 	};
 	expect_same(c, &want, what);
 }
@@ -347,6 +367,52 @@ static void test_duration_table(void **state)
 		expect_error(cfg_parse_duration_ms(bad[i].in, &ms, err, sizeof(err)), err,
 		             bad[i].want, what);
 		CHECK(ms == 42, "%s: output written on error", what);
+	}
+}
+
+/* [retention]: 0 alone (or with any unit) keeps forever, otherwise whole
+ * days; hours are accepted only when they make whole days. */
+static void test_retention_table(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in;
+		int64_t want;
+	} good[] = {
+	    {"0", 0},
+	    {"0d", 0},
+	    {"1d", 86400000},
+	    {"30d", INT64_C(30) * 86400000},
+	    {"48h", INT64_C(2) * 86400000},
+	    {"90 d", INT64_C(90) * 86400000},
+	};
+	for (size_t i = 0; i < ARRAY_LEN(good); i++) {
+		int64_t ms = -1;
+		char err[256] = "";
+		int rc = cfg_parse_retention_ms(good[i].in, &ms, err, sizeof(err));
+		CHECK(rc == 0, "retention \"%s\": unexpected error: %s", good[i].in, err);
+		CHECK(ms == good[i].want, "retention \"%s\": got %lld ms, want %lld", good[i].in,
+		      (long long)ms, (long long)good[i].want);
+	}
+	static const struct {
+		const char *in;
+		const char *want;
+	} bad[] = {
+	    {"", "empty value"},
+	    {"30", "\"30\" has no unit"},
+	    {"-1d", "is not a retention"},
+	    {"forever", "is not a retention"},
+	    {"36h", "\"36h\" is not a whole number of days"},
+	    {"1.5d", "whole numbers only"},
+	    {"2w", "unknown unit \"w\""},
+	};
+	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+		int64_t ms = 42;
+		char err[256] = "";
+		char what[128];
+		snprintf(what, sizeof(what), "retention \"%s\"", bad[i].in);
+		expect_error(cfg_parse_retention_ms(bad[i].in, &ms, err, sizeof(err)), err,
+		             bad[i].want, what);
 	}
 }
 
@@ -556,6 +622,9 @@ static const char *const spec_keys[] = {
     "http.deny_networks",
     "log.level",
     "log.format",
+    "retention.fetch_runs",
+    "retention.rejected_records",
+    "retention.janitor_interval", /* README: how often the janitor runs */
 };
 
 /* If line looks like "; key = value" (or "# key = value"), returns the
@@ -675,7 +744,7 @@ static const struct error_case error_cases[] = {
      "user_agent, ca_file, proxy, deny_networks); lease belongs in [daemon]"},
     {"key in upper case", "[daemon]\nLease = 5min\n", 2, "[daemon] Lease: unknown key"},
     {"unknown section", "; x\n[deamon]\nlease = 5min\n", 3,
-     "[deamon] lease: unknown section (sections: database, daemon, http, log)"},
+     "[deamon] lease: unknown section (sections: database, daemon, http, log, retention)"},
     {"key before any section", "\nlease = 5min\n[daemon]\n", 2,
      "lease: key before any [section] header"},
     {"duplicate key", "[daemon]\nlease = 1min\n\n[log]\nlevel = info\n[daemon]\nlease = 2min\n", 7,
@@ -715,6 +784,15 @@ static const struct error_case error_cases[] = {
     {"ca_file is a directory", "[http]\nca_file = /tmp\n", 2,
      "[http] ca_file: \"/tmp\" is not a regular file"},
     {"empty duration", "[daemon]\nlease =\n", 2, "[daemon] lease: empty value"},
+    {"retention under a day", "[retention]\nfetch_runs = 0d\nrejected_records = 12h\n", 3,
+     "[retention] rejected_records: \"12h\" is not a whole number of days (use d, such as 30d)"},
+    {"retention out of range", "[retention]\nfetch_runs = 36501d\n", 2,
+     "[retention] fetch_runs: \"36501d\" is out of range (expected 0 (forever) or 1d to "
+     "36500d)"},
+    {"retention without a unit", "[retention]\nfetch_runs = 30\n", 2,
+     "[retention] fetch_runs: \"30\" has no unit (use ms, s, min, h, d)"},
+    {"janitor_interval too short", "[retention]\njanitor_interval = 500ms\n", 2,
+     "[retention] janitor_interval: \"500ms\" is out of range (expected 1s to 1d)"},
 };
 
 static void test_error_cases(void **state)
@@ -1394,6 +1472,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_duration_table),
+	    cmocka_unit_test(test_retention_table),
 	    cmocka_unit_test(test_size_table),
 	    cmocka_unit_test(test_network_table),
 	    cmocka_unit_test(test_defaults),
