@@ -43,7 +43,9 @@ enum db_error_kind db_error_kind(const struct db *db);
 /* Applies the embedded migrations that are missing, in one transaction
  * under an advisory lock (safe from two hosts at once), and logs each one
  * applied once the transaction has committed. *applied counts those
- * applied now. On failure nothing is applied; db_error_kind says why. */
+ * applied now. A migration marked own_transaction commits on its own, after
+ * those before it: on failure, those committed so far stay applied (and
+ * were logged), the rest is not; db_error_kind says why. */
 int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 

@@ -3,12 +3,17 @@
 #ifndef KSI_MIGRATIONS_H
 #define KSI_MIGRATIONS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct migration {
 	int version;
 	const char *name; /* file name without .sql */
 	const char *sql;  /* NUL-terminated */
+	/* Applied and committed in a transaction of its own, after those before
+	 * it are committed: for a step whose locks must be gone before the
+	 * next one starts (0007-0009). Its first line says so. */
+	bool own_transaction;
 };
 
 extern const struct migration migrations[];

@@ -267,15 +267,35 @@ static int migrate_apply(struct db *db, const struct migration *m, char *why, si
 	                2, params, why, whylen);
 }
 
+/* Commits the migrations applied in the open transaction, logs them, and
+ * (unless last) opens the next transaction, taking the lock again and
+ * reading the version again: another host may have gone on meanwhile. */
+static int migrate_commit(struct db *db, const size_t *done, size_t *ndone, size_t *total,
+                          bool last, long *current, char *why, size_t whylen)
+{
+	if (dbi_exec(db, NULL, "COMMIT", 0, NULL, why, whylen) != 0)
+		return -1;
+	for (size_t k = 0; k < *ndone; k++)
+		log_info("db", NULL, "applied migration %s", migrations[done[k]].name);
+	*total += *ndone;
+	*ndone = 0;
+	if (last)
+		return 0;
+	if (dbi_exec(db, NULL, "BEGIN", 0, NULL, why, whylen) != 0)
+		return -1;
+	return migrate_begin(db, current, why, whylen);
+}
+
 int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
 {
 	*applied = 0;
 	char why[1024];
 	/* The migrations applied in this transaction, to be logged once it
 	 * has committed: a COMMIT can still fail (a deferred constraint, the
-	 * connection), and then nothing was applied. */
+	 * connection), and then nothing of this transaction was applied. */
 	size_t done[64];
 	size_t ndone = 0;
+	size_t total = 0; /* committed in earlier transactions of this run */
 	long current = 0;
 	if (dbi_exec(db, NULL, "BEGIN", 0, NULL, why, sizeof(why)) != 0)
 		goto fail;
@@ -292,7 +312,13 @@ int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
 		goto fail;
 	}
 	for (size_t i = 0; i < migrations_count; i++) {
-		if (migrations[i].version <= current)
+		const struct migration *m = &migrations[i];
+		/* A step of its own: what came before commits first. */
+		if (m->own_transaction && ndone > 0 &&
+		    migrate_commit(db, done, &ndone, &total, false, &current, why, sizeof(why)) !=
+		        0)
+			goto rollback;
+		if (m->version <= current)
 			continue;
 		if (ndone == sizeof(done) / sizeof(done[0])) {
 			dbi_set_err(
@@ -302,27 +328,30 @@ int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
 			db->kind = DB_ERR_OTHER;
 			goto rollback;
 		}
-		if (migrate_apply(db, &migrations[i], why, sizeof(why)) != 0)
+		if (migrate_apply(db, m, why, sizeof(why)) != 0)
 			goto rollback;
 		done[ndone++] = i;
+		if (m->own_transaction && migrate_commit(db, done, &ndone, &total, false, &current,
+		                                         why, sizeof(why)) != 0)
+			goto rollback;
 	}
-	if (dbi_exec(db, NULL, "COMMIT", 0, NULL, why, sizeof(why)) != 0) {
-		dbi_set_err(err, errlen, "committing the migrations: %s (nothing was applied)",
+	if (migrate_commit(db, done, &ndone, &total, true, &current, why, sizeof(why)) != 0) {
+		dbi_set_err(err, errlen,
+		            "committing the migrations: %s (those not logged as applied were not)",
 		            why);
 		dbi_add_remedy(db, true, err, errlen);
 		return -1;
 	}
-	for (size_t k = 0; k < ndone; k++)
-		log_info("db", NULL, "applied migration %s", migrations[done[k]].name);
-	*applied = (int)ndone;
+	*applied = (int)total;
 	return 0;
 
 rollback:
 	/* Keep the first error; the rollback's own outcome changes nothing
-	 * (db->kind keeps the failure's kind). */
+	 * (db->kind keeps the failure's kind). Migrations already committed
+	 * in a transaction of their own stay applied (and were logged). */
 	dbi_end_quietly(db, "ROLLBACK");
 fail:
-	*applied = 0;
+	*applied = (int)total;
 	dbi_set_err(err, errlen, "%s", why);
 	dbi_add_remedy(db, true, err, errlen);
 	return -1;
