@@ -17,8 +17,13 @@ struct janitor;
 
 struct janitor_task {
 	const char *name; /* for the log: "retention", "partitions ahead" */
-	dbq_run_fn run;   /* runs on the maintenance lane's connection */
+	dbq_run_fn run;   /* runs on the maintenance lane's connection, with arg */
 	void *arg;
+	/* Optional: runs on the loop just before the task is queued, with arg:
+	 * where a task copies what it reads from state the loop owns (the
+	 * configuration, which a reload replaces), so run never reads it from
+	 * the lane's thread. */
+	void (*prepare)(void *arg);
 };
 
 /* First cycle after `first` seconds, then every `interval`. tasks are

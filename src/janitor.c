@@ -24,6 +24,16 @@ struct janitor {
 
 static void run_next(struct janitor *j);
 
+/* On the maintenance lane: the lane hands every job one argument, which
+ * on_task_done needs to be the janitor; the task gets its own. j->next is
+ * not written while a task runs (on_task_done comes after it). */
+static int run_task(struct db *db, void *arg, char *err, size_t errlen)
+{
+	struct janitor *j = arg;
+	const struct janitor_task *t = &j->tasks[j->next];
+	return t->run(db, t->arg, err, errlen);
+}
+
 static void on_task_done(int rc, const char *err, void *arg)
 {
 	struct janitor *j = arg;
@@ -43,7 +53,9 @@ static void run_next(struct janitor *j)
 {
 	while (j->next < j->ntasks) {
 		const struct janitor_task *t = &j->tasks[j->next];
-		if (dbq_submit_maintenance(j->dbq, t->run, on_task_done, j) == 0)
+		if (t->prepare)
+			t->prepare(t->arg);
+		if (dbq_submit_maintenance(j->dbq, run_task, on_task_done, j) == 0)
 			return;
 		j->failures++;
 		log_warning("janitor", NULL, "%s not run: out of memory", t->name);

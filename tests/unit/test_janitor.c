@@ -44,16 +44,38 @@ int dbq_submit_maintenance(struct dbq *q, dbq_run_fn run, dbq_done_fn done, void
 	return 0;
 }
 
+/* What ran on the "lane": the task's own arg (a name), and what prepare
+ * saw before the task was queued. */
+static const char *ran;
+static int prepared;
+
 static int task_a(struct db *db, void *arg, char *err, size_t errlen)
 {
-	(void)db, (void)arg, (void)err, (void)errlen;
+	(void)db, (void)err, (void)errlen;
+	ran = arg;
 	return 0;
 }
 
 static int task_b(struct db *db, void *arg, char *err, size_t errlen)
 {
-	(void)db, (void)arg, (void)err, (void)errlen;
+	(void)db, (void)err, (void)errlen;
+	ran = arg;
 	return 0;
+}
+
+static void prepare_count(void *arg)
+{
+	assert_string_equal(arg, "a");
+	prepared++;
+}
+
+/* Runs job i as the lane would and names the task that ran. */
+static const char *run_job(size_t i)
+{
+	ran = NULL;
+	char err[64];
+	assert_int_equal(queued[i].run(NULL, queued[i].arg, err, sizeof(err)), 0);
+	return ran;
 }
 
 /* Completes the oldest queued job as the lane would, from the loop. */
@@ -75,6 +97,7 @@ static void reset(void)
 {
 	nqueued = 0;
 	lane_started = 0;
+	prepared = 0;
 	submit_fails = 0;
 	memset(queued, 0, sizeof(queued));
 }
@@ -84,12 +107,15 @@ static void test_tasks_in_order_one_at_a_time(void **state)
 	(void)state;
 	reset();
 	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	const struct janitor_task tasks[] = {{"a", task_a, NULL}, {"b", task_b, NULL}};
+	const struct janitor_task tasks[] = {{"a", task_a, (void *)"a", prepare_count},
+	                                     {"b", task_b, (void *)"b", NULL}};
 	struct janitor *j;
 	assert_int_equal(janitor_new(loop, NULL, tasks, 2, 0.001, 0.01, &j), 0);
 	assert_int_equal(lane_started, 1);
 	run_until_queued(loop, 1);
-	assert_ptr_equal(queued[0].run, task_a);
+	/* a's prepare ran on the loop before it was queued, and a gets its arg. */
+	assert_int_equal(prepared, 1);
+	assert_string_equal(run_job(0), "a");
 	/* b waits for a, however often the timer fires meanwhile. */
 	ev_tstamp until = ev_time() + 0.05;
 	while (ev_time() < until)
@@ -97,14 +123,15 @@ static void test_tasks_in_order_one_at_a_time(void **state)
 	assert_int_equal(nqueued, 1);
 	complete(0, -1, "lock_timeout");
 	assert_int_equal(nqueued, 2);
-	assert_ptr_equal(queued[1].run, task_b);
+	assert_string_equal(run_job(1), "b");
 	assert_int_equal(janitor_failures(j), 1);
 	assert_int_equal(janitor_cycles(j), 0);
 	complete(1, 0, NULL);
 	assert_int_equal(janitor_cycles(j), 1);
 	/* The next cycle starts with a again. */
 	run_until_queued(loop, 3);
-	assert_ptr_equal(queued[2].run, task_a);
+	assert_string_equal(run_job(2), "a");
+	assert_int_equal(prepared, 2);
 	janitor_free(j);
 	ev_loop_destroy(loop);
 }
@@ -129,12 +156,13 @@ static void test_submit_failure_skips_to_next_task(void **state)
 	(void)state;
 	reset();
 	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	const struct janitor_task tasks[] = {{"a", task_a, NULL}, {"b", task_b, NULL}};
+	const struct janitor_task tasks[] = {{"a", task_a, (void *)"a", NULL},
+	                                     {"b", task_b, (void *)"b", NULL}};
 	struct janitor *j;
 	assert_int_equal(janitor_new(loop, NULL, tasks, 2, 0.001, 10, &j), 0);
 	submit_fails = 1;
 	run_until_queued(loop, 1);
-	assert_ptr_equal(queued[0].run, task_b);
+	assert_string_equal(run_job(0), "b");
 	assert_int_equal(janitor_failures(j), 1);
 	janitor_free(j);
 	ev_loop_destroy(loop);
