@@ -120,6 +120,34 @@ bool db_alive(struct db *db);
 int db_exec(struct db *db, const char *sql, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* Retention of the audit tables (migration 0009), the janitor's task: how
+ * long rows are kept, in seconds, 0 keeping forever. */
+struct db_retention {
+	int64_t fetch_runs_keep_s;
+	int64_t rejected_records_keep_s;
+};
+
+/* What one run of db_maint_retention did. */
+struct db_retention_report {
+	bool skipped;   /* another janitor held the lock: nothing done */
+	int created;    /* partitions created ahead */
+	int dropped;    /* expired partitions dropped */
+	int busy;       /* actions given up for a lock held by others (next cycle) */
+	int64_t ms;     /* the whole run */
+	int64_t max_ms; /* the slowest action */
+};
+
+/* One janitor cycle of retention: under an advisory lock (several daemons:
+ * one does the work, the others skip), with lock_timeout and
+ * statement_timeout set, creates the partitions of the week ahead and
+ * drops those entirely older than the retention, each action a transaction
+ * of its own (ksi_sales.retention_plan, _create, _drop). An action that
+ * cannot have its locks quickly is given up and counted in busy (not a
+ * failure: writers go first); each action done is logged. -1 with err on
+ * any other failure (the remaining actions were still tried). */
+int db_maint_retention(struct db *db, const struct db_retention *r, struct db_retention_report *out,
+                       char *err, size_t errlen) __attribute__((warn_unused_result));
+
 /* Outcome of one request, as stored in fetch_runs.outcome. */
 enum run_outcome {
 	RUN_OK,

@@ -26,6 +26,7 @@
 #include "log.h"
 #include "poller.h"
 #include "requests.h"
+#include "retention.h"
 #include "schedule.h"
 #include "stats.h"
 
@@ -108,8 +109,7 @@ struct claim {
 	enum db_error_kind kind; /* why the claim failed */
 };
 
-#define JANITOR_FIRST_S 60.0      /* after start: not while everything starts at once */
-#define JANITOR_INTERVAL_S 3600.0 /* maintenance is hourly at most */
+#define JANITOR_FIRST_S 60.0 /* after start: not while everything starts at once */
 
 struct daemon {
 	struct ev_loop *loop;
@@ -117,8 +117,9 @@ struct daemon {
 	const struct daemon_options *opt;
 	struct http *http;
 	struct dbq *dbq;
-	struct requests *rq;     /* connection_tests, backfill_requests (`run` only) */
-	struct janitor *janitor; /* periodic maintenance (`run` only) */
+	struct requests *rq;        /* connection_tests, backfill_requests (`run` only) */
+	struct janitor *janitor;    /* periodic maintenance (`run` only) */
+	struct retention retention; /* the janitor's retention task */
 	char owner[160];
 
 	LIST_HEAD(jobs, job) jobs;
@@ -801,11 +802,16 @@ static int start_parts(struct daemon *d)
 	    .idle = on_requests_idle,
 	    .user = d,
 	};
-	/* The janitor's tasks: none yet (the retention issue adds them). Its
-	 * first cycle a minute after start, then hourly. */
+	/* The janitor's tasks: retention (partitions ahead, expired ones
+	 * dropped). Its first cycle a minute after start (sooner when the
+	 * interval is shorter), then every [retention] janitor_interval. */
+	retention_init(&d->retention, d->cfg);
+	const struct janitor_task tasks[] = {retention_task(&d->retention)};
+	double every = d->cfg->janitor_interval_ms / 1000.0;
 	if (!d->opt->once && (requests_new(&renv, &d->rq) != 0 ||
-	                      janitor_new(d->loop, d->dbq, NULL, 0, JANITOR_FIRST_S,
-	                                  JANITOR_INTERVAL_S, &d->janitor) != 0)) {
+	                      janitor_new(d->loop, d->dbq, tasks, sizeof(tasks) / sizeof(tasks[0]),
+	                                  every < JANITOR_FIRST_S ? every : JANITOR_FIRST_S, every,
+	                                  &d->janitor) != 0)) {
 		log_error("daemon", NULL, "out of memory");
 		dbq_free(d->dbq);
 		http_free(d->http);
