@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# Integration tests of the data lifecycle (migrations 0007-0009 and the
+# janitor's retention), against the real binary, a throwaway PostgreSQL and
+# the fake customer API:
+#   1. the in-place migration of a populated database while a daemon polls:
+#      no row lost, every refused record still names its run, views work,
+#      and the daemon's writes go on while the migration validates;
+#   2. retention drops exactly the partitions entirely older than the
+#      retention, never today's, and creates a week ahead;
+#   3. two janitors at once: one works, the other skips (advisory lock);
+#   4. a long reader of an expired partition: the janitor gives up and
+#      retries next cycle, while inserts proceed.
+#   retention.sh BINARY FAKEAPI
+set -uo pipefail
+
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+suite_start "$@"
+
+pg_start || { echo "could not start PostgreSQL" >&2; exit 1; }
+fake_start "$FAKE" --token "$TOKEN" || { cat "$WORK/fake.out" >&2; exit 1; }
+
+JANITOR_LOCK_KEY=7233879461275471170 # src/db_maint.c
+
+# hold_start NAME CONNINFO SQL: a psql session (in the background) that runs
+# SQL inside an open transaction and keeps it open until hold_end NAME.
+hold_start() {
+	local name=$1 url=$2
+	shift
+	mkfifo "$WORK/$name.in"
+	PGAPPNAME=hold_$name psql "$url" -X -q -v ON_ERROR_STOP=1 <"$WORK/$name.in" >"$WORK/$name.out" 2>&1 &
+	PIDS+=("$!")
+	eval "HOLD_PID_$name=$!"
+	eval "exec {HOLD_FD_$name}>\"\$WORK/$name.in\""
+	local fd_var="HOLD_FD_$name"
+	printf 'BEGIN;\n%s\n' "$2" >&"${!fd_var}"
+	# Its statement has run when its session waits, idle, in the transaction.
+	holding() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hold_$1' AND state = 'idle in transaction'")" = 1 ]; }
+	wait_for "$name to hold its locks" 20 holding "$name"
+}
+hold_end() {
+	local fd_var="HOLD_FD_$1" pid_var="HOLD_PID_$1"
+	printf 'COMMIT;\n' >&"${!fd_var}"
+	eval "exec ${!fd_var}>&-"
+	wait "${!pid_var}" 2>/dev/null
+}
+
+# ---------------------------------------------------------------------------
+echo "# 1. in place: a database at version 6, populated, with a daemon polling"
+# What `migrate` does before the numbered files (src/db_conn.c), then 0001-0006:
+# the schema a deployed database has today.
+sql "CREATE SCHEMA ksi_sales;
+     CREATE TABLE ksi_sales.schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+                                               applied_at timestamptz NOT NULL DEFAULT now())" >/dev/null
+for f in "$ROOT"/src/migrations/000[1-6]_*.sql; do
+	sql "SET client_min_messages = warning; $(cat "$f")" >/dev/null || echo "could not apply $f" >&2
+	base=$(basename "$f" .sql)
+	sql "INSERT INTO ksi_sales.schema_migrations VALUES (${base%%_*}, '$base')" >/dev/null
+done
+# 40 connectors of 3 stores whose API also sends refused records (bad), and
+# 60 days of history: 100,000 runs, 20,000 refused records naming them.
+sql "INSERT INTO ksi_sales.connectors (name, endpoint_url, bearer_token, initial_backfill, poll_interval)
+     SELECT 'c' || i, '$FAKE_URL/bad/sales', :'token', '6 hours', '1 minute' FROM generate_series(1, 40) i;
+     INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code)
+     SELECT c.name || '-' || k, c.id, 'S' || k FROM ksi_sales.connectors c, generate_series(1, 3) k;
+     INSERT INTO ksi_sales.fetch_runs (connector_id, window_from, window_to, started_at, finished_at, outcome, error)
+     SELECT 1 + i % 40, t, t + interval '1 hour', t, t + interval '1 second',
+            CASE WHEN i % 10 = 0 THEN 'http_error' ELSE 'ok' END, CASE WHEN i % 10 = 0 THEN 'HTTP 500' END
+     FROM generate_series(1, 100000) i, LATERAL (SELECT now() - interval '60 days' + i * interval '51 seconds' AS t) x;
+     INSERT INTO ksi_sales.rejected_records (run_id, connector_id, position, reason, detail, record, created_at)
+     SELECT r.id, r.connector_id, 0, 'time_not_on_hour', 'old', '{}', r.finished_at
+     FROM ksi_sales.fetch_runs r WHERE r.id % 5 = 0;
+     VACUUM ANALYZE ksi_sales.fetch_runs; VACUUM ANALYZE ksi_sales.rejected_records" -v token="$TOKEN" >/dev/null
+BEFORE_RUNS=$(sql "SELECT count(*) || ' ' || max(id) || ' ' || sum(id) FROM ksi_sales.fetch_runs")
+BEFORE_REJ=$(sql "SELECT count(*) || ' ' || max(id) || ' ' || sum(run_id) FROM ksi_sales.rejected_records")
+read -r _ MAX_RUN _ <<<"$BEFORE_RUNS"
+read -r _ MAX_REJ _ <<<"$BEFORE_REJ"
+
+# The daemon under test is this binary: its write statement is the one of
+# schema 6 (src/db_write.c does not change with 0007-0009), so it stands in
+# for the daemon a deployment runs before upgrading. Its start-up check wants
+# version 9: schema_migrations says so while it starts, and no longer after.
+sql "INSERT INTO ksi_sales.schema_migrations VALUES (7, 'pretend'), (8, 'pretend'), (9, 'pretend')" >/dev/null
+daemon_conf "$WORK/d.conf" 5s 1s
+printf '[retention]\njanitor_interval = 1d\n' >>"$WORK/d.conf"
+start_daemon old "$WORK/d.conf"
+sql "DELETE FROM ksi_sales.schema_migrations WHERE name = 'pretend'" >/dev/null
+polled_since() { [ "$(sql "SELECT count(*) FROM ksi_sales.fetch_runs WHERE id > $1")" -ge "$2" ]; }
+wait_for "the daemon's first polls" 60 polled_since "$MAX_RUN" 40
+
+# While migrate runs: every connector due at once (the daemon polls them
+# all), and a writer that inserts into fetch_runs as fast as it can, each
+# insert allowed 1 s (statement_timeout): a long lock would fail it.
+PGBENCH=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)/pgbench
+cat >"$WORK/writer.sql" <<'SQL'
+INSERT INTO ksi_sales.fetch_runs (connector_id, started_at, finished_at, outcome) VALUES (1, now(), now(), 'ok');
+SQL
+MID=$(sql "SELECT max(id) FROM ksi_sales.fetch_runs")
+sql "UPDATE ksi_sales.connectors SET lookback = lookback + interval '1 second'" >/dev/null
+(cd "$WORK" && PGOPTIONS="-c statement_timeout=1000" "$PGBENCH" -n -f writer.sql -T 12 --log \
+	--log-prefix=writer "$CONNINFO" >"$WORK/writer.out" 2>&1) &
+WRITER_PID=$!
+writer_runs() { [ "$(sql "SELECT count(*) FROM ksi_sales.fetch_runs WHERE id > $MID AND window_from IS NULL")" -gt 100 ]; }
+wait_for "the writer to start" 10 writer_runs
+START_MS=$(date +%s%3N)
+ksi migrate 2>"$WORK/migrate.log"
+check "migrate from 6 to 9 under a polling daemon and a writer exits 0" 0 $?
+MIGRATE_MS=$(($(date +%s%3N) - START_MS))
+check "the writer was inserting throughout the migration" "t" "$(kill -0 "$WRITER_PID" && echo t)"
+wait "$WRITER_PID"
+check_contains "the writer's inserts all succeeded" "number of failed transactions: 0" "$(cat "$WORK/writer.out")"
+check_absent "no writer was aborted by a 1 s wait" "aborted" "$(cat "$WORK/writer.out")"
+MAX_US=$(cat "$WORK"/writer.[0-9]* | awk '$3 > m { m = $3 } END { print m + 0 }')
+N_TX=$(cat "$WORK"/writer.[0-9]* | wc -l)
+ok "migrate took $MIGRATE_MS ms; the writer's $N_TX inserts meanwhile waited at most $((MAX_US / 1000)) ms"
+check "the slowest insert during the migration took under 1 s" "t" "$([ "$MAX_US" -lt 1000000 ] && echo t)"
+check "0007, 0008 and 0009 each committed in a transaction of its own" "3" \
+	"$(sql "SELECT count(DISTINCT applied_at) FROM ksi_sales.schema_migrations WHERE version IN (7, 8, 9)")"
+check_contains "each step is logged applied" "applied migration 0009_audit_partitions" "$(cat "$WORK/migrate.log")"
+wait_for "the daemon's polls made due before the migration" 60 polled_since "$MID" 40
+
+check "fetch_runs is partitioned by started_at" "p" \
+	"$(sql "SELECT relkind FROM pg_class WHERE oid = 'ksi_sales.fetch_runs'::regclass")"
+check "rejected_records is partitioned by created_at" "p" \
+	"$(sql "SELECT relkind FROM pg_class WHERE oid = 'ksi_sales.rejected_records'::regclass")"
+check "the old fetch_runs is its first partition, up to its bound" "1" \
+	"$(sql "SELECT count(*) FROM ksi_sales.audit_partitions() WHERE partition = 'fetch_runs_legacy' AND range_from = '-infinity'")"
+check "no row of fetch_runs from before the migration lost or changed" "$BEFORE_RUNS" \
+	"$(sql "SELECT count(*) || ' ' || max(id) || ' ' || sum(id) FROM ksi_sales.fetch_runs WHERE id <= $MAX_RUN")"
+check "no row of rejected_records from before lost or changed" "$BEFORE_REJ" \
+	"$(sql "SELECT count(*) || ' ' || max(id) || ' ' || sum(run_id) FROM ksi_sales.rejected_records WHERE id <= $MAX_REJ")"
+check "every refused record still names a run that exists" "0" \
+	"$(sql "SELECT count(*) FROM ksi_sales.rejected_records j WHERE NOT EXISTS
+	        (SELECT 1 FROM ksi_sales.fetch_runs r WHERE r.id = j.run_id)")"
+check "ids are unique across partitions" "0" \
+	"$(sql "SELECT count(*) - count(DISTINCT id) FROM ksi_sales.fetch_runs")"
+check "the daemon's refused records arrived too (its API sends bad ones)" "t" \
+	"$(sql "SELECT count(*) > 0 FROM ksi_sales.rejected_records WHERE id > $MAX_REJ")"
+AFTER=$(sql "SELECT max(id) FROM ksi_sales.fetch_runs")
+sql "UPDATE ksi_sales.connectors SET lookback = lookback + interval '1 second'" >/dev/null
+wait_for "the daemon's writes after the migration" 60 polled_since "$AFTER" 40
+check "the identity carries on after the swap" "t" \
+	"$(sql "SELECT min(id) > $AFTER FROM ksi_sales.fetch_runs WHERE id > $AFTER")"
+check "connector_health: every connector ok" "40 ok" \
+	"$(sql "SELECT count(*) || ' ' || string_agg(DISTINCT state, ',') FROM ksi_sales.connector_health")"
+check "coverage reads the new table" "t" \
+	"$(sql "SELECT count(*) > 0 FROM ksi_sales.coverage WHERE connector = 'c1' AND status = 'reported'")"
+STATUS=$(ksi status -c "$WORK/d.conf" 2>&1)
+check_contains "status works on the partitioned tables" "c40" "$STATUS"
+check "the daemon's role may still write both tables" "true true" \
+	"$(sql "SELECT has_table_privilege('ksi_salesd_daemon', 'ksi_sales.fetch_runs', 'INSERT') || ' ' ||
+	        has_table_privilege('ksi_salesd_daemon', 'ksi_sales.rejected_records', 'INSERT')")"
+check "the dashboard role may not call the janitor's functions" "false false" \
+	"$(sql "SELECT has_function_privilege('ksi_salesd_dashboard', 'ksi_sales.retention_drop(text, interval, interval, integer)', 'EXECUTE') || ' ' ||
+	        has_function_privilege('ksi_salesd_dashboard', 'ksi_sales.retention_create(text, timestamptz)', 'EXECUTE')")"
+check_absent "no write of the daemon failed during the migration" "writing window" "$(cat "$WORK/old.log")"
+check_absent "no write of the daemon was refused as a lost lease" "lease lost" "$(cat "$WORK/old.log")"
+kill -TERM "$PID_old"
+wait "$PID_old"
+check "the daemon stops cleanly" 0 $?
+
+# ---------------------------------------------------------------------------
+echo "# 2. retention: exactly the expired partitions, never today's"
+sql "CREATE DATABASE fresh" >/dev/null
+FRESH=${CONNINFO/dbname=postgres/dbname=fresh}
+fsql() { psql "$FRESH" -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
+ksi migrate -d "$FRESH" 2>>"$WORK/migrate.log"
+check "a new installation has no old table: daily partitions from today" "fetch_runs_p$(date -u +%Y%m%d)" \
+	"$(fsql -c "SELECT min(partition) FROM ksi_sales.audit_partitions() WHERE parent = 'fetch_runs'")"
+# 40 past days of fetch_runs and 6 past months of rejected_records, one row
+# at noon each day (the first of each month) and one now.
+fsql -c "INSERT INTO ksi_sales.connectors (name, endpoint_url) VALUES ('r', '$FAKE_URL/sales')" >/dev/null
+fsql -c "SELECT ksi_sales.retention_create('fetch_runs', d)
+         FROM generate_series(date_trunc('day', now()) - interval '40 days', date_trunc('day', now()) - interval '1 day', interval '1 day') d;
+         SELECT ksi_sales.retention_create('rejected_records', d)
+         FROM generate_series(date_trunc('month', now()) - interval '6 months', date_trunc('month', now()) - interval '1 month', interval '1 month') d;
+         INSERT INTO ksi_sales.fetch_runs (connector_id, started_at, finished_at, outcome)
+         SELECT 1, d + interval '12 hours', d + interval '12 hours', 'ok'
+         FROM generate_series(date_trunc('day', now()) - interval '40 days', date_trunc('day', now()) - interval '1 day', interval '1 day') d;
+         INSERT INTO ksi_sales.fetch_runs (connector_id, started_at, finished_at, outcome) VALUES (1, now(), now(), 'ok');
+         INSERT INTO ksi_sales.rejected_records (run_id, connector_id, position, reason, detail, record, created_at)
+         SELECT 0, 1, 0, 'x', 'x', '{}', d
+         FROM generate_series(date_trunc('month', now()) - interval '6 months', date_trunc('month', now()), interval '1 month') d" >/dev/null
+# A partition of the week ahead is missing (as if the janitor had not run).
+fsql -c "DROP TABLE ksi_sales.fetch_runs_p$(date -u -d '+3 days' +%Y%m%d)"
+# What must remain, computed apart from retention_plan: days whose end is
+# after the UTC midnight 30 days ago; months whose end is after the UTC
+# midnight 90 days ago.
+WANT_DAYS=$(fsql -c "SELECT count(*) FROM generate_series(date_trunc('day', now()) - interval '40 days', date_trunc('day', now()) - interval '1 day', interval '1 day') d
+                     WHERE d + interval '1 day' > date_trunc('day', now() - interval '30 days')")
+WANT_MONTHS=$(fsql -c "SELECT count(*) FROM generate_series(date_trunc('month', now()) - interval '6 months', date_trunc('month', now()) - interval '1 month', interval '1 month') d
+                       WHERE d + interval '1 month' > date_trunc('day', now() - interval '90 days')")
+check_contains "the dry run lists the partitions to drop and the one to create" \
+	"create|fetch_runs|fetch_runs_p$(date -u -d '+3 days' +%Y%m%d)" \
+	"$(fsql -c "SELECT action, parent, partition FROM ksi_sales.retention_plan('30 days', '90 days')")"
+
+cat >"$WORK/j.conf" <<CONF
+[retention]
+fetch_runs = 30d
+rejected_records = 90d
+janitor_interval = 1s
+[log]
+level = debug
+CONF
+start_daemon janitor "$WORK/j.conf" "$FRESH"
+plan_empty() { [ "$(fsql -c "SELECT count(*) FROM ksi_sales.retention_plan('30 days', '90 days')")" = 0 ]; }
+wait_for "the janitor's first cycle" 30 plan_empty
+check "fetch_runs: the past days kept are exactly those not entirely older than 30 days" "$WANT_DAYS" \
+	"$(fsql -c "SELECT count(*) FROM ksi_sales.audit_partitions() WHERE parent = 'fetch_runs' AND range_to <= date_trunc('day', now())")"
+check "fetch_runs: today's partition and its row are kept" "1" \
+	"$(fsql -c "SELECT count(*) FROM ksi_sales.fetch_runs WHERE started_at >= date_trunc('day', now())")"
+check "fetch_runs: every row of the last 30 days is kept, none older than its day's cut" "$((WANT_DAYS + 1)) true" \
+	"$(fsql -c "SELECT count(*) || ' ' || bool_and(started_at >= date_trunc('day', now() - interval '30 days')) FROM ksi_sales.fetch_runs")"
+check "rejected_records: the months kept are those not entirely older than 90 days" "$WANT_MONTHS" \
+	"$(fsql -c "SELECT count(*) FROM ksi_sales.audit_partitions() WHERE parent = 'rejected_records' AND range_to <= date_trunc('month', now())")"
+check "partitions exist a week ahead, the missing one created" "8 8" \
+	"$(fsql -c "SELECT count(*) || ' ' || count(DISTINCT range_from) FROM ksi_sales.audit_partitions()
+	            WHERE parent = 'fetch_runs' AND range_from >= date_trunc('day', now()) AND range_from <= now() + interval '7 days'")"
+JLOG=$(cat "$WORK/janitor.log")
+check_contains "each drop is logged with its time" "dropped expired partition fetch_runs_p" "$JLOG"
+check_contains "each creation is logged" "created partition fetch_runs_p$(date -u -d '+3 days' +%Y%m%d)" "$JLOG"
+check "retention_status: the oldest day kept and the next boundary" "true true" \
+	"$(fsql -c "SELECT (oldest_from = date_trunc('day', now() - interval '30 days')) || ' ' || (next_boundary = date_trunc('day', now()) + interval '1 day')
+	            FROM ksi_sales.retention_status WHERE table_name = 'fetch_runs'")"
+NOT_EXPIRED=$(fsql -c "SELECT ksi_sales.retention_drop('fetch_runs_p$(date -u +%Y%m%d)', '30 days')" 2>&1)
+check_contains "retention_drop refuses today's partition whatever it is asked" "is not older than the retention" "$NOT_EXPIRED"
+
+# ---------------------------------------------------------------------------
+echo "# 3. two janitors at once: the advisory lock"
+hold_start janlock "$FRESH" "SELECT pg_advisory_lock($JANITOR_LOCK_KEY);"
+lock_held() { [ "$(sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = ($JANITOR_LOCK_KEY::bigint & 4294967295)::oid AND granted")" -ge 1 ]; }
+wait_for "the lock held by another janitor" 10 lock_held
+GONE=fetch_runs_p$(date -u -d '+5 days' +%Y%m%d)
+fsql -c "DROP TABLE ksi_sales.$GONE"
+LINES=$(wc -l <"$WORK/janitor.log")
+skipped() { tail -n +"$LINES" "$WORK/janitor.log" | grep -q "another daemon's janitor is at work"; }
+wait_for "the janitor to skip its cycle" 20 skipped
+check "while another janitor holds the lock, nothing is created" "" \
+	"$(fsql -c "SELECT to_regclass('ksi_sales.$GONE')")"
+hold_end janlock
+start_daemon janitor2 "$WORK/j.conf" "$FRESH"
+recreated() { [ -n "$(fsql -c "SELECT to_regclass('ksi_sales.$GONE')")" ]; }
+wait_for "a janitor to create it once the lock is free" 20 recreated
+# Two janitors, a cycle a second each, for three more cycles of both.
+C1=$(grep -c "retention: " "$WORK/janitor.log"); C2=$(grep -c "retention: " "$WORK/janitor2.log")
+cycles_done() { [ "$(grep -c "retention: " "$WORK/janitor.log")" -ge $((C1 + 3)) ] &&
+	[ "$(grep -c "retention: \|another daemon's janitor" "$WORK/janitor2.log")" -ge $((C2 + 3)) ]; }
+wait_for "three more cycles of both janitors" 30 cycles_done
+check "the partition was created exactly once between the two" "1" \
+	"$(cat "$WORK/janitor.log" "$WORK/janitor2.log" | grep -c "created partition $GONE")"
+check_absent "no janitor failed" "retention failed" "$(cat "$WORK/janitor.log" "$WORK/janitor2.log")"
+kill -TERM "$PID_janitor2"
+wait "$PID_janitor2"
+
+# ---------------------------------------------------------------------------
+echo "# 4. a long reader of an expired partition: the janitor gives up, writers go on"
+OLD_DAY=$(date -u -d '-35 days' +%Y-%m-%d)
+OLD=fetch_runs_p$(date -u -d '-35 days' +%Y%m%d)
+fsql -c "SELECT ksi_sales.retention_create('fetch_runs', '$OLD_DAY 00:00Z');
+         INSERT INTO ksi_sales.fetch_runs (connector_id, started_at, finished_at, outcome)
+         VALUES (1, '$OLD_DAY 12:00Z', '$OLD_DAY 12:00Z', 'ok')" >/dev/null
+hold_start reader "$FRESH" "SELECT count(*) FROM ksi_sales.$OLD;"
+reader_holds() { [ "$(fsql -c "SELECT count(*) FROM pg_locks WHERE relation = 'ksi_sales.$OLD'::regclass AND granted AND mode = 'AccessShareLock'")" -ge 1 ]; }
+wait_for "the reader's lock on $OLD" 10 reader_holds
+LINES=$(wc -l <"$WORK/janitor.log")
+gave_up() { tail -n +"$LINES" "$WORK/janitor.log" | grep -q "drop of partition $OLD given up"; }
+# Writers meanwhile: each insert must finish well within a second.
+WRITES_OK=0
+for i in 1 2 3 4 5 6 7 8 9 10; do
+	fsql -c "SET statement_timeout = '1s'; INSERT INTO ksi_sales.fetch_runs (connector_id, started_at, finished_at, outcome) VALUES (1, now(), now(), 'ok')" >/dev/null &&
+		WRITES_OK=$((WRITES_OK + 1))
+	gave_up && [ "$i" -ge 3 ] && break
+done
+wait_for "the janitor to give up on $OLD" 30 gave_up
+check "inserts went on while the janitor tried (none waited 1 s)" "$i" "$WRITES_OK"
+check "the expired partition is still there while read" "ksi_sales.$OLD" "$(fsql -c "SELECT to_regclass('ksi_sales.$OLD')")"
+check_contains "the give-up is a warning naming the next cycle" "its table is in use (writers go first); next cycle" \
+	"$(tail -n +"$LINES" "$WORK/janitor.log")"
+hold_end reader
+dropped_old() { [ -z "$(fsql -c "SELECT to_regclass('ksi_sales.$OLD')")" ]; }
+wait_for "the next cycle to drop $OLD" 30 dropped_old
+ok "the next cycle dropped $OLD once the reader was done"
+kill -TERM "$PID_janitor"
+wait "$PID_janitor"
+check "the janitor's daemon stops cleanly" 0 $?
+
+echo "# retention: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
