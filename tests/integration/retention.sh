@@ -79,8 +79,8 @@ read -r _ MAX_REJ _ <<<"$BEFORE_REJ"
 # The daemon under test is this binary: its write statement is the one of
 # schema 6 (src/db_write.c does not change with 0007-0009), so it stands in
 # for the daemon a deployment runs before upgrading. Its start-up check wants
-# version 9: schema_migrations says so while it starts, and no longer after.
-sql "INSERT INTO ksi_sales.schema_migrations VALUES (7, 'pretend'), (8, 'pretend'), (9, 'pretend')" >/dev/null
+# the latest version: schema_migrations says so while it starts, no longer after.
+sql "INSERT INTO ksi_sales.schema_migrations SELECT v, 'pretend' FROM generate_series(7, 10) v" >/dev/null
 daemon_conf "$WORK/d.conf" 5s 1s
 printf '[retention]\njanitor_interval = 1d\n' >>"$WORK/d.conf"
 start_daemon old "$WORK/d.conf"
@@ -104,7 +104,7 @@ writer_runs() { [ "$(sql "SELECT count(*) FROM ksi_sales.fetch_runs WHERE id > $
 wait_for "the writer to start" 10 writer_runs
 START_MS=$(date +%s%3N)
 ksi migrate 2>"$WORK/migrate.log"
-check "migrate from 6 to 9 under a polling daemon and a writer exits 0" 0 $?
+check "migrate from 6 to 10 under a polling daemon and a writer exits 0" 0 $?
 MIGRATE_MS=$(($(date +%s%3N) - START_MS))
 check "the writer was inserting throughout the migration" "t" "$(kill -0 "$WRITER_PID" && echo t)"
 wait "$WRITER_PID"
@@ -143,6 +143,15 @@ check "the identity carries on after the swap" "t" \
 	"$(sql "SELECT min(id) > $AFTER FROM ksi_sales.fetch_runs WHERE id > $AFTER")"
 check "connector_health: every connector ok" "40 ok" \
 	"$(sql "SELECT count(*) || ' ' || string_agg(DISTINCT state, ',') FROM ksi_sales.connector_health")"
+check "sales_daily (from the rollup) equals sales_hourly summed per store and local day" "0" \
+	"$(sql "SELECT count(*) FROM (
+	          (SELECT store_id, day, num_tickets, hours_reported FROM ksi_sales.sales_daily
+	           EXCEPT SELECT h.store_id, (h.hour AT TIME ZONE s.timezone)::date, sum(h.num_tickets), count(*)
+	           FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id GROUP BY 1, 2)
+	          UNION ALL
+	          (SELECT h.store_id, (h.hour AT TIME ZONE s.timezone)::date, sum(h.num_tickets), count(*)
+	           FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id GROUP BY 1, 2
+	           EXCEPT SELECT store_id, day, num_tickets, hours_reported FROM ksi_sales.sales_daily)) d")"
 check "coverage reads the new table" "t" \
 	"$(sql "SELECT count(*) > 0 FROM ksi_sales.coverage WHERE connector = 'c1' AND status = 'reported'")"
 STATUS=$(ksi status -c "$WORK/d.conf" 2>&1)
@@ -283,6 +292,40 @@ ok "the next cycle dropped $OLD once the reader was done"
 kill -TERM "$PID_janitor"
 wait "$PID_janitor"
 check "the janitor's daemon stops cleanly" 0 $?
+
+# ---------------------------------------------------------------------------
+echo "# 5. the daily rollup behind sales_daily follows every kind of write"
+rollup_diff() {
+	fsql -c "SELECT count(*) FROM (
+	  (SELECT store_id, day, num_tickets, hours_reported FROM ksi_sales.sales_daily
+	   EXCEPT SELECT h.store_id, (h.hour AT TIME ZONE s.timezone)::date, sum(h.num_tickets), count(*)
+	   FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id GROUP BY 1, 2)
+	  UNION ALL
+	  (SELECT h.store_id, (h.hour AT TIME ZONE s.timezone)::date, sum(h.num_tickets), count(*)
+	   FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id GROUP BY 1, 2
+	   EXCEPT SELECT store_id, day, num_tickets, hours_reported FROM ksi_sales.sales_daily)) d"
+}
+fsql -c "INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code, timezone)
+         SELECT 'z' || k, 1, 'Z' || k, CASE k WHEN 1 THEN 'UTC' WHEN 2 THEN 'Asia/Kolkata' ELSE 'America/Santiago' END
+         FROM generate_series(1, 3) k;
+         INSERT INTO ksi_sales.sales_hourly (store_id, hour, num_tickets, ext_ref_code, connector_id)
+         SELECT s.id, h, (extract(hour FROM h)::int * 7 + s.id::int) % 13, s.ext_ref_code, 1
+         FROM ksi_sales.stores s, generate_series(timestamptz '2026-03-01 00:00Z', '2026-03-04 23:00Z', '1 hour') h" >/dev/null
+check "after inserts (three zones)" "0" "$(rollup_diff)"
+check "one rollup row per store and local day (4 UTC days are 5 local days in +05:30 and -03:00)" "14" "$(fsql -c "SELECT count(*) FROM ksi_sales.sales_daily")"
+# The daemon's upsert: some hours again with new counts, some unchanged, some new.
+fsql -c "INSERT INTO ksi_sales.sales_hourly AS h (store_id, hour, num_tickets, ext_ref_code, connector_id)
+         SELECT s.id, t, CASE WHEN extract(hour FROM t)::int % 2 = 0 THEN 100 ELSE 5 END, s.ext_ref_code, 1
+         FROM ksi_sales.stores s, generate_series(timestamptz '2026-03-04 12:00Z', '2026-03-05 06:00Z', '1 hour') t
+         ON CONFLICT (store_id, hour) DO UPDATE SET num_tickets = EXCLUDED.num_tickets" >/dev/null
+check "after an upsert that changes, keeps and adds hours" "0" "$(rollup_diff)"
+fsql -c "DELETE FROM ksi_sales.sales_hourly WHERE hour >= '2026-03-03 00:00Z' AND hour < '2026-03-03 10:00Z';
+         DELETE FROM ksi_sales.sales_hourly WHERE hour >= '2026-03-05 00:00Z'" >/dev/null
+check "after deletes (a day left empty is removed)" "0" "$(rollup_diff)"
+fsql -c "UPDATE ksi_sales.stores SET timezone = 'Pacific/Auckland' WHERE name = 'z1'" >/dev/null
+check "after a store's zone changed" "0" "$(rollup_diff)"
+fsql -c "TRUNCATE ksi_sales.sales_hourly" >/dev/null
+check "after TRUNCATE" "0 0" "$(fsql -c "SELECT count(*) || ' ' || $(rollup_diff | tr -d ' ') FROM ksi_sales.sales_daily")"
 
 echo "# retention: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
