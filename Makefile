@@ -23,7 +23,7 @@ SAN_OBJS := $(MODULE_SRCS:src/%.c=build/san/%.o) build/san/migrations.o
 DB_UNIT_TESTS := build/san/test_db_oom build/san/test_dbq
 UNIT_TESTS := $(filter-out $(DB_UNIT_TESTS),$(patsubst tests/unit/%.c,build/san/%,$(wildcard tests/unit/test_*.c)))
 
-.PHONY: all deps check unit fuzz fuzz-smoke integration systemd-check valgrind demo bench soak install clean format format-check lint
+.PHONY: all deps check unit fuzz fuzz-smoke integration systemd-check valgrind demo bench bench-sales soak install clean format format-check lint
 all: build/ksi-salesd
 
 deps:
@@ -167,6 +167,12 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
 	@bash tests/bench/run.sh
+	@bash tests/bench/sales_scale.sh build/ksi-salesd
+
+# Only the sales_hourly-at-scale scenario (BENCH_SALES_ROWS rows).
+bench-sales: deps
+	@$(MAKE) --no-print-directory build/ksi-salesd
+	@bash tests/bench/sales_scale.sh build/ksi-salesd
 
 soak: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
