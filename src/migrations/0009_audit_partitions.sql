@@ -288,15 +288,26 @@ BEGIN
 		EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', t.view, t.def);
 	END LOOP;
 
-	-- The old table becomes the first partition, up to its bound; an empty
-	-- one (a new installation) is simply dropped.
+	-- The old table becomes the first partition, up to its bound. An empty
+	-- one (a new installation) is dropped, and an empty partition takes
+	-- everything before today (this month): rows older than the
+	-- installation (an import, a test's, a daemon whose clock is behind)
+	-- have a place too, and the daily partitions start today. It is
+	-- dropped like the others once its end is older than the retention.
 	FOR t IN SELECT * FROM (VALUES
-		('fetch_runs', 'fetch_runs_legacy_bound'),
-		('rejected_records', 'rejected_records_legacy_bound')) AS v(name, bound_name)
+		('fetch_runs', 'fetch_runs_legacy_bound', 'day'),
+		('rejected_records', 'rejected_records_legacy_bound', 'month')) AS v(name, bound_name, unit)
 	LOOP
 		EXECUTE format('SELECT EXISTS (SELECT 1 FROM ksi_sales.%I)', t.name || '_legacy') INTO called;
 		IF NOT called THEN
 			EXECUTE format('DROP TABLE ksi_sales.%I', t.name || '_legacy');
+			EXECUTE format('CREATE TABLE ksi_sales.%I (LIKE ksi_sales.%I INCLUDING DEFAULTS'
+			               ' INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE)',
+			               t.name || '_before', t.name);
+			EXECUTE format('ALTER TABLE ksi_sales.%I ADD PRIMARY KEY (id)', t.name || '_before');
+			EXECUTE format('ALTER TABLE ksi_sales.%I ATTACH PARTITION ksi_sales.%I'
+			               ' FOR VALUES FROM (MINVALUE) TO (%L)', t.name, t.name || '_before',
+			               date_trunc(t.unit, now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC');
 			CONTINUE;
 		END IF;
 		SELECT substring(pg_get_constraintdef(c.oid) FROM '''([^'']*)''') INTO bound

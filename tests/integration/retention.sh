@@ -174,8 +174,11 @@ sql "CREATE DATABASE fresh" >/dev/null
 FRESH=${CONNINFO/dbname=postgres/dbname=fresh}
 fsql() { psql "$FRESH" -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 ksi migrate -d "$FRESH" 2>>"$WORK/migrate.log"
-check "a new installation has no old table: daily partitions from today" "fetch_runs_p$(date -u +%Y%m%d)" \
-	"$(fsql -c "SELECT min(partition) FROM ksi_sales.audit_partitions() WHERE parent = 'fetch_runs'")"
+check "a new installation: one partition for all before today, then days" "fetch_runs_before -infinity|fetch_runs_p$(date -u +%Y%m%d)" \
+	"$(fsql -c "SELECT string_agg(partition || CASE WHEN range_from = '-infinity' THEN ' -infinity' ELSE '' END, '|' ORDER BY range_from)
+	            FROM (SELECT * FROM ksi_sales.audit_partitions() WHERE parent = 'fetch_runs' ORDER BY range_from LIMIT 2) p")"
+# As if installed 41 days ago: daily (monthly) partitions instead.
+fsql -c "DROP TABLE ksi_sales.fetch_runs_before; DROP TABLE ksi_sales.rejected_records_before"
 # 40 past days of fetch_runs and 6 past months of rejected_records, one row
 # at noon each day (the first of each month) and one now.
 fsql -c "INSERT INTO ksi_sales.connectors (name, endpoint_url) VALUES ('r', '$FAKE_URL/sales')" >/dev/null
