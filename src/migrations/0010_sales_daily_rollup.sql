@@ -82,9 +82,11 @@ BEGIN
 	-- Only an UPDATE that moves hours to another store or hour can empty a
 	-- day (the daemon's upsert never does: those are its conflict key).
 	-- A statement of its own: one statement cannot change a row twice.
-	IF EXISTS (SELECT 1 FROM old_rows o
-	           WHERE NOT EXISTS (SELECT 1 FROM new_rows n
-	                             WHERE n.store_id = o.store_id AND n.hour = o.hour)) THEN
+	-- EXCEPT, not NOT EXISTS: inside EXISTS the planner wants the first
+	-- row fast and picks a nested loop over the two transition tables,
+	-- quadratic when no row moved (the usual case); EXCEPT hashes both.
+	IF EXISTS (SELECT o.store_id, o.hour FROM old_rows o
+	           EXCEPT SELECT n.store_id, n.hour FROM new_rows n) THEN
 		DELETE FROM ksi_sales.sales_daily_rollup r
 		WHERE r.hours_reported <= 0 AND r.store_id IN (SELECT o.store_id FROM old_rows o);
 	END IF;

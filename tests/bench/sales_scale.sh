@@ -171,7 +171,7 @@ time_write "a backfill's upsert, $BIG stores x 30 days, without" "$UPSERT_BACKFI
 psql_ -c "ALTER TABLE ksi_sales.sales_hourly ENABLE TRIGGER USER"
 
 echo "load: $((LOAD_MS / 1000)) s for $N rows; VACUUM ANALYZE $((VACUUM_MS / 1000)) s;" \
-	"rollup fill (migration 0010) $((FILL_MS / 1000)) s"
+	"rollup fill (migration 0010) $FILL_MS ms"
 {
 	echo "rows,name,ms"
 	for r in "${RESULTS[@]}"; do echo "$N,\"${r%%|*}\",${r##*|}"; done
