@@ -269,12 +269,20 @@ static int migrate_apply(struct db *db, const struct migration *m, char *why, si
 
 /* Commits the migrations applied in the open transaction, logs them, and
  * (unless last) opens the next transaction, taking the lock again and
- * reading the version again: another host may have gone on meanwhile. */
+ * reading the version again: another host may have gone on meanwhile. On
+ * failure *in_tx says whether a transaction is still open (to roll back). */
 static int migrate_commit(struct db *db, const size_t *done, size_t *ndone, size_t *total,
-                          bool last, long *current, char *why, size_t whylen)
+                          bool last, long *current, bool *in_tx, char *why, size_t whylen)
 {
-	if (dbi_exec(db, NULL, "COMMIT", 0, NULL, why, whylen) != 0)
+	*in_tx = false; /* a failed COMMIT ends the transaction too */
+	if (dbi_exec(db, NULL, "COMMIT", 0, NULL, why, whylen) != 0) {
+		char cause[1024];
+		snprintf(cause, sizeof(cause), "%s", why);
+		dbi_set_err(why, whylen,
+		            "committing the migrations: %s (those not logged as applied were not)",
+		            cause);
 		return -1;
+	}
 	for (size_t k = 0; k < *ndone; k++)
 		log_info("db", NULL, "applied migration %s", migrations[done[k]].name);
 	*total += *ndone;
@@ -283,6 +291,7 @@ static int migrate_commit(struct db *db, const size_t *done, size_t *ndone, size
 		return 0;
 	if (dbi_exec(db, NULL, "BEGIN", 0, NULL, why, whylen) != 0)
 		return -1;
+	*in_tx = true;
 	return migrate_begin(db, current, why, whylen);
 }
 
@@ -297,6 +306,7 @@ int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
 	size_t ndone = 0;
 	size_t total = 0; /* committed in earlier transactions of this run */
 	long current = 0;
+	bool in_tx = true;
 	if (dbi_exec(db, NULL, "BEGIN", 0, NULL, why, sizeof(why)) != 0)
 		goto fail;
 	if (migrate_begin(db, &current, why, sizeof(why)) != 0)
@@ -315,8 +325,8 @@ int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
 		const struct migration *m = &migrations[i];
 		/* A step of its own: what came before commits first. */
 		if (m->own_transaction && ndone > 0 &&
-		    migrate_commit(db, done, &ndone, &total, false, &current, why, sizeof(why)) !=
-		        0)
+		    migrate_commit(db, done, &ndone, &total, false, &current, &in_tx, why,
+		                   sizeof(why)) != 0)
 			goto rollback;
 		if (m->version <= current)
 			continue;
@@ -332,16 +342,11 @@ int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
 			goto rollback;
 		done[ndone++] = i;
 		if (m->own_transaction && migrate_commit(db, done, &ndone, &total, false, &current,
-		                                         why, sizeof(why)) != 0)
+		                                         &in_tx, why, sizeof(why)) != 0)
 			goto rollback;
 	}
-	if (migrate_commit(db, done, &ndone, &total, true, &current, why, sizeof(why)) != 0) {
-		dbi_set_err(err, errlen,
-		            "committing the migrations: %s (those not logged as applied were not)",
-		            why);
-		dbi_add_remedy(db, true, err, errlen);
-		return -1;
-	}
+	if (migrate_commit(db, done, &ndone, &total, true, &current, &in_tx, why, sizeof(why)) != 0)
+		goto fail;
 	*applied = (int)total;
 	return 0;
 
@@ -349,7 +354,8 @@ rollback:
 	/* Keep the first error; the rollback's own outcome changes nothing
 	 * (db->kind keeps the failure's kind). Migrations already committed
 	 * in a transaction of their own stay applied (and were logged). */
-	dbi_end_quietly(db, "ROLLBACK");
+	if (in_tx)
+		dbi_end_quietly(db, "ROLLBACK");
 fail:
 	*applied = (int)total;
 	dbi_set_err(err, errlen, "%s", why);
