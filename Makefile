@@ -64,6 +64,8 @@ test_http_MODULES := http window isotime config log jsonw mask
 test_schedule_MODULES := schedule
 test_mask_MODULES := mask
 test_stats_MODULES := stats
+# The status layout alone: pure, with a width (status.c does the I/O).
+test_status_MODULES := status_layout jsonw sbuf
 test_janitor_MODULES := janitor log jsonw
 # The poller alone: http, dbq and db's outcome names are link-time fakes
 # in the test, so it never links http.o, dbq.o or the db files.
