@@ -53,7 +53,7 @@ static const struct command commands[] = {
 	 OPT_CONNECTOR | OPT_URL | OPT_TOKEN | OPT_CODES | OPT_FROM | OPT_TO | OPT_JSON},
 	{"backfill", backfill_command, "fetches a past span of hours for one connector",
 	 OPT_CONNECTOR | OPT_FROM | OPT_TO | OPT_YES},
-	{"status", cmd_status, "prints the connector_health table; exit 1 when any is failing",
+	{"status", cmd_status, "prints connector health; exits 1 when any is failing",
 	 OPT_JSON | OPT_WIDE | OPT_NO_FAIL},
 	{"migrate", cmd_migrate, "creates or upgrades the ksi_sales schema", 0},
 };
@@ -84,10 +84,10 @@ static void usage(FILE *f)
 		"  even when connectors are failing]; the table fits $COLUMNS, else the\n"
 		"  terminal, else 80 columns\n"
 		"\n"
-		"Exit codes: 0 ok, 1 a connector failed (status: a connector is failing\n"
-		"or never polled past due; migrate: the command failed), 2 usage or\n"
-		"configuration error (a missing privilege, a schema to migrate),\n"
-		"3 database unreachable or read-only.\n",
+		"Exit codes: 0 ok, 1 a connector failed (status: one is failing or\n"
+		"never polled past due, unless --no-fail; migrate, status: the command\n"
+		"failed), 2 usage or configuration error (a missing privilege, a schema\n"
+		"to migrate), 3 database unreachable or read-only.\n",
 		CFG_DEFAULT_PATH);
 }
 
