@@ -72,6 +72,8 @@ test_http_MODULES := http window $(ISO_MODULES) $(CONFIG_MODULES) log jsonw mask
 test_schedule_MODULES := schedule
 test_mask_MODULES := mask
 test_stats_MODULES := stats
+# The status layout alone: pure, with a width (status.c does the I/O).
+test_status_MODULES := status_layout jsonw sbuf
 test_janitor_MODULES := janitor log jsonw
 # sd_journal_sendv is a link-time fake in the test (it wins over libsystemd's).
 test_log_MODULES := log jsonw
@@ -149,7 +151,7 @@ systemd-check: build/ksi-salesd
 # valgrind: any memory error or leak fails the run it happens in. db_oom
 # runs build/san/test_db_oom and dbq build/san/test_dbq (ASan and LSan,
 # never under valgrind) either way, tz build/san/tz_offsets.
-INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz dbcontract logs
+INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz dbcontract logs status
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
 valgrind: build/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_TESTS)

@@ -18,6 +18,8 @@ struct cli {
 	const char *to;           /* --to T */
 	bool json;                /* --json */
 	bool yes;                 /* --yes */
+	bool wide;                /* --wide (status) */
+	bool no_fail;             /* --no-fail (status) */
 };
 
 /* Exit codes of every command. */

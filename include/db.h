@@ -295,16 +295,20 @@ struct db_table {
 };
 void db_table_free(struct db_table *t);
 
-/* connector_health, failing connectors first, then by name: name, state,
- * stores, last outcome, last success, consecutive failures, synced until,
- * rows in the last 24 h, last error; absent values as "-" (the error as
- * ""). */
+/* connector_health, failing connectors first, then those never polled
+ * past due ("overdue"), then by name: name, state as an identifier
+ * ("no_stores"), overdue ("t" or "f"), stores, last outcome, last
+ * success, consecutive failures, synced until, rows in the last 24 h,
+ * last error (for an overdue one, when it was due); absent values as "-"
+ * (the error as ""). */
 int db_health_table(struct db *db, struct db_table *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* connector_health as one JSON array, in the same order, built by the
- * server; *json is the caller's to free. */
-int db_health_json(struct db *db, char **json, char *err, size_t errlen)
+ * server: each object the view's columns, its state as an identifier,
+ * and "overdue" and "healthy" booleans; *json is the caller's to free.
+ * *unhealthy: how many are failing or overdue. */
+int db_health_json(struct db *db, char **json, size_t *unhealthy, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 #endif

@@ -35,6 +35,8 @@ enum {
 	OPT_TO = 1 << 5,
 	OPT_JSON = 1 << 6,
 	OPT_YES = 1 << 7,
+	OPT_WIDE = 1 << 8,
+	OPT_NO_FAIL = 1 << 9,
 };
 
 static int cmd_once(const struct cli *cli, struct cfg *cfg);
@@ -49,7 +51,8 @@ static const struct command commands[] = {
      OPT_CONNECTOR | OPT_URL | OPT_TOKEN | OPT_CODES | OPT_FROM | OPT_TO | OPT_JSON},
     {"backfill", backfill_command, "fetches a past span of hours for one connector",
      OPT_CONNECTOR | OPT_FROM | OPT_TO | OPT_YES},
-    {"status", cmd_status, "prints the connector_health table", OPT_JSON},
+    {"status", cmd_status, "prints connector health; exits 1 when any is failing",
+     OPT_JSON | OPT_WIDE | OPT_NO_FAIL},
     {"migrate", cmd_migrate, "creates or upgrades the ksi_sales schema", 0},
 };
 static void usage(FILE *f)
@@ -74,9 +77,12 @@ static void usage(FILE *f)
 	        "  KSI_SALESD_TOKEN, or --token TOKEN, wiped from the process listing)\n"
 	        "  --codes 0001,0002; optional --from T --to T, --json\n"
 	        "backfill: --connector NAME --from T --to T [--yes for over a year]\n"
-	        "status: [--json]\n"
+	        "status: [--json] [--wide: every column in full] [--no-fail: exit 0\n"
+	        "  even when connectors are failing]; the table fits $COLUMNS, else the\n"
+	        "  terminal, else 80 columns\n"
 	        "\n"
-	        "Exit codes: 0 ok, 1 a connector failed (migrate, status: the command\n"
+	        "Exit codes: 0 ok, 1 a connector failed (status: one is failing or\n"
+	        "never polled past due, unless --no-fail; migrate, status: the command\n"
 	        "failed), 2 usage or configuration error (a missing privilege, a schema\n"
 	        "to migrate), 3 database unreachable or read-only.\n",
 	        CFG_DEFAULT_PATH);
@@ -128,9 +134,15 @@ static int cmd_status(const struct cli *cli, struct cfg *cfg)
 	if (rc != EXIT_OK)
 		return rc;
 	char err[1024];
-	if (status_print(db, cli->json, err, sizeof(err)) != 0) {
+	struct status_opts opts = {.json = cli->json, .wide = cli->wide, .no_fail = cli->no_fail};
+	size_t unhealthy = 0;
+	if (status_print(db, &opts, &unhealthy, err, sizeof(err)) != 0) {
 		log_error("status", NULL, "%s", err);
 		rc = exit_for_db(db_error_kind(db));
+	} else if (unhealthy > 0 && !opts.no_fail) {
+		/* For monitoring (README): the table was printed, and some
+		 * connector needs a look. */
+		rc = EXIT_FAILED;
 	}
 	db_close(db);
 	return rc;
@@ -198,6 +210,8 @@ static const struct option long_options[] = {
     {"to", required_argument, NULL, 't'},
     {"json", no_argument, NULL, 'j'},
     {"yes", no_argument, NULL, 'y'},
+    {"wide", no_argument, NULL, 'W'},
+    {"no-fail", no_argument, NULL, 'N'},
     {NULL, 0, NULL, 0},
 };
 
@@ -260,6 +274,14 @@ static int take_option(int opt, struct cli *cli, unsigned *given, const char **t
 	case 'y':
 		cli->yes = true;
 		*given |= OPT_YES;
+		break;
+	case 'W':
+		cli->wide = true;
+		*given |= OPT_WIDE;
+		break;
+	case 'N':
+		cli->no_fail = true;
+		*given |= OPT_NO_FAIL;
 		break;
 	default:
 		usage(stderr);

@@ -70,12 +70,17 @@ check_contains "with the API's error" "HTTP 500" "$(cat "$WORK/e.log")"
 
 echo "# status"
 out=$(ksi status -c "$WORK/t.conf" 2>&1)
-check "status exits 0" "0" "$?"
-check_contains "the table has a header" "CONNECTOR" "$out"
-check "failing connectors come first" "down" "$(echo "$out" | sed -n 2p | awk '{ print $1 }')"
+check "status exits 1: a connector is failing" "1" "$?"
+check "a summary line first" "2 connectors: 1 ok, 1 failing" "$(echo "$out" | sed -n 1p)"
+check "then the table's header" "CONNECTOR" "$(echo "$out" | sed -n 2p | awk '{ print $1 }')"
+check "failing connectors come first" "down" "$(echo "$out" | sed -n 3p | awk '{ print $1 }')"
+ksi status -c "$WORK/t.conf" --no-fail >/dev/null 2>&1
+check "status --no-fail exits 0" "0" "$?"
 json=$(ksi status -c "$WORK/t.conf" --json 2>/dev/null)
 check "status --json is one JSON list, failing first" "down failing 2" \
 	"$(sql "SELECT (:'doc'::json->0->>'name') || ' ' || (:'doc'::json->0->>'state') || ' ' || json_array_length(:'doc'::json)" -v doc="$json")"
+check "--json says which are healthy" "false true" \
+	"$(sql "SELECT (:'doc'::json->0->>'healthy') || ' ' || (:'doc'::json->1->>'healthy')" -v doc="$json")"
 check_absent "status never shows the token" "$TOKEN" "$out $json"
 check_absent "no tool log shows the token" "$TOKEN" "$(cat "$WORK"/*.log)"
 
