@@ -23,7 +23,7 @@ SAN_OBJS := $(MODULE_SRCS:src/%.c=build/san/%.o) build/san/migrations.o
 DB_UNIT_TESTS := build/san/test_db_oom build/san/test_dbq
 UNIT_TESTS := $(filter-out $(DB_UNIT_TESTS),$(patsubst tests/unit/%.c,build/san/%,$(wildcard tests/unit/test_*.c)))
 
-.PHONY: alert-tests all deps check unit fuzz fuzz-smoke integration systemd-check valgrind demo bench soak install clean format format-check lint
+.PHONY: alert-tests bench-metrics all deps check unit fuzz fuzz-smoke integration systemd-check valgrind demo bench soak install clean format format-check lint
 all: build/ksi-salesd
 
 deps:
@@ -69,7 +69,7 @@ test_http_MODULES := http window $(ISO_MODULES) $(CONFIG_MODULES) log jsonw mask
 test_schedule_MODULES := schedule
 test_mask_MODULES := mask
 test_stats_MODULES := stats
-test_metrics_MODULES := metrics stats sbuf log jsonw config config_values
+test_metrics_MODULES := metrics stats sbuf log jsonw
 test_janitor_MODULES := janitor log jsonw
 # The poller alone: http, dbq and db's outcome names are link-time fakes
 # in the test, so it never links http.o, dbq.o or the db files.
@@ -167,6 +167,11 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
 	@bash tests/bench/run.sh
+
+# What a /metrics scrape costs the daemon, at 10,000 connectors.
+bench-metrics: deps
+	@$(MAKE) --no-print-directory build/ksi-salesd
+	@bash tests/bench/metrics.sh
 
 soak: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
