@@ -178,6 +178,30 @@ check "Prometheus: the alert rules loaded" "ok" \
 g = json.load(sys.stdin)["data"]["groups"]
 print("ok" if g and all(r["health"] == "ok" for x in g for r in x["rules"]) else "bad")')"
 
+# The dashboard's Prometheus row: every expression is valid PromQL and
+# answers (as Grafana sends it, $__rate_interval made 1m).
+bad_exprs=$(python3 - "$ROOT/etc/grafana/ksi-sales.json" "$PROM_URL" <<'PY'
+import json, sys, urllib.parse, urllib.request
+d = json.load(open(sys.argv[1]))
+n = 0
+for p in d["panels"]:
+    for t in p.get("targets", []):
+        if "expr" not in t:
+            continue
+        n += 1
+        q = t["expr"].replace("$__rate_interval", "1m")
+        url = sys.argv[2] + "/api/v1/query?" + urllib.parse.urlencode({"query": q})
+        try:
+            r = json.load(urllib.request.urlopen(url))
+            if r["status"] != "success":
+                print(q)
+        except Exception as e:
+            print(q, e)
+print("checked", n)
+PY
+)
+check "the dashboard's PromQL (10 expressions) all run in Prometheus" "checked 10" "$bad_exprs"
+
 echo "# 1,000 concurrent scrapes and malformed requests never stall polling"
 # quick polls again and again while the endpoint is hammered: each must
 # complete (a fetch_runs row) within its deadline.
