@@ -215,31 +215,26 @@ static void render_connectors(struct sbuf *b, const struct stats_connectors *c)
 
 static void render_process(struct sbuf *b, const struct metrics_process *p)
 {
-	static const struct {
+	const struct {
 		const char *name, *type, *help;
-		size_t offset;
+		double value;
 	} fams[] = {
 	    {"process_cpu_seconds_total", "counter",
-	     "Total user and system CPU time spent in seconds.",
-	     offsetof(struct metrics_process, cpu_seconds)},
+	     "Total user and system CPU time spent in seconds.", p->cpu_seconds},
 	    {"process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
-	     offsetof(struct metrics_process, resident_bytes)},
+	     p->resident_bytes},
 	    {"process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
-	     offsetof(struct metrics_process, virtual_bytes)},
+	     p->virtual_bytes},
 	    {"process_start_time_seconds", "gauge",
-	     "Start time of the process since unix epoch in seconds.",
-	     offsetof(struct metrics_process, start_time)},
-	    {"process_open_fds", "gauge", "Number of open file descriptors.",
-	     offsetof(struct metrics_process, open_fds)},
-	    {"process_max_fds", "gauge", "Maximum number of open file descriptors.",
-	     offsetof(struct metrics_process, max_fds)},
+	     "Start time of the process since unix epoch in seconds.", p->start_time},
+	    {"process_open_fds", "gauge", "Number of open file descriptors.", p->open_fds},
+	    {"process_max_fds", "gauge", "Maximum number of open file descriptors.", p->max_fds},
 	};
 	for (size_t i = 0; i < sizeof(fams) / sizeof(*fams); i++) {
-		double v = *(const double *)((const char *)p + fams[i].offset);
-		if (v < 0)
-			continue;
+		if (fams[i].value < 0)
+			continue; /* could not be read */
 		family(b, fams[i].name, fams[i].type, fams[i].help);
-		sample(b, fams[i].name, v);
+		sample(b, fams[i].name, fams[i].value);
 	}
 }
 
