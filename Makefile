@@ -4,7 +4,7 @@
 
 VERSION := 0.1.0
 
-PKGS := libcurl libcjson libpq libsystemd inih
+PKGS := libcurl libcjson libpq libsystemd inih libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lm
 
@@ -23,7 +23,7 @@ SAN_OBJS := $(MODULE_SRCS:src/%.c=build/san/%.o) build/san/migrations.o
 DB_UNIT_TESTS := build/san/test_db_oom build/san/test_dbq
 UNIT_TESTS := $(filter-out $(DB_UNIT_TESTS),$(patsubst tests/unit/%.c,build/san/%,$(wildcard tests/unit/test_*.c)))
 
-.PHONY: all deps check unit fuzz fuzz-smoke integration systemd-check valgrind demo bench soak install clean format format-check lint
+.PHONY: alert-tests bench-metrics all deps check unit fuzz fuzz-smoke integration systemd-check valgrind demo bench soak install clean format format-check lint
 all: build/ksi-salesd
 
 deps:
@@ -74,6 +74,7 @@ test_mask_MODULES := mask
 test_stats_MODULES := stats
 # The status layout alone: pure, with a width (status.c does the I/O).
 test_status_MODULES := status_layout jsonw sbuf
+test_metrics_MODULES := metrics stats sbuf log jsonw
 test_janitor_MODULES := janitor log jsonw
 # sd_journal_sendv is a link-time fake in the test (it wins over libsystemd's).
 test_log_MODULES := log jsonw
@@ -88,7 +89,7 @@ test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 PROBE_MODULES := probe probe_judge probe_report probe_command
 test_probe_MODULES := $(PROBE_MODULES) $(VAL_MODULES) $(ISO_MODULES) window http $(CONFIG_MODULES) log jsonw sbuf mask
 # The database module's files (src/db_*.c).
-DB_MODULES := db_conn db_lease db_write db_requests db_health
+DB_MODULES := db_conn db_lease db_write db_requests db_health stats
 # The writer under allocation failure: db and what it links (connector
 # needs http and isotime, http needs config; validate for the reason names).
 test_db_oom_MODULES := $(DB_MODULES) sbuf log jsonw connector http $(CONFIG_MODULES) $(ISO_MODULES) $(VAL_MODULES) migrations mask
@@ -151,7 +152,7 @@ systemd-check: build/ksi-salesd
 # valgrind: any memory error or leak fails the run it happens in. db_oom
 # runs build/san/test_db_oom and dbq build/san/test_dbq (ASan and LSan,
 # never under valgrind) either way, tz build/san/tz_offsets.
-INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz dbcontract logs status
+INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz dbcontract logs status metrics
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
 valgrind: build/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_TESTS)
@@ -160,7 +161,13 @@ valgrind: build/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_TESTS)
 	done; exit $$rc
 
 check: deps
-	@$(MAKE) --no-print-directory format-check all unit fuzz-smoke integration systemd-check
+	@$(MAKE) --no-print-directory format-check all unit alert-tests fuzz-smoke integration systemd-check
+
+# The Prometheus alert rules, checked and unit-tested by promtool (Debian's
+# prometheus package).
+alert-tests:
+	@promtool check rules etc/prometheus/ksi-salesd-alerts.yml
+	@promtool test rules etc/prometheus/ksi-salesd-alerts.test.yml
 
 demo: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
@@ -169,6 +176,11 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
 	@bash tests/bench/run.sh
+
+# What a /metrics scrape costs the daemon, at 10,000 connectors.
+bench-metrics: deps
+	@$(MAKE) --no-print-directory build/ksi-salesd
+	@bash tests/bench/metrics.sh
 
 soak: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi

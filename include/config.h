@@ -17,6 +17,14 @@ struct cfg_network {
 	unsigned prefix;        /* prefix length in bits */
 };
 
+/* [metrics] listen: a literal address and a port (0: any free one, which
+ * the daemon logs; for tests). family 0: off. */
+struct cfg_listen {
+	int family;             /* 0, AF_INET or AF_INET6 */
+	unsigned char addr[16]; /* 4 or 16 bytes used */
+	unsigned port;
+};
+
 struct cfg {
 	/* [database] */
 	char *database_url; /* NULL: libpq defaults */
@@ -37,6 +45,8 @@ struct cfg {
 	/* [log] */
 	enum log_level log_level;
 	enum log_format log_format;
+	/* [metrics] */
+	struct cfg_listen metrics_listen;
 };
 
 /* Fills every key with its documented default (allocates; cfg_free frees). */
@@ -57,6 +67,9 @@ int cfg_parse_duration_ms(const char *s, int64_t *ms, char *err, size_t errlen)
 int cfg_parse_size(const char *s, size_t *bytes, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 int cfg_parse_network(const char *s, struct cfg_network *out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* "127.0.0.1:9187", "[::1]:9187"; "" is off. */
+int cfg_parse_listen(const char *s, struct cfg_listen *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* True when the address (4 bytes for AF_INET, 16 for AF_INET6) lies in one of

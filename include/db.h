@@ -4,7 +4,7 @@
  * connection per struct db. Its files, sharing src/db_internal.h:
  * db_conn.c (connect, statements, migrate, listen), db_lease.c (connectors,
  * claims and leases), db_write.c (the write path), db_requests.c (the
- * request tables), db_health.c (the reads of `status`). */
+ * request tables), db_health.c (the reads of `status` and /metrics). */
 #ifndef KSI_DB_H
 #define KSI_DB_H
 
@@ -309,6 +309,14 @@ int db_health_table(struct db *db, struct db_table *out, char *err, size_t errle
  * and "overdue" and "healthy" booleans; *json is the caller's to free.
  * *unhealthy: how many are failing or overdue. */
 int db_health_json(struct db *db, char **json, size_t *unhealthy, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* The connectors counted by connector_health's state, and their freshness
+ * (stats.h, struct stats_connectors; taken_at is set by the caller), in
+ * one statement that reads each connector's last fetch_runs row by index:
+ * cheap enough for every claim interval (`run`, for /metrics). */
+struct stats_connectors;
+int db_connector_snapshot(struct db *db, struct stats_connectors *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 #endif

@@ -31,6 +31,7 @@ enum kind {
 	K_NETWORKS,   /* struct cfg_network * plus a size_t count */
 	K_LOG_LEVEL,  /* enum log_level */
 	K_LOG_FORMAT, /* enum log_format */
+	K_LISTEN,     /* struct cfg_listen */
 };
 
 struct key_def {
@@ -71,6 +72,8 @@ static const struct key_def keys[] = {
 
     {"log", "level", K_LOG_LEVEL, FIELD(log_level), 0, "info", NULL, NULL},
     {"log", "format", K_LOG_FORMAT, FIELD(log_format), 0, "text", NULL, NULL},
+
+    {"metrics", "listen", K_LISTEN, FIELD(metrics_listen), 0, "", NULL, NULL},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -268,6 +271,8 @@ static int set_value(const struct key_def *k, struct cfg *c, const char *v, char
 		*(enum log_format *)field = (enum log_format)i;
 		return 0;
 	}
+	case K_LISTEN:
+		return cfg_parse_listen(v, field, err, errlen);
 	}
 	snprintf(err, errlen, "internal error: unknown key kind");
 	return -1;

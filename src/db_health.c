@@ -1,10 +1,15 @@
 /* db_health: the reads of the connector_health view that the `status`
  * command prints (status.c): as a table of text cells, or as one JSON
- * document built by the server, with whether each connector is healthy. */
+ * document built by the server, with whether each connector is healthy;
+ * and the counts by state and freshness that /metrics serves
+ * (db_connector_snapshot). */
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "db_internal.h"
+#include "stats.h"
 
 /* connector_health's state as an identifier without spaces (README,
  * `status --json`). The view's own words ("no stores linked") are a
@@ -106,4 +111,67 @@ void db_table_free(struct db_table *t)
 		return;
 	free(t->cells);
 	memset(t, 0, sizeof(*t));
+}
+
+/* The states as connector_health defines them (migration 0002: disabled,
+ * no stores linked, never polled, ok from the last fetch_runs row, else
+ * failing), without the view's per-connector counts of failures and rows,
+ * which cost a scan each. Stale at a threshold: enabled, with stores, and
+ * synced_until older than now - threshold, or never set (nothing of the
+ * connector was ever committed); the last threshold is each connector's
+ * own lookback. Columns follow enum stats_connector_state, then the
+ * oldest synced_until (NULL when none), then stats_stale_names' order. */
+int db_connector_snapshot(struct db *db, struct stats_connectors *out, char *err, size_t errlen)
+{
+	char t[STATS_STALE_LOOKBACK][24];
+	const char *params[STATS_STALE_LOOKBACK];
+	for (size_t i = 0; i < STATS_STALE_LOOKBACK; i++) {
+		snprintf(t[i], sizeof(t[i]), "%" PRId64, stats_stale_seconds[i]);
+		params[i] = t[i];
+	}
+	_Static_assert(STATS_STALE_LOOKBACK == 3 && STATS_CONN_STATES == 5,
+	               "the statement's columns follow stats.h");
+	PGresult *res = dbi_query(
+	    db, DBI_ROWS, "counting connectors",
+	    "WITH c AS ("
+	    " SELECT c.enabled, c.lookback, st.synced_until,"
+	    "  EXISTS (SELECT 1 FROM ksi_sales.stores s WHERE s.connector_id = c.id) AS has_stores,"
+	    "  (SELECT r.outcome FROM ksi_sales.fetch_runs r WHERE r.connector_id = c.id"
+	    "   ORDER BY r.started_at DESC, r.id DESC LIMIT 1) AS last_outcome"
+	    " FROM ksi_sales.connectors c"
+	    " LEFT JOIN ksi_sales.connector_state st ON st.connector_id = c.id)"
+	    " SELECT"
+	    " count(*) FILTER (WHERE enabled AND has_stores AND last_outcome = 'ok'),"
+	    " count(*) FILTER (WHERE enabled AND has_stores AND last_outcome <> 'ok'),"
+	    " count(*) FILTER (WHERE enabled AND has_stores AND last_outcome IS NULL),"
+	    " count(*) FILTER (WHERE enabled AND NOT has_stores),"
+	    " count(*) FILTER (WHERE NOT enabled),"
+	    " extract(epoch FROM min(synced_until) FILTER (WHERE enabled AND has_stores))::float8,"
+	    " count(*) FILTER (WHERE enabled AND has_stores AND (synced_until IS NULL"
+	    "  OR synced_until < now() - make_interval(secs => $1::bigint))),"
+	    " count(*) FILTER (WHERE enabled AND has_stores AND (synced_until IS NULL"
+	    "  OR synced_until < now() - make_interval(secs => $2::bigint))),"
+	    " count(*) FILTER (WHERE enabled AND has_stores AND (synced_until IS NULL"
+	    "  OR synced_until < now() - make_interval(secs => $3::bigint))),"
+	    " count(*) FILTER (WHERE enabled AND has_stores AND (synced_until IS NULL"
+	    "  OR synced_until < now() - lookback))"
+	    " FROM c",
+	    STATS_STALE_LOOKBACK, params, err, errlen);
+	if (!res)
+		return -1;
+	struct stats_connectors s;
+	memset(&s, 0, sizeof(s));
+	int col = 0;
+	for (size_t i = 0; i < STATS_CONN_STATES; i++)
+		s.by_state[i] = dbi_int64(res, 0, col++);
+	s.has_oldest = !PQgetisnull(res, 0, col);
+	if (s.has_oldest)
+		s.oldest_synced_until = strtod(PQgetvalue(res, 0, col), NULL);
+	col++;
+	for (size_t i = 0; i < STATS_STALE_THRESHOLDS; i++)
+		s.stale[i] = dbi_int64(res, 0, col++);
+	PQclear(res);
+	s.valid = true;
+	*out = s;
+	return 0;
 }

@@ -319,6 +319,18 @@ static void submit_write(struct poll_job *j, struct slot *s)
 
 static void fetch_next(struct poll_job *j);
 
+/* Every written slot passes here once, in request order: its request is
+ * counted under what fetch_runs says of it (db_error when nothing of it
+ * was written). */
+static void count_request(struct poll_job *j, const struct slot *s)
+{
+	stats_request_done(j->spec.stats, &(struct stats_request){
+	                                      .outcome = s->rc == 0 ? s->run.outcome : RUN_DB_ERROR,
+	                                      .lease_lost = s->rc != 0 && s->write.lease_lost,
+	                                      .sent = s->run.outcome != RUN_CONFIG_ERROR,
+	                                      .seconds = s->run.finished_at - s->run.started_at});
+}
+
 /* Moves the poll along after any event: retires written requests in
  * order, submits writes in order, fetches ahead, and ends the poll once
  * nothing is in flight and nothing is left (or a failure ended it). */
@@ -326,6 +338,7 @@ static void pump(struct poll_job *j)
 {
 	struct slot *s;
 	while ((s = slot_seq(j, j->seq_retire)) && s->state == SLOT_WRITTEN) {
+		count_request(j, s);
 		if (!j->ending && !retire(j, s))
 			j->ending = true;
 		slot_clear(s);

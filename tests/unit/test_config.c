@@ -167,6 +167,23 @@ static void expect_same(const struct cfg *a, const struct cfg *b, const char *wh
 	      (int)b->log_level);
 	CHECK(a->log_format == b->log_format, "%s: log_format %d != %d", what, (int)a->log_format,
 	      (int)b->log_format);
+	CHECK(a->metrics_listen.family == b->metrics_listen.family &&
+	          a->metrics_listen.port == b->metrics_listen.port &&
+	          memcmp(a->metrics_listen.addr, b->metrics_listen.addr,
+	                 sizeof(a->metrics_listen.addr)) == 0,
+	      "%s: metrics_listen family %d port %u != family %d port %u (or the address differs)",
+	      what, a->metrics_listen.family, a->metrics_listen.port, b->metrics_listen.family,
+	      b->metrics_listen.port);
+}
+
+static struct cfg_listen listen_at(int family, const char *addr, unsigned port)
+{
+	struct cfg_listen l;
+	memset(&l, 0, sizeof(l));
+	l.family = family;
+	l.port = port;
+	CHECK(inet_pton(family, addr, l.addr) == 1, "test bug: inet_pton(%s)", addr);
+	return l;
 }
 
 static struct cfg_network net(int family, const char *addr, unsigned prefix)
@@ -239,7 +256,9 @@ static const char non_default_fmt[] = "[database]\n"
                                       "deny_networks = 10.0.0.0/8, ::1, 192.0.2.7\n"
                                       "[log]\n"
                                       "level = debug\n"
-                                      "format = json\n";
+                                      "format = json\n"
+                                      "[metrics]\n"
+                                      "listen = [::1]:9187\n";
 
 /* Loads non_default_fmt into a fresh config; *ca_path is the temp CA file
  * it names (the caller unlinks and frees it). */
@@ -276,6 +295,7 @@ static void expect_non_default(const struct cfg *c, const char *ca_path, const c
 	    .ndeny_networks = 3,
 	    .log_level = LOG_LEVEL_DEBUG,
 	    .log_format = LOG_FORMAT_JSON,
+	    .metrics_listen = listen_at(AF_INET6, "::1", 9187),
 	};
 	expect_same(c, &want, what);
 }
@@ -483,6 +503,71 @@ static void test_network_table(void **state)
 
 /* ---- defaults and the shipped file ------------------------------------ */
 
+static void test_listen_table(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in;
+		int family;
+		const char *addr;
+		unsigned port;
+	} good[] = {
+	    {"127.0.0.1:9187", AF_INET, "127.0.0.1", 9187}, {"0.0.0.0:80", AF_INET, "0.0.0.0", 80},
+	    {"[::1]:9187", AF_INET6, "::1", 9187},          {"[::]:65535", AF_INET6, "::", 65535},
+	    {"127.0.0.1:0", AF_INET, "127.0.0.1", 0},
+	};
+	for (size_t i = 0; i < ARRAY_LEN(good); i++) {
+		struct cfg_listen l, want = listen_at(good[i].family, good[i].addr, good[i].port);
+		char err[256] = "";
+		CHECK(cfg_parse_listen(good[i].in, &l, err, sizeof(err)) == 0, "\"%s\": %s",
+		      good[i].in, err);
+		CHECK(l.family == want.family && l.port == want.port &&
+		          memcmp(l.addr, want.addr, sizeof(l.addr)) == 0,
+		      "\"%s\": family %d port %u", good[i].in, l.family, l.port);
+	}
+	struct cfg_listen off = listen_at(AF_INET, "10.0.0.1", 1);
+	char err[256] = "";
+	CHECK(cfg_parse_listen("", &off, err, sizeof(err)) == 0 && off.family == 0,
+	      "\"\" does not turn metrics off: %s", err);
+	static const struct {
+		const char *in, *want;
+	} bad[] = {
+	    {"9187", "has no port"},
+	    {"localhost:9187", "a host name is not accepted"},
+	    {"::1:9187", "[brackets]"},
+	    {"[::1]9187", "[brackets]"},
+	    {"[::1", "[brackets]"},
+	    {"127.0.0.1:", "is not a port"},
+	    {"127.0.0.1:65536", "is not a port"},
+	    {"127.0.0.1:123456", "is not a port"},
+	    {"127.0.0.1:-1", "is not a port"},
+	    {"127.0.0.1:80x", "is not a port"},
+	    {":9187", "has no address"},
+	    {"[]:9187", "has no address"},
+	    {"[127.0.0.1]:9187", "is not an IP address"},
+	    {"300.0.0.1:9187", "is not an IP address"},
+	};
+	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+		struct cfg_listen l = listen_at(AF_INET, "10.0.0.1", 1), before = l;
+		err[0] = '\0';
+		CHECK(cfg_parse_listen(bad[i].in, &l, err, sizeof(err)) == -1,
+		      "\"%s\" was accepted", bad[i].in);
+		CHECK(strstr(err, bad[i].want), "\"%s\": error \"%s\" lacks \"%s\"", bad[i].in, err,
+		      bad[i].want);
+		CHECK(memcmp(&l, &before, sizeof(l)) == 0, "\"%s\": the output changed on error",
+		      bad[i].in);
+	}
+	/* Through the file: the error names the line and key. */
+	struct cfg c;
+	init_defaults(&c);
+	char path[256];
+	int rc = load_text(&c, "[metrics]\nlisten = localhost:9187\n", err, sizeof(err), path,
+	                   sizeof(path));
+	expect_error(rc, err, "[metrics] listen: ", "listen = localhost:9187");
+	expect_location(err, path, 2, "listen = localhost:9187");
+	cfg_free(&c);
+}
+
 static void test_defaults(void **state)
 {
 	(void)state;
@@ -556,6 +641,7 @@ static const char *const spec_keys[] = {
     "http.deny_networks",
     "log.level",
     "log.format",
+    "metrics.listen",
 };
 
 /* If line looks like "; key = value" (or "# key = value"), returns the
@@ -675,7 +761,7 @@ static const struct error_case error_cases[] = {
      "user_agent, ca_file, proxy, deny_networks); lease belongs in [daemon]"},
     {"key in upper case", "[daemon]\nLease = 5min\n", 2, "[daemon] Lease: unknown key"},
     {"unknown section", "; x\n[deamon]\nlease = 5min\n", 3,
-     "[deamon] lease: unknown section (sections: database, daemon, http, log)"},
+     "[deamon] lease: unknown section (sections: database, daemon, http, log, metrics)"},
     {"key before any section", "\nlease = 5min\n[daemon]\n", 2,
      "lease: key before any [section] header"},
     {"duplicate key", "[daemon]\nlease = 1min\n\n[log]\nlevel = info\n[daemon]\nlease = 2min\n", 7,
@@ -1396,6 +1482,7 @@ int main(void)
 	    cmocka_unit_test(test_duration_table),
 	    cmocka_unit_test(test_size_table),
 	    cmocka_unit_test(test_network_table),
+	    cmocka_unit_test(test_listen_table),
 	    cmocka_unit_test(test_defaults),
 	    cmocka_unit_test(test_cfg_free),
 	    cmocka_unit_test(test_every_key_non_default),
