@@ -187,7 +187,8 @@ struct db_write {
 	 * daemon holds the connector now. From the error's SQLSTATE
 	 * (ksi_sales.lease_check raises KS001, migration 0006). */
 	bool lease_lost;
-	long upserted; /* run's rows written */
+	long upserted;  /* run's rows written */
+	int64_t run_id; /* run's fetch_runs id, once committed (0 otherwise) */
 	char err[1024];
 };
 

@@ -220,7 +220,8 @@ static void on_written(int rc, const char *err, void *arg)
 	                            .outcome = (outcome_name),                                     \
 	                            .http_status = (s)->run.http_status,                           \
 	                            .timed = true,                                                 \
-	                            .seconds = (s)->run.finished_at - (s)->run.started_at})
+	                            .seconds = (s)->run.finished_at - (s)->run.started_at,         \
+	                            .run_id = (s)->write.run_id})
 
 /* Takes stock of the oldest written request. Returns false when the poll
  * must end. */
