@@ -4,7 +4,7 @@
 
 VERSION := 0.1.0
 
-PKGS := libcurl libcjson libpq libsystemd inih
+PKGS := libcurl libcjson libpq libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lm
 
