@@ -18,6 +18,7 @@ struct cli {
 	const char *to;           /* --to T */
 	bool json;                /* --json */
 	bool yes;                 /* --yes */
+	bool help;                /* --help: print the command's usage and exit */
 };
 
 /* Exit codes of every command. */
