@@ -217,12 +217,14 @@ install: build/ksi-salesd
 	install -m 0644 etc/man/ksi-salesd.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0644 etc/man/ksi-salesd.conf.5 $(DESTDIR)$(MANDIR)/man5/
 	$(foreach f,$(SHARE_FILES),install -D -m 0644 $(f) $(DESTDIR)$(DATADIR)/$(f:etc/%=%) &&) true
-	@# The configuration is the operator's: installed only where there is none
-	@# (then readable by the service's group once it exists), never overwritten.
+	install -D -m 0644 etc/ksi-salesd.conf $(DESTDIR)$(DATADIR)/ksi-salesd.conf
+	@# The configuration is the operator's: installed only where there is none,
+	@# never overwritten. Installing into this system (no DESTDIR), the user
+	@# is created and gets the file's group, as the package's postinst does.
 	@if [ -e $(CONF) ]; then echo "keeping $(CONF) (the shipped one is in $(DESTDIR)$(DATADIR))"; \
 	else install -D -m 0640 etc/ksi-salesd.conf $(CONF) && echo "installed $(CONF)"; fi
-	install -D -m 0644 etc/ksi-salesd.conf $(DESTDIR)$(DATADIR)/ksi-salesd.conf
-	@[ -n "$(DESTDIR)" ] || echo "next: systemd-sysusers; chgrp _ksi-salesd $(CONF); systemctl daemon-reload (systemd/README.md)"
+	@if [ -z "$(DESTDIR)" ]; then systemd-sysusers $(SYSUSERSDIR)/ksi-salesd.conf && \
+		chgrp _ksi-salesd $(CONF) && echo "next: systemctl daemon-reload (systemd/README.md)"; fi
 
 # Removes what install installed; the configuration file only if it is
 # still the shipped one (an edited one is the operator's to delete).
@@ -233,7 +235,7 @@ uninstall:
 	@if [ -f $(CONF) ] && cmp -s $(CONF) etc/ksi-salesd.conf; then rm -f $(CONF); \
 	elif [ -f $(CONF) ]; then echo "keeping $(CONF): it was changed"; fi
 	rm -rf $(DESTDIR)$(DATADIR)
-	-rmdir $(DESTDIR)$(SYSCONFDIR)/ksi-salesd 2>/dev/null
+	@rmdir $(DESTDIR)$(SYSCONFDIR)/ksi-salesd 2>/dev/null || true
 
 # The Debian package, built from a copy of the tree under build/deb so that
 # nothing lands outside build/ (dpkg-buildpackage writes to the parent
