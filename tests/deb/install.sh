@@ -80,6 +80,8 @@ check "... with no home and no shell" "/ /usr/sbin/nologin" "${home:-} ${shell:-
 check_contains "the unit runs the installed binary as that user" "ExecStart=/usr/bin/ksi-salesd run" \
 	"$(cat /lib/systemd/system/ksi-salesd.service)"
 check_contains "... User=_ksi-salesd" "User=_ksi-salesd" "$(cat /lib/systemd/system/ksi-salesd.service)"
+check_contains "... which does not restart after exit 2 (configuration, privilege, schema)" \
+	"RestartPreventExitStatus=2" "$(cat /lib/systemd/system/ksi-salesd.service)"
 check "the unit is not enabled on install" "disabled" \
 	"$(SYSTEMD_LOG_LEVEL=err systemctl is-enabled ksi-salesd.service 2>/dev/null || true)"
 
