@@ -20,6 +20,7 @@ struct cli {
 	bool yes;                 /* --yes */
 	bool wide;                /* --wide (status) */
 	bool no_fail;             /* --no-fail (status) */
+	bool help;                /* --help: print the command's usage and exit */
 };
 
 /* Exit codes of every command. */

@@ -36,6 +36,10 @@ struct db;
 struct db_write;
 struct dbq;
 
+/* Reconnection backoff: the first retry after this many seconds, doubling
+ * up to the maximum. `run` waits for the database at start the same way. */
+#define DBQ_RETRY_MIN_S 0.5
+#define DBQ_RETRY_MAX_S 30.0
 #define DBQ_JOB_DEADLINE 30.0 /* seconds a single job may take */
 /* Seconds a maintenance job may take before its socket is cut: long
  * enough for a partition's detach and drop, short enough that a backend

@@ -405,3 +405,34 @@ int cfg_parse_listen(const char *s, struct cfg_listen *out, char *err, size_t er
 	*out = l;
 	return 0;
 }
+
+/* Whether s starts with a URI scheme ("word://"): letters, digits, + - .
+ * after a letter (RFC 3986), then "://". *len is the scheme's length. */
+static bool has_scheme(const char *s, size_t *len)
+{
+	size_t n = 0;
+	if (!isalpha((unsigned char)s[0]))
+		return false;
+	while (isalnum((unsigned char)s[n]) || s[n] == '+' || s[n] == '-' || s[n] == '.')
+		n++;
+	*len = n;
+	return strncmp(s + n, "://", 3) == 0;
+}
+
+int cfg_check_database_url(const char *url, char *err, size_t errlen)
+{
+	size_t n;
+	/* libpq takes these two prefixes, exactly (case-sensitive), as URIs;
+	 * anything else without "=" it takes as a database name, so a typo
+	 * would connect to the default host and fail far from the cause. A
+	 * key=value conninfo never starts with a scheme. The scheme is all
+	 * the message quotes: the rest may hold a password. */
+	if (!has_scheme(url, &n) || strncmp(url, "postgresql://", 13) == 0 ||
+	    strncmp(url, "postgres://", 11) == 0)
+		return 0;
+	snprintf(err, errlen,
+	         "unknown URI scheme \"%.*s://\" (libpq takes postgresql:// or postgres://, or "
+	         "key=value pairs such as \"host=db dbname=ksi\")",
+	         (int)(n > 32 ? 32 : n), url);
+	return -1;
+}

@@ -791,14 +791,22 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		          err);
 		cfg_free(&fresh);
 	} else {
-		/* The database connection stays; a changed url takes a restart. */
+		/* The database connection stays; a changed url takes a restart.
+		 * The URL is resolved as at start (a url_file or the credential
+		 * may hold it), only to compare. */
 		const char *running = d->cfg->database_url ? d->cfg->database_url : "";
-		const char *wanted = d->opt->database_url_override ? d->opt->database_url_override
-		                     : fresh.database_url          ? fresh.database_url
-		                                                   : "";
-		if (strcmp(running, wanted) != 0)
+		struct cfg_url_sources src = {
+		    .cli = d->opt->database_url_override,
+		    .credentials_dir = getenv("CREDENTIALS_DIRECTORY"),
+		    .config_path = d->opt->config_path,
+		    .config_found = true,
+		};
+		char from[1024];
+		if (cfg_resolve_database_url(&fresh, &src, from, sizeof(from), err, sizeof(err)) !=
+		        0 ||
+		    strcmp(running, fresh.database_url ? fresh.database_url : "") != 0)
 			log_warning("daemon", NULL,
-			            "reload: [database] url changed; it takes effect at restart");
+			            "reload: the database URL changed; it takes effect at restart");
 		if (memcmp(&fresh.metrics_listen, &d->cfg->metrics_listen,
 		           sizeof(fresh.metrics_listen)) != 0)
 			log_warning("daemon", NULL,

@@ -119,8 +119,8 @@ static void wait_for(struct dbq *q, int sock, int ms)
 	}
 }
 
-/* One thread's connection, reconnected with backoff (0.5 s doubling to
- * 30 s) by the one function every thread uses. */
+/* One thread's connection, reconnected with backoff (DBQ_RETRY_MIN_S
+ * doubling to DBQ_RETRY_MAX_S) by the one function every thread uses. */
 struct link {
 	struct db *db;
 	double backoff;
@@ -141,16 +141,16 @@ static bool link_up(struct worker *wk, struct link *l, bool listen, bool now, bo
 	if (db_connect(wk->q->conninfo, &l->db, l->err, sizeof(l->err)) == 0 &&
 	    (!listen || db_listen(l->db, l->err, sizeof(l->err)) == 0)) {
 		atomic_store(&wk->sock, db_socket(l->db));
-		l->backoff = 0.5;
+		l->backoff = DBQ_RETRY_MIN_S;
 		*changed = true;
 		return true;
 	}
 	db_close(l->db);
 	l->db = NULL;
-	if (l->backoff < 0.5)
-		l->backoff = 0.5;
+	if (l->backoff < DBQ_RETRY_MIN_S)
+		l->backoff = DBQ_RETRY_MIN_S;
 	l->next_attempt = mono_ms() + (long long)(l->backoff * 1000);
-	l->backoff = l->backoff * 2 > 30 ? 30 : l->backoff * 2;
+	l->backoff = l->backoff * 2 > DBQ_RETRY_MAX_S ? DBQ_RETRY_MAX_S : l->backoff * 2;
 	return false;
 }
 
