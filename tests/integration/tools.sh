@@ -108,19 +108,20 @@ env -u KSI_SALESD_DATABASE_URL "$BIN" status -c "$WORK/scheme.conf" >/dev/null 2
 check "[database] url = mysql://... exits 2" 2 $?
 check_contains "... naming the file and line" "scheme.conf:2: [database] url: unknown URI scheme" "$(cat "$WORK/scheme.log")"
 # A URL of 600 bytes (TLS options) in the file: the old reader stopped at 198.
+# (--no-fail: these read the table; some connectors here are failing.)
 long_url="$CONNINFO application_name=ksi-salesd-$(printf 'x%.0s' $(seq 1 560))"
 printf '[database]\nurl = %s\n' "$long_url" >"$WORK/long.conf"
-env -u KSI_SALESD_DATABASE_URL "$BIN" status -c "$WORK/long.conf" >/dev/null 2>"$WORK/long.log"
+env -u KSI_SALESD_DATABASE_URL "$BIN" status --no-fail -c "$WORK/long.conf" >/dev/null 2>"$WORK/long.log"
 check "a ${#long_url}-byte [database] url line is read whole" 0 $?
 printf '%s\n' "$CONNINFO" >"$WORK/database-url"
 printf '[database]\nurl_file = %s\n' "$WORK/database-url" >"$WORK/file.conf"
-env -u KSI_SALESD_DATABASE_URL "$BIN" status -c "$WORK/file.conf" >"$WORK/file.out" 2>"$WORK/file.log"
+env -u KSI_SALESD_DATABASE_URL "$BIN" status --no-fail -c "$WORK/file.conf" >"$WORK/file.out" 2>"$WORK/file.log"
 check "status with the URL in [database] url_file exits 0" 0 $?
 check_contains "... and prints the table" "chain" "$(cat "$WORK/file.out")"
 mkdir -p "$WORK/creds"
 printf '%s' "$CONNINFO" >"$WORK/creds/database-url"
 printf 'host=%s/nowhere dbname=x\n' "$WORK" >"$WORK/database-url"
-env -u KSI_SALESD_DATABASE_URL CREDENTIALS_DIRECTORY="$WORK/creds" "$BIN" status -c "$WORK/file.conf" >/dev/null 2>"$WORK/cred.log"
+env -u KSI_SALESD_DATABASE_URL CREDENTIALS_DIRECTORY="$WORK/creds" "$BIN" status --no-fail -c "$WORK/file.conf" >/dev/null 2>"$WORK/cred.log"
 check "\$CREDENTIALS_DIRECTORY/database-url wins over url_file" 0 $?
 env -u KSI_SALESD_DATABASE_URL "$BIN" status -c "$WORK/file.conf" >/dev/null 2>"$WORK/unreach.log"
 check "an unreachable database from url_file exits 3" 3 $?
