@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/queue.h>
 #include <sys/time.h>
@@ -677,9 +678,8 @@ static void ca_refresh(struct http *h)
 	struct ca_bundle *ca = &h->ca;
 	const char *want = h->cfg->ca_file;
 	double now = now_epoch();
-	bool same = ca->src == want &&
-	            (want ? ca->src_copy && strcmp(want, ca->src_copy) == 0 : !ca->src_copy);
-	if (ca->made_at > 0 && same && now - ca->made_at < HTTP_CA_REFRESH_S)
+	bool same = want ? ca->src_copy && strcmp(want, ca->src_copy) == 0 : !ca->src_copy;
+	if (ca->made_at > 0 && same && ca->src == want && now - ca->made_at < HTTP_CA_REFRESH_S)
 		return;
 	ca->made_at = now;
 	ca->src = want;
@@ -697,13 +697,21 @@ static void ca_refresh(struct http *h)
 			ca->path[0] = '\0';
 		return;
 	}
-	/* The new file is made while the old one is still open, so its path
-	 * differs and libcurl reads the store again. */
 	int fd = memfd_create("ksi-salesd-ca", MFD_CLOEXEC);
 	if (fd < 0 || append_file(fd, sys) != 0 || append_file(fd, want) != 0) {
 		if (fd >= 0)
 			close(fd);
 		ca_clear(ca);
+		return;
+	}
+	/* A refresh of the same ca_file takes the old file's number, so the
+	 * path stays: libcurl matches a TLS session to the CA file's path,
+	 * and a new path would end every host's resumption at each refresh.
+	 * libcurl reads the store again when its cache times out. Another
+	 * ca_file (a reload) gets a new path, read at once, and no session
+	 * made under the old trust store is resumed. */
+	if (same && ca->fd >= 0 && dup3(fd, ca->fd, O_CLOEXEC) >= 0) {
+		close(fd);
 		return;
 	}
 	ca_clear(ca);

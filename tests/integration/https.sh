@@ -7,8 +7,9 @@
 #   - a poll of several windows makes one connection, a poll of one window
 #     leaves none open (issue 12: a connection is kept only for a request
 #     known to follow);
-#   - a daemon's second poll of a host resumes its TLS session, and a
-#     session is never offered to another host:port.
+#   - a daemon's second poll of a host resumes its TLS session, but not
+#     after a reload to another ca_file, and a session is never offered to
+#     another host:port.
 #   https.sh BINARY FAKEAPI
 set -uo pipefail
 
@@ -132,6 +133,29 @@ sql "NOTIFY ksi_sales_config, 'connectors'" >/dev/null
 wait_for "the second poll" 20 runs_over "$((before + 1))"
 check "two polls, two connections (none kept between polls), one resumed" "2 2 1" "$(since "$PORT" "$s0")"
 check "both polls ok" 2 "$(($(nruns) - before))"
+
+echo "# a reload to another ca_file drops the sessions made under the old trust store"
+reloads() { grep -c "configuration reloaded" "$WORK/d.log"; }
+reloaded_over() { [ "$(reloads)" -gt "$1" ]; }
+# poll_again: makes secure due, waits for its poll, prints what the fake saw.
+poll_again() {
+	local n s
+	n=$(nruns) s=$(snap "$PORT")
+	due secure
+	sql "NOTIFY ksi_sales_config, 'connectors'" >/dev/null
+	wait_for "another poll" 20 runs_over "$n"
+	since "$PORT" "$s"
+}
+cp "$TLS/ca.pem" "$TLS/ca2.pem"
+conf "$WORK/trusted.conf" "$TLS/ca2.pem"
+r=$(reloads)
+kill -HUP "$PID_d"
+wait_for "the reload" 10 reloaded_over "$r"
+check "after ca_file changed, a full handshake" "1 1 0" "$(poll_again)"
+r=$(reloads)
+kill -HUP "$PID_d"
+wait_for "the reload" 10 reloaded_over "$r"
+check "after a reload with the same ca_file, the session resumes" "1 1 1" "$(poll_again)"
 
 echo "# a session is offered to its own host:port only"
 s0=$(snap "$OTHER_PORT")
