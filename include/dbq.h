@@ -52,10 +52,12 @@ struct dbq;
 #define DBQ_CONNECTIONS 2
 #define DBQ_WRITE_BATCH_RECORDS 100000
 /* Writes wait to be batched until this many are queued (or
- * DBQ_WRITE_BATCH_RECORDS of weight), or the oldest has waited
- * DBQ_GATHER_MS milliseconds: polls that end one by one still share a
- * transaction, for a few milliseconds of latency. */
+ * DBQ_GATHER_RECORDS of weight), or the oldest has waited DBQ_GATHER_MS
+ * milliseconds: polls that end one by one still share a transaction, for a
+ * few milliseconds of latency. A write of a thousand records (a backfill's)
+ * pays for its own transaction and does not wait. */
 #define DBQ_GATHER_WRITES 64
+#define DBQ_GATHER_RECORDS 1000
 #define DBQ_GATHER_MS 5
 
 /* Runs in the database thread. Returns 0 or -1 with err set. */

@@ -171,14 +171,15 @@ static void link_down(struct worker *wk, struct link *l, const char *why, long l
 /* With the lock held: how long the queued writes should wait for more, in
  * ms: 0 to take them now, -1 when there are none. Writes that arrive
  * spread out (polls ending one by one) would each go alone to an idle
- * thread; waiting until DBQ_GATHER_WRITES are queued or the oldest has
- * waited DBQ_GATHER_MS keeps batches full (issue 12: statements and
- * commits per poll) for at most that delay. */
+ * thread; waiting until DBQ_GATHER_WRITES (or DBQ_GATHER_RECORDS of
+ * weight) are queued or the oldest has waited DBQ_GATHER_MS keeps batches
+ * full (issue 12: statements and commits per poll) for at most that
+ * delay. */
 static long long gather_ms(struct dbq *q)
 {
 	if (STAILQ_EMPTY(&q->writes))
 		return -1;
-	if (q->stop || q->nwrites >= DBQ_GATHER_WRITES || q->wweight >= DBQ_WRITE_BATCH_RECORDS)
+	if (q->stop || q->nwrites >= DBQ_GATHER_WRITES || q->wweight >= DBQ_GATHER_RECORDS)
 		return 0;
 	long long age = mono_ms() - STAILQ_FIRST(&q->writes)->queued_ms;
 	return age >= DBQ_GATHER_MS ? 0 : DBQ_GATHER_MS - age;
