@@ -173,5 +173,6 @@ wait "$PID_d"
 check "the daemon exits 0 on SIGTERM (no leak under ASan)" 0 $?
 check_absent "the token is in no log" "$TOKEN" "$(cat "$WORK"/*.log)"
 
-echo "# $PASSED passed, $FAILED failed"
+echo
+echo "https: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
