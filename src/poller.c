@@ -619,6 +619,7 @@ static void fetch_next(struct poll_job *j)
 	    .token = c->bearer_token,
 	    .timeout_ms = c->request_timeout * 1000,
 	    .log_name = c->name,
+	    .more = j->batch + 1 < j->nbatches || j->span + 1 < j->nspans,
 	    .done = on_response,
 	    .user = j,
 	};
