@@ -3,7 +3,7 @@
 --
 -- Public-key encryption in the database, private key only in the daemon:
 -- a BEFORE INSERT OR UPDATE trigger encrypts what an operator writes into
--- bearer_token with pgcrypto's pgp_pub_encrypt() under the active key of
+-- bearer_token with pgcrypto's ksi_sales_crypto.pgp_pub_encrypt() under the active key of
 -- token_keys, stores the ciphertext in bearer_token_enc with the key's id in
 -- bearer_token_key, and sets bearer_token to NULL. Operators keep writing
 -- `bearer_token = '...'` as before. The daemon decrypts with its private
@@ -17,25 +17,31 @@
 -- plaintext token cannot be stored even with triggers disabled.
 
 -- pgcrypto is a trusted extension (PostgreSQL 13+): the database owner may
--- create it. It lives in ksi_sales so the pinned search_path of the
--- functions below finds it and no one's search_path can replace it.
+-- create it. It lives in a schema of its own, ksi_sales_crypto, called by
+-- qualified names from the functions below (whose search_path stays pinned
+-- to pg_catalog, ksi_sales, pg_temp), so no one's search_path can replace
+-- it and ksi_sales keeps only functions of ours. USAGE to PUBLIC: the
+-- trigger runs as the operator who writes a token; the functions are
+-- pgcrypto's, harmless without a private key.
 DO $$
 DECLARE
 	where_now text;
 BEGIN
 	SELECT n.nspname INTO where_now FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 		WHERE e.extname = 'pgcrypto';
+	CREATE SCHEMA IF NOT EXISTS ksi_sales_crypto;
+	GRANT USAGE ON SCHEMA ksi_sales_crypto TO PUBLIC;
 	IF where_now IS NULL THEN
-		CREATE EXTENSION pgcrypto WITH SCHEMA ksi_sales;
-	ELSIF where_now <> 'ksi_sales' THEN
-		RAISE EXCEPTION 'ksi_sales: pgcrypto is installed in schema %, ksi-salesd needs it in ksi_sales', where_now
-			USING HINT = 'An administrator runs: ALTER EXTENSION pgcrypto SET SCHEMA ksi_sales;';
+		CREATE EXTENSION pgcrypto WITH SCHEMA ksi_sales_crypto;
+	ELSIF where_now <> 'ksi_sales_crypto' THEN
+		RAISE EXCEPTION 'ksi_sales: pgcrypto is installed in schema %, ksi-salesd needs it in ksi_sales_crypto', where_now
+			USING HINT = 'An administrator runs: CREATE SCHEMA IF NOT EXISTS ksi_sales_crypto; ALTER EXTENSION pgcrypto SET SCHEMA ksi_sales_crypto;';
 	END IF;
 END
 $$;
 
 -- Public keys only: a private key never enters the database. key_id is the
--- id of the encryption subkey as pgp_key_id() prints it (16 hex digits), the
+-- id of the encryption subkey as ksi_sales_crypto.pgp_key_id() prints it (16 hex digits), the
 -- same the daemon names when it lacks the private key. One key at most is
 -- active: the one new tokens are encrypted with.
 CREATE TABLE ksi_sales.token_keys (
@@ -47,7 +53,7 @@ CREATE TABLE ksi_sales.token_keys (
 );
 CREATE UNIQUE INDEX token_keys_one_active ON ksi_sales.token_keys (active) WHERE active;
 COMMENT ON TABLE ksi_sales.token_keys IS 'OpenPGP public keys bearer tokens are encrypted with (ksi-salesd keygen makes them); the active one encrypts new tokens. Never a private key.';
-COMMENT ON COLUMN ksi_sales.token_keys.key_id IS 'Encryption subkey id, as pgp_key_id() prints it; filled from public_key.';
+COMMENT ON COLUMN ksi_sales.token_keys.key_id IS 'Encryption subkey id, as ksi_sales_crypto.pgp_key_id() prints it; filled from public_key.';
 
 CREATE FUNCTION ksi_sales.check_token_key() RETURNS trigger
 LANGUAGE plpgsql
@@ -58,11 +64,11 @@ DECLARE
 	id text;
 BEGIN
 	BEGIN
-		key := dearmor(NEW.public_key);
-		id := pgp_key_id(key);
+		key := ksi_sales_crypto.dearmor(NEW.public_key);
+		id := ksi_sales_crypto.pgp_key_id(key);
 		-- pgcrypto takes RSA or Elgamal, not ECC: try it now rather than at
 		-- the first token.
-		PERFORM pgp_pub_encrypt('probe', key);
+		PERFORM ksi_sales_crypto.pgp_pub_encrypt('probe', key);
 	EXCEPTION WHEN OTHERS THEN
 		RAISE EXCEPTION 'ksi_sales.token_keys: public_key is not an armored OpenPGP RSA public key pgcrypto can encrypt to (%)', SQLERRM
 			USING ERRCODE = 'check_violation', HINT = 'Make one with: ksi-salesd keygen';
@@ -115,7 +121,7 @@ BEGIN
 	IF NOT FOUND THEN
 		RETURN NEW; -- no key yet: stored in clear, as before this migration
 	END IF;
-	NEW.bearer_token_enc := pgp_pub_encrypt(NEW.bearer_token, dearmor(k.public_key), 'cipher-algo=aes256');
+	NEW.bearer_token_enc := ksi_sales_crypto.pgp_pub_encrypt(NEW.bearer_token, ksi_sales_crypto.dearmor(k.public_key), 'cipher-algo=aes256');
 	NEW.bearer_token_key := k.key_id;
 	NEW.bearer_token := NULL;
 	RETURN NEW;

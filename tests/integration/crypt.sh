@@ -35,7 +35,7 @@ conf() { # conf KEYFILES
 conf ""
 
 ksi migrate 2>"$WORK/migrate.log" || { cat "$WORK/migrate.log" >&2; exit 1; }
-check "pgcrypto is installed in ksi_sales by the migration" "ksi_sales" \
+check "pgcrypto is installed in ksi_sales_crypto by the migration" "ksi_sales_crypto" \
 	"$(sql "SELECT extnamespace::regnamespace FROM pg_extension WHERE extname = 'pgcrypto'")"
 
 # The documented operator role: nothing it sends is logged.
