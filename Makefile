@@ -4,7 +4,7 @@
 
 VERSION := 0.1.0
 
-PKGS := libcurl libcjson libpq libsystemd libmicrohttpd
+PKGS := libcurl libcjson libpq libsystemd libmicrohttpd librnp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lm
 
@@ -72,6 +72,7 @@ test_config_LDFLAGS := -Wl,--wrap=getline,--wrap=__getdelim
 test_http_MODULES := http window $(ISO_MODULES) $(CONFIG_MODULES) log jsonw mask
 test_schedule_MODULES := schedule
 test_mask_MODULES := mask
+test_tokens_MODULES := tokens
 test_stats_MODULES := stats
 # The status layout alone: pure, with a width (status.c does the I/O).
 test_status_MODULES := status_layout jsonw sbuf
@@ -90,7 +91,7 @@ test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 PROBE_MODULES := probe probe_judge probe_report probe_command
 test_probe_MODULES := $(PROBE_MODULES) $(VAL_MODULES) $(ISO_MODULES) window http $(CONFIG_MODULES) log jsonw sbuf mask
 # The database module's files (src/db_*.c).
-DB_MODULES := db_conn db_lease db_write db_requests db_health stats
+DB_MODULES := db_conn db_lease db_write db_requests db_health db_tokens stats tokens
 # The writer under allocation failure: db and what it links (connector
 # needs http and isotime, http needs config; validate for the reason names).
 test_db_oom_MODULES := $(DB_MODULES) sbuf log jsonw connector http $(CONFIG_MODULES) $(ISO_MODULES) $(VAL_MODULES) migrations mask
@@ -157,7 +158,7 @@ man-check:
 # valgrind: any memory error or leak fails the run it happens in. db_oom
 # runs build/san/test_db_oom and dbq build/san/test_dbq (ASan and LSan,
 # never under valgrind) either way, tz build/san/tz_offsets.
-INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz dbcontract logs status metrics https
+INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz dbcontract logs status metrics https crypt
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
 valgrind: build/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_TESTS)

@@ -21,6 +21,8 @@ struct cli {
 	bool wide;                /* --wide (status) */
 	bool no_fail;             /* --no-fail (status) */
 	bool help;                /* --help: print the command's usage and exit */
+	const char *out;          /* --out FILE (keygen) */
+	bool install;             /* --install (keygen) */
 };
 
 /* Exit codes of every command. */

@@ -44,6 +44,8 @@ struct cfg {
 	char *proxy;   /* NULL: none */
 	struct cfg_network *deny_networks;
 	size_t ndeny_networks;
+	/* [tokens] */
+	char *tokens_key_file; /* private keys, comma-separated files, or NULL */
 	/* [log] */
 	enum log_level log_level;
 	enum log_format log_format;
@@ -66,6 +68,9 @@ void cfg_free(struct cfg *c);
 /* The credential systemd passes (LoadCredential=, LoadCredentialEncrypted=)
  * in $CREDENTIALS_DIRECTORY. */
 #define CFG_CREDENTIAL_NAME "database-url"
+
+/* The credential holding the token private keys (README, Security). */
+#define CFG_TOKEN_KEYS_CREDENTIAL "token-keys"
 
 /* Where the database URL may come from, besides the file's [database] url
  * and url_file. */

@@ -95,6 +95,19 @@ int db_release_all(struct db *db, const char *owner, char *err, size_t errlen)
 int db_release_stale(struct db *db, const char *owner, const int64_t *keep, size_t nkeep, char *err,
                      size_t errlen) __attribute__((warn_unused_result));
 
+/* Stores a new token public key (ksi-salesd keygen --install) and makes it
+ * the active one, in one transaction: new and plaintext tokens are
+ * encrypted with it (ksi_sales.activate_token_key). *left_behind: tokens
+ * still encrypted under an older key. */
+int db_install_token_key(struct db *db, const char *public_armored, const char *key_id,
+                         long *left_behind, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Whether a token key is active, and how many connectors' tokens are
+ * stored in clear. */
+int db_token_storage(struct db *db, bool *has_key, long *in_clear, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* The channel the configuration triggers notify. */
 #define DB_NOTIFY_CHANNEL "ksi_sales_config"
 

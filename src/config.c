@@ -75,6 +75,10 @@ static const struct key_def keys[] = {
     {"http", "deny_networks", K_NETWORKS, FIELD(deny_networks), FIELD(ndeny_networks),
      "169.254.0.0/16, fe80::/10", NULL, NULL},
 
+    /* A comma-separated list: checked when read (tokens_load), where the
+     * daemon says which file and why. */
+    {"tokens", "key_file", K_TEXT, FIELD(tokens_key_file), 0, "", NULL, NULL},
+
     {"log", "level", K_LOG_LEVEL, FIELD(log_level), 0, "info", NULL, NULL},
     {"log", "format", K_LOG_FORMAT, FIELD(log_format), 0, "text", NULL, NULL},
 

@@ -19,9 +19,11 @@
 #include "db.h"
 #include "dbq.h"
 #include "http.h"
+#include "keygen.h"
 #include "log.h"
 #include "probe.h"
 #include "status.h"
+#include "tokens.h"
 
 struct command {
 	const char *name;
@@ -42,6 +44,8 @@ enum {
 	OPT_YES = 1 << 7,
 	OPT_WIDE = 1 << 8,
 	OPT_NO_FAIL = 1 << 9,
+	OPT_OUT = 1 << 10,
+	OPT_INSTALL = 1 << 11,
 };
 
 static int cmd_once(const struct cli *cli, struct cfg *cfg);
@@ -115,6 +119,8 @@ static const struct command commands[] = {
      "and after every upgrade. Concurrent runs wait for each other.\n"
      "Exit: 0 ok, 1 a migration failed, 2 a missing privilege or a schema newer\n"
      "than this binary, 3 database unreachable or read-only.\n"},
+    {"keygen", keygen_command, "makes a key pair to encrypt bearer tokens with",
+     OPT_OUT | OPT_INSTALL, KEYGEN_USAGE},
 };
 
 /* The options every command takes, after each command's own usage. */
@@ -251,6 +257,8 @@ static int wait_for_db(const struct cfg *cfg, bool *stopped)
 			rc = db_check_schema(db, err, sizeof(err)) == 0
 			         ? EXIT_OK
 			         : exit_for_db(db_error_kind(db));
+			if (rc == EXIT_OK)
+				keygen_say_storage(db);
 			db_close(db);
 			if (rc != EXIT_DB) {
 				if (rc != EXIT_OK)
@@ -302,8 +310,10 @@ static int run_daemon(const struct cli *cli, struct cfg *cfg, bool once)
 	if (once) {
 		struct db *db;
 		rc = connect_db(cfg, &db, true);
-		if (rc == EXIT_OK)
+		if (rc == EXIT_OK) {
+			keygen_say_storage(db);
 			db_close(db);
+		}
 	} else {
 		bool stopped;
 		rc = wait_for_db(cfg, &stopped);
@@ -365,6 +375,8 @@ static const struct option long_options[] = {
     {"to", required_argument, NULL, 't'},
     {"json", no_argument, NULL, 'j'},
     {"yes", no_argument, NULL, 'y'},
+    {"out", required_argument, NULL, 'o'},
+    {"install", no_argument, NULL, 'I'},
     {"wide", no_argument, NULL, 'W'},
     {"no-fail", no_argument, NULL, 'N'},
     {NULL, 0, NULL, 0},
@@ -438,6 +450,14 @@ static int take_option(int opt, struct cli *cli, unsigned *given, const char **t
 	case 'N':
 		cli->no_fail = true;
 		*given |= OPT_NO_FAIL;
+		break;
+	case 'o':
+		cli->out = optarg;
+		*given |= OPT_OUT;
+		break;
+	case 'I':
+		cli->install = true;
+		*given |= OPT_INSTALL;
 		break;
 	default:
 		usage(stderr);
@@ -586,7 +606,14 @@ int main(int argc, char **argv)
 		rc = EXIT_FAILED;
 		goto out;
 	}
+	/* Before any thread starts (tokens.h); keygen makes keys, reads none. */
+	if (cmd->run != keygen_command && keygen_load_keys(&cfg) != 0) {
+		rc = EXIT_USAGE;
+		http_global_cleanup();
+		goto out;
+	}
 	rc = cmd->run(&cli, &cfg);
+	tokens_unload();
 	http_global_cleanup();
 out:
 	if (cli.token) {

@@ -642,6 +642,7 @@ static const char *const spec_keys[] = {
     "http.ca_file",
     "http.proxy",
     "http.deny_networks",
+    "tokens.key_file", /* issue 17: not in SPEC §7's table yet */
     "log.level",
     "log.format",
     "metrics.listen",
@@ -764,7 +765,7 @@ static const struct error_case error_cases[] = {
      "user_agent, ca_file, proxy, deny_networks); lease belongs in [daemon]"},
     {"key in upper case", "[daemon]\nLease = 5min\n", 2, "[daemon] Lease: unknown key"},
     {"unknown section", "; x\n[deamon]\nlease = 5min\n", 3,
-     "[deamon] lease: unknown section (sections: database, daemon, http, log, metrics)"},
+     "[deamon] lease: unknown section (sections: database, daemon, http, tokens, log, metrics)"},
     {"key before any section", "\nlease = 5min\n[daemon]\n", 2,
      "lease: key before any [section] header"},
     {"duplicate key", "[daemon]\nlease = 1min\n\n[log]\nlevel = info\n[daemon]\nlease = 2min\n", 7,
