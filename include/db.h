@@ -108,6 +108,33 @@ int db_install_token_key(struct db *db, const char *public_armored, const char *
 int db_token_storage(struct db *db, bool *has_key, long *in_clear, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* A token stored under an older key than the active one (rotation). */
+struct db_old_token {
+	bool test; /* a connection_tests row, else a connector */
+	int64_t id;
+	unsigned char *ct; /* the ciphertext (malloc'd) */
+	size_t len;
+	char key_id[17]; /* the key it is encrypted to */
+};
+
+/* Rotation, step 1: BEGIN, marks the transaction as a rotation (no
+ * connector becomes due), reads the active key (its id and armored public
+ * key, *public_armored malloc'd) and locks every token under another key
+ * (FOR UPDATE), returned in *rows. 1 when no key is active. The caller
+ * ends the transaction with db_rotation_end. */
+int db_rotation_begin(struct db *db, char active_id[17], char **public_armored,
+                      struct db_old_token **rows, size_t *n, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Stores one token again, encrypted to the active key. */
+int db_rotation_store(struct db *db, const struct db_old_token *row, const unsigned char *ct,
+                      size_t len, const char *key_id, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* COMMIT (commit true) or ROLLBACK; frees rows. */
+int db_rotation_end(struct db *db, bool commit, struct db_old_token *rows, size_t n, char *err,
+                    size_t errlen) __attribute__((warn_unused_result));
+
 /* The channel the configuration triggers notify. */
 #define DB_NOTIFY_CHANNEL "ksi_sales_config"
 

@@ -35,4 +35,22 @@ int keygen_load_keys(const struct cfg *cfg) __attribute__((warn_unused_result));
  * when they are encrypted and the daemon holds no private key. */
 void keygen_say_storage(struct db *db);
 
+/* `ksi-salesd rotate-tokens`: every token stored under an older key than
+ * the active one, decrypted here with the loaded private keys and stored
+ * again encrypted to the active key, in one transaction that makes no
+ * connector due. Exit 0 all moved, 1 some are under keys not loaded (they
+ * stay, named), 2 no active key, 3 the database. */
+int rotate_tokens_command(const struct cli *cli, struct cfg *cfg);
+
+#define ROTATE_TOKENS_USAGE                                                                        \
+	"usage: ksi-salesd rotate-tokens [-c FILE] [-d URL]\n"                                     \
+	"\n"                                                                                       \
+	"After ksi-salesd keygen --install made a new key active: decrypts every token\n"          \
+	"still under an older key with the private keys loaded ([tokens] key_file, the\n"          \
+	"credential token-keys) and stores it again encrypted to the active key, in one\n"         \
+	"transaction; no connector becomes due for it. Then the older private keys can\n"          \
+	"go. Run it as a role that may update ksi_sales.connectors (the schema owner).\n"          \
+	"Exit: 0 every token moved, 1 some are under keys not loaded (named; they stay),\n"        \
+	"2 no active key or a usage error, 3 database unreachable.\n"
+
 #endif

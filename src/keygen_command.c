@@ -3,6 +3,7 @@
  * command line, the files and the database around it. */
 #include "keygen.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,4 +116,78 @@ void keygen_say_storage(struct db *db)
 		            "tokens are encrypted but no private key is loaded ([tokens] "
 		            "key_file, credential " CFG_TOKEN_KEYS_CREDENTIAL
 		            "): connectors with a token will fail");
+}
+
+/* One token moved to the active key: decrypted here, encrypted to the
+ * active public key, stored; the plaintext is wiped at once. */
+static int rotate_one(struct db *db, const struct db_old_token *t, const char *active_id,
+                      const char *pub, char *err, size_t errlen)
+{
+	char *plain = NULL;
+	unsigned char *ct = NULL;
+	size_t len = 0;
+	if (tokens_decrypt(t->ct, t->len, t->key_id, &plain, err, errlen) != 0)
+		return -1;
+	int rc = tokens_encrypt(pub, active_id, plain, &ct, &len, err, errlen);
+	tokens_wipe(plain);
+	if (rc == 0)
+		rc = db_rotation_store(db, t, ct, len, active_id, err, errlen);
+	free(ct);
+	return rc;
+}
+
+int rotate_tokens_command(const struct cli *cli, struct cfg *cfg)
+{
+	(void)cli;
+	char err[1024], active[17];
+	struct db *db = NULL;
+	if (db_connect(cfg->database_url, &db, err, sizeof(err)) != 0) {
+		log_error("rotate-tokens", NULL, "database unreachable: %s", err);
+		return EXIT_DB;
+	}
+	char *pub = NULL;
+	struct db_old_token *rows = NULL;
+	size_t n = 0, moved = 0, kept = 0;
+	int rc = db_check_schema(db, err, sizeof(err));
+	if (rc == 0)
+		rc = db_rotation_begin(db, active, &pub, &rows, &n, err, sizeof(err));
+	if (rc != 0) {
+		if (rc > 0)
+			log_error("rotate-tokens", NULL,
+			          "no token key is active: make one with ksi-salesd "
+			          "keygen --install");
+		else
+			log_error("rotate-tokens", NULL, "%s", err);
+		rc = rc > 0 ? EXIT_USAGE : exit_for_db(db_error_kind(db));
+		db_close(db);
+		return rc;
+	}
+	/* A token no loaded key opens stays where it is (named); the others
+	 * move, all in the one transaction. */
+	bool db_failed = false;
+	for (size_t i = 0; i < n && !db_failed; i++) {
+		if (rotate_one(db, &rows[i], active, pub, err, sizeof(err)) == 0) {
+			moved++;
+			continue;
+		}
+		kept++;
+		db_failed = !db_ok(db) || db_error_kind(db) != DB_ERR_NONE;
+		log_warning("rotate-tokens", NULL, "%s %" PRId64 ": %s",
+		            rows[i].test ? "connection test" : "connector", rows[i].id, err);
+	}
+	rc = db_rotation_end(db, !db_failed, rows, n, err, sizeof(err));
+	if (db_failed || rc != 0) {
+		log_error("rotate-tokens", NULL, "nothing was changed: %s", err);
+		rc = exit_for_db(db_error_kind(db));
+	} else {
+		log_info(
+		    "rotate-tokens", NULL,
+		    "%zu token%s moved to key %s; %zu left under older keys (their private keys "
+		    "are not loaded)",
+		    moved, moved == 1 ? "" : "s", active, kept);
+		rc = kept ? EXIT_FAILED : EXIT_OK;
+	}
+	free(pub);
+	db_close(db);
+	return rc;
 }

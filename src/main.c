@@ -121,6 +121,8 @@ static const struct command commands[] = {
      "than this binary, 3 database unreachable or read-only.\n"},
     {"keygen", keygen_command, "makes a key pair to encrypt bearer tokens with",
      OPT_OUT | OPT_INSTALL, KEYGEN_USAGE},
+    {"rotate-tokens", rotate_tokens_command, "moves every token to the active key", 0,
+     ROTATE_TOKENS_USAGE},
 };
 
 /* The options every command takes, after each command's own usage. */

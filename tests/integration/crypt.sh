@@ -157,6 +157,29 @@ conf "$WORK/k1.pub"
 once
 check "a public key file is refused as key_file (exit 2)" 2 "$RC"
 
+echo "# rotate-tokens: every token moved to the active key, no connector made due"
+sql "UPDATE ksi_sales.connector_state SET next_poll = now() + interval '1 day', failures = 2" >/dev/null
+conf "$WORK/k2.asc"
+ksi rotate-tokens -c "$WORK/test.conf" 2>"$WORK/rotate1.log"
+check "rotate-tokens without k1's private key exits 1" 1 "$?"
+check_contains "... naming the key it lacks" "$K1" "$(cat "$WORK/rotate1.log")"
+check "... and moves nothing it cannot open" 3 \
+	"$(sql "SELECT (SELECT count(*) FROM ksi_sales.connectors WHERE bearer_token_key = '$K1')
+	             + (SELECT count(*) FROM ksi_sales.connection_tests WHERE bearer_token_key = '$K1')")"
+conf "$WORK/k1.asc, $WORK/k2.asc"
+ksi rotate-tokens -c "$WORK/test.conf" 2>"$WORK/rotate2.log"
+check "rotate-tokens with both keys exits 0" 0 "$?"
+check_contains "... saying what it moved" "3 tokens moved to key $K2" "$(cat "$WORK/rotate2.log")"
+check "no token is left under an older key" 0 \
+	"$(sql "SELECT (SELECT count(*) FROM ksi_sales.connectors WHERE bearer_token_key <> '$K2')
+	             + (SELECT count(*) FROM ksi_sales.connection_tests WHERE bearer_token_key <> '$K2')")"
+check "no connector became due, no failure count was reset" "0" \
+	"$(sql "SELECT count(*) FROM ksi_sales.connector_state WHERE next_poll < now() + interval '23 hours' OR failures <> 2")"
+check_absent "the canary is in no output of rotate-tokens" "$TOKEN" "$(cat "$WORK"/rotate*.log)"
+conf "$WORK/k2.asc"
+once
+check "once with k2 alone, after the rotation: every connector polled (exit 0)" 0 "$RC"
+
 echo "# the canary"
 check_absent "the canary is not in pg_dump" "$TOKEN" "$(pg_dump "$CONNINFO" 2>&1)"
 sql "CHECKPOINT" >/dev/null
