@@ -4,7 +4,7 @@
 
 VERSION := 0.1.0
 
-PKGS := libcurl libcjson libpq libsystemd inih
+PKGS := libcurl libcjson libpq libsystemd libmicrohttpd librnp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lm
 
@@ -12,7 +12,7 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
 	-Wformat=2 -Wvla -Wpointer-arith -Wundef
 CFLAGS ?= -O2 -g
 ALL_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -DKSI_VERSION='"$(VERSION)"' \
-	-Iinclude -Ibuild/gen $(PKG_CFLAGS) $(CFLAGS)
+	-Iinclude -Ibuild/gen $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS)
 SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 MODULE_SRCS := $(filter-out src/main.c,$(wildcard src/*.c))
@@ -23,7 +23,7 @@ SAN_OBJS := $(MODULE_SRCS:src/%.c=build/san/%.o) build/san/migrations.o
 DB_UNIT_TESTS := build/san/test_db_oom build/san/test_dbq
 UNIT_TESTS := $(filter-out $(DB_UNIT_TESTS),$(patsubst tests/unit/%.c,build/san/%,$(wildcard tests/unit/test_*.c)))
 
-.PHONY: all deps check unit fuzz fuzz-smoke integration systemd-check valgrind demo bench bench-sales soak install clean format format-check lint
+.PHONY: alert-tests bench-metrics all deps check unit fuzz fuzz-smoke integration systemd-check valgrind demo bench bench-sales soak install uninstall deb deb-install-test man-check clean format format-check lint
 all: build/ksi-salesd
 
 deps:
@@ -46,8 +46,9 @@ build/san/migrations.o: build/gen/migrations.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(SAN) -c -o $@ $<
 
+# LDFLAGS: a package build passes dpkg-buildflags' hardening (relro, now).
 build/ksi-salesd: build/rel/main.o $(REL_OBJS)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 build/san/ksi-salesd: build/san/main.o $(SAN_OBJS)
 	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^ $(PKG_LIBS)
 
@@ -71,7 +72,11 @@ test_config_LDFLAGS := -Wl,--wrap=getline,--wrap=__getdelim
 test_http_MODULES := http window $(ISO_MODULES) $(CONFIG_MODULES) log jsonw mask
 test_schedule_MODULES := schedule
 test_mask_MODULES := mask
+test_tokens_MODULES := tokens
 test_stats_MODULES := stats
+# The status layout alone: pure, with a width (status.c does the I/O).
+test_status_MODULES := status_layout jsonw sbuf
+test_metrics_MODULES := metrics stats sbuf log jsonw
 test_janitor_MODULES := janitor log jsonw
 # sd_journal_sendv is a link-time fake in the test (it wins over libsystemd's).
 test_log_MODULES := log jsonw
@@ -86,7 +91,7 @@ test_validate_oom_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 PROBE_MODULES := probe probe_judge probe_report probe_command
 test_probe_MODULES := $(PROBE_MODULES) $(VAL_MODULES) $(ISO_MODULES) window http $(CONFIG_MODULES) log jsonw sbuf mask
 # The database module's files (src/db_*.c).
-DB_MODULES := db_conn db_lease db_write db_requests db_health db_maint
+DB_MODULES := db_conn db_lease db_write db_requests db_health db_tokens stats tokens db_maint
 # The writer under allocation failure: db and what it links (connector
 # needs http and isotime, http needs config; validate for the reason names).
 test_db_oom_MODULES := $(DB_MODULES) sbuf log jsonw connector http $(CONFIG_MODULES) $(ISO_MODULES) $(VAL_MODULES) migrations mask
@@ -145,11 +150,15 @@ integration: build/san/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_T
 systemd-check: build/ksi-salesd
 	@sh tests/systemd/check.sh build/ksi-salesd
 
+# The man pages render without warnings and document every key.
+man-check:
+	@sh tests/man/check.sh
+
 # The integration suites with every run of the release binary under
 # valgrind: any memory error or leak fails the run it happens in. db_oom
 # runs build/san/test_db_oom and dbq build/san/test_dbq (ASan and LSan,
 # never under valgrind) either way, tz build/san/tz_offsets.
-INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz dbcontract logs retention
+INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz dbcontract logs status metrics https crypt retention
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
 valgrind: build/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_TESTS)
@@ -158,7 +167,13 @@ valgrind: build/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_TESTS)
 	done; exit $$rc
 
 check: deps
-	@$(MAKE) --no-print-directory format-check all unit fuzz-smoke integration systemd-check
+	@$(MAKE) --no-print-directory format-check all unit alert-tests fuzz-smoke integration systemd-check man-check
+
+# The Prometheus alert rules, checked and unit-tested by promtool (Debian's
+# prometheus package).
+alert-tests:
+	@promtool check rules etc/prometheus/ksi-salesd-alerts.yml
+	@promtool test rules etc/prometheus/ksi-salesd-alerts.test.yml
 
 demo: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
@@ -173,6 +188,11 @@ bench: deps
 bench-sales: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd
 	@bash tests/bench/sales_scale.sh build/ksi-salesd
+
+# What a /metrics scrape costs the daemon, at 10,000 connectors.
+bench-metrics: deps
+	@$(MAKE) --no-print-directory build/ksi-salesd
+	@bash tests/bench/metrics.sh
 
 soak: deps
 	@$(MAKE) --no-print-directory build/ksi-salesd build/fakeapi
@@ -192,13 +212,72 @@ lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
 		--inline-suppr -Iinclude src tests/fakeapi
 
+# `make install` for people who build from source; the Debian package
+# (`make deb`) runs the same target into its staging directory. PREFIX,
+# SYSCONFDIR and DESTDIR as usual; UNITDIR and SYSUSERSDIR are where systemd
+# looks under PREFIX (Debian: /lib/systemd/system, /usr/lib/sysusers.d).
 PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share/ksi-salesd
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+MAN_PAGES := etc/man/ksi-salesd.8 etc/man/ksi-salesd.conf.5
+# Dashboards and alert rules, whichever exist (installed for Grafana and
+# Prometheus to pick up; nothing reads them from there by itself).
+SHARE_FILES := $(wildcard etc/grafana/*.json etc/prometheus/*.yml etc/prometheus/*.yaml)
+CONF := $(DESTDIR)$(SYSCONFDIR)/ksi-salesd/ksi-salesd.conf
 install: build/ksi-salesd
-	install -D -m 0755 build/ksi-salesd $(DESTDIR)$(PREFIX)/bin/ksi-salesd
-	install -D -m 0644 etc/ksi-salesd.conf $(DESTDIR)/etc/ksi-salesd/ksi-salesd.conf.example
-	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
-	sed 's|/usr/local/bin/ksi-salesd|$(PREFIX)/bin/ksi-salesd|' systemd/ksi-salesd.service \
-		> $(DESTDIR)$(PREFIX)/lib/systemd/system/ksi-salesd.service
+	install -D -m 0755 build/ksi-salesd $(DESTDIR)$(BINDIR)/ksi-salesd
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
+	sed 's|/usr/local/bin/ksi-salesd|$(BINDIR)/ksi-salesd|' systemd/ksi-salesd.service \
+		> $(DESTDIR)$(UNITDIR)/ksi-salesd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ksi-salesd.service
+	install -D -m 0644 systemd/ksi-salesd.sysusers $(DESTDIR)$(SYSUSERSDIR)/ksi-salesd.conf
+	install -m 0644 etc/man/ksi-salesd.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 etc/man/ksi-salesd.conf.5 $(DESTDIR)$(MANDIR)/man5/
+	$(foreach f,$(SHARE_FILES),install -D -m 0644 $(f) $(DESTDIR)$(DATADIR)/$(f:etc/%=%) &&) true
+	install -D -m 0644 etc/ksi-salesd.conf $(DESTDIR)$(DATADIR)/ksi-salesd.conf
+	@# The configuration is the operator's: installed only where there is none,
+	@# never overwritten. Installing into this system (no DESTDIR), the user
+	@# is created and gets the file's group, as the package's postinst does.
+	@if [ -e $(CONF) ]; then echo "keeping $(CONF) (the shipped one is in $(DESTDIR)$(DATADIR))"; \
+	else install -D -m 0640 etc/ksi-salesd.conf $(CONF) && echo "installed $(CONF)"; fi
+	@if [ -z "$(DESTDIR)" ]; then systemd-sysusers $(SYSUSERSDIR)/ksi-salesd.conf && \
+		chgrp _ksi-salesd $(CONF) && echo "next: systemctl daemon-reload (systemd/README.md)"; fi
+
+# Removes what install installed; the configuration file only if it is
+# still the shipped one (an edited one is the operator's to delete).
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/ksi-salesd $(DESTDIR)$(UNITDIR)/ksi-salesd.service \
+		$(DESTDIR)$(SYSUSERSDIR)/ksi-salesd.conf \
+		$(DESTDIR)$(MANDIR)/man8/ksi-salesd.8 $(DESTDIR)$(MANDIR)/man5/ksi-salesd.conf.5
+	@if [ -f $(CONF) ] && cmp -s $(CONF) etc/ksi-salesd.conf; then rm -f $(CONF); \
+	elif [ -f $(CONF) ]; then echo "keeping $(CONF): it was changed"; fi
+	rm -rf $(DESTDIR)$(DATADIR)
+	@rmdir $(DESTDIR)$(SYSCONFDIR)/ksi-salesd 2>/dev/null || true
+
+# The Debian package, built from a copy of the tree under build/deb so that
+# nothing lands outside build/ (dpkg-buildpackage writes to the parent
+# directory): build/deb/ksi-salesd_VERSION_ARCH.deb, then lintian on it.
+# Offline: the build-dependencies come from Debian (debian/control).
+DEB_SRC := build/deb/src/ksi-salesd-$(VERSION)
+deb:
+	@test "$$(dpkg-parsechangelog -S Version)" = "$(VERSION)" || \
+		{ echo "debian/changelog's version is not $(VERSION): add an entry (dch -v $(VERSION))" >&2; exit 1; }
+	rm -rf build/deb && mkdir -p $(DEB_SRC)
+	tar --exclude=./build --exclude=./.git -cf - . | tar -C $(DEB_SRC) -xf -
+	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b
+	mv build/deb/src/*.deb build/deb/src/*.changes build/deb/src/*.buildinfo build/deb/
+	rm -rf build/deb/src
+	lintian --fail-on error --display-info build/deb/ksi-salesd_$(VERSION)_*.changes && echo "lintian: no error"
+	@ls build/deb/*.deb
+
+# Installs the package into this machine, checks it, runs it, purges it
+# (root, a throwaway machine: CI runs it in .ci/run).
+deb-install-test: deb
+	bash tests/deb/install.sh build/deb/ksi-salesd_$(VERSION)_*.deb
 
 clean:
 	rm -rf build

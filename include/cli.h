@@ -18,6 +18,11 @@ struct cli {
 	const char *to;           /* --to T */
 	bool json;                /* --json */
 	bool yes;                 /* --yes */
+	bool wide;                /* --wide (status) */
+	bool no_fail;             /* --no-fail (status) */
+	bool help;                /* --help: print the command's usage and exit */
+	const char *out;          /* --out FILE (keygen) */
+	bool install;             /* --install (keygen) */
 };
 
 /* Exit codes of every command. */

@@ -1,4 +1,5 @@
-/* config: the ini file of SPEC §7, parsed with inih into one struct. */
+/* config: the ini file of SPEC §7, read into one struct, and where the
+ * database URL comes from. */
 #ifndef KSI_CONFIG_H
 #define KSI_CONFIG_H
 
@@ -17,9 +18,18 @@ struct cfg_network {
 	unsigned prefix;        /* prefix length in bits */
 };
 
+/* [metrics] listen: a literal address and a port (0: any free one, which
+ * the daemon logs; for tests). family 0: off. */
+struct cfg_listen {
+	int family;             /* 0, AF_INET or AF_INET6 */
+	unsigned char addr[16]; /* 4 or 16 bytes used */
+	unsigned port;
+};
+
 struct cfg {
 	/* [database] */
-	char *database_url; /* NULL: libpq defaults */
+	char *database_url;      /* NULL: libpq defaults (cfg_resolve_database_url sets it) */
+	char *database_url_file; /* a file holding the URL, or NULL */
 	/* [daemon] */
 	unsigned max_concurrent_fetches;
 	unsigned max_per_host;
@@ -34,9 +44,13 @@ struct cfg {
 	char *proxy;   /* NULL: none */
 	struct cfg_network *deny_networks;
 	size_t ndeny_networks;
+	/* [tokens] */
+	char *tokens_key_file; /* private keys, comma-separated files, or NULL */
 	/* [log] */
 	enum log_level log_level;
 	enum log_format log_format;
+	/* [metrics] */
+	struct cfg_listen metrics_listen;
 	/* [retention]: how long audit rows are kept, 0: forever; how often the
 	 * janitor runs (partitions ahead, expired ones dropped). */
 	int64_t retention_fetch_runs_ms;
@@ -56,6 +70,41 @@ int cfg_load(struct cfg *c, const char *path, bool must_exist, char *err, size_t
 
 void cfg_free(struct cfg *c);
 
+/* The credential systemd passes (LoadCredential=, LoadCredentialEncrypted=)
+ * in $CREDENTIALS_DIRECTORY. */
+#define CFG_CREDENTIAL_NAME "database-url"
+
+/* The credential holding the token private keys (README, Security). */
+#define CFG_TOKEN_KEYS_CREDENTIAL "token-keys"
+
+/* Where the database URL may come from, besides the file's [database] url
+ * and url_file. */
+struct cfg_url_sources {
+	const char *cli;             /* -d URL, or NULL */
+	const char *env;             /* KSI_SALESD_DATABASE_URL, or NULL */
+	const char *credentials_dir; /* $CREDENTIALS_DIRECTORY, or NULL */
+	const char *config_path;     /* the configuration file, for messages */
+	bool config_found;           /* whether it existed */
+};
+
+/* Sets c->database_url from the first source that gives one: -d,
+ * KSI_SALESD_DATABASE_URL, $CREDENTIALS_DIRECTORY/database-url, the file
+ * [database] url_file names, [database] url; none: NULL (libpq's defaults).
+ * A URI of an unknown scheme, an unreadable url_file or credential, or one
+ * that is empty or holds more than a line is an error (-1, err set; c
+ * unchanged). from says which source it was, or which were tried, without
+ * the URL itself (it may hold a password). */
+int cfg_resolve_database_url(struct cfg *c, const struct cfg_url_sources *src, char *from,
+                             size_t fromlen, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* 0 when url is a conninfo libpq reads as meant: key=value pairs, a
+ * database name, or a postgresql:// or postgres:// URI; -1 with err set for
+ * another scheme (postgresq://), which libpq would take as a database name.
+ * err never quotes more than the scheme. */
+int cfg_check_database_url(const char *url, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* Value parsers, exposed for tests. Return 0 or -1 with a message in err. */
 int cfg_parse_duration_ms(const char *s, int64_t *ms, char *err, size_t errlen)
     __attribute__((warn_unused_result));
@@ -66,6 +115,9 @@ int cfg_parse_retention_ms(const char *s, int64_t *ms, char *err, size_t errlen)
 int cfg_parse_size(const char *s, size_t *bytes, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 int cfg_parse_network(const char *s, struct cfg_network *out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* "127.0.0.1:9187", "[::1]:9187"; "" is off. */
+int cfg_parse_listen(const char *s, struct cfg_listen *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* True when the address (4 bytes for AF_INET, 16 for AF_INET6) lies in one of

@@ -12,6 +12,9 @@ struct connector {
 	char *name;
 	char *endpoint_url;
 	char *bearer_token; /* NULL: none. Never logged, never copied elsewhere. */
+	/* Why the stored (encrypted) token could not be decrypted, naming the
+	 * key; NULL when it could. connector_check reports it (config_error). */
+	char *token_error;
 	char *timezone;
 	int64_t poll_interval;    /* seconds */
 	int64_t lookback;         /* seconds */
@@ -31,7 +34,8 @@ void connectors_free(struct connector *v, size_t n);
 
 /* Checks what the database cannot fully check for the daemon: the endpoint
  * parses as an http(s) URL, the zone exists on this host, the token has only
- * printable ASCII. Returns 0, or -1 with a reason (never quoting the token). */
+ * printable ASCII, and it could be decrypted. Returns 0, or -1 with a reason (never quoting the
+ * token). */
 int connector_check(const struct connector *c, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 

@@ -4,7 +4,7 @@
  * connection per struct db. Its files, sharing src/db_internal.h:
  * db_conn.c (connect, statements, migrate, listen), db_lease.c (connectors,
  * claims and leases), db_write.c (the write path), db_requests.c (the
- * request tables), db_health.c (the reads of `status`). */
+ * request tables), db_health.c (the reads of `status` and /metrics). */
 #ifndef KSI_DB_H
 #define KSI_DB_H
 
@@ -97,6 +97,46 @@ int db_release_all(struct db *db, const char *owner, char *err, size_t errlen)
 int db_release_stale(struct db *db, const char *owner, const int64_t *keep, size_t nkeep, char *err,
                      size_t errlen) __attribute__((warn_unused_result));
 
+/* Stores a new token public key (ksi-salesd keygen --install) and makes it
+ * the active one, in one transaction: new and plaintext tokens are
+ * encrypted with it (ksi_sales.activate_token_key). *left_behind: tokens
+ * still encrypted under an older key. */
+int db_install_token_key(struct db *db, const char *public_armored, const char *key_id,
+                         long *left_behind, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Whether a token key is active, and how many connectors' tokens are
+ * stored in clear. */
+int db_token_storage(struct db *db, bool *has_key, long *in_clear, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* A token stored under an older key than the active one (rotation). */
+struct db_old_token {
+	bool test; /* a connection_tests row, else a connector */
+	int64_t id;
+	unsigned char *ct; /* the ciphertext (malloc'd) */
+	size_t len;
+	char key_id[17]; /* the key it is encrypted to */
+};
+
+/* Rotation, step 1: BEGIN, marks the transaction as a rotation (no
+ * connector becomes due), reads the active key (its id and armored public
+ * key, *public_armored malloc'd) and locks every token under another key
+ * (FOR UPDATE), returned in *rows. 1 when no key is active. The caller
+ * ends the transaction with db_rotation_end. */
+int db_rotation_begin(struct db *db, char active_id[17], char **public_armored,
+                      struct db_old_token **rows, size_t *n, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Stores one token again, encrypted to the active key. */
+int db_rotation_store(struct db *db, const struct db_old_token *row, const unsigned char *ct,
+                      size_t len, const char *key_id, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* COMMIT (commit true) or ROLLBACK; frees rows. */
+int db_rotation_end(struct db *db, bool commit, struct db_old_token *rows, size_t n, char *err,
+                    size_t errlen) __attribute__((warn_unused_result));
+
 /* The channel the configuration triggers notify. */
 #define DB_NOTIFY_CHANNEL "ksi_sales_config"
 
@@ -120,7 +160,7 @@ bool db_alive(struct db *db);
 int db_exec(struct db *db, const char *sql, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* Retention of the audit tables (migration 0009), the janitor's task: how
+/* Retention of the audit tables (migration 0011), the janitor's task: how
  * long rows are kept, in seconds, 0 keeping forever. */
 struct db_retention {
 	int64_t fetch_runs_keep_s;
@@ -217,7 +257,8 @@ struct db_write {
 	 * daemon holds the connector now. From the error's SQLSTATE
 	 * (ksi_sales.lease_check raises KS001, migration 0006). */
 	bool lease_lost;
-	long upserted; /* run's rows written */
+	long upserted;  /* run's rows written */
+	int64_t run_id; /* run's fetch_runs id, once committed (0 otherwise) */
 	char err[1024];
 };
 
@@ -325,16 +366,28 @@ struct db_table {
 };
 void db_table_free(struct db_table *t);
 
-/* connector_health, failing connectors first, then by name: name, state,
- * stores, last outcome, last success, consecutive failures, synced until,
- * rows in the last 24 h, last error; absent values as "-" (the error as
- * ""). */
+/* connector_health, failing connectors first, then those never polled
+ * past due ("overdue"), then by name: name, state as an identifier
+ * ("no_stores"), overdue ("t" or "f"), stores, last outcome, last
+ * success, consecutive failures, synced until, rows in the last 24 h,
+ * last error (for an overdue one, when it was due); absent values as "-"
+ * (the error as ""). */
 int db_health_table(struct db *db, struct db_table *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* connector_health as one JSON array, in the same order, built by the
- * server; *json is the caller's to free. */
-int db_health_json(struct db *db, char **json, char *err, size_t errlen)
+ * server: each object the view's columns, its state as an identifier,
+ * and "overdue" and "healthy" booleans; *json is the caller's to free.
+ * *unhealthy: how many are failing or overdue. */
+int db_health_json(struct db *db, char **json, size_t *unhealthy, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* The connectors counted by connector_health's state, and their freshness
+ * (stats.h, struct stats_connectors; taken_at is set by the caller), in
+ * one statement that reads each connector's last fetch_runs row by index:
+ * cheap enough for every claim interval (`run`, for /metrics). */
+struct stats_connectors;
+int db_connector_snapshot(struct db *db, struct stats_connectors *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 #endif

@@ -36,6 +36,10 @@ struct db;
 struct db_write;
 struct dbq;
 
+/* Reconnection backoff: the first retry after this many seconds, doubling
+ * up to the maximum. `run` waits for the database at start the same way. */
+#define DBQ_RETRY_MIN_S 0.5
+#define DBQ_RETRY_MAX_S 30.0
 #define DBQ_JOB_DEADLINE 30.0 /* seconds a single job may take */
 /* Seconds a maintenance job may take before its socket is cut: long
  * enough for a partition's detach and drop, short enough that a backend
@@ -51,6 +55,14 @@ struct dbq;
  * backfill's, whose windows do not overlap. */
 #define DBQ_CONNECTIONS 2
 #define DBQ_WRITE_BATCH_RECORDS 100000
+/* Writes wait to be batched until this many are queued (or
+ * DBQ_GATHER_RECORDS of weight), or the oldest has waited DBQ_GATHER_MS
+ * milliseconds: polls that end one by one still share a transaction, for a
+ * few milliseconds of latency. A write of a thousand records (a backfill's)
+ * pays for its own transaction and does not wait. */
+#define DBQ_GATHER_WRITES 64
+#define DBQ_GATHER_RECORDS 1000
+#define DBQ_GATHER_MS 5
 
 /* Runs in the database thread. Returns 0 or -1 with err set. */
 typedef int (*dbq_run_fn)(struct db *db, void *arg, char *err, size_t errlen);
@@ -89,6 +101,9 @@ int dbq_start_maintenance(struct dbq *q) __attribute__((warn_unused_result));
  * not started (no callback then). */
 int dbq_submit_maintenance(struct dbq *q, dbq_run_fn run, dbq_done_fn done, void *arg)
     __attribute__((warn_unused_result));
+
+/* Write batches (transactions of queued writes) run so far. */
+size_t dbq_write_batches(const struct dbq *q);
 
 /* Jobs submitted whose done has not run yet. */
 size_t dbq_pending(const struct dbq *q);

@@ -45,6 +45,11 @@ struct http_request {
 	const char *token;    /* NULL: no Authorization; copied, wiped on free */
 	int64_t timeout_ms;   /* whole request */
 	const char *log_name; /* connector name for log lines; copied */
+	/* Another request to the same API follows as soon as this one is
+	 * answered (the next window of the same poll, a backfill): its
+	 * connection is kept for it. Otherwise it is closed when done unless
+	 * other requests to the same host:port are waiting or in flight. */
+	bool more;
 	http_done_fn done;
 	void *user;
 };

@@ -12,7 +12,7 @@ struct migration {
 	const char *sql;  /* NUL-terminated */
 	/* Applied and committed in a transaction of its own, after those before
 	 * it are committed: for a step whose locks must be gone before the
-	 * next one starts (0007-0009). Its first line says so. */
+	 * next one starts (0009-0011). Its first line says so. */
 	bool own_transaction;
 };
 

@@ -2,12 +2,13 @@
  * names every key with its section, type, field and default written as the
  * file would write it; parsing, defaults, copying and freeing are all driven
  * by that table, so adding a key is one line and the defaults go through the
- * same parser as the file. */
+ * same parser as the file. The file's lines are read here too (no line
+ * limit), and the database URL resolved from its sources. */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ini.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,12 +26,14 @@
 enum kind {
 	K_TEXT,       /* char *; empty means the default (NULL when that is empty too) */
 	K_FILE,       /* as K_TEXT, and must name a readable regular file */
+	K_DBURL,      /* as K_TEXT, and a URI must be one libpq takes (cfg_check_database_url) */
 	K_COUNT,      /* unsigned, within [min, max] */
 	K_DURATION,   /* int64_t milliseconds, within [min, max] */
 	K_SIZE,       /* size_t bytes, within [min, max] */
 	K_NETWORKS,   /* struct cfg_network * plus a size_t count */
 	K_LOG_LEVEL,  /* enum log_level */
 	K_LOG_FORMAT, /* enum log_format */
+	K_LISTEN,     /* struct cfg_listen */
 	K_RETENTION,  /* int64_t milliseconds, 0 (forever) or within [min, max] */
 };
 
@@ -51,7 +54,10 @@ struct key_def {
  * Upper bounds are sanity limits that catch a slipped unit (5d for 5s), not
  * limits of the program. */
 static const struct key_def keys[] = {
-    {"database", "url", K_TEXT, FIELD(database_url), 0, "", NULL, NULL},
+    {"database", "url", K_DBURL, FIELD(database_url), 0, "", NULL, NULL},
+    /* Checked when read (cfg_resolve_database_url), not here: the CLI of an
+     * operator outside the service's group must still load the file. */
+    {"database", "url_file", K_TEXT, FIELD(database_url_file), 0, "", NULL, NULL},
 
     {"daemon", "max_concurrent_fetches", K_COUNT, FIELD(max_concurrent_fetches), 0, "32", "1",
      "10000"},
@@ -70,9 +76,14 @@ static const struct key_def keys[] = {
     {"http", "deny_networks", K_NETWORKS, FIELD(deny_networks), FIELD(ndeny_networks),
      "169.254.0.0/16, fe80::/10", NULL, NULL},
 
+    /* A comma-separated list: checked when read (tokens_load), where the
+     * daemon says which file and why. */
+    {"tokens", "key_file", K_TEXT, FIELD(tokens_key_file), 0, "", NULL, NULL},
+
     {"log", "level", K_LOG_LEVEL, FIELD(log_level), 0, "info", NULL, NULL},
     {"log", "format", K_LOG_FORMAT, FIELD(log_format), 0, "text", NULL, NULL},
 
+    {"metrics", "listen", K_LISTEN, FIELD(metrics_listen), 0, "", NULL, NULL},
     /* fetch_runs: a month answers "what happened last month" and, at 10,000
      * connectors polled every 15 minutes, is about 30 million rows (some
      * 6 GB with indexes); rejected_records are few and are what a customer's
@@ -98,6 +109,11 @@ static const char *const format_names[] = {
     [LOG_FORMAT_TEXT] = "text",
     [LOG_FORMAT_JSON] = "json",
 };
+
+static bool is_text(enum kind kind)
+{
+	return kind == K_TEXT || kind == K_FILE || kind == K_DBURL;
+}
 
 static void *field_of(struct cfg *c, size_t offset)
 {
@@ -197,6 +213,8 @@ static int set_text(const struct key_def *k, char **field, const char *v, char *
 			return -1;
 		}
 	}
+	if (k->kind == K_DBURL && cfg_check_database_url(v, err, errlen) != 0)
+		return -1;
 	if (k->kind == K_FILE && len > 0) {
 		/* Checked here so that the error names the config line rather than
 		 * failing at the first TLS handshake. */
@@ -246,6 +264,7 @@ static int set_value(const struct key_def *k, struct cfg *c, const char *v, char
 	switch (k->kind) {
 	case K_TEXT:
 	case K_FILE:
+	case K_DBURL:
 		return set_text(k, field, v, err, errlen);
 	case K_COUNT:
 	case K_DURATION:
@@ -292,6 +311,8 @@ static int set_value(const struct key_def *k, struct cfg *c, const char *v, char
 		*(enum log_format *)field = (enum log_format)i;
 		return 0;
 	}
+	case K_LISTEN:
+		return cfg_parse_listen(v, field, err, errlen);
 	}
 	snprintf(err, errlen, "internal error: unknown key kind");
 	return -1;
@@ -303,7 +324,7 @@ void cfg_free(struct cfg *c)
 		return;
 	for (size_t i = 0; i < NKEYS; i++) {
 		const struct key_def *k = &keys[i];
-		if (k->kind == K_TEXT || k->kind == K_FILE)
+		if (is_text(k->kind))
 			free(*(char **)field_of(c, k->offset));
 		else if (k->kind == K_NETWORKS)
 			free(*(struct cfg_network **)field_of(c, k->offset));
@@ -320,7 +341,7 @@ static int copy_cfg(struct cfg *dst, const struct cfg *src)
 	 * this copy allocated. */
 	for (size_t i = 0; i < NKEYS; i++) {
 		const struct key_def *k = &keys[i];
-		if (k->kind == K_TEXT || k->kind == K_FILE)
+		if (is_text(k->kind))
 			*(char **)field_of(dst, k->offset) = NULL;
 		else if (k->kind == K_NETWORKS)
 			*(struct cfg_network **)field_of(dst, k->offset) = NULL;
@@ -328,7 +349,7 @@ static int copy_cfg(struct cfg *dst, const struct cfg *src)
 	for (size_t i = 0; i < NKEYS; i++) {
 		const struct key_def *k = &keys[i];
 		const void *from = (const char *)src + k->offset;
-		if (k->kind == K_TEXT || k->kind == K_FILE) {
+		if (is_text(k->kind)) {
 			const char *s = *(char *const *)from;
 			if (s && !(*(char **)field_of(dst, k->offset) = strdup(s)))
 				goto fail;
@@ -373,71 +394,135 @@ int cfg_init(struct cfg *c)
  * error. */
 struct load {
 	FILE *f;
-	char *buf; /* getline's buffer */
+	char *buf; /* getline's buffer: a line of any length */
 	size_t cap;
-	int line; /* lines handed to inih so far: at handler time, the current line */
-	int unclosed_section_line; /* first line that starts with '[' and has no ']' */
-	int err_line;              /* first error found by the reader or handler; 0: none */
-	char err[512];             /* its message, without "PATH:LINE: " */
-	int seen[NKEYS];           /* line each key was set on, 0: not yet */
+	int line;         /* the line being parsed */
+	char section[64]; /* the current [section] (a longer name is cut: unknown anyway) */
+	int err_line;     /* the first error's line; 0: none */
+	char err[512];    /* its message, without "PATH:LINE: " */
+	int seen[NKEYS];  /* line each key was set on, 0: not yet */
 	struct cfg *tmp;
 };
 
-/* inih's reader, called once per line. Two things are done here rather than
- * left to inih:
- * - Leading blanks are dropped. inih (as Debian builds it) treats an
- *   indented line after a key as a continuation of that key's value
- *   (ini_allow_multiline), so "  lease = 1min" under another key would be
- *   read as part of its value. Without leading blanks no line is a
- *   continuation; this also keeps inih's line count equal to ours. Nothing
- *   global is changed (the ini_* variables belong to the whole process).
- * - A line longer than inih's buffer (num - 1 bytes with the newline) is an
- *   error here: fgets-style it would be cut, and the rest parsed as the
- *   next line. */
-static char *read_line(char *str, int num, void *stream)
+static bool is_space(char ch)
 {
-	struct load *ld = stream;
-	if (ld->err_line)
-		return NULL; /* stop at the first error: one message, the right one */
-	errno = 0;
-	ssize_t n = getline(&ld->buf, &ld->cap, ld->f);
-	if (n < 0) {
-		int e = errno;
-		/* -1 means both "end of file" and "failed"; only feof() without
-		 * ferror() is the end. glibc's getline fails with ENOMEM without
-		 * setting the stream's error flag, so ferror() alone would take
-		 * a failed read for the end and load half a file. */
-		if (ferror(ld->f) || !feof(ld->f)) {
-			ld->err_line = ld->line + 1;
-			snprintf(ld->err, sizeof(ld->err), "read error: %s", strerror(e ? e : EIO));
+	return isspace((unsigned char)ch) != 0;
+}
+
+/* The first of chars in s, or a ';' that follows a blank (a comment after
+ * a value), or the end. The rules of inih 55, which read this file before:
+ * "lease = 1min ; why" is a comment, "#" is one only at a line's start. */
+static char *find_or_comment(char *s, const char *chars)
+{
+	bool was_space = false;
+	while (*s && !(chars && strchr(chars, *s)) && !(was_space && *s == ';')) {
+		was_space = is_space(*s);
+		s++;
+	}
+	return s;
+}
+
+static char *rstrip(char *s)
+{
+	char *end = s + strlen(s);
+	while (end > s && is_space(end[-1]))
+		*--end = '\0';
+	return s;
+}
+
+static char *lskip(char *s)
+{
+	while (*s && is_space(*s))
+		s++;
+	return s;
+}
+
+static int on_key(struct load *ld, const char *section, const char *name, const char *value);
+
+/* One line without its newline: a comment, a [section] header or a
+ * key = value (key: value also, as inih took it). The file's own reader
+ * rather than inih's, which held at most 198 bytes a line: a libpq URL with
+ * TLS options (sslrootcert=, sslcert=, sslkey= paths) runs past that, and
+ * a line has no length limit here. Leading blanks never continue the
+ * previous value (inih's ini_allow_multiline did). -1 with ld->err set. */
+static int parse_line(struct load *ld, char *line)
+{
+	char *start = line;
+	/* A UTF-8 byte order mark, as some Windows editors write. */
+	if (ld->line == 1 && (unsigned char)start[0] == 0xEF && (unsigned char)start[1] == 0xBB &&
+	    (unsigned char)start[2] == 0xBF)
+		start += 3;
+	start = lskip(rstrip(start));
+	if (*start == '\0' || *start == ';' || *start == '#')
+		return 0;
+	if (*start == '[') {
+		char *end = find_or_comment(start + 1, "]");
+		if (*end != ']') {
+			snprintf(ld->err, sizeof(ld->err), "a [section] header without its ]");
+			return -1;
 		}
-		return NULL;
+		*end = '\0';
+		snprintf(ld->section, sizeof(ld->section), "%s", start + 1);
+		return 0;
 	}
-	ld->line++;
-	if (strlen(ld->buf) != (size_t)n) {
-		ld->err_line = ld->line;
-		snprintf(ld->err, sizeof(ld->err), "the line contains a NUL byte");
-		return NULL;
+	char *end = find_or_comment(start, "=:");
+	if (*end != '=' && *end != ':') {
+		snprintf(ld->err, sizeof(ld->err),
+		         "not a key = value line (expected [section], key = value, or a comment "
+		         "starting with ; or #)");
+		return -1;
 	}
-	char *p = ld->buf;
-	char *end = ld->buf + n;
-	while (is_blank(*p))
-		p++;
-	while (end > p && (end[-1] == '\n' || end[-1] == '\r'))
-		end--;
-	size_t len = (size_t)(end - p);
-	/* Room for the line, '\n' and the NUL. */
-	if (num < 3 || len > (size_t)num - 2) {
-		ld->err_line = ld->line;
-		snprintf(ld->err, sizeof(ld->err), "the line is longer than %d bytes", num - 2);
-		return NULL;
+	*end = '\0';
+	char *name = rstrip(start);
+	char *value = end + 1;
+	end = find_or_comment(value, NULL);
+	*end = '\0';
+	value = rstrip(lskip(value));
+	return on_key(ld, ld->section, name, value);
+}
+
+/* Reads and parses the file line by line, stopping at the first error: one
+ * message, the right one. */
+static int parse_file(struct load *ld)
+{
+	for (;;) {
+		errno = 0;
+		ssize_t n = getline(&ld->buf, &ld->cap, ld->f);
+		if (n < 0) {
+			int e = errno;
+			/* -1 means both "end of file" and "failed"; only feof()
+			 * without ferror() is the end. glibc's getline fails with
+			 * ENOMEM without setting the stream's error flag, so
+			 * ferror() alone would take a failed read for the end and
+			 * load half a file. */
+			if (ferror(ld->f) || !feof(ld->f)) {
+				ld->err_line = ld->line + 1;
+				snprintf(ld->err, sizeof(ld->err), "read error: %s",
+				         strerror(e ? e : EIO));
+				return -1;
+			}
+			return 0;
+		}
+		ld->line++;
+		if (strlen(ld->buf) != (size_t)n) {
+			ld->err_line = ld->line;
+			snprintf(ld->err, sizeof(ld->err), "the line contains a NUL byte");
+			return -1;
+		}
+		if (parse_line(ld, ld->buf) != 0) {
+			ld->err_line = ld->line;
+			return -1;
+		}
 	}
-	if (*p == '[' && !memchr(p, ']', len) && !ld->unclosed_section_line)
-		ld->unclosed_section_line = ld->line;
-	memcpy(str, p, len);
-	str[len] = '\n';
-	str[len + 1] = '\0';
-	return str;
+}
+
+static size_t key_index(const char *section, const char *name)
+{
+	size_t i = 0;
+	while (i + 1 < NKEYS &&
+	       (strcmp(keys[i].section, section) != 0 || strcmp(keys[i].name, name) != 0))
+		i++;
+	return i;
 }
 
 static void list_sections(char *buf, size_t len)
@@ -458,25 +543,22 @@ static void list_keys(char *buf, size_t len, const char *section)
 	}
 }
 
-static int on_key(void *user, const char *section, const char *name, const char *value)
+/* One key = value: 0, or -1 with ld->err set. */
+static int on_key(struct load *ld, const char *section, const char *name, const char *value)
 {
-	struct load *ld = user;
-	if (ld->err_line)
-		return 0;
 	char *msg = ld->err;
 	size_t len = sizeof(ld->err);
 	msg[0] = '\0';
-	ld->err_line = ld->line; /* cleared again on success */
 
 	if (*name == '\0') {
 		snprintf(msg, len, "not a key = value line (the key is missing)");
-		return 0;
+		return -1;
 	}
 	if (*section == '\0') {
 		snprintf(msg, len, "%s: key before any [section] header (sections: ", name);
 		list_sections(msg, len);
 		append(msg, len, ")");
-		return 0;
+		return -1;
 	}
 	bool section_known = false;
 	size_t i;
@@ -491,7 +573,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		snprintf(msg, len, "[%s] %s: unknown section (sections: ", section, name);
 		list_sections(msg, len);
 		append(msg, len, ")");
-		return 0;
+		return -1;
 	}
 	if (i == NKEYS) {
 		snprintf(msg, len, "[%s] %s: unknown key (keys in [%s]: ", section, name, section);
@@ -500,28 +582,27 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		for (size_t j = 0; j < NKEYS; j++)
 			if (strcmp(keys[j].name, name) == 0)
 				append(msg, len, "; %s belongs in [%s]", name, keys[j].section);
-		return 0;
+		return -1;
 	}
 	/* A key given twice is an error rather than "last wins": the operator
 	 * who edits the first one would otherwise see no effect. */
 	if (ld->seen[i]) {
 		snprintf(msg, len, "[%s] %s: set twice (first on line %d)", section, name,
 		         ld->seen[i]);
-		return 0;
+		return -1;
 	}
 	char why[384] = "";
 	if (set_value(&keys[i], ld->tmp, value, why, sizeof(why)) < 0) {
 		snprintf(msg, len, "[%s] %s: %s", section, name, why);
-		/* inih takes "#" as a comment only at the start of a line. */
+		/* "#" is a comment only at the start of a line. */
 		if (strstr(value, " #") || strstr(value, "\t#"))
 			append(msg, len,
 			       "; note: # starts a comment only at the start of a line, "
 			       "use ; after a value");
-		return 0;
+		return -1;
 	}
 	ld->seen[i] = ld->line;
-	ld->err_line = 0;
-	return 1;
+	return 0;
 }
 
 /* What a path that is not a regular file is, for the message. */
@@ -626,25 +707,19 @@ int cfg_load(struct cfg *c, const char *path, bool must_exist, char *err, size_t
 	ld->f = f;
 	ld->tmp = &tmp;
 
-	int rc = ini_parse_stream(read_line, ld, on_key, ld);
-	/* inih returns the first line it found wrong, which is the first error
-	 * overall unless ours (the reader's or the handler's) came before. */
 	int ret = 0;
-	if (rc == -2) {
-		snprintf(err, errlen, "%s: out of memory", path);
-		ret = -1;
-	} else if (rc > 0 && (ld->err_line == 0 || rc < ld->err_line)) {
-		if (rc == ld->unclosed_section_line)
-			snprintf(err, errlen, "%s:%d: a [section] header without its ]", path, rc);
-		else
-			snprintf(
-			    err, errlen,
-			    "%s:%d: not a key = value line (expected [section], key = value, or a "
-			    "comment starting with ; or #)",
-			    path, rc);
-		ret = -1;
-	} else if (ld->err_line) {
+	if (parse_file(ld) != 0) {
 		snprintf(err, errlen, "%s:%d: %s", path, ld->err_line, ld->err);
+		ret = -1;
+	} else if (tmp.database_url && tmp.database_url_file) {
+		/* Which would win is a guess an operator should not have to
+		 * make: one of them is a leftover. */
+		int url_line = ld->seen[key_index("database", "url")];
+		int file_line = ld->seen[key_index("database", "url_file")];
+		snprintf(err, errlen,
+		         "%s:%d: [database] url and url_file are both set (lines %d and %d): keep "
+		         "one",
+		         path, url_line > file_line ? url_line : file_line, url_line, file_line);
 		ret = -1;
 	}
 	free(ld->buf);
@@ -656,5 +731,143 @@ int cfg_load(struct cfg *c, const char *path, bool must_exist, char *err, size_t
 	}
 	cfg_free(c);
 	*c = tmp;
+	return 0;
+}
+
+/* A URL file or credential: systemd-creds and `echo URL > file` end it
+ * with a newline, which is dropped; anything else that is not one line of
+ * text is refused, since libpq would read it some other way. */
+#define URL_FILE_MAX 65536
+
+/* Reads the URL in path into *url (malloc'd). -1 with err set. */
+static int read_url_file(const char *path, char **url, char *err, size_t errlen)
+{
+	*url = NULL;
+	FILE *f;
+	if (open_regular(path, true, &f, err, errlen) != 0)
+		return -1;
+	char *buf = malloc(URL_FILE_MAX + 1);
+	if (!buf) {
+		fclose(f);
+		snprintf(err, errlen, "%s: out of memory", path);
+		return -1;
+	}
+	size_t n = fread(buf, 1, URL_FILE_MAX + 1, f);
+	bool failed = ferror(f) != 0;
+	fclose(f);
+	const char *why = failed             ? "cannot be read"
+	                  : n > URL_FILE_MAX ? "is longer than 64 KiB"
+	                                     : NULL;
+	if (!why) {
+		if (n > 0 && buf[n - 1] == '\n')
+			n--;
+		if (n > 0 && buf[n - 1] == '\r')
+			n--;
+		buf[n] = '\0';
+		if (n == 0)
+			why = "is empty (expected the database URL on one line)";
+		else if (strlen(buf) != n)
+			why = "holds a NUL byte (expected the database URL on one line)";
+		for (size_t i = 0; !why && i < n; i++)
+			if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
+				why = buf[i] == '\n'
+				          ? "holds more than one line (expected the database "
+				            "URL on one line)"
+				          : "holds a control character";
+	}
+	if (!why && cfg_check_database_url(buf, err, errlen) == 0) {
+		*url = buf;
+		return 0;
+	}
+	if (why)
+		snprintf(err, errlen, "%s: %s", path, why);
+	else {
+		char scheme[384];
+		snprintf(scheme, sizeof(scheme), "%s", err);
+		snprintf(err, errlen, "%s: %s", path, scheme);
+	}
+	explicit_bzero(buf, URL_FILE_MAX + 1);
+	free(buf);
+	return -1;
+}
+
+/* Replaces c->database_url by a copy of url (NULL: none). */
+static int take_url(struct cfg *c, const char *url, char *err, size_t errlen)
+{
+	char *copy = NULL;
+	if (url && !(copy = strdup(url))) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	free(c->database_url);
+	c->database_url = copy;
+	return 0;
+}
+
+int cfg_resolve_database_url(struct cfg *c, const struct cfg_url_sources *src, char *from,
+                             size_t fromlen, char *err, size_t errlen)
+{
+	from[0] = '\0';
+	err[0] = '\0';
+	if (src->cli && *src->cli) {
+		if (cfg_check_database_url(src->cli, err, errlen) != 0) {
+			char why[384];
+			snprintf(why, sizeof(why), "%s", err);
+			snprintf(err, errlen, "-d/--database-url: %s", why);
+			return -1;
+		}
+		snprintf(from, fromlen, "database URL from -d/--database-url");
+		return take_url(c, src->cli, err, errlen);
+	}
+	if (src->env && *src->env) {
+		if (cfg_check_database_url(src->env, err, errlen) != 0) {
+			char why[384];
+			snprintf(why, sizeof(why), "%s", err);
+			snprintf(err, errlen, "KSI_SALESD_DATABASE_URL: %s", why);
+			return -1;
+		}
+		snprintf(from, fromlen, "database URL from KSI_SALESD_DATABASE_URL");
+		return take_url(c, src->env, err, errlen);
+	}
+	char path[4096];
+	if (src->credentials_dir && *src->credentials_dir) {
+		snprintf(path, sizeof(path), "%s/%s", src->credentials_dir, CFG_CREDENTIAL_NAME);
+		/* The unit names the credential, but it is optional: systemd
+		 * passes none when no credential store holds it. */
+		if (access(path, F_OK) == 0) {
+			char *url;
+			if (read_url_file(path, &url, err, errlen) != 0)
+				return -1;
+			free(c->database_url);
+			c->database_url = url;
+			snprintf(from, fromlen, "database URL from the credential %s", path);
+			return 0;
+		}
+	}
+	if (c->database_url_file) {
+		char *url;
+		if (read_url_file(c->database_url_file, &url, err, errlen) != 0) {
+			char why[768];
+			snprintf(why, sizeof(why), "%s", err);
+			snprintf(err, errlen, "[database] url_file: %s", why);
+			return -1;
+		}
+		free(c->database_url);
+		c->database_url = url;
+		snprintf(from, fromlen, "database URL from [database] url_file %s",
+		         c->database_url_file);
+		return 0;
+	}
+	if (c->database_url) {
+		snprintf(from, fromlen, "database URL from [database] url in %s", src->config_path);
+		return 0;
+	}
+	snprintf(from, fromlen,
+	         "no database URL (tried -d, KSI_SALESD_DATABASE_URL, "
+	         "$CREDENTIALS_DIRECTORY/" CFG_CREDENTIAL_NAME "%s, [database] url_file and url in "
+	         "%s%s): libpq's defaults (PGHOST, PGDATABASE, PGUSER, ..., else the local socket "
+	         "as this user)",
+	         src->credentials_dir && *src->credentials_dir ? "" : " (not set)",
+	         src->config_path, src->config_found ? "" : " (no such file)");
 	return 0;
 }

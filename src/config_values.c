@@ -1,5 +1,6 @@
 /* config_values: the parsers of config values that stand on their own —
- * durations, sizes, counts, IP networks and deny_networks lists — and the
+ * durations, sizes, counts, IP networks and deny_networks lists, listen
+ * addresses — and the
  * deny-list match the HTTP module asks (SPEC §7). They know nothing of the
  * key table or the file: config.c calls them for each key's kind. */
 #include "config.h"
@@ -358,4 +359,103 @@ bool cfg_address_denied(const struct cfg *c, int family, const void *addr)
 		return true;
 	}
 	return false;
+}
+
+/* Decisions: a literal address only, no host name: the daemon must not
+ * depend on DNS to start, and "localhost" may be ::1 or 127.0.0.1 or both
+ * (the message suggests the literal). IPv6 is bracketed, as in URLs, so
+ * the port is never ambiguous. Port 0 takes any free port, which the
+ * daemon logs (tests use it). An empty value turns the endpoint off. */
+int cfg_parse_listen(const char *s, struct cfg_listen *out, char *err, size_t errlen)
+{
+	static const char expect[] = "expected address:port, such as 127.0.0.1:9187 or [::1]:9187";
+	struct cfg_listen l;
+	memset(&l, 0, sizeof(l));
+	if (*s == '\0') {
+		*out = l;
+		return 0;
+	}
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *port;
+	size_t host_len;
+	if (*s == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':') {
+			snprintf(err, errlen,
+			         "\"%s\": an IPv6 address needs [brackets] and a port (%s)", s,
+			         expect);
+			return -1;
+		}
+		host_len = (size_t)(close - s - 1);
+		port = close + 2;
+		l.family = AF_INET6;
+		s++;
+	} else {
+		const char *colon = strrchr(s, ':');
+		if (!colon) {
+			snprintf(err, errlen, "\"%s\" has no port (%s)", s, expect);
+			return -1;
+		}
+		if (memchr(s, ':', (size_t)(colon - s))) {
+			snprintf(err, errlen, "\"%s\": write an IPv6 address in [brackets] (%s)", s,
+			         expect);
+			return -1;
+		}
+		host_len = (size_t)(colon - s);
+		port = colon + 1;
+		l.family = AF_INET;
+	}
+	if (host_len == 0 || host_len >= sizeof(host)) {
+		snprintf(err, errlen, "\"%s\" has no address (%s)", s, expect);
+		return -1;
+	}
+	memcpy(host, s, host_len);
+	host[host_len] = '\0';
+	if (inet_pton(l.family, host, l.addr) != 1) {
+		snprintf(err, errlen,
+		         "\"%s\" is not an IP address (%s; a host name is not accepted: for "
+		         "localhost write 127.0.0.1 or [::1])",
+		         host, expect);
+		return -1;
+	}
+	size_t digits = strspn(port, "0123456789");
+	unsigned long n = digits > 0 && digits <= 5 ? strtoul(port, NULL, 10) : ULONG_MAX;
+	if (digits == 0 || port[digits] != '\0' || n > 65535) {
+		snprintf(err, errlen, "\"%s\" is not a port (0 to 65535; %s)", port, expect);
+		return -1;
+	}
+	l.port = (unsigned)n;
+	*out = l;
+	return 0;
+}
+
+/* Whether s starts with a URI scheme ("word://"): letters, digits, + - .
+ * after a letter (RFC 3986), then "://". *len is the scheme's length. */
+static bool has_scheme(const char *s, size_t *len)
+{
+	size_t n = 0;
+	if (!isalpha((unsigned char)s[0]))
+		return false;
+	while (isalnum((unsigned char)s[n]) || s[n] == '+' || s[n] == '-' || s[n] == '.')
+		n++;
+	*len = n;
+	return strncmp(s + n, "://", 3) == 0;
+}
+
+int cfg_check_database_url(const char *url, char *err, size_t errlen)
+{
+	size_t n;
+	/* libpq takes these two prefixes, exactly (case-sensitive), as URIs;
+	 * anything else without "=" it takes as a database name, so a typo
+	 * would connect to the default host and fail far from the cause. A
+	 * key=value conninfo never starts with a scheme. The scheme is all
+	 * the message quotes: the rest may hold a password. */
+	if (!has_scheme(url, &n) || strncmp(url, "postgresql://", 13) == 0 ||
+	    strncmp(url, "postgres://", 11) == 0)
+		return 0;
+	snprintf(err, errlen,
+	         "unknown URI scheme \"%.*s://\" (libpq takes postgresql:// or postgres://, or "
+	         "key=value pairs such as \"host=db dbname=ksi\")",
+	         (int)(n > 32 ? 32 : n), url);
+	return -1;
 }

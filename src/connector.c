@@ -19,6 +19,7 @@ void connector_free(struct connector *c)
 		explicit_bzero(c->bearer_token, strlen(c->bearer_token));
 		free(c->bearer_token);
 	}
+	free(c->token_error);
 	free(c->timezone);
 	for (size_t i = 0; i < c->ncodes; i++)
 		free(c->codes[i]);
@@ -38,6 +39,10 @@ void connectors_free(struct connector *v, size_t n)
 int connector_check(const struct connector *c, char *err, size_t errlen)
 {
 	char why[256];
+	if (c->token_error) {
+		snprintf(err, errlen, "%s", c->token_error);
+		return -1;
+	}
 	if (http_url_check(c->endpoint_url, why, sizeof(why)) != 0) {
 		snprintf(err, errlen, "%s", why);
 		return -1;

@@ -1,7 +1,7 @@
 /* daemon: claims, polls and schedules connectors on one libev loop; runs
  * the request tables through the requests module from the same claim
- * cycle (`run` only); reports to systemd; handles SIGTERM, SIGINT and
- * SIGHUP as loop events. */
+ * cycle (`run` only); serves /metrics when asked (`run` only); reports to
+ * systemd; handles SIGTERM, SIGINT and SIGHUP as loop events. */
 #include "daemon.h"
 
 #include <assert.h>
@@ -24,6 +24,7 @@
 #include "http.h"
 #include "janitor.h"
 #include "log.h"
+#include "metrics.h"
 #include "poller.h"
 #include "requests.h"
 #include "retention.h"
@@ -119,6 +120,8 @@ struct daemon {
 	struct dbq *dbq;
 	struct requests *rq;        /* connection_tests, backfill_requests (`run` only) */
 	struct janitor *janitor;    /* periodic maintenance (`run` only) */
+	struct metrics *metrics;    /* /metrics ([metrics] listen, `run` only) */
+	bool snapshotting;          /* a connectors' snapshot in the database thread */
 	struct retention retention; /* the janitor's retention task */
 	char owner[160];
 
@@ -142,8 +145,9 @@ struct daemon {
 
 	size_t polls_ok, polls_failed;
 	struct stats stats; /* every poll's end, daemon's and backfill requests' alike */
-	bool db_failed;     /* a claim or a write failed for the database's sake */
-	bool db_refused;    /* ... because the role lacks a privilege (once exits 2) */
+	struct stats_connectors snapshot; /* the database thread's, until on_snapshot */
+	bool db_failed;                   /* a claim or a write failed for the database's sake */
+	bool db_refused; /* ... because the role lacks a privilege (once exits 2) */
 
 	ev_timer claim_timer, renew_timer, watchdog_timer, grace_timer, status_timer, start_timer;
 	ev_timer release_timer; /* gives up on releasing leases (database stuck) */
@@ -251,9 +255,11 @@ static void on_finished(int rc, const char *err, void *arg)
 	struct job *j = arg;
 	struct daemon *d = j->d;
 	assert(j->state == JOB_FINISHING);
-	if (rc != 0)
+	if (rc != 0) {
+		stats_db_error(&d->stats);
 		log_debug("daemon", j->c.name,
 		          "could not record the next poll (the lease will expire): %s", err);
+	}
 	job_unlink_free(j);
 	update_status(d);
 	if (!d->opt->once)
@@ -447,6 +453,7 @@ static void on_claimed(int rc, const char *err, void *arg)
 	struct daemon *d = cl->d;
 	d->claiming = NULL;
 	if (rc != 0) {
+		stats_db_error(&d->stats);
 		if (!d->db_down)
 			log_error("daemon", NULL, "claiming connectors: %s", err);
 		d->db_failed = true;
@@ -537,11 +544,60 @@ static void claim_cycle(struct daemon *d)
 	requests_claim(d->rq);
 }
 
+/* ---- /metrics -------------------------------------------------------------- */
+
+static int snapshot_in_thread(struct db *db, void *arg, char *err, size_t errlen)
+{
+	struct daemon *d = arg;
+	/* Written by the database thread while the loop waits for on_snapshot
+	 * (snapshotting): the loop reads it only after dbq handed it back. */
+	struct stats_connectors snap;
+	if (db_connector_snapshot(db, &snap, err, errlen) != 0)
+		return -1;
+	snap.taken_at = (double)time(NULL);
+	d->snapshot = snap;
+	return 0;
+}
+
+static void on_snapshot(int rc, const char *err, void *arg)
+{
+	struct daemon *d = arg;
+	d->snapshotting = false;
+	if (rc != 0) {
+		stats_db_error(&d->stats);
+		log_debug("daemon", NULL, "counting connectors for /metrics: %s", err);
+		return; /* the last snapshot stays, with its time */
+	}
+	d->stats.connectors = d->snapshot;
+}
+
+/* The connectors by state and freshness, for /metrics: read once per claim
+ * cycle, never per scrape. */
+static void read_snapshot(struct daemon *d)
+{
+	if (!d->metrics || d->snapshotting || d->stopping)
+		return;
+	d->snapshotting = true;
+	if (dbq_submit(d->dbq, snapshot_in_thread, on_snapshot, d) != 0)
+		d->snapshotting = false;
+}
+
+static void metrics_gauges(struct metrics_gauges *g, void *user)
+{
+	struct daemon *d = user;
+	g->transfers_in_flight = http_in_flight(d->http);
+	/* Every job holds its connector's lease from its claim to its end; a
+	 * running backfill request holds one more. */
+	g->leases_held = d->njobs + (requests_leased_connector(d->rq, NULL) ? 1 : 0);
+	g->db_connected = dbq_connected(d->dbq);
+}
+
 static void on_claim_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
 	claim_cycle(w->data);
+	read_snapshot(w->data);
 }
 
 static int renew_in_thread(struct db *db, void *arg, char *err, size_t errlen)
@@ -554,8 +610,10 @@ static void on_renewed(int rc, const char *err, void *arg)
 {
 	struct daemon *d = arg;
 	d->renewing = false;
-	if (rc != 0)
+	if (rc != 0) {
+		stats_db_error(&d->stats);
 		log_debug("daemon", NULL, "renewing leases: %s", err);
+	}
 }
 
 static void on_renew_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -614,8 +672,10 @@ static void on_stale_released(int rc, const char *err, void *arg)
 {
 	struct stale *st = arg;
 	struct daemon *d = st->d;
-	if (rc != 0)
+	if (rc != 0) {
+		stats_db_error(&d->stats);
 		log_debug("daemon", NULL, "releasing stale leases: %s", err);
+	}
 	stale_free(st);
 	claim(d);
 }
@@ -661,6 +721,7 @@ static void on_db_event(enum dbq_event ev, const char *detail, void *user)
 		requests_claim(d->rq);
 		break;
 	case DBQ_DISCONNECTED:
+		stats_db_error(&d->stats);
 		if (!d->db_down)
 			log_error("daemon", NULL, "database unavailable (retrying): %s", detail);
 		d->db_down = true;
@@ -731,14 +792,26 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		          err);
 		cfg_free(&fresh);
 	} else {
-		/* The database connection stays; a changed url takes a restart. */
+		/* The database connection stays; a changed url takes a restart.
+		 * The URL is resolved as at start (a url_file or the credential
+		 * may hold it), only to compare. */
 		const char *running = d->cfg->database_url ? d->cfg->database_url : "";
-		const char *wanted = d->opt->database_url_override ? d->opt->database_url_override
-		                     : fresh.database_url          ? fresh.database_url
-		                                                   : "";
-		if (strcmp(running, wanted) != 0)
+		struct cfg_url_sources src = {
+		    .cli = d->opt->database_url_override,
+		    .credentials_dir = getenv("CREDENTIALS_DIRECTORY"),
+		    .config_path = d->opt->config_path,
+		    .config_found = true,
+		};
+		char from[1024];
+		if (cfg_resolve_database_url(&fresh, &src, from, sizeof(from), err, sizeof(err)) !=
+		        0 ||
+		    strcmp(running, fresh.database_url ? fresh.database_url : "") != 0)
 			log_warning("daemon", NULL,
-			            "reload: [database] url changed; it takes effect at restart");
+			            "reload: the database URL changed; it takes effect at restart");
+		if (memcmp(&fresh.metrics_listen, &d->cfg->metrics_listen,
+		           sizeof(fresh.metrics_listen)) != 0)
+			log_warning("daemon", NULL,
+			            "reload: [metrics] listen changed; it takes effect at restart");
 		free(fresh.database_url);
 		fresh.database_url = d->cfg->database_url;
 		d->cfg->database_url = NULL;
@@ -768,6 +841,7 @@ static void on_start(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	update_status(d);
 	claim_cycle(d);
+	read_snapshot(d);
 }
 
 /* ---- main ------------------------------------------------------------------ */
@@ -816,6 +890,17 @@ static int start_parts(struct daemon *d)
 		dbq_free(d->dbq);
 		http_free(d->http);
 		requests_free(d->rq);
+		return -1;
+	}
+	/* An operator who asked for metrics relies on them for alerts: a port
+	 * that cannot be had is a start-up error, as a bad config is. */
+	if (!d->opt->once && d->cfg->metrics_listen.family != 0 &&
+	    metrics_new(d->loop, &d->cfg->metrics_listen, &d->stats, metrics_gauges, d,
+	                &d->metrics) != 0) {
+		janitor_free(d->janitor);
+		requests_free(d->rq);
+		dbq_free(d->dbq);
+		http_free(d->http);
 		return -1;
 	}
 	return 0;
@@ -886,6 +971,7 @@ static int summarise(const struct daemon *d)
  * transfers are stopped first, then the jobs they referred to freed. */
 static void stop_parts(struct daemon *d)
 {
+	metrics_free(d->metrics); /* its gauges read http and dbq */
 	dbq_free(d->dbq);
 	http_free(d->http);
 	requests_free(d->rq);

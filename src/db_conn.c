@@ -49,6 +49,18 @@ static enum db_error_kind kind_of(const struct db *db, const PGresult *res)
 	return DB_ERR_OTHER;
 }
 
+/* undefined_table, invalid_schema_name, undefined_function,
+ * undefined_column, undefined_object: the schema is not the one this binary
+ * migrates to. */
+static bool missing_object(const char *sqlstate)
+{
+	static const char *const states[] = {"42P01", "3F000", "42883", "42703", "42704"};
+	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+		if (strcmp(sqlstate, states[i]) == 0)
+			return true;
+	return false;
+}
+
 /* Keeps what the outcome of a statement says about the cause of a failure:
  * the error's kind, and whether it was a lost lease (by its SQLSTATE, never
  * its text). */
@@ -73,6 +85,15 @@ PGresult *dbi_query(struct db *db, enum dbi_want want, const char *what, const c
 		return res;
 	/* No result at all: libpq could not even allocate one. */
 	const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn);
+	/* Errors with a remedy (dbi_add_remedy) are one line: the server's
+	 * primary message and the SQLSTATE, without "ERROR:" or its context
+	 * lines; the remedy follows. */
+	char line[512];
+	const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	if (primary && (db->kind == DB_ERR_PRIVILEGE || missing_object(db->sqlstate))) {
+		snprintf(line, sizeof(line), "%s (SQLSTATE %s)", primary, db->sqlstate);
+		msg = line;
+	}
 	if (what)
 		dbi_set_err(err, errlen, "%s: %s", what, msg);
 	else
@@ -113,17 +134,24 @@ void dbi_add_remedy(const struct db *db, bool migrating, char *err, size_t errle
 		         "target_session_attrs=read-write)",
 		         user);
 	else if (db->kind == DB_ERR_PRIVILEGE && migrating)
-		snprintf(err + len, errlen - len,
-		         " (role %s may not do this: run `ksi-salesd migrate` as the owner of the "
-		         "ksi_sales "
-		         "schema, a role that may create schemas in this database the first time)",
-		         user);
+		snprintf(
+		    err + len, errlen - len,
+		    ": role %s may not change the schema: run `ksi-salesd migrate` as the owner "
+		    "of the ksi_sales schema (the first time, a role that may create schemas in "
+		    "this database; README, Roles)",
+		    user);
 	else if (db->kind == DB_ERR_PRIVILEGE)
+		snprintf(
+		    err + len, errlen - len,
+		    ": role %s lacks a privilege on ksi_sales: GRANT ksi_salesd_daemon TO %s; "
+		    "if it has it, run SELECT ksi_sales.grant_role_privileges(); as the schema "
+		    "owner, or `ksi-salesd migrate` if the schema is older than this binary "
+		    "(README, Roles)",
+		    user, user);
+	else if (missing_object(db->sqlstate))
 		snprintf(err + len, errlen - len,
-		         " (role %s lacks a privilege on ksi_sales: GRANT ksi_salesd_daemon TO %s; "
-		         "if it has "
-		         "it, run SELECT ksi_sales.grant_role_privileges(); as the schema owner)",
-		         user, user);
+		         ": the ksi_sales schema is not the one this binary expects: run "
+		         "`ksi-salesd migrate` as the schema owner (README, Roles)");
 }
 
 /* The server's notices and warnings (a RAISE WARNING in a migration,
@@ -371,8 +399,11 @@ int db_check_schema(struct db *db, char *err, size_t errlen)
 	if (!res) {
 		/* undefined_table, invalid_schema_name */
 		if (strcmp(db->sqlstate, "42P01") == 0 || strcmp(db->sqlstate, "3F000") == 0) {
-			dbi_set_err(err, errlen,
-			            "the ksi_sales schema is missing: run `ksi-salesd migrate`");
+			dbi_set_err(
+			    err, errlen,
+			    "the ksi_sales schema is missing (SQLSTATE %s): run `ksi-salesd "
+			    "migrate` as the role that is to own it (README, Roles)",
+			    db->sqlstate);
 			db->kind = DB_ERR_SCHEMA;
 		} else {
 			dbi_add_remedy(db, false, err, errlen);

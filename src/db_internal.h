@@ -70,6 +70,12 @@ int64_t dbi_int64(const PGresult *res, int row, int col);
 /* A copy of the value; NULL for SQL NULL, or with *oom set. */
 char *dbi_dup(const PGresult *res, int row, int col, bool *oom);
 
+/* A row's encrypted token (bytea at col_enc, its key id at col_key), if
+ * any, decrypted into c->bearer_token, or the reason it cannot be into
+ * c->token_error (the connector then fails with config_error, the others
+ * go on). False only when out of memory. */
+bool dbi_read_token(const PGresult *res, int row, int col_enc, int col_key, struct connector *c);
+
 /* Appends "{1,2,3}", a bigint[] literal. */
 void dbi_add_ids(struct sbuf *b, const int64_t *ids, size_t n);
 /* Appends s as one quoted element of a text[] literal: "a\"b". */

@@ -8,12 +8,39 @@
 #include <string.h>
 
 #include "db_internal.h"
+#include "tokens.h"
 
 static int cmp_connector_id(const void *key, const void *elem)
 {
 	int64_t id = *(const int64_t *)key;
 	const struct connector *c = elem;
 	return id < c->id ? -1 : id > c->id;
+}
+
+bool dbi_read_token(const PGresult *res, int row, int col_enc, int col_key, struct connector *c)
+{
+	if (PQgetisnull(res, row, col_enc))
+		return true;
+	size_t len = 0;
+	unsigned char *ct =
+	    PQunescapeBytea((const unsigned char *)PQgetvalue(res, row, col_enc), &len);
+	if (!ct)
+		return false;
+	const char *key_id = PQgetisnull(res, row, col_key) ? NULL : PQgetvalue(res, row, col_key);
+	char why[512];
+	char *plain = NULL;
+	bool ok = true;
+	if (tokens_decrypt(ct, len, key_id, &plain, why, sizeof(why)) == 0) {
+		/* The trigger leaves bearer_token NULL beside a ciphertext; were
+		 * both set, the encrypted one is the one written last. */
+		tokens_wipe(c->bearer_token);
+		c->bearer_token = plain;
+	} else {
+		c->token_error = strdup(why);
+		ok = c->token_error != NULL;
+	}
+	PQfreemem(ct);
+	return ok;
 }
 
 /* Fills v[0..rows) from the connectors query's result. */
@@ -36,6 +63,7 @@ static bool read_connectors(const PGresult *res, struct connector *v, int rows)
 		c->synced_until = c->has_synced ? dbi_int64(res, i, 10) : 0;
 		c->lease_epoch = dbi_int64(res, i, 11);
 		c->failures = (unsigned)dbi_int64(res, i, 12);
+		oom |= !dbi_read_token(res, i, 13, 14, c);
 	}
 	return !oom;
 }
@@ -84,7 +112,8 @@ int dbi_load_connectors(struct db *db, const char *ids, bool enabled_only, struc
 	              " extract(epoch FROM c.max_window)::bigint,"
 	              " extract(epoch FROM c.request_timeout)::bigint,"
 	              " extract(epoch FROM st.synced_until)::bigint,"
-	              " coalesce(st.lease_epoch, 0), coalesce(st.failures, 0)"
+	              " coalesce(st.lease_epoch, 0), coalesce(st.failures, 0),"
+	              " c.bearer_token_enc, c.bearer_token_key"
 	              " FROM ksi_sales.connectors c"
 	              " LEFT JOIN ksi_sales.connector_state st ON st.connector_id = c.id"
 	              " WHERE (c.enabled OR NOT $2::boolean) AND ($1::bigint[] IS NULL OR c.id = "

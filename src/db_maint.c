@@ -1,6 +1,6 @@
 /* db_maint: the maintenance statements the janitor runs on dbq's
  * maintenance lane: retention of fetch_runs and rejected_records by
- * partition (migration 0009). The decisions live in SQL functions owned by
+ * partition (migration 0011). The decisions live in SQL functions owned by
  * the schema's owner (ksi_sales.retention_plan, which an operator can run as
  * a dry run, and the SECURITY DEFINER retention_create and retention_drop,
  * since the daemon's role may not create or drop tables); this file runs

@@ -97,6 +97,7 @@ static bool read_tests(const PGresult *res, struct db_conn_test *v, size_t rows,
 		} else {
 			t->c.endpoint_url = dbi_dup(res, r, 3, &oom);
 			t->c.bearer_token = dbi_dup(res, r, 4, &oom);
+			oom |= !dbi_read_token(res, r, 8, 9, &t->c);
 			t->c.timezone = dbi_dup(res, r, 5, &oom);
 		}
 		t->has_from = !PQgetisnull(res, r, 6);
@@ -157,7 +158,7 @@ int db_claim_conn_tests(struct db *db, const char *owner, int64_t lease_s, size_
 	    " RETURNING t.id, t.attempts, t.connector_id, t.endpoint_url, t.bearer_token, "
 	    "t.timezone,"
 	    "  floor(extract(epoch FROM t.time_from))::bigint, floor(extract(epoch FROM "
-	    "t.time_to))::bigint",
+	    "t.time_to))::bigint, t.bearer_token_enc, t.bearer_token_key",
 	    3, params, err, errlen);
 	size_t rows = res ? (size_t)PQntuples(res) : 0;
 	struct db_conn_test *v = NULL;
@@ -220,7 +221,8 @@ int db_end_conn_test(struct db *db, const char *owner, int64_t id, int64_t attem
 	              "UPDATE ksi_sales.connection_tests"
 	              " SET status = $4, passed = $5::boolean, report = $6::jsonb, finished_at = "
 	              "now(),"
-	              "  bearer_token = NULL, lease_owner = NULL, lease_expires = NULL"
+	              "  bearer_token = NULL, bearer_token_enc = NULL, bearer_token_key = NULL,"
+	              "  lease_owner = NULL, lease_expires = NULL"
 	              " WHERE id = $1::bigint AND lease_owner = $2 AND attempts = $3::integer",
 	              6, params, err, errlen);
 	if (!res)

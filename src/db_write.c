@@ -105,7 +105,9 @@ static const char write_runs_sql[] =
     "  WHERE r.advance_to IS NOT NULL ORDER BY r.connector_id"
     "  ON CONFLICT (connector_id) DO NOTHING"
     ")"
-    " SELECT k, n FROM counts ORDER BY k";
+    /* Each run's rows written and its fetch_runs id (for the log). */
+    " SELECT c.k, c.n, rr.id FROM counts c JOIN runs r ON r.k = c.k"
+    "  JOIN run_rows rr ON rr.connector_id = r.connector_id ORDER BY c.k";
 
 /* The parameters of write_runs_sql, each an array literal built in an sbuf. */
 enum {
@@ -241,15 +243,21 @@ static void free_arrays(struct sbuf *a, int n)
 		free(a[i].data);
 }
 
+/* What one run's write came to. */
+struct run_out {
+	long upserted;  /* rows written */
+	int64_t run_id; /* its fetch_runs row */
+};
+
 /* Writes runs[0..n) in one statement (see write_runs_sql): all or nothing.
- * upserted[i] gets run i's rows written. */
-static int write_runs(struct db *db, const struct db_run *const *runs, size_t n, long *upserted,
-                      char *err, size_t errlen)
+ * out[i] gets run i's rows written and fetch_runs id. */
+static int write_runs(struct db *db, const struct db_run *const *runs, size_t n,
+                      struct run_out *out, char *err, size_t errlen)
 {
 	struct sbuf a[W_NPARAMS] = {0};
 	const char *p[W_NPARAMS];
 	for (size_t i = 0; i < n; i++) {
-		upserted[i] = 0;
+		out[i] = (struct run_out){0};
 		add_run(a, runs[i], (int64_t)i + 1);
 	}
 	int rc = -1;
@@ -259,8 +267,10 @@ static int write_runs(struct db *db, const struct db_run *const *runs, size_t n,
 	}
 	PGresult *res = dbi_query(db, DBI_ROWS, NULL, write_runs_sql, W_NPARAMS, p, err, errlen);
 	if (res && (size_t)PQntuples(res) == n) {
-		for (size_t i = 0; i < n; i++)
-			upserted[i] = strtol(PQgetvalue(res, (int)i, 1), NULL, 10);
+		for (size_t i = 0; i < n; i++) {
+			out[i].upserted = strtol(PQgetvalue(res, (int)i, 1), NULL, 10);
+			out[i].run_id = strtoll(PQgetvalue(res, (int)i, 2), NULL, 10);
+		}
 		rc = 0;
 	} else if (res) {
 		dbi_set_err(err, errlen, "the write returned %d rows for %zu runs", PQntuples(res),
@@ -274,7 +284,10 @@ out:
 
 int db_write_run(struct db *db, const struct db_run *run, long *upserted, char *err, size_t errlen)
 {
-	return write_runs(db, &run, 1, upserted, err, errlen);
+	struct run_out out;
+	int rc = write_runs(db, &run, 1, &out, err, errlen);
+	*upserted = out.upserted;
+	return rc;
 }
 
 /* The parameters of finish_many's statement. */
@@ -328,14 +341,18 @@ static void write_one(struct db *db, struct db_write *w)
 {
 	db->kind = DB_ERR_NONE;
 	db->lease_lost = false;
-	if (w->run && w->finish)
+	struct run_out out = {0};
+	if (w->run && w->finish) {
 		w->rc = write_together(db, &w, 1, 1, w->err, sizeof(w->err)) ? 0 : -1;
-	else if (w->run)
-		w->rc = db_write_run(db, w->run, &w->upserted, w->err, sizeof(w->err));
-	else if (w->finish)
+	} else if (w->run) {
+		w->rc = write_runs(db, &w->run, 1, &out, w->err, sizeof(w->err));
+		w->upserted = out.upserted;
+		w->run_id = w->rc == 0 ? out.run_id : 0;
+	} else if (w->finish) {
 		w->rc = finish_many(db, &w, 1, w->err, sizeof(w->err));
-	else
+	} else {
 		w->rc = 0;
+	}
 	w->kind = w->rc != 0 ? db->kind : DB_ERR_NONE;
 	w->lease_lost = w->rc != 0 && db->lease_lost;
 	if (w->rc != 0)
@@ -360,16 +377,16 @@ static bool write_together(struct db *db, struct db_write *const *w, size_t n, s
                            char *err, size_t errlen)
 {
 	const struct db_run **runs = calloc(nruns ? nruns : 1, sizeof(*runs));
-	long *upserted = calloc(nruns ? nruns : 1, sizeof(*upserted));
-	if (!runs || !upserted)
+	struct run_out *out = calloc(nruns ? nruns : 1, sizeof(*out));
+	if (!runs || !out)
 		dbi_set_err(err, errlen, "out of memory building the write");
-	bool ok = runs && upserted && dbi_exec(db, NULL, "BEGIN", 0, NULL, err, errlen) == 0;
+	bool ok = runs && out && dbi_exec(db, NULL, "BEGIN", 0, NULL, err, errlen) == 0;
 	if (ok) {
 		size_t m = 0;
 		for (size_t i = 0; i < n; i++)
 			if (w[i]->run)
 				runs[m++] = w[i]->run;
-		ok = (m == 0 || write_runs(db, runs, m, upserted, err, errlen) == 0) &&
+		ok = (m == 0 || write_runs(db, runs, m, out, err, errlen) == 0) &&
 		     finish_many(db, w, n, err, errlen) == 0 &&
 		     dbi_exec(db, NULL, "COMMIT", 0, NULL, err, errlen) == 0;
 		if (!ok && PQtransactionStatus(db->conn) != PQTRANS_IDLE)
@@ -377,12 +394,14 @@ static bool write_together(struct db *db, struct db_write *const *w, size_t n, s
 		if (ok)
 			for (size_t i = 0, k = 0; i < n; i++) {
 				w[i]->rc = 0;
-				if (w[i]->run)
-					w[i]->upserted = upserted[k++];
+				if (w[i]->run) {
+					w[i]->upserted = out[k].upserted;
+					w[i]->run_id = out[k++].run_id;
+				}
 			}
 	}
 	free(runs);
-	free(upserted);
+	free(out);
 	return ok;
 }
 
@@ -393,6 +412,7 @@ void db_write_batch(struct db *db, struct db_write *const *w, size_t n)
 		w[i]->rc = -1;
 		w[i]->err[0] = '\0';
 		w[i]->upserted = 0;
+		w[i]->run_id = 0;
 		w[i]->lease_lost = false;
 		nruns += w[i]->run != NULL;
 	}

@@ -26,6 +26,7 @@ struct item {
 	struct db_write *write;  /* a write (batched), or neither: an event */
 	int64_t key;             /* a write's batching key: one per batch */
 	size_t weight;           /* a write's size, for DBQ_WRITE_BATCH_RECORDS */
+	long long queued_ms;     /* a write's submission (mono_ms), for gathering */
 	dbq_done_fn done;
 	void *arg;
 	int rc;
@@ -60,6 +61,8 @@ struct dbq {
 	pthread_cond_t maint_cv;  /* wakes the maintenance thread */
 	struct items todo;        /* jobs: loop -> job thread */
 	struct items writes;      /* writes: loop -> any thread */
+	size_t nwrites, wweight;  /* in writes: how many, their weight */
+	atomic_size_t batches;    /* write batches run so far */
 	struct items done;        /* threads -> loop */
 	struct items maint_jobs;  /* maintenance: loop -> its thread */
 	bool stop;
@@ -119,8 +122,8 @@ static void wait_for(struct dbq *q, int sock, int ms)
 	}
 }
 
-/* One thread's connection, reconnected with backoff (0.5 s doubling to
- * 30 s) by the one function every thread uses. */
+/* One thread's connection, reconnected with backoff (DBQ_RETRY_MIN_S
+ * doubling to DBQ_RETRY_MAX_S) by the one function every thread uses. */
 struct link {
 	struct db *db;
 	double backoff;
@@ -141,16 +144,16 @@ static bool link_up(struct worker *wk, struct link *l, bool listen, bool now, bo
 	if (db_connect(wk->q->conninfo, &l->db, l->err, sizeof(l->err)) == 0 &&
 	    (!listen || db_listen(l->db, l->err, sizeof(l->err)) == 0)) {
 		atomic_store(&wk->sock, db_socket(l->db));
-		l->backoff = 0.5;
+		l->backoff = DBQ_RETRY_MIN_S;
 		*changed = true;
 		return true;
 	}
 	db_close(l->db);
 	l->db = NULL;
-	if (l->backoff < 0.5)
-		l->backoff = 0.5;
+	if (l->backoff < DBQ_RETRY_MIN_S)
+		l->backoff = DBQ_RETRY_MIN_S;
 	l->next_attempt = mono_ms() + (long long)(l->backoff * 1000);
-	l->backoff = l->backoff * 2 > 30 ? 30 : l->backoff * 2;
+	l->backoff = l->backoff * 2 > DBQ_RETRY_MAX_S ? DBQ_RETRY_MAX_S : l->backoff * 2;
 	return false;
 }
 
@@ -163,6 +166,23 @@ static void link_down(struct worker *wk, struct link *l, const char *why, long l
 	l->db = NULL;
 	atomic_store(&wk->sock, -1);
 	l->next_attempt = mono_ms() + retry_ms;
+}
+
+/* With the lock held: how long the queued writes should wait for more, in
+ * ms: 0 to take them now, -1 when there are none. Writes that arrive
+ * spread out (polls ending one by one) would each go alone to an idle
+ * thread; waiting until DBQ_GATHER_WRITES (or DBQ_GATHER_RECORDS of
+ * weight) are queued or the oldest has waited DBQ_GATHER_MS keeps batches
+ * full (issue 12: statements and commits per poll) for at most that
+ * delay. */
+static long long gather_ms(struct dbq *q)
+{
+	if (STAILQ_EMPTY(&q->writes))
+		return -1;
+	if (q->stop || q->nwrites >= DBQ_GATHER_WRITES || q->wweight >= DBQ_GATHER_RECORDS)
+		return 0;
+	long long age = mono_ms() - STAILQ_FIRST(&q->writes)->queued_ms;
+	return age >= DBQ_GATHER_MS ? 0 : DBQ_GATHER_MS - age;
 }
 
 /* With the lock held: takes the writes at the head of the queue, up to
@@ -184,7 +204,11 @@ static size_t take_writes(struct dbq *q, struct item **items)
 			break;
 		weight += it->weight;
 		items[n++] = pop(&q->writes);
+		q->nwrites--;
+		q->wweight -= it->weight;
 	}
+	if (n > 0)
+		atomic_fetch_add(&q->batches, 1);
 	return n;
 }
 
@@ -260,10 +284,11 @@ static void *job_thread(void *arg)
 			post_event(q, DBQ_DISCONNECTED, l.err);
 		}
 
-		/* Jobs first (claims, leases), then writes. */
+		/* Jobs first (claims, leases), then writes, once gathered. */
 		pthread_mutex_lock(&q->lock);
 		struct item *job = pop(&q->todo);
-		size_t n = job ? 0 : take_writes(q, items);
+		long long gather = job ? -1 : gather_ms(q);
+		size_t n = gather == 0 ? take_writes(q, items) : 0;
 		pthread_mutex_unlock(&q->lock);
 
 		if (job) {
@@ -284,6 +309,8 @@ static void *job_thread(void *arg)
 		}
 		if (!job && n == 0) {
 			long long wait = l.db ? 60000 : l.next_attempt - mono_ms();
+			if (gather > 0 && gather < wait)
+				wait = gather;
 			wait_for(q, l.db ? db_socket(l.db) : -1,
 			         wait < 0       ? 0
 			         : wait > 60000 ? 60000
@@ -329,6 +356,11 @@ static void *writer_thread(void *arg)
 		if (STAILQ_EMPTY(&q->writes) || (!l.db && now < l.next_attempt)) {
 			cond_wait_ms(&q->writes_cv, &q->lock,
 			             !STAILQ_EMPTY(&q->writes) ? l.next_attempt - now : 60000);
+			continue;
+		}
+		long long gather = gather_ms(q);
+		if (gather > 0) {
+			cond_wait_ms(&q->writes_cv, &q->lock, gather);
 			continue;
 		}
 		pthread_mutex_unlock(&q->lock);
@@ -449,6 +481,7 @@ int dbq_new(struct ev_loop *loop, const char *conninfo, dbq_event_fn on_event, v
 	q->conninfo = strdup(conninfo ? conninfo : "");
 	q->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	atomic_init(&q->connected, false);
+	atomic_init(&q->batches, 0);
 	for (size_t i = 0; i <= DBQ_CONNECTIONS; i++) {
 		struct worker *wk = i < DBQ_CONNECTIONS ? &q->workers[i] : &q->maint;
 		wk->q = q;
@@ -509,7 +542,10 @@ static int submit(struct dbq *q, enum lane lane, struct item *proto)
 	pthread_mutex_lock(&q->lock);
 	switch (lane) {
 	case LANE_WRITES:
+		it->queued_ms = mono_ms();
 		STAILQ_INSERT_TAIL(&q->writes, it, link);
+		q->nwrites++;
+		q->wweight += it->weight;
 		pthread_cond_signal(&q->writes_cv);
 		break;
 	case LANE_MAINTENANCE:
@@ -556,6 +592,11 @@ int dbq_submit_maintenance(struct dbq *q, dbq_run_fn run, dbq_done_fn done, void
 	if (!q->maint.started)
 		return -1;
 	return submit(q, LANE_MAINTENANCE, &(struct item){.run = run, .done = done, .arg = arg});
+}
+
+size_t dbq_write_batches(const struct dbq *q)
+{
+	return atomic_load(&q->batches);
 }
 
 size_t dbq_pending(const struct dbq *q)

@@ -13,8 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/queue.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <ev.h>
@@ -37,6 +40,7 @@ struct xfer {
 	char *token;
 	char *log_name;
 	int64_t timeout_ms;
+	bool more; /* http_request.more */
 	http_done_fn done;
 	void *user;
 	char *body;
@@ -52,6 +56,12 @@ struct xfer {
  * waiting transfers and a free slot wait in the ready list, round robin. */
 struct host {
 	char *key; /* "host:port" */
+	/* This host's TLS sessions (CURL_LOCK_DATA_SSL_SESSION), so the next
+	 * poll resumes rather than repeats the full handshake. One share per
+	 * host:port: a session can serve no other host, and no lock is
+	 * needed (the loop's thread alone uses it). NULL until its first
+	 * https transfer. */
+	CURLSH *tls;
 	unsigned active;
 	STAILQ_HEAD(xfers, xfer) waiting;
 	bool ready;                    /* in http.ready */
@@ -81,7 +91,25 @@ struct http {
 	 * handle costs libcurl dozens of allocations and KiBs of zeroing. */
 	CURL **idle;
 	size_t nidle, idle_cap;
+	struct ca_bundle {
+		/* The trust store as one file, so libcurl loads it once per
+		 * HTTP_CA_REFRESH_S for all connections instead of once per
+		 * connection (it caches only a store read from one CA file,
+		 * without a CA directory). path is "" where that cannot be
+		 * done: libcurl's defaults then apply, as before. */
+		char path[64];
+		int fd;          /* the memfd behind path, or -1 */
+		const char *src; /* cfg->ca_file it was made for */
+		char *src_copy;  /* and a copy: a reload may reuse the pointer */
+		double made_at;  /* epoch seconds; 0: never */
+	} ca;
 };
+
+/* How often the trust store is read again (ca_file and the system store),
+ * in seconds: a CA file changed in place is trusted within this time. */
+#define HTTP_CA_REFRESH_S 600
+
+#define HTTP_RECV_BUFFER 4096L
 
 static double now_epoch(void)
 {
@@ -310,6 +338,9 @@ static CURL *easy_take(struct http *h)
  * reset drops every option (the token among them) at once. */
 static void easy_put(struct http *h, CURL *e)
 {
+	/* A reset keeps the share: detach it, so an idle handle holds no
+	 * host's sessions and every share can be freed. */
+	curl_easy_setopt(e, CURLOPT_SHARE, NULL);
 	if (h->nidle < h->idle_cap) {
 		curl_easy_reset(e);
 		h->idle[h->nidle++] = e;
@@ -349,7 +380,9 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
 	}
 	if (x->len + n + 1 > x->cap) {
-		size_t cap = x->cap ? x->cap : 16384;
+		/* Most answers are small: start small, double as needed (512
+		 * transfers in flight each holding 16 KiB would be 8 MiB). */
+		size_t cap = x->cap ? x->cap : 4096;
 		while (cap < x->len + n + 1)
 			cap *= 2;
 		char *p = realloc(x->body, cap);
@@ -595,6 +628,126 @@ static void finish(struct http *h, struct xfer *x, CURLcode result)
 	xfer_free(x);
 }
 
+/* ---- TLS: the trust store and sessions ------------------------------- */
+
+/* Appends the file at path to fd; -1 when it cannot be read whole. */
+static int append_file(int fd, const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return -1;
+	char buf[16384];
+	size_t n;
+	int rc = 0;
+	while (rc == 0 && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+		for (size_t off = 0; rc == 0 && off < n;) {
+			ssize_t w = write(fd, buf + off, n - off);
+			if (w <= 0)
+				rc = -1;
+			else
+				off += (size_t)w;
+		}
+	if (ferror(f))
+		rc = -1;
+	fclose(f);
+	/* A PEM file may lack its last newline: keep the next one apart. */
+	if (rc == 0 && write(fd, "\n", 1) != 1)
+		rc = -1;
+	return rc;
+}
+
+static void ca_clear(struct ca_bundle *ca)
+{
+	if (ca->fd >= 0)
+		close(ca->fd);
+	ca->fd = -1;
+	ca->path[0] = '\0';
+}
+
+/* Makes the trust store one file: the system bundle (libcurl's default
+ * CA file), and after it ca_file when set (SPEC §7: an extra bundle,
+ * trusted besides the system store), in a memfd named by its /proc path.
+ * Without ca_file the system bundle is used directly. libcurl's default
+ * CA directory is then left out: Debian's is the same certificates as its
+ * bundle (update-ca-certificates writes both), and libcurl caches no store
+ * that has a directory. Where the system bundle or ca_file cannot be read,
+ * path stays "" and libcurl's defaults apply, as before this cache (a
+ * missing ca_file is then reported by libcurl, as a TLS error). */
+static void ca_refresh(struct http *h)
+{
+	struct ca_bundle *ca = &h->ca;
+	const char *want = h->cfg->ca_file;
+	double now = now_epoch();
+	bool same = want ? ca->src_copy && strcmp(want, ca->src_copy) == 0 : !ca->src_copy;
+	if (ca->made_at > 0 && same && ca->src == want && now - ca->made_at < HTTP_CA_REFRESH_S)
+		return;
+	ca->made_at = now;
+	ca->src = want;
+	free(ca->src_copy);
+	ca->src_copy = want ? strdup(want) : NULL;
+	const char *sys = curl_version_info(CURLVERSION_NOW)->cainfo;
+	if (!sys || access(sys, R_OK) != 0 || (want && !ca->src_copy)) {
+		ca_clear(ca);
+		return;
+	}
+	if (!want) {
+		ca_clear(ca);
+		snprintf(ca->path, sizeof(ca->path), "%s", sys);
+		if (strcmp(ca->path, sys) != 0) /* too long for path */
+			ca->path[0] = '\0';
+		return;
+	}
+	int fd = memfd_create("ksi-salesd-ca", MFD_CLOEXEC);
+	if (fd < 0 || append_file(fd, sys) != 0 || append_file(fd, want) != 0) {
+		if (fd >= 0)
+			close(fd);
+		ca_clear(ca);
+		return;
+	}
+	/* A refresh of the same ca_file takes the old file's number, so the
+	 * path stays: libcurl matches a TLS session to the CA file's path,
+	 * and a new path would end every host's resumption at each refresh.
+	 * libcurl reads the store again when its cache times out. Another
+	 * ca_file (a reload) gets a new path, read at once, and no session
+	 * made under the old trust store is resumed. */
+	if (same && ca->fd >= 0 && dup3(fd, ca->fd, O_CLOEXEC) >= 0) {
+		close(fd);
+		return;
+	}
+	ca_clear(ca);
+	ca->fd = fd;
+	snprintf(ca->path, sizeof(ca->path), "/proc/self/fd/%d", fd);
+}
+
+/* The TLS options of an https transfer: the trust store (cached by
+ * libcurl across connections) and its host's session share. */
+static int setup_tls(struct http *h, struct xfer *x)
+{
+	CURL *e = x->easy;
+	int bad = 0;
+	ca_refresh(h);
+	if (h->ca.path[0]) {
+		bad |= curl_easy_setopt(e, CURLOPT_CAINFO, h->ca.path) != CURLE_OK;
+		bad |= curl_easy_setopt(e, CURLOPT_CAPATH, NULL) != CURLE_OK;
+#if LIBCURL_VERSION_NUM >= 0x075700 /* 7.87.0 */
+		bad |= curl_easy_setopt(e, CURLOPT_CA_CACHE_TIMEOUT, (long)HTTP_CA_REFRESH_S) !=
+		       CURLE_OK;
+#endif
+	} else if (h->cfg->ca_file) {
+		bad |= curl_easy_setopt(e, CURLOPT_CAINFO, h->cfg->ca_file) != CURLE_OK;
+	}
+	struct host *ho = x->host;
+	if (!ho->tls && (ho->tls = curl_share_init()) &&
+	    curl_share_setopt(ho->tls, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+		curl_share_cleanup(ho->tls);
+		ho->tls = NULL;
+	}
+	/* Without a share (out of memory) the handshake is simply full. */
+	if (ho->tls)
+		bad |= curl_easy_setopt(e, CURLOPT_SHARE, ho->tls) != CURLE_OK;
+	return bad ? -1 : 0;
+}
+
 /* Sets every option of one transfer. Returns -1 if libcurl refuses one. */
 static int setup_easy(struct http *h, struct xfer *x)
 {
@@ -629,8 +782,25 @@ static int setup_easy(struct http *h, struct xfer *x)
 	/* An empty proxy disables the *_proxy environment variables: the
 	 * configuration file alone decides. */
 	bad |= curl_easy_setopt(e, CURLOPT_PROXY, c->proxy ? c->proxy : "") != CURLE_OK;
-	if (c->ca_file)
-		bad |= curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file) != CURLE_OK;
+	/* libcurl walks its whole DNS cache after every transfer to prune it
+	 * (7.88: multi_done), and IP literals are cached too: with the
+	 * default 60 s that walk grows with the hosts polled in the last
+	 * minute. A poll's next request reuses the connection and needs no
+	 * lookup, and the next poll is minutes away: cache nothing. */
+	bad |= curl_easy_setopt(e, CURLOPT_DNS_CACHE_TIMEOUT, 0L) != CURLE_OK;
+	/* libcurl's receive buffer, one per transfer in flight: 4 KiB rather
+	 * than 16 (6 MiB less at 512 in flight); a large answer only takes
+	 * more, cheap, write callbacks. */
+	bad |= curl_easy_setopt(e, CURLOPT_BUFFERSIZE, HTTP_RECV_BUFFER) != CURLE_OK;
+	/* A connection is kept only when a request is known to follow soon
+	 * on it: this request says so, or others to the same host:port wait
+	 * or run. Any other would sit in libcurl's cache until the next poll,
+	 * minutes away, and fill it: at MAXCONNECTS every returned connection
+	 * makes libcurl scan the whole cache for the oldest to close. */
+	bool keep = x->more || x->host->active > 1 || !STAILQ_EMPTY(&x->host->waiting);
+	bad |= curl_easy_setopt(e, CURLOPT_FORBID_REUSE, keep ? 0L : 1L) != CURLE_OK;
+	if (strncasecmp(x->url, "https:", 6) == 0)
+		bad |= setup_tls(h, x);
 	if (x->token) {
 		bad |= curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BEARER) != CURLE_OK;
 		bad |= curl_easy_setopt(e, CURLOPT_XOAUTH2_BEARER, x->token) != CURLE_OK;
@@ -673,6 +843,7 @@ int http_submit(struct http *h, const struct http_request *req)
 	x->done = req->done;
 	x->user = req->user;
 	x->timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : 30000;
+	x->more = req->more;
 	x->url = strdup(req->url);
 	x->log_name = strdup(req->log_name ? req->log_name : "");
 	x->token = req->token ? strdup(req->token) : NULL;
@@ -730,6 +901,7 @@ int http_new(struct ev_loop *loop, const struct cfg *cfg, struct http **out)
 	if (!h)
 		return -1;
 	STAILQ_INIT(&h->ready); /* the other heads are empty when zeroed */
+	h->ca.fd = -1;
 	h->loop = loop;
 	h->cfg = cfg;
 	h->multi = curl_multi_init();
@@ -762,19 +934,9 @@ void http_free(struct http *h)
 {
 	if (!h)
 		return;
-	for (size_t b = 0; b < HOST_BUCKETS; b++) {
-		struct host *x;
-		while ((x = SLIST_FIRST(&h->buckets[b]))) {
-			SLIST_REMOVE_HEAD(&h->buckets[b], hash_link);
-			struct xfer *t;
-			while ((t = STAILQ_FIRST(&x->waiting))) {
-				STAILQ_REMOVE_HEAD(&x->waiting, waiting);
-				xfer_free(t);
-			}
-			free(x->key);
-			free(x);
-		}
-	}
+	/* Transfers and handles first: a share is freed only once no handle
+	 * uses it, and the connections closed by the multi's cleanup may
+	 * still hold its sessions. */
 	struct xfer *t;
 	while ((t = LIST_FIRST(&h->active))) {
 		LIST_REMOVE(t, active_link);
@@ -792,6 +954,22 @@ void http_free(struct http *h)
 		ev_io_stop(h->loop, &s->io);
 		free(s);
 	}
+	for (size_t b = 0; b < HOST_BUCKETS; b++) {
+		struct host *x;
+		while ((x = SLIST_FIRST(&h->buckets[b]))) {
+			SLIST_REMOVE_HEAD(&h->buckets[b], hash_link);
+			while ((t = STAILQ_FIRST(&x->waiting))) {
+				STAILQ_REMOVE_HEAD(&x->waiting, waiting);
+				xfer_free(t);
+			}
+			if (x->tls)
+				curl_share_cleanup(x->tls);
+			free(x->key);
+			free(x);
+		}
+	}
+	ca_clear(&h->ca);
+	free(h->ca.src_copy);
 	curl_slist_free_all(h->headers);
 	free(h);
 }

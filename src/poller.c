@@ -220,7 +220,8 @@ static void on_written(int rc, const char *err, void *arg)
 	                            .outcome = (outcome_name),                                     \
 	                            .http_status = (s)->run.http_status,                           \
 	                            .timed = true,                                                 \
-	                            .seconds = (s)->run.finished_at - (s)->run.started_at})
+	                            .seconds = (s)->run.finished_at - (s)->run.started_at,         \
+	                            .run_id = (s)->write.run_id})
 
 /* Takes stock of the oldest written request. Returns false when the poll
  * must end. */
@@ -319,6 +320,18 @@ static void submit_write(struct poll_job *j, struct slot *s)
 
 static void fetch_next(struct poll_job *j);
 
+/* Every written slot passes here once, in request order: its request is
+ * counted under what fetch_runs says of it (db_error when nothing of it
+ * was written). */
+static void count_request(struct poll_job *j, const struct slot *s)
+{
+	stats_request_done(j->spec.stats, &(struct stats_request){
+	                                      .outcome = s->rc == 0 ? s->run.outcome : RUN_DB_ERROR,
+	                                      .lease_lost = s->rc != 0 && s->write.lease_lost,
+	                                      .sent = s->run.outcome != RUN_CONFIG_ERROR,
+	                                      .seconds = s->run.finished_at - s->run.started_at});
+}
+
 /* Moves the poll along after any event: retires written requests in
  * order, submits writes in order, fetches ahead, and ends the poll once
  * nothing is in flight and nothing is left (or a failure ended it). */
@@ -326,6 +339,7 @@ static void pump(struct poll_job *j)
 {
 	struct slot *s;
 	while ((s = slot_seq(j, j->seq_retire)) && s->state == SLOT_WRITTEN) {
+		count_request(j, s);
 		if (!j->ending && !retire(j, s))
 			j->ending = true;
 		slot_clear(s);
@@ -605,6 +619,7 @@ static void fetch_next(struct poll_job *j)
 	    .token = c->bearer_token,
 	    .timeout_ms = c->request_timeout * 1000,
 	    .log_name = c->name,
+	    .more = j->batch + 1 < j->nbatches || j->span + 1 < j->nspans,
 	    .done = on_response,
 	    .user = j,
 	};

@@ -1,65 +1,142 @@
 /* status: the `status` command's output (SPEC §6). The rows come from the
  * database layer (db_health_table, db_health_json) as text; this module
- * only lays them out, so it never sees libpq. */
+ * picks the width, counts the states and prints, and status_layout.c lays
+ * the text out, so it never sees libpq. */
 #include "status.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "db.h"
+#include "sbuf.h"
 
-static const char *const heads[] = {"CONNECTOR",    "STATE",        "STORES",
-                                    "LAST OUTCOME", "LAST SUCCESS", "FAILURES",
-                                    "SYNCED UNTIL", "ROWS 24H",     "LAST ERROR"};
-enum { NCOLS = sizeof(heads) / sizeof(heads[0]) };
+/* The columns db_health_table returns (db.h). */
+enum {
+	DCOL_NAME,
+	DCOL_STATE,
+	DCOL_OVERDUE,
+	DCOL_STORES,
+	DCOL_OUTCOME,
+	DCOL_SUCCESS,
+	DCOL_FAILURES,
+	DCOL_SYNCED,
+	DCOL_ROWS,
+	DCOL_ERROR,
+	DB_NCOLS
+};
 
-/* One line: every column padded to its width but the last, two spaces
- * between them. */
-static void print_row(const char *const *cells, const int *width)
+/* The width to fit (0: no limit). $COLUMNS first when it is a number, as
+ * systemctl and journalctl do (and watch(1) sets it for its window), then
+ * the terminal on stdout, then 80 — a pipe or a file gets 80 so that
+ * `status | mail` reads the same as on a console. */
+static size_t output_width(bool wide)
 {
-	for (int c = 0; c < NCOLS; c++)
-		printf("%-*s%s", c == NCOLS - 1 ? 0 : width[c], cells[c],
-		       c == NCOLS - 1 ? "\n" : "  ");
-}
-
-static void print_table(const struct db_table *t)
-{
-	int width[NCOLS];
-	for (int c = 0; c < NCOLS; c++) {
-		width[c] = (int)strlen(heads[c]);
-		for (size_t r = 0; r < t->nrows; r++) {
-			int w = (int)strlen(t->cells[r * NCOLS + (size_t)c]);
-			if (w > width[c])
-				width[c] = w;
-		}
-	}
-	print_row(heads, width);
-	for (size_t r = 0; r < t->nrows; r++)
-		print_row((const char *const *)&t->cells[r * NCOLS], width);
-	if (t->nrows == 0)
-		printf("(no connectors: add one with INSERT INTO ksi_sales.connectors ...)\n");
-}
-
-int status_print(struct db *db, bool json, char *err, size_t errlen)
-{
-	if (json) {
-		char *doc;
-		if (db_health_json(db, &doc, err, errlen) != 0)
-			return -1;
-		printf("%s\n", doc);
-		free(doc);
+	if (wide)
 		return 0;
+	const char *env = getenv("COLUMNS");
+	if (env && *env >= '1' && *env <= '9') {
+		char *end;
+		errno = 0;
+		unsigned long n = strtoul(env, &end, 10);
+		if (errno == 0 && *end == '\0' && n <= 100000)
+			return n;
 	}
+	struct winsize ws;
+	if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+		return ws.ws_col;
+	return 80;
+}
+
+static int print_json(struct db *db, size_t *unhealthy, char *err, size_t errlen)
+{
+	char *doc;
+	if (db_health_json(db, &doc, unhealthy, err, errlen) != 0)
+		return -1;
+	printf("%s\n", doc);
+	free(doc);
+	return 0;
+}
+
+/* The table's cells from the database's: the state in words, the rest
+ * as read. Counts the states and the unhealthy. */
+static int table_cells(const struct db_table *t, const char **cells, size_t counts[STATUS_NSTATES],
+                       size_t *overdue, size_t *unhealthy, char *err, size_t errlen)
+{
+	for (size_t r = 0; r < t->nrows; r++) {
+		char *const *in = &t->cells[r * DB_NCOLS];
+		const char **out = &cells[r * STATUS_NCOLS];
+		int s = status_state_parse(in[DCOL_STATE]);
+		if (s < 0) { /* the view and this binary disagree: a bug */
+			snprintf(err, errlen,
+			         "status: connector_health has an unknown state \"%s\"",
+			         in[DCOL_STATE]);
+			return -1;
+		}
+		counts[s]++;
+		bool late = strcmp(in[DCOL_OVERDUE], "t") == 0;
+		*overdue += late;
+		*unhealthy += late || s == STATUS_FAILING;
+		out[SCOL_CONNECTOR] = in[DCOL_NAME];
+		out[SCOL_STATE] = status_state_words((enum status_state)s);
+		out[SCOL_STORES] = in[DCOL_STORES];
+		out[SCOL_OUTCOME] = in[DCOL_OUTCOME];
+		out[SCOL_SUCCESS] = in[DCOL_SUCCESS];
+		out[SCOL_FAILURES] = in[DCOL_FAILURES];
+		out[SCOL_SYNCED] = in[DCOL_SYNCED];
+		out[SCOL_ROWS] = in[DCOL_ROWS];
+		out[SCOL_ERROR] = in[DCOL_ERROR];
+	}
+	return 0;
+}
+
+static int print_table(struct db *db, bool wide, size_t *unhealthy, char *err, size_t errlen)
+{
 	struct db_table t;
 	if (db_health_table(db, &t, err, errlen) != 0)
 		return -1;
-	if (t.ncols != NCOLS) { /* the query and heads disagree: a bug */
-		snprintf(err, errlen, "status: %zu columns read, %d expected", t.ncols, (int)NCOLS);
-		db_table_free(&t);
-		return -1;
+	int rc = -1;
+	const char **cells = NULL;
+	struct sbuf out = {0};
+	if (t.ncols != DB_NCOLS) { /* the query and this file disagree: a bug */
+		snprintf(err, errlen, "status: %zu columns read, %d expected", t.ncols,
+		         (int)DB_NCOLS);
+		goto done;
 	}
-	print_table(&t);
+	cells = calloc(t.nrows ? t.nrows * STATUS_NCOLS : 1, sizeof(*cells));
+	if (!cells) {
+		snprintf(err, errlen, "status: out of memory");
+		goto done;
+	}
+	size_t counts[STATUS_NSTATES] = {0}, overdue = 0;
+	if (table_cells(&t, cells, counts, &overdue, unhealthy, err, errlen) != 0)
+		goto done;
+	size_t width = output_width(wide);
+	status_summary(counts, overdue, width, &out);
+	status_table(cells, t.nrows, width, &out);
+	char *text = sbuf_take(&out);
+	if (!text) {
+		snprintf(err, errlen, "status: out of memory");
+		goto done;
+	}
+	fputs(text, stdout);
+	free(text);
+	rc = 0;
+done:
+	free(out.data);
+	free(cells);
 	db_table_free(&t);
-	return 0;
+	return rc;
+}
+
+int status_print(struct db *db, const struct status_opts *opts, size_t *unhealthy, char *err,
+                 size_t errlen)
+{
+	*unhealthy = 0;
+	if (opts->json)
+		return print_json(db, unhealthy, err, errlen);
+	return print_table(db, opts->wide, unhealthy, err, errlen);
 }

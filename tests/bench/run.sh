@@ -32,7 +32,11 @@
 #   Environment: BENCH_IDLE_SECONDS (60), BENCH_DURABLE (1: fsync on),
 #   BENCH_NETNS (1; 0: one host for every row), BENCH_PERF (0; 1: after the
 #   table, `perf record -g` one more 10,000-host cycle and print the top of
-#   its report: build/bench/perf-10000.data).
+#   its report: build/bench/perf-10000.data; https: a 2,500-host HTTPS
+#   cycle instead, build/bench/perf-https.data), BENCH_ONLY (all rows; or a
+#   comma-separated list of slow, idle, peer, scale, hosts, https, backfill:
+#   only those rows and their targets, for quick iterations), BENCH_HOSTS
+#   (the growth rows' sizes, "2500 5000 10000").
 set -euo pipefail
 
 # The peer's libraries and the plotter come from Debian, like every other
@@ -46,7 +50,7 @@ if ! "$PY" -c 'import requests, psycopg2' 2>/dev/null || ! command -v gnuplot >/
 			echo "bench: could not install python3-requests python3-psycopg2 gnuplot-nox" >&2
 	fi
 fi
-if [ "${BENCH_PERF:-0}" = 1 ] && ! command -v perf >/dev/null && [ "$(id -u)" = 0 ]; then
+if [ "${BENCH_PERF:-0}" != 0 ] && ! command -v perf >/dev/null && [ "$(id -u)" = 0 ]; then
 	apt-get install -y -q linux-perf >/dev/null 2>&1 ||
 		{ apt-get update -q >/dev/null && apt-get install -y -q linux-perf >/dev/null; } ||
 		echo "bench: could not install linux-perf" >&2
@@ -90,6 +94,9 @@ cleanup() {
 }
 trap cleanup EXIT
 T_START=$SECONDS
+
+# only ROW: whether BENCH_ONLY (empty: every row) selects ROW.
+only() { [ -z "${BENCH_ONLY:-}" ] || [[ ",$BENCH_ONLY," == *",$1,"* ]]; }
 
 HAVE_PEER=yes
 "$PY" -c 'import requests, psycopg2' 2>/dev/null || HAVE_PEER=
@@ -282,12 +289,70 @@ daemon_cycle() {
 	}'
 }
 
-# -- many slow APIs, and the curve of cycle time against connector count --
-for n in 250 500 1000 2000; do
-	daemon_cycle "$n" 200 64 "slow APIs: $n x 200 ms"
-done
-SLOW_CPU=$CPU SLOW_WALL=$WALL SLOW_RSS=$RSS
+# per_poll_row NAME HOSTS POLLS WALL IDEAL CPU_TICKS PG_TICKS FAKE_TICKS RSS C0 C1 F:
+# one row of per_poll.csv from counts taken around a cycle of `run` (C0,
+# C1: pg_counts before and after; F: fake_stats after a reset).
+per_poll_row() {
+	awk -v name="$1" -v hosts="$2" -v polls="$3" -v w="$4" -v ideal="$5" -v cpu="$6" -v pg="$7" \
+		-v fk="$8" -v rss="$9" -v c0="${10}" -v c1="${11}" -v f="${12}" -v hz="$(getconf CLK_TCK)" \
+		-v own_addr="$([ "$HOSTS" = many ] && echo 1 || echo 0)" -v pgss="${HAVE_PGSS:+1}" -v csv="$PCSV" 'BEGIN {
+		split(c0, a, " "); split(c1, b, " "); split(f, s, " ")
+		st = pgss ? sprintf("%.2f", (b[3] - a[3] - 1) / polls) : "-"
+		printf "%s,%d,%d,%.2f,%.3f,%.3f,%.3f,%.1f,%s,%.2f,%.1f,%.2f,%d,%d\n", name, hosts, polls,
+			w / ideal, cpu / hz * 1000 / polls, pg / hz * 1000 / polls, fk / hz * 1000 / polls, rss, st,
+			(b[1] - a[1] - 1) / polls, (b[2] - a[2]) / polls, (s[1] - 1) / polls, s[3] - own_addr, s[4] >> csv
+	}'
+}
 
+# https_resumed: what resuming TLS sessions saves. One daemon (`run`, so its
+# per-host session shares live on) polls the 2,500 HTTPS hosts, then all of
+# them again at once (made due, NOTIFY): the first cycle makes full
+# handshakes, the second resumes each host's session. Two rows of the
+# per-poll table, from the same process.
+https_resumed() {
+	local n=2500 name="https run: 2500 hosts" hosts=1 t0 t1 pg0 pg1 fk0 fk1 c0 c1 cpu0 cpu1 f rss
+	if [ "$HOSTS" = many ]; then hosts=$n; else name="$name (one host: no netns)"; fi
+	many_apis "$n" 100 tls
+	printf '[daemon]\nmax_concurrent_fetches = 512\nmax_per_host = 512\n[http]\nca_file = %s\n[log]\nlevel = info\n' \
+		"$TLS/ca.pem" >"$WORK/resume.conf"
+	wait_for "PostgreSQL to settle" 10 pg_idle || true
+	ok_runs() { [ "$(sql "SELECT count(*) FROM ksi_sales.fetch_runs")" -ge "$1" ]; }
+	local cycle
+	for cycle in 1 2; do
+		fake_stats "$TLS_PID" "$TLS_PORT" https reset >/dev/null
+		c0=$(pg_counts) pg0=$(pg_ticks) fk0=$(pid_ticks "$TLS_PID") t0=$(date +%s.%N)
+		if [ "$cycle" = 1 ]; then
+			"$BIN" run -c "$WORK/resume.conf" 2>"$WORK/resume.log" &
+			DAEMON_PID=$!
+			cpu0=0
+		else
+			cpu0=$(pid_ticks "$DAEMON_PID")
+			sql "UPDATE ksi_sales.connector_state SET next_poll = now(); NOTIFY ksi_sales_config, 'connectors'" >/dev/null
+		fi
+		wait_for "cycle $cycle of the HTTPS daemon" 300 ok_runs $((cycle * n)) || true
+		t1=$(date +%s.%N) cpu1=$(pid_ticks "$DAEMON_PID") pg1=$(pg_ticks) fk1=$(pid_ticks "$TLS_PID")
+		c1=$(pg_counts)
+		f=$(fake_stats "$TLS_PID" "$TLS_PORT" https)
+		rss=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$DAEMON_PID/status")
+		per_poll_row "$name (cycle $cycle)" "$hosts" "$n" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
+			"$(awk -v n="$n" 'BEGIN { print int((n + 511) / 512) * 0.1 }')" "$((cpu1 - cpu0))" "$((pg1 - pg0))" \
+			"$((fk1 - fk0))" "$rss" "$c0" "$c1" "$f"
+	done
+	kill "$DAEMON_PID"
+	wait "$DAEMON_PID" || true
+	DAEMON_PID=
+}
+
+# -- many slow APIs, and the curve of cycle time against connector count --
+SLOW_RSS="" IDLE_RSS="" SCALE_RSS="" HOSTS_RSS="" BF_RSS=""
+if only slow; then
+	for n in 250 500 1000 2000; do
+		daemon_cycle "$n" 200 64 "slow APIs: $n x 200 ms"
+	done
+	SLOW_CPU=$CPU SLOW_WALL=$WALL SLOW_RSS=$RSS
+fi
+
+if only idle; then
 # -- idle: 2,000 connectors, none due within the hour --
 # (After a poll each connector's next one is spread over its interval, so
 # some would be due within any minute: those are work, not idling.)
@@ -314,9 +379,10 @@ WALL=$IDLE_S RSS=$IDLE_RSS
 CPU=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
 BUSY=$(awk -v t="$((b1 - b0))" -v hz="$(getconf CLK_TCK)" -v n="$(nproc)" -v w="$IDLE_S" 'BEGIN { printf "%.0f", 100 * t / hz / n / w }')
 row "idle: 2000, none due" 2000 5 64 0 0
+fi
 
 # -- the peer on the slow APIs --
-if [ -n "$HAVE_PEER" ]; then
+if [ -n "$HAVE_PEER" ] && only peer; then
 	many_apis 2000 200
 	timed "$PY" "$PEER" poll --threads 64 >/dev/null
 	PEER_SLOW_CPU=$CPU PEER_SLOW_WALL=$WALL
@@ -325,22 +391,31 @@ fi
 
 # -- at scale: three cycles (the busiest scenario varies most); the target
 # takes their median --
-SCALE_WALLS= SCALE_RSS=0
-for i in 1 2 3; do
-	daemon_cycle 10000 100 512 "at scale: 10000 x 100 ms ($i/3)"
-	SCALE_WALLS="$SCALE_WALLS $WALL"
-	SCALE_RSS=$(awk -v a="$SCALE_RSS" -v b="$RSS" 'BEGIN { print (b > a) ? b : a }')
-done
-SCALE_RATIO=$(printf '%s\n' $SCALE_WALLS | sort -n | sed -n 2p | awk '{ printf "%.2f", $1 / 2.0 }')
+SCALE_WALLS= SCALE_RATIO=
+if only scale; then
+	SCALE_RSS=0
+	for i in 1 2 3; do
+		daemon_cycle 10000 100 512 "at scale: 10000 x 100 ms ($i/3)"
+		SCALE_WALLS="$SCALE_WALLS $WALL"
+		SCALE_RSS=$(awk -v a="$SCALE_RSS" -v b="$RSS" 'BEGIN { print (b > a) ? b : a }')
+	done
+	# shellcheck disable=SC2086 # one wall per line
+	SCALE_RATIO=$(printf '%s\n' $SCALE_WALLS | sort -n | sed -n 2p | awk '{ printf "%.2f", $1 / 2.0 }')
+fi
 
 # -- one host per connector: the growth rows, then HTTPS --
-for n in 2500 5000 10000; do
-	daemon_cycle "$n" 100 512 "hosts: $n x 100 ms" many
-done
-HOSTS_RSS=$RSS
-daemon_cycle 2500 100 512 "https hosts: 2500 x 100 ms" tls
-HTTPS_RSS=$RSS
+if only hosts; then
+	for n in ${BENCH_HOSTS:-2500 5000 10000}; do
+		daemon_cycle "$n" 100 512 "hosts: $n x 100 ms" many
+	done
+	HOSTS_RSS=$RSS
+fi
+if only https; then
+	daemon_cycle 2500 100 512 "https hosts: 2500 x 100 ms" tls
+	https_resumed
+fi
 
+if only backfill; then
 # -- big backfill: daemon, floor, peer --
 STORES=1000 DAYS=30
 TO=$(date -u +%Y-%m-%dT%H:00:00+00:00)
@@ -395,30 +470,31 @@ if [ -n "$HAVE_PEER" ]; then
 	PEER_BF_WALL=$WALL PEER_BF_CPU=$CPU
 	row "peer: backfill" 1 "$STORES" 1 0 "$(sql "SELECT count(*) FROM ksi_sales.sales_hourly")"
 fi
+fi
 
 # -- the targets, as ratios from this run --
 echo
 echo "targets (issue 6), from this run:"
-target() { # NAME VALUE OP LIMIT
+# target NAME VALUE OP LIMIT: one line, or none when VALUE is empty (its
+# rows were not run: BENCH_ONLY).
+target() {
+	[ -n "$2" ] || return 0
 	awk -v n="$1" -v v="$2" -v op="$3" -v l="$4" 'BEGIN {
 		met = (op == "<=") ? v <= l : v >= l
 		printf "  %-58s %8s  (target %s %s)  %s\n", n, v, op, l, met ? "met" : "NOT MET" }'
 }
-target "slow APIs 2000 x 200 ms, cycle / ideal" "$(awk -v w="$SLOW_WALL" 'BEGIN { printf "%.2f", w / 6.4 }')" "<=" 1.15
-[ -n "$HAVE_PEER" ] && target "slow APIs, daemon CPU / peer CPU" \
-	"$(awk -v a="$SLOW_CPU" -v b="$PEER_SLOW_CPU" 'BEGIN { printf "%.3f", a / b }')" "<=" 0.25
+# div A B FORMAT: A / B, or nothing when either is missing.
+div() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" -v f="$3" 'BEGIN { printf f, a / b }' || true; }
+target "slow APIs 2000 x 200 ms, cycle / ideal" "$(div "${SLOW_WALL:-}" 6.4 %.2f)" "<=" 1.15
+target "slow APIs, daemon CPU / peer CPU" "$(div "${SLOW_CPU:-}" "${PEER_SLOW_CPU:-}" %.3f)" "<=" 0.25
 target "at scale 10000 x 100 ms, 512 in flight, cycle / ideal (median of 3)" "$SCALE_RATIO" "<=" 1.3
-target "big backfill, daemon records/s / floor records/s" "$BF_RATIO" ">=" 0.75
-if [ -n "$HAVE_PEER" ]; then
-	target "big backfill, daemon records/s / peer records/s" \
-		"$(awk -v a="$BF_WALL" -v b="$PEER_BF_WALL" 'BEGIN { printf "%.2f", b / a }')" ">=" 2
-	target "big backfill, daemon CPU / peer CPU" \
-		"$(awk -v a="$BF_CPU" -v b="$PEER_BF_CPU" 'BEGIN { printf "%.3f", a / b }')" "<=" 0.333
-fi
+target "big backfill, daemon records/s / floor records/s" "${BF_RATIO:-}" ">=" 0.75
+target "big backfill, daemon records/s / peer records/s" "$(div "${PEER_BF_WALL:-}" "${BF_WALL:-}" %.2f)" ">=" 2
+target "big backfill, daemon CPU / peer CPU" "$(div "${BF_CPU:-}" "${PEER_BF_CPU:-}" %.3f)" "<=" 0.333
 # (HTTPS has its own RSS target below, issue 12's.)
 target "peak RSS, any plain HTTP scenario (MiB)" \
-	"$(printf '%s\n' "$SLOW_RSS" "$SCALE_RSS" "$BF_RSS" "$IDLE_RSS" "$HOSTS_RSS" | sort -n | tail -1)" "<=" 64
-target "idle CPU (s per minute)" "$IDLE_CPU" "<=" 0.05
+	"$(printf '%s\n' "$SLOW_RSS" "$SCALE_RSS" "$BF_RSS" "$IDLE_RSS" "$HOSTS_RSS" | sed '/^$/d' | sort -n | tail -1)" "<=" 64
+target "idle CPU (s per minute)" "${IDLE_CPU:-}" "<=" 0.05
 
 # -- per poll: every `once` row of this run --
 echo
@@ -444,13 +520,21 @@ if [ "$HOSTS" = many ]; then
 	H2500="hosts: 2500 x 100 ms" H10000="hosts: 10000 x 100 ms" HTTPS="https hosts: 2500 x 100 ms"
 	echo "targets (issue 12), from this run:"
 	target "daemon CPU per poll, 10000 hosts / 2500 hosts" \
-		"$(awk -v a="$(pp "$H10000" 5)" -v b="$(pp "$H2500" 5)" 'BEGIN { printf "%.2f", a / b }')" "<=" 1.15
+		"$(div "$(pp "$H10000" 5)" "$(pp "$H2500" 5)" %.2f)" "<=" 1.15
 	target "daemon CPU per poll, 10000 hosts, plain HTTP (ms)" "$(pp "$H10000" 5)" "<=" 0.25
-	target "daemon + PostgreSQL CPU per poll, 10000 hosts (ms)" \
-		"$(awk -v a="$(pp "$H10000" 5)" -v b="$(pp "$H10000" 6)" 'BEGIN { printf "%.3f", a + b }')" "<=" 0.8
+	if [ -n "$(pp "$H10000" 5)" ]; then
+		target "daemon + PostgreSQL CPU per poll, 10000 hosts (ms)" \
+			"$(awk -v a="$(pp "$H10000" 5)" -v b="$(pp "$H10000" 6)" 'BEGIN { printf "%.3f", a + b }')" "<=" 0.8
+	fi
 	target "10000 hosts x 100 ms, 512 in flight: cycle / ideal" "$(pp "$H10000" 4)" "<=" 2.0
 	target "HTTPS 2500 hosts: daemon CPU per poll (ms)" "$(pp "$HTTPS" 5)" "<=" 1.0
 	target "HTTPS 2500 hosts, 512 in flight: peak RSS (MiB)" "$(pp "$HTTPS" 8)" "<=" 64
+	R1="https run: 2500 hosts (cycle 1)" R2="https run: 2500 hosts (cycle 2)"
+	if [ -n "$(pp "$R2" 5)" ]; then
+		target "HTTPS, sessions resumed (run, cycle 2): daemon CPU per poll (ms)" "$(pp "$R2" 5)" "<=" 1.0
+		echo "  resumption saves $(awk -v a="$(pp "$R1" 5)" -v b="$(pp "$R2" 5)" 'BEGIN { printf "%.3f ms (%.0f %%)", a - b, 100 * (a - b) / a }') of the daemon's CPU per poll" \
+			"($(pp "$R2" 14) of $(pp "$R2" 3) requests resumed)"
+	fi
 	echo "  (and every issue 6 target above)"
 else
 	echo "targets (issue 12): not judged: no network namespace, so every row ran on one host"
@@ -462,8 +546,7 @@ echo "network: $([ "$HOSTS" = many ] && echo "private namespace, one loopback ad
 	echo "no namespace: every connector on 127.0.0.1")"
 echo "csv: $CSV $PCSV"
 
-if command -v gnuplot >/dev/null; then
-	grep '^slow APIs' "$CSV" >"$WORK/curve.csv"
+if command -v gnuplot >/dev/null && grep '^slow APIs' "$CSV" >"$WORK/curve.csv"; then
 	gnuplot <<PLOT
 set terminal pngcairo size 800,500
 set output '$OUT/cycle.png'
@@ -478,24 +561,31 @@ PLOT
 	echo "plot: $OUT/cycle.png"
 fi
 
-# -- where the daemon's CPU goes at 10,000 hosts (BENCH_PERF=1): one more
-# cycle under perf, after the measurements so it disturbs none of them --
-if [ "${BENCH_PERF:-0}" = 1 ]; then
+# -- where the daemon's CPU goes at 10,000 hosts (BENCH_PERF=1) or over
+# HTTPS (BENCH_PERF=https): one more cycle under perf, after the
+# measurements so it disturbs none of them --
+if [ "${BENCH_PERF:-0}" != 0 ]; then
 	if command -v perf >/dev/null; then
-		many_apis 10000 100 many
+		if [ "$BENCH_PERF" = https ]; then
+			PERF_TAG=https
+			many_apis 2500 100 tls
+		else
+			PERF_TAG=10000
+			many_apis 10000 100 many
+		fi
 		conf 512
 		# DWARF unwinding: Debian's libcurl has no frame pointers and no
 		# symbols for its internal functions, but its .eh_frame lets perf
 		# walk through them to the daemon's callers.
-		perf record -q --call-graph dwarf,16384 -F 499 -o "$OUT/perf-10000.data" -- \
+		perf record -q --call-graph dwarf,16384 -F 499 -o "$OUT/perf-$PERF_TAG.data" -- \
 			"$BIN" once -c "$WORK/bench.conf" 2>"$WORK/perf.log"
-		perf report -i "$OUT/perf-10000.data" --no-children -g none --sort dso,sym --stdio \
-			>"$OUT/perf-10000.txt" 2>/dev/null || true
+		perf report -i "$OUT/perf-$PERF_TAG.data" --no-children -g none --sort dso,sym --stdio \
+			>"$OUT/perf-$PERF_TAG.txt" 2>/dev/null || true
 		echo
-		echo "perf (10000 hosts, the daemon alone; callers: perf report -i $OUT/perf-10000.data --no-children):"
-		grep -v -e '^#' -e '^$' "$OUT/perf-10000.txt" | sed -n 1,40p
+		echo "perf ($PERF_TAG, the daemon alone; callers: perf report -i $OUT/perf-$PERF_TAG.data --no-children):"
+		grep -v -e '^#' -e '^$' "$OUT/perf-$PERF_TAG.txt" | sed -n 1,40p
 	else
-		echo "bench: BENCH_PERF=1 but no perf (install linux-perf)" >&2
+		echo "bench: BENCH_PERF is set but there is no perf (install linux-perf)" >&2
 	fi
 fi
 echo

@@ -50,7 +50,7 @@ psql_ -c "INSERT INTO ksi_sales.connectors (name, endpoint_url, enabled)
 
 # The load, a month of every store per statement (hour-major, as polls
 # write), with the rollup's triggers off: they are measured on their own
-# below, and the rollup is filled afterwards the way migration 0010 does.
+# below, and the rollup is filled afterwards the way migration 0012 does.
 psql_ -c "ALTER TABLE ksi_sales.sales_hourly DISABLE TRIGGER USER"
 T0=$(now_ms)
 END=$(psql_ -c "SELECT date_trunc('hour', now())")
@@ -171,7 +171,7 @@ time_write "a backfill's upsert, $BIG stores x 30 days, without" "$UPSERT_BACKFI
 psql_ -c "ALTER TABLE ksi_sales.sales_hourly ENABLE TRIGGER USER"
 
 echo "load: $((LOAD_MS / 1000)) s for $N rows; VACUUM ANALYZE $((VACUUM_MS / 1000)) s;" \
-	"rollup fill (migration 0010) $FILL_MS ms"
+	"rollup fill (migration 0012) $FILL_MS ms"
 {
 	echo "rows,name,ms"
 	for r in "${RESULTS[@]}"; do echo "$N,\"${r%%|*}\",${r##*|}"; done

@@ -233,6 +233,48 @@ wait "$PID_notified"
 check "SIGTERM exits 0" 0 $?
 check_contains "SIGTERM sends STOPPING=1" "STOPPING=1" "$(cat "$WORK/notify.out")"
 
+echo "# run waits for a database it cannot reach at start; READY=1 only once connected"
+# The database "late" does not exist until it is created from a migrated
+# template in one statement: from the daemon's side, unreachable, then whole.
+sql "CREATE DATABASE late_template" >/dev/null
+ksi migrate -d "${CONNINFO/dbname=postgres/dbname=late_template}" 2>/dev/null
+LATE="${CONNINFO/dbname=postgres/dbname=late}"
+socat -u UNIX-RECV:"$WORK/late.sock" OPEN:"$WORK/late.out",creat,append &
+PIDS+=("$!")
+wait_for "the second notification socket" 5 test -S "$WORK/late.sock"
+NOTIFY_SOCKET=$WORK/late.sock ${KSI_WRAP:-} "$BIN" run -c "$WORK/short.conf" -d "$LATE" 2>"$WORK/late.log" &
+PID_late=$!
+PIDS+=("$PID_late")
+if wait_for "STATUS= saying it waits" 10 grep -q "STATUS=waiting for the database" "$WORK/late.out"; then
+	ok "run with the database unreachable tells systemd it waits (STATUS=)"
+else not_ok "run with the database unreachable tells systemd it waits (STATUS=)"; fi
+check_contains "... and extends the start timeout" "EXTEND_TIMEOUT_USEC=" "$(cat "$WORK/late.out")"
+check_contains "... and logs it once, with the backoff" "database unreachable, waiting for it (retrying from 0.5 s up to 30 s apart)" "$(cat "$WORK/late.log")"
+wait_for "a second attempt" 10 lines_ge "$WORK/late.out" "STATUS=waiting" 2
+if alive "$PID_late"; then ok "... and does not exit 3"; else not_ok "... and does not exit 3" "$(tail -n 3 "$WORK/late.log")"; fi
+check_absent "... and sends no READY=1 while waiting" "READY=1" "$(cat "$WORK/late.out")"
+check "... logging the wait once, not per attempt" 1 "$(grep -c "database unreachable" "$WORK/late.log")"
+sql "CREATE DATABASE late TEMPLATE late_template" >/dev/null
+# Attempts 0.5, 1, 2, 4, 8, 16 s apart: the next one within 30 s.
+if wait_for "READY=1 once the database is there" 35 grep -q "READY=1" "$WORK/late.out"; then
+	ok "READY=1 once the database can be reached"
+else not_ok "READY=1 once the database can be reached"; fi
+check_contains "... logging the recovery" "database reachable after" "$(cat "$WORK/late.log")"
+wait_for "the daemon to run" 10 grep -q "running as" "$WORK/late.log"
+kill -TERM "$PID_late"
+wait "$PID_late"
+check "... and SIGTERM exits 0 afterwards" 0 $?
+"$BIN" run -c "$WORK/short.conf" -d "${CONNINFO/dbname=postgres/dbname=never}" 2>"$WORK/never.log" &
+PID_never=$!
+PIDS+=("$PID_never")
+wait_for "the wait" 10 grep -q "waiting for it" "$WORK/never.log"
+kill -TERM "$PID_never"
+wait "$PID_never"
+check "SIGTERM while waiting for the database exits 0" 0 $?
+check_contains "... saying so" "stopped while waiting for the database" "$(cat "$WORK/never.log")"
+ksi once -c "$WORK/short.conf" -d "${CONNINFO/dbname=postgres/dbname=never}" 2>/dev/null
+check "once with the database unreachable still exits 3" 3 $?
+
 echo "# a database that stops answering does not stop fetches or SIGTERM"
 start_daemon frozen "$WORK/short.conf"
 add_connector thaw delay/1500/sales

@@ -231,6 +231,29 @@ check_contains "... naming the grant to give" "GRANT ksi_salesd_daemon TO ksi_no
 ksi status -c "$WORK/test.conf" -d "$(url_for postgres ksi_noclaim)" >/dev/null 2>"$WORK/e.log"
 check "status without SELECT on connector_health exits 2" 2 $?
 check_contains "... naming the grant to give" "GRANT ksi_salesd_daemon TO ksi_noclaim" "$(cat "$WORK/e.log")"
+check "... in one line" 1 "$(wc -l <"$WORK/e.log")"
+check_contains "... with the server's words and the SQLSTATE" \
+	"permission denied for view connector_health (SQLSTATE 42501): role ksi_noclaim lacks a privilege on ksi_sales" \
+	"$(cat "$WORK/e.log")"
+check_contains "... and where to read more" "(README, Roles)" "$(cat "$WORK/e.log")"
+check_absent "... without libpq's ERROR: prefix" "ERROR:" "$(cat "$WORK/e.log")"
+echo "# a missing object: the remedy is to migrate"
+sql "CREATE DATABASE dropped" >/dev/null
+DROPPED=$(url_for dropped postgres)
+ksi migrate -d "$DROPPED" 2>/dev/null
+psql "$DROPPED" -X -q -c "DROP VIEW ksi_sales.connector_health CASCADE"
+ksi status -c "$WORK/test.conf" -d "$DROPPED" >/dev/null 2>"$WORK/e.log"
+check "status with connector_health dropped exits 1 (the command failed)" 1 $?
+check_contains "... in one line with the SQLSTATE and the remedy" \
+	"(SQLSTATE 42P01): the ksi_sales schema is not the one this binary expects: run \`ksi-salesd migrate\` as the schema owner" \
+	"$(cat "$WORK/e.log")"
+check "... one line" 1 "$(wc -l <"$WORK/e.log")"
+sql "CREATE DATABASE unmigrated" >/dev/null
+ksi status -c "$WORK/test.conf" -d "$(url_for unmigrated postgres)" >/dev/null 2>"$WORK/e.log"
+check "status before any migrate exits 2" 2 $?
+check_contains "... saying to migrate, with the SQLSTATE" \
+	"the ksi_sales schema is missing (SQLSTATE 42P01): run \`ksi-salesd migrate\` as the role that is to own it" \
+	"$(cat "$WORK/e.log")"
 ksi backfill -c "$WORK/test.conf" -d "$(url_for postgres ksi_nowrite)" --connector evil2 \
 	--from "$(date -u -d '2 days ago' +%Y-%m-%dT00:00:00Z)" --to "$(date -u -d '1 day ago' +%Y-%m-%dT00:00:00Z)" 2>"$WORK/e.log"
 check "backfill whose writes are refused exits 2" 2 $?

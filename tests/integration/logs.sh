@@ -98,6 +98,17 @@ check_contains "once's summary is there" "connectors polled: 1 ok, 2 failed" "$s
 check_absent "... with no connector key" '"connector"' "$summary"
 check_no_fragment "no token fragment in the JSON log" "$(cat "$WORK/json.log")"
 
+echo "# run_id: a request's line names the fetch_runs row that recorded it"
+printf '[daemon]\nmax_per_host = 64\n[log]\nlevel = debug\nformat = json\n' >"$WORK/debug.conf"
+before=$(sql "SELECT coalesce(max(id), 0) FROM ksi_sales.fetch_runs")
+ksi once -c "$WORK/debug.conf" 2>"$WORK/debug.log"
+logged=$(sel "$WORK/debug.log" connector=good module=poll outcome=ok --get run_id | grep -E '^[0-9]+$' | sort -n | paste -sd' ' -)
+check "the good connector's request lines carry exactly its new fetch_runs ids" \
+	"$(sql "SELECT string_agg(r.id::text, ' ' ORDER BY r.id) FROM ksi_sales.fetch_runs r
+	        JOIN ksi_sales.connectors c ON c.id = r.connector_id WHERE c.name = 'good' AND r.id > $before")" \
+	"$logged"
+check "... and there are some" 1 "$([ -n "$logged" ] && echo 1 || echo 0)"
+
 echo "# text on a pipe and on a terminal"
 ksi once -c "$WORK/text.conf" 2>&1 >/dev/null | cat >"$WORK/pipe.log"
 check "once exits 1" 1 "${PIPESTATUS[0]}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Integration tests of the data lifecycle (migrations 0007-0009 and the
+# Integration tests of the data lifecycle (migrations 0009-0012 and the
 # janitor's retention), against the real binary, a throwaway PostgreSQL and
 # the fake customer API:
 #   1. the in-place migration of a populated database while a daemon polls:
@@ -46,13 +46,13 @@ hold_end() {
 }
 
 # ---------------------------------------------------------------------------
-echo "# 1. in place: a database at version 6, populated, with a daemon polling"
-# What `migrate` does before the numbered files (src/db_conn.c), then 0001-0006:
+echo "# 1. in place: a database at version 8, populated, with a daemon polling"
+# What `migrate` does before the numbered files (src/db_conn.c), then 0001-0008:
 # the schema a deployed database has today.
 sql "CREATE SCHEMA ksi_sales;
      CREATE TABLE ksi_sales.schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
                                                applied_at timestamptz NOT NULL DEFAULT now())" >/dev/null
-for f in "$ROOT"/src/migrations/000[1-6]_*.sql; do
+for f in "$ROOT"/src/migrations/000[1-8]_*.sql; do
 	sql "SET client_min_messages = warning; $(cat "$f")" >/dev/null || echo "could not apply $f" >&2
 	base=$(basename "$f" .sql)
 	sql "INSERT INTO ksi_sales.schema_migrations VALUES (${base%%_*}, '$base')" >/dev/null
@@ -77,10 +77,10 @@ read -r _ MAX_RUN _ <<<"$BEFORE_RUNS"
 read -r _ MAX_REJ _ <<<"$BEFORE_REJ"
 
 # The daemon under test is this binary: its write statement is the one of
-# schema 6 (src/db_write.c does not change with 0007-0009), so it stands in
+# schema 8 (src/db_write.c does not change with 0009-0012), so it stands in
 # for the daemon a deployment runs before upgrading. Its start-up check wants
 # the latest version: schema_migrations says so while it starts, no longer after.
-sql "INSERT INTO ksi_sales.schema_migrations SELECT v, 'pretend' FROM generate_series(7, 10) v" >/dev/null
+sql "INSERT INTO ksi_sales.schema_migrations SELECT v, 'pretend' FROM generate_series(9, 12) v" >/dev/null
 daemon_conf "$WORK/d.conf" 5s 1s
 printf '[retention]\njanitor_interval = 1d\n' >>"$WORK/d.conf"
 start_daemon old "$WORK/d.conf"
@@ -104,7 +104,7 @@ writer_runs() { [ "$(sql "SELECT count(*) FROM ksi_sales.fetch_runs WHERE id > $
 wait_for "the writer to start" 10 writer_runs
 START_MS=$(date +%s%3N)
 ksi migrate 2>"$WORK/migrate.log"
-check "migrate from 6 to 10 under a polling daemon and a writer exits 0" 0 $?
+check "migrate from 8 to 12 under a polling daemon and a writer exits 0" 0 $?
 MIGRATE_MS=$(($(date +%s%3N) - START_MS))
 check "the writer was inserting throughout the migration" "t" "$(kill -0 "$WRITER_PID" && echo t)"
 wait "$WRITER_PID"
@@ -114,9 +114,9 @@ MAX_US=$(cat "$WORK"/writer.[0-9]* | awk '$3 > m { m = $3 } END { print m + 0 }'
 N_TX=$(cat "$WORK"/writer.[0-9]* | wc -l)
 ok "migrate took $MIGRATE_MS ms; the writer's $N_TX inserts meanwhile waited at most $((MAX_US / 1000)) ms"
 check "the slowest insert during the migration took under 1 s" "t" "$([ "$MAX_US" -lt 1000000 ] && echo t)"
-check "0007, 0008 and 0009 each committed in a transaction of its own" "3" \
-	"$(sql "SELECT count(DISTINCT applied_at) FROM ksi_sales.schema_migrations WHERE version IN (7, 8, 9)")"
-check_contains "each step is logged applied" "applied migration 0009_audit_partitions" "$(cat "$WORK/migrate.log")"
+check "0009, 0010 and 0011 each committed in a transaction of its own" "3" \
+	"$(sql "SELECT count(DISTINCT applied_at) FROM ksi_sales.schema_migrations WHERE version IN (9, 10, 11)")"
+check_contains "each step is logged applied" "applied migration 0011_audit_partitions" "$(cat "$WORK/migrate.log")"
 wait_for "the daemon's polls made due before the migration" 60 polled_since "$MID" 40
 
 check "fetch_runs is partitioned by started_at" "p" \

@@ -419,10 +419,10 @@ NQ=$(wc -l <"$WORK/panels.sql")
 NEXPECT=$(($(grep -c '"rawSql"' "$DASHBOARD") + $(grep -c '"type": "query"' "$DASHBOARD")))
 check "every panel target and query variable has its SQL extracted" "$NEXPECT" "$NQ"
 if command -v jq >/dev/null; then
-	jq -r '[(.templating.list[] | select(.type == "query") | .query), .panels[].targets[].rawSql] | .[]' \
+	jq -r '[(.templating.list[] | select(.type == "query") | .query), (.panels[].targets // [] | .[].rawSql // empty)] | .[]' \
 		"$DASHBOARD" >"$WORK/panels.jq"
 	check "the sed/awk extraction equals jq's" "" "$(diff "$WORK/panels.sql" "$WORK/panels.jq")"
-	check "the dashboard's schemaVersion and variables" "38 datasource:datasource,connector:query,store:query" \
+	check "the dashboard's schemaVersion and variables" "38 datasource:datasource,prometheus:datasource,connector:query,store:query" \
 		"$(jq -r '"\(.schemaVersion) " + ([.templating.list[] | "\(.name):\(.type)"] | join(","))' "$DASHBOARD")"
 else
 	echo "# jq not installed: the dashboard parsing is not cross-checked"
@@ -430,7 +430,8 @@ fi
 # shellcheck disable=SC2016 # literal $ names, not expansions
 check "only the macros and variables the dashboard may use" "" \
 	"$(grep -o '\$[{]*[A-Za-z_]*' "$DASHBOARD" | sort -u |
-		grep -v -x -e '\$__timeFilter' -e '\$__timeFrom' -e '\$__timeTo' -e '\$connector' -e '\$store' -e '\${datasource')"
+		grep -v -x -e '\$__timeFilter' -e '\$__timeFrom' -e '\$__timeTo' -e '\$connector' -e '\$store' -e '\${datasource' \
+			-e '\${prometheus' -e '\$__rate_interval')"
 CONNECTOR_IDS=$(sql "SELECT string_agg(quote_literal(id), ',' ORDER BY id) FROM ksi_sales.connectors")
 STORE_IDS=$(sql "SELECT string_agg(quote_literal(id), ',' ORDER BY id) FROM ksi_sales.stores")
 FROM=$(sql "SELECT to_char(now() - interval '30 days', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")

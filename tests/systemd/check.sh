@@ -7,12 +7,15 @@
 #   3. `systemd-analyze security --offline=true` rates it 2.0 or lower.
 # Usage: tests/systemd/check.sh [BINARY]   (default build/ksi-salesd)
 # BINARY replaces ExecStart's path, since verify insists that it exists.
+# KSI_UNIT=FILE checks another copy of the unit, such as the one the package
+# installed (tests/deb/install.sh: KSI_UNIT=/lib/systemd/system/... with
+# BINARY /usr/bin/ksi-salesd, so nothing in it changes).
 # Needs systemd-analyze (Debian package `systemd`) and /bin/kill (`procps`),
 # which ExecReload= names.
 set -u
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-UNIT=$ROOT/systemd/ksi-salesd.service
+UNIT=${KSI_UNIT:-$ROOT/systemd/ksi-salesd.service}
 MAX_EXPOSURE=2.0
 PASSED=0
 FAILED=0

@@ -137,6 +137,8 @@ static void expect_same(const struct cfg *a, const struct cfg *b, const char *wh
 {
 	CHECK(str_eq(a->database_url, b->database_url), "%s: database_url %s != %s", what,
 	      show(a->database_url), show(b->database_url));
+	CHECK(str_eq(a->database_url_file, b->database_url_file), "%s: database_url_file %s != %s",
+	      what, show(a->database_url_file), show(b->database_url_file));
 	CHECK(a->max_concurrent_fetches == b->max_concurrent_fetches,
 	      "%s: max_concurrent_fetches %u != %u", what, a->max_concurrent_fetches,
 	      b->max_concurrent_fetches);
@@ -177,6 +179,23 @@ static void expect_same(const struct cfg *a, const struct cfg *b, const char *wh
 	CHECK(a->janitor_interval_ms == b->janitor_interval_ms,
 	      "%s: janitor_interval_ms %lld != %lld", what, (long long)a->janitor_interval_ms,
 	      (long long)b->janitor_interval_ms);
+	CHECK(a->metrics_listen.family == b->metrics_listen.family &&
+	          a->metrics_listen.port == b->metrics_listen.port &&
+	          memcmp(a->metrics_listen.addr, b->metrics_listen.addr,
+	                 sizeof(a->metrics_listen.addr)) == 0,
+	      "%s: metrics_listen family %d port %u != family %d port %u (or the address differs)",
+	      what, a->metrics_listen.family, a->metrics_listen.port, b->metrics_listen.family,
+	      b->metrics_listen.port);
+}
+
+static struct cfg_listen listen_at(int family, const char *addr, unsigned port)
+{
+	struct cfg_listen l;
+	memset(&l, 0, sizeof(l));
+	l.family = family;
+	l.port = port;
+	CHECK(inet_pton(family, addr, l.addr) == 1, "test bug: inet_pton(%s)", addr);
+	return l;
 }
 
 static struct cfg_network net(int family, const char *addr, unsigned prefix)
@@ -253,6 +272,9 @@ static const char non_default_fmt[] = "[database]\n"
                                       "[log]\n"
                                       "level = debug\n"
                                       "format = json\n"
+                                      "[metrics]\n"
+                                      "listen = [::1]:9187\n"
+
                                       "[retention]\n"
                                       "fetch_runs = 7d\n"
                                       "rejected_records = 0\n"
@@ -293,6 +315,7 @@ static void expect_non_default(const struct cfg *c, const char *ca_path, const c
 	    .ndeny_networks = 3,
 	    .log_level = LOG_LEVEL_DEBUG,
 	    .log_format = LOG_FORMAT_JSON,
+	    .metrics_listen = listen_at(AF_INET6, "::1", 9187),
 	    .retention_fetch_runs_ms = 7LL * 86400 * 1000,
 	    .retention_rejected_records_ms = 0,
 	    .janitor_interval_ms = 90 * 1000,
@@ -549,6 +572,71 @@ static void test_network_table(void **state)
 
 /* ---- defaults and the shipped file ------------------------------------ */
 
+static void test_listen_table(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in;
+		int family;
+		const char *addr;
+		unsigned port;
+	} good[] = {
+	    {"127.0.0.1:9187", AF_INET, "127.0.0.1", 9187}, {"0.0.0.0:80", AF_INET, "0.0.0.0", 80},
+	    {"[::1]:9187", AF_INET6, "::1", 9187},          {"[::]:65535", AF_INET6, "::", 65535},
+	    {"127.0.0.1:0", AF_INET, "127.0.0.1", 0},
+	};
+	for (size_t i = 0; i < ARRAY_LEN(good); i++) {
+		struct cfg_listen l, want = listen_at(good[i].family, good[i].addr, good[i].port);
+		char err[256] = "";
+		CHECK(cfg_parse_listen(good[i].in, &l, err, sizeof(err)) == 0, "\"%s\": %s",
+		      good[i].in, err);
+		CHECK(l.family == want.family && l.port == want.port &&
+		          memcmp(l.addr, want.addr, sizeof(l.addr)) == 0,
+		      "\"%s\": family %d port %u", good[i].in, l.family, l.port);
+	}
+	struct cfg_listen off = listen_at(AF_INET, "10.0.0.1", 1);
+	char err[256] = "";
+	CHECK(cfg_parse_listen("", &off, err, sizeof(err)) == 0 && off.family == 0,
+	      "\"\" does not turn metrics off: %s", err);
+	static const struct {
+		const char *in, *want;
+	} bad[] = {
+	    {"9187", "has no port"},
+	    {"localhost:9187", "a host name is not accepted"},
+	    {"::1:9187", "[brackets]"},
+	    {"[::1]9187", "[brackets]"},
+	    {"[::1", "[brackets]"},
+	    {"127.0.0.1:", "is not a port"},
+	    {"127.0.0.1:65536", "is not a port"},
+	    {"127.0.0.1:123456", "is not a port"},
+	    {"127.0.0.1:-1", "is not a port"},
+	    {"127.0.0.1:80x", "is not a port"},
+	    {":9187", "has no address"},
+	    {"[]:9187", "has no address"},
+	    {"[127.0.0.1]:9187", "is not an IP address"},
+	    {"300.0.0.1:9187", "is not an IP address"},
+	};
+	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+		struct cfg_listen l = listen_at(AF_INET, "10.0.0.1", 1), before = l;
+		err[0] = '\0';
+		CHECK(cfg_parse_listen(bad[i].in, &l, err, sizeof(err)) == -1,
+		      "\"%s\" was accepted", bad[i].in);
+		CHECK(strstr(err, bad[i].want), "\"%s\": error \"%s\" lacks \"%s\"", bad[i].in, err,
+		      bad[i].want);
+		CHECK(memcmp(&l, &before, sizeof(l)) == 0, "\"%s\": the output changed on error",
+		      bad[i].in);
+	}
+	/* Through the file: the error names the line and key. */
+	struct cfg c;
+	init_defaults(&c);
+	char path[256];
+	int rc = load_text(&c, "[metrics]\nlisten = localhost:9187\n", err, sizeof(err), path,
+	                   sizeof(path));
+	expect_error(rc, err, "[metrics] listen: ", "listen = localhost:9187");
+	expect_location(err, path, 2, "listen = localhost:9187");
+	cfg_free(&c);
+}
+
 static void test_defaults(void **state)
 {
 	(void)state;
@@ -609,6 +697,7 @@ static void test_shipped_file_changes_nothing(void **state)
 /* The keys SPEC §7 documents; each must appear, once, in the shipped file. */
 static const char *const spec_keys[] = {
     "database.url",
+    "database.url_file",
     "daemon.max_concurrent_fetches",
     "daemon.max_per_host",
     "daemon.lease",
@@ -620,8 +709,10 @@ static const char *const spec_keys[] = {
     "http.ca_file",
     "http.proxy",
     "http.deny_networks",
+    "tokens.key_file", /* issue 17: not in SPEC §7's table yet */
     "log.level",
     "log.format",
+    "metrics.listen",
     "retention.fetch_runs",
     "retention.rejected_records",
     "retention.janitor_interval", /* README: how often the janitor runs */
@@ -744,7 +835,8 @@ static const struct error_case error_cases[] = {
      "user_agent, ca_file, proxy, deny_networks); lease belongs in [daemon]"},
     {"key in upper case", "[daemon]\nLease = 5min\n", 2, "[daemon] Lease: unknown key"},
     {"unknown section", "; x\n[deamon]\nlease = 5min\n", 3,
-     "[deamon] lease: unknown section (sections: database, daemon, http, log, retention)"},
+     "[deamon] lease: unknown section (sections: database, daemon, http, tokens, log, metrics, "
+     "retention)"},
     {"key before any section", "\nlease = 5min\n[daemon]\n", 2,
      "lease: key before any [section] header"},
     {"duplicate key", "[daemon]\nlease = 1min\n\n[log]\nlevel = info\n[daemon]\nlease = 2min\n", 7,
@@ -825,7 +917,8 @@ static void test_error_hides_text_values(void **state)
 	cfg_free(&c);
 }
 
-/* Lines inih cannot hold whole are refused rather than cut in two. */
+/* No line limit: inih held 198 bytes, less than a libpq URL with TLS
+ * options; every length is read whole. */
 static void test_line_length(void **state)
 {
 	(void)state;
@@ -833,35 +926,237 @@ static void test_line_length(void **state)
 		const char *name;
 		const char *indent;
 		size_t line_len; /* without indent and newline */
-		bool ok;
 	} cases[] = {
-	    {"198 bytes", "", 198, true},
-	    {"198 bytes after indent", "    ", 198, true},
-	    {"199 bytes", "", 199, false},
-	    {"1000 bytes", "", 1000, false},
+	    {"198 bytes", "", 198},
+	    {"199 bytes (inih's limit + 1)", "", 199},
+	    {"4000 bytes after indent", "    ", 4000},
+	    {"100000 bytes", "", 100000},
 	};
 	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
-		char text[1200];
-		int head = snprintf(text, sizeof(text), "[database]\n%surl = ", cases[i].indent);
+		size_t cap = cases[i].line_len + 64;
+		char *text = malloc(cap);
+		CHECK(text != NULL, "out of memory");
+		int head = snprintf(text, cap, "[database]\n%surl = ", cases[i].indent);
 		size_t value_len = cases[i].line_len - strlen("url = ");
 		memset(text + head, 'x', value_len);
-		text[head + value_len] = '\n';
-		text[head + value_len + 1] = '\0';
+		snprintf(text + head + value_len, cap - head - value_len,
+		         "\n[log]\nlevel = debug\n");
 		struct cfg c;
 		init_defaults(&c);
-		char err[512] = "", path[256];
-		int rc = load_text(&c, text, err, sizeof(err), path, sizeof(path));
-		if (cases[i].ok) {
-			CHECK(rc == 0, "%s: %s", cases[i].name, err);
-			CHECK(c.database_url && strlen(c.database_url) == value_len,
-			      "%s: url not read whole", cases[i].name);
-		} else {
-			expect_error(rc, err, "the line is longer than 198 bytes", cases[i].name);
-			expect_location(err, path, 2, cases[i].name);
-			CHECK(c.database_url == NULL, "%s: url was set", cases[i].name);
-		}
+		char err[512] = "";
+		int rc = load_text(&c, text, err, sizeof(err), NULL, 0);
+		CHECK(rc == 0, "%s: %s", cases[i].name, err);
+		CHECK(c.database_url && strlen(c.database_url) == value_len,
+		      "%s: url not read whole", cases[i].name);
+		CHECK(c.log_level == LOG_LEVEL_DEBUG, "%s: the next line was not read",
+		      cases[i].name);
+		cfg_free(&c);
+		free(text);
+	}
+	/* The kind of URL the limit refused: TLS files and options. */
+	static const char tls[] =
+	    "[database]\n"
+	    "url = postgresql://ksi_salesd@db1.internal.example.com:5432,db2.internal.example.com:"
+	    "5432/ksi?sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca-certificates.crt&"
+	    "sslcert=/etc/ksi-salesd/client.crt&sslkey=/etc/ksi-salesd/client.key&"
+	    "target_session_attrs=read-write&connect_timeout=5&application_name=ksi-salesd\n";
+	struct cfg c;
+	init_defaults(&c);
+	char err[512] = "";
+	CHECK(load_text(&c, tls, err, sizeof(err), NULL, 0) == 0, "TLS URL: %s", err);
+	CHECK(c.database_url && strlen(c.database_url) > 300, "TLS URL not read whole");
+	cfg_free(&c);
+}
+
+/* libpq takes postgresql:// and postgres:// as URIs and anything else
+ * without "=" as a database name: another scheme is a mistake. */
+static void test_url_scheme(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *url;
+		bool ok;
+	} cases[] = {
+	    {"postgresql://ksi@db/ksi", true},
+	    {"postgres://ksi@db/ksi", true},
+	    {"host=db dbname=ksi sslmode=verify-full", true},
+	    {"ksi", true},
+	    {"postgresq://ksi:s3cret@db/ksi", false},
+	    {"POSTGRESQL://ksi:s3cret@db/ksi", false},
+	    {"postgresql+psycopg://ksi:s3cret@db/ksi", false},
+	    {"mysql://ksi:s3cret@db/ksi", false},
+	};
+	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+		char err[512] = "";
+		int rc = cfg_check_database_url(cases[i].url, err, sizeof(err));
+		CHECK((rc == 0) == cases[i].ok, "%s: rc %d (%s)", cases[i].url, rc, err);
+		if (cases[i].ok)
+			continue;
+		CHECK(strstr(err, "unknown URI scheme") && strstr(err, "postgresql://"), "%s: %s",
+		      cases[i].url, err);
+		CHECK(!strstr(err, "s3cret"), "%s: the error shows the password: %s", cases[i].url,
+		      err);
+	}
+	/* In the file, with its line. */
+	struct cfg c;
+	init_defaults(&c);
+	char err[512] = "", path[256];
+	int rc = load_text(&c, "[database]\nurl = postgresq://u:s3cret@db/ksi\n", err, sizeof(err),
+	                   path, sizeof(path));
+	expect_error(rc, err, "[database] url: unknown URI scheme \"postgresq://\"", "postgresq");
+	expect_location(err, path, 2, "postgresq");
+	CHECK(!strstr(err, "s3cret"), "the error shows the password: %s", err);
+	expect_defaults(&c, "postgresq");
+	cfg_free(&c);
+}
+
+/* Resolves with the given sources over the file text; returns rc. */
+static int resolve(const char *text, const struct cfg_url_sources *src, struct cfg *c, char *from,
+                   size_t fromlen, char *err, size_t errlen)
+{
+	init_defaults(c);
+	if (text)
+		CHECK(load_text(c, text, err, errlen, NULL, 0) == 0, "%s: %s", text, err);
+	return cfg_resolve_database_url(c, src, from, fromlen, err, errlen);
+}
+
+/* -d, KSI_SALESD_DATABASE_URL, the credential, url_file, url: the first
+ * that gives a URL wins; with none, the message lists what was tried. */
+static void test_url_sources(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/ksi-test-creds-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
+	char cred[512];
+	snprintf(cred, sizeof(cred), "%s/%s", dir, CFG_CREDENTIAL_NAME);
+	FILE *f = fopen(cred, "w");
+	CHECK(f && fputs("postgresql://cred@db/ksi\n", f) >= 0 && fclose(f) == 0, "credential");
+	char *file = write_temp("postgresql://file@db/ksi\r\n");
+	char with_file[512];
+	snprintf(with_file, sizeof(with_file), "[database]\nurl_file = %s\n", file);
+	const char *with_url = "[database]\nurl = postgresql://conf@db/ksi\n";
+
+	struct {
+		const char *name;
+		const char *text;
+		struct cfg_url_sources src;
+		const char *want_url; /* NULL: libpq's defaults */
+		const char *want_from;
+	} cases[] = {
+	    {"-d first",
+	     with_file,
+	     {.cli = "postgresql://cli@db/ksi",
+	      .env = "postgresql://env@db/ksi",
+	      .credentials_dir = dir,
+	      .config_path = "x.conf",
+	      .config_found = true},
+	     "postgresql://cli@db/ksi",
+	     "database URL from -d/--database-url"},
+	    {"then the environment",
+	     with_file,
+	     {.env = "postgresql://env@db/ksi", .credentials_dir = dir, .config_path = "x.conf"},
+	     "postgresql://env@db/ksi",
+	     "database URL from KSI_SALESD_DATABASE_URL"},
+	    {"then the credential",
+	     with_file,
+	     {.credentials_dir = dir, .config_path = "x.conf"},
+	     "postgresql://cred@db/ksi",
+	     "database URL from the credential /tmp/ksi-test-creds-"},
+	    {"then url_file (CRLF dropped)",
+	     with_file,
+	     {.credentials_dir = "/nonexistent", .config_path = "x.conf"},
+	     "postgresql://file@db/ksi",
+	     "database URL from [database] url_file /tmp/"},
+	    {"then url",
+	     with_url,
+	     {.env = "", .config_path = "x.conf", .config_found = true},
+	     "postgresql://conf@db/ksi",
+	     "database URL from [database] url in x.conf"},
+	    {"none",
+	     NULL,
+	     {.config_path = "/etc/x.conf"},
+	     NULL,
+	     "no database URL (tried -d, KSI_SALESD_DATABASE_URL, "
+	     "$CREDENTIALS_DIRECTORY/database-url (not set), [database] url_file and url in "
+	     "/etc/x.conf (no such file)): libpq's defaults"},
+	};
+	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+		struct cfg c;
+		char from[1024], err[1024] = "";
+		int rc =
+		    resolve(cases[i].text, &cases[i].src, &c, from, sizeof(from), err, sizeof(err));
+		CHECK(rc == 0, "%s: %s", cases[i].name, err);
+		CHECK(str_eq(c.database_url, cases[i].want_url), "%s: url %s, want %s",
+		      cases[i].name, show(c.database_url), show(cases[i].want_url));
+		CHECK(strstr(from, cases[i].want_from) != NULL, "%s: from \"%s\", want \"%s\"",
+		      cases[i].name, from, cases[i].want_from);
+		CHECK(!strstr(from, "@db"), "%s: from shows the URL: %s", cases[i].name, from);
 		cfg_free(&c);
 	}
+	unlink(cred);
+	rmdir(dir);
+	unlink(file);
+	free(file);
+}
+
+/* What a URL file or source may not be, each with its message. */
+static void test_url_source_errors(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *name;
+		const char *content; /* NULL: the file does not exist */
+		const char *want;
+	} files[] = {
+	    {"missing file", NULL, "[database] url_file: /tmp/ksi-test-missing-url: No such file"},
+	    {"empty file", "", "is empty (expected the database URL on one line)"},
+	    {"just a newline", "\n", "is empty"},
+	    {"two lines", "postgresql://a@db/ksi\nhost=other\n", "holds more than one line"},
+	    {"unknown scheme", "postgresq://u:s3cret@db/ksi\n",
+	     "unknown URI scheme \"postgresq://\""},
+	};
+	for (size_t i = 0; i < ARRAY_LEN(files); i++) {
+		char *path = files[i].content ? write_temp(files[i].content)
+		                              : strdup("/tmp/ksi-test-missing-url");
+		CHECK(path != NULL, "out of memory");
+		char text[512];
+		snprintf(text, sizeof(text), "[database]\nurl_file = %s\n", path);
+		struct cfg_url_sources src = {.config_path = "x.conf"};
+		struct cfg c;
+		char from[1024], err[1024] = "";
+		int rc = resolve(text, &src, &c, from, sizeof(from), err, sizeof(err));
+		expect_error(rc, err, files[i].want, files[i].name);
+		CHECK(strstr(err, path) != NULL, "%s: the error does not name %s: %s",
+		      files[i].name, path, err);
+		CHECK(!strstr(err, "s3cret"), "%s: the error shows the password: %s", files[i].name,
+		      err);
+		CHECK(c.database_url == NULL, "%s: a URL was set", files[i].name);
+		cfg_free(&c);
+		if (files[i].content)
+			unlink(path);
+		free(path);
+	}
+	struct cfg_url_sources bad_cli = {.cli = "postgresq://u:s3cret@db/ksi", .config_path = "x"};
+	struct cfg_url_sources bad_env = {.env = "mysql://u:s3cret@db/ksi", .config_path = "x"};
+	struct cfg c;
+	char from[1024], err[1024] = "";
+	int rc = resolve(NULL, &bad_cli, &c, from, sizeof(from), err, sizeof(err));
+	expect_error(rc, err, "-d/--database-url: unknown URI scheme \"postgresq://\"", "-d");
+	cfg_free(&c);
+	rc = resolve(NULL, &bad_env, &c, from, sizeof(from), err, sizeof(err));
+	expect_error(rc, err, "KSI_SALESD_DATABASE_URL: unknown URI scheme \"mysql://\"", "env");
+	cfg_free(&c);
+
+	/* url and url_file together: one is a leftover. */
+	init_defaults(&c);
+	char path[256];
+	rc = load_text(&c, "[database]\nurl = host=db\n\nurl_file = /etc/hostname\n", err,
+	               sizeof(err), path, sizeof(path));
+	expect_error(rc, err, "[database] url and url_file are both set (lines 2 and 4): keep one",
+	             "url and url_file");
+	expect_location(err, path, 4, "url and url_file");
+	expect_defaults(&c, "url and url_file");
+	cfg_free(&c);
 }
 
 static void test_nul_byte(void **state)
@@ -897,10 +1192,7 @@ static void test_failed_load_leaves_config(void **state)
 	    {"unknown section", "[nope]\nx = 1\n"},
 	    {"duplicate key", "[daemon]\nlease = 2min\n"},
 	    {"syntax error", "not an ini line\n"},
-	    {"long line",
-	     "; xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-	     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-	     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"},
+	    {"url and url_file", "[database]\nurl_file = /etc/hostname\n"},
 	};
 	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
 		struct cfg c, before;
@@ -1475,6 +1767,7 @@ int main(void)
 	    cmocka_unit_test(test_retention_table),
 	    cmocka_unit_test(test_size_table),
 	    cmocka_unit_test(test_network_table),
+	    cmocka_unit_test(test_listen_table),
 	    cmocka_unit_test(test_defaults),
 	    cmocka_unit_test(test_cfg_free),
 	    cmocka_unit_test(test_every_key_non_default),
@@ -1484,6 +1777,9 @@ int main(void)
 	    cmocka_unit_test(test_error_cases),
 	    cmocka_unit_test(test_error_hides_text_values),
 	    cmocka_unit_test(test_line_length),
+	    cmocka_unit_test(test_url_scheme),
+	    cmocka_unit_test(test_url_sources),
+	    cmocka_unit_test(test_url_source_errors),
 	    cmocka_unit_test(test_nul_byte),
 	    cmocka_unit_test(test_failed_load_leaves_config),
 	    cmocka_unit_test(test_missing_and_unreadable_files),

@@ -1,7 +1,8 @@
 /* dbq against a real PostgreSQL (tests/integration/dbq.sh starts one and
  * sets KSI_SALESD_DATABASE_URL): the maintenance lane runs beside the job
  * thread, so a long maintenance statement does not hold up a claim, and a
- * maintenance failure comes back with PostgreSQL's reason. */
+ * maintenance failure comes back with PostgreSQL's reason; writes that
+ * arrive spread out over a few milliseconds still share a batch. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -135,9 +136,88 @@ static void test_maintenance_failure_is_reported(void **state)
 	ev_loop_destroy(loop);
 }
 
+/* Writes (empty ones: a transaction with nothing in it) submitted from the
+ * loop, one every interval seconds, or all at once when interval is 0. */
+#define NWRITES 64
+struct spread {
+	struct dbq *q;
+	struct db_write w[NWRITES];
+	size_t n, submitted, finished;
+	bool all_done;
+};
+
+static void on_write_done(int rc, const char *err, void *arg)
+{
+	struct spread *sp = arg;
+	assert_int_equal(rc, 0);
+	(void)err;
+	if (++sp->finished == sp->n)
+		sp->all_done = true;
+}
+
+static void submit_next(struct spread *sp)
+{
+	size_t i = sp->submitted++;
+	assert_int_equal(dbq_submit_write(sp->q, &sp->w[i], (int64_t)i + 1, 1, on_write_done, sp),
+	                 0);
+}
+
+static void on_spread_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct spread *sp = w->data;
+	(void)revents;
+	submit_next(sp);
+	if (sp->submitted == sp->n)
+		ev_timer_stop(loop, w);
+}
+
+/* Batches run for n writes submitted interval seconds apart. */
+static size_t batches_for(size_t n, double interval)
+{
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct spread sp = {.q = start(loop), .n = n};
+	size_t before = dbq_write_batches(sp.q);
+	ev_timer t;
+	if (interval > 0) {
+		ev_timer_init(&t, on_spread_tick, interval, interval);
+		t.data = &sp;
+		ev_timer_start(loop, &t);
+	} else {
+		while (sp.submitted < n)
+			submit_next(&sp);
+	}
+	run_until(loop, &sp.all_done);
+	size_t batches = dbq_write_batches(sp.q) - before;
+	dbq_free(sp.q);
+	ev_loop_destroy(loop);
+	return batches;
+}
+
+/* Sixteen writes a quarter of a millisecond apart, an idle database:
+ * without gathering most go alone (measured: 8 and 11 batches). Up to three
+ * allows for a loaded machine's late timers. */
+static void test_spread_writes_share_a_batch(void **state)
+{
+	(void)state;
+	size_t b = batches_for(16, 0.00025);
+	if (b > 3)
+		fail_msg("16 writes 0.25 ms apart ran as %zu batches", b);
+}
+
+/* DBQ_GATHER_WRITES at once go together, without waiting out the delay. */
+static void test_many_writes_at_once_are_one_batch(void **state)
+{
+	(void)state;
+	size_t b = batches_for(DBQ_GATHER_WRITES, 0);
+	if (b > 2)
+		fail_msg("%d writes at once ran as %zu batches", DBQ_GATHER_WRITES, b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_spread_writes_share_a_batch),
+	    cmocka_unit_test(test_many_writes_at_once_are_one_batch),
 	    cmocka_unit_test(test_lane_must_be_started),
 	    cmocka_unit_test(test_long_maintenance_does_not_hold_up_jobs),
 	    cmocka_unit_test(test_maintenance_failure_is_reported),

@@ -701,6 +701,17 @@ static void run_scenario(const struct scenario *sc)
 	       "stats: %llu upserted, %llu bytes", (unsigned long long)stats.records_upserted,
 	       (unsigned long long)stats.bytes);
 
+	/* Every write's request counted once: committed ones under their own
+	 * outcome, a failed one as db_error, a lease-lost one apart. A write
+	 * the queue refused never reached the fake, and counts too. */
+	size_t want_requests = fake.nwrites + (fake.nwrites == 0 && sc->db_failed);
+	expect(stats_requests_total(&stats) == want_requests, "%llu requests counted, want %zu",
+	       (unsigned long long)stats_requests_total(&stats), want_requests);
+	expect(stats.requests_lease_lost == (sc->lease_lost ? 1u : 0u), "%llu lease-lost requests",
+	       (unsigned long long)stats.requests_lease_lost);
+	expect(stats.requests[RUN_DB_ERROR] == (sc->db_failed ? 1u : 0u), "%llu db_error requests",
+	       (unsigned long long)stats.requests[RUN_DB_ERROR]);
+
 	/* Progress: only over committed windows, in order. */
 	expect(!seen.progress_early, "%s", seen.progress_early);
 	expect(seen.nprogress == sc->progress, "%zu progress reports, want %zu", seen.nprogress,

@@ -1,5 +1,5 @@
 -- migrate: own transaction
--- 0008_audit_partition_validate: the second step (see 0007). VALIDATE
+-- 0010_audit_partition_validate: the second step (see 0009). VALIDATE
 -- CONSTRAINT reads every row but takes only SHARE UPDATE EXCLUSIVE, which
 -- conflicts with no reader or writer (only with VACUUM and other DDL), so
 -- the daemons keep writing while it runs. On the test machine it read

@@ -1,4 +1,4 @@
--- 0010_sales_daily_rollup: fleet-wide dashboards from a daily rollup.
+-- 0012_sales_daily_rollup: fleet-wide dashboards from a daily rollup.
 --
 -- sales_daily (SPEC §4: per store and local calendar day, tickets and hours
 -- reported) aggregated sales_hourly on every read: fine for one store, but

@@ -1,5 +1,5 @@
 -- migrate: own transaction
--- 0009_audit_partitions: the swap (see 0007), and what the janitor runs.
+-- 0011_audit_partitions: the swap (see 0009), and what the janitor runs.
 --   1. fetch_runs (by day of started_at) and rejected_records (by month of
 --      created_at) become partitioned tables; the old tables become their
 --      first partitions, or are dropped when empty (a new installation);
@@ -32,8 +32,8 @@
 -- statement, so no refused record ever names a run that was not written.
 --
 -- Locks: the old tables are taken ACCESS EXCLUSIVE for the few
--- milliseconds of renames and ATTACH (no scan: the CHECK of 0007, valid
--- since 0008, implies the partition's bound). lock_timeout as in 0007.
+-- milliseconds of renames and ATTACH (no scan: the CHECK of 0009, valid
+-- since 0010, implies the partition's bound). lock_timeout as in 0009.
 SET LOCAL lock_timeout = '10s';
 -- pg_get_viewdef qualifies names that are not on the search_path: with only
 -- pg_catalog on it, the saved definitions say ksi_sales.fetch_runs, which
@@ -316,7 +316,7 @@ BEGIN
 		EXECUTE format('ALTER TABLE ksi_sales.%I ATTACH PARTITION ksi_sales.%I FOR VALUES FROM (MINVALUE) TO (%L)',
 		               t.name, t.name || '_legacy', bound);
 		EXECUTE format('COMMENT ON TABLE ksi_sales.%I IS %L', t.name || '_legacy',
-		               'The rows from before partitioning (migration 0009), up to ' || bound
+		               'The rows from before partitioning (migration 0011), up to ' || bound
 		               || '; dropped whole once that is older than the retention.');
 	END LOOP;
 

@@ -1,14 +1,14 @@
 -- migrate: own transaction
--- 0007_audit_partition_bounds: the first of three steps (0007, 0008, 0009)
+-- 0009_audit_partition_bounds: the first of three steps (0009, 0010, 0011)
 -- that turn fetch_runs and rejected_records into partitioned tables in
 -- place, without a long exclusive lock on a live database and without
 -- losing a row. Each step commits on its own (the pragma above), so the
 -- locks of one are gone before the next begins:
---   0007  a CHECK constraint NOT VALID bounding the rows already there
+--   0009  a CHECK constraint NOT VALID bounding the rows already there
 --         (ACCESS EXCLUSIVE for milliseconds: no scan);
---   0008  VALIDATE it (a scan of the whole table, but under SHARE UPDATE
+--   0010  VALIDATE it (a scan of the whole table, but under SHARE UPDATE
 --         EXCLUSIVE, which lets every reader and writer through);
---   0009  the swap: a partitioned table takes each name, and the old table
+--   0011  the swap: a partitioned table takes each name, and the old table
 --         becomes its first partition (FROM MINVALUE TO the bound). With the
 --         constraint valid, ATTACH PARTITION needs no scan, so that step is
 --         milliseconds too.
