@@ -45,12 +45,14 @@ fake_start "$FAKE" --token "$TOKEN" --versioned "$SEED" --values "$WORK/values.l
 ksi migrate 2>"$WORK/migrate.log" || { cat "$WORK/migrate.log"; exit 1; }
 sql "$(cat "$HERE/setup.sql")" >/dev/null || exit 1
 # Connector i is tag/i at the fake, so the fake's log names the connector.
+# Odd ones are slow (1 s an answer, 30 s timeout): a daemon stopped in the
+# middle of their request still gets the answer when it is continued.
 for i in $(seq 1 $NCONN); do
-	gz=$([ $((i % 2)) = 0 ] && echo gzip/)
+	if [ $((i % 2)) = 0 ]; then gz=gzip/ timeout=3; else gz=delay/1000/ timeout=30; fi
 	sql "INSERT INTO ksi_sales.connectors (id, name, endpoint_url, bearer_token, poll_interval,
 	         lookback, initial_backfill, max_window, request_timeout)
 	     VALUES ($i, 'chaos-$i', '$FAKE_URL/${gz}tag/$i/sales', :'tok', '1 minute', '2 hours',
-	             '8 hours', '1 hour', '3 seconds');
+	             '8 hours', '1 hour', '$timeout seconds');
 	     INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code)
 	     SELECT 'c$i-s' || k, $i, lpad(k::text, 4, '0') FROM generate_series(1, 2 + $i % 3) AS k" \
 		-v tok="$TOKEN" >/dev/null || exit 1
@@ -120,8 +122,9 @@ op_sql() {
 	             WHERE id = (SELECT id FROM ksi_sales.stores WHERE connector_id = $c
 	                         ORDER BY id OFFSET $((n % 3)) LIMIT 1)" ;;
 	# A setting changed (it makes the connector due at once).
-	touch) sql "UPDATE ksi_sales.connectors SET request_timeout = CASE request_timeout
-	            WHEN '3 seconds' THEN interval '4 seconds' ELSE '3 seconds' END WHERE id = $c" ;;
+	touch) sql "UPDATE ksi_sales.connectors SET request_timeout = request_timeout
+	            + CASE WHEN extract(epoch FROM request_timeout)::int % 2 = 0 THEN interval '1 second'
+	                   ELSE interval '-1 second' END WHERE id = $c" ;;
 	disable) sql "UPDATE ksi_sales.connectors SET enabled = false WHERE id = $c" ;;
 	enable) sql "UPDATE ksi_sales.connectors SET enabled = true WHERE id = $c" ;;
 	esac
@@ -131,13 +134,27 @@ op_lock() {
 	PGAPPNAME=chaos-locker psql "$CONNINFO" -X -q -c \
 		"BEGIN; LOCK TABLE ksi_sales.$1 IN EXCLUSIVE MODE; SELECT pg_sleep($2)" >/dev/null 2>&1 &
 }
+# The slow connector whose lease daemon PID holds, if any.
+slow_lease_of() {
+	local c
+	c=$(sql "SELECT connector_id FROM ksi_sales.connector_state WHERE lease_owner LIKE '%:$1:%'
+	         AND lease_expires > now() AND connector_id % 2 = 1 LIMIT 1")
+	[ -n "$c" ] && echo "$c"
+}
+# SIGSTOP for longer than the lease, best in the middle of a slow request:
+# once the lease has expired, the connector is made due (an operator's
+# change), so another daemon polls it and commits newer values before the
+# stopped one wakes up with its old answer.
 op_stop() {
-	local pid=${DPID[$1]}
+	local pid=${DPID[$1]} c=
+	wait_for "daemon $1 to poll a slow connector" 10 slow_lease_of "$pid" && c=$(slow_lease_of "$pid")
 	kill -STOP "$pid"
-	ev "stop $pid"
+	ev "stopped $pid $c"
 	# Continued by a background timer: the schedule goes on meanwhile.
 	(
-		sleep "$2"
+		sleep $((LEASE + 1))
+		[ -n "$c" ] && op_sql touch "$c" >/dev/null 2>&1
+		sleep "$(python3 -c "print(max(0, $2 - $LEASE - 1))")"
 		kill -CONT "$pid"
 		echo "$(date +%s.%N) cont $pid" >>"$WORK/events"
 	) &
@@ -148,19 +165,19 @@ op_kill() {
 	kill -CONT "$pid" 2>/dev/null
 	kill -9 "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
-	ev "kill $pid"
+	ev "killed $pid"
 	start_d "$1" || echo "chaos: daemon $1 did not restart" >>"$WORK/problems"
 }
 op_sighup() {
 	if [ "$2" = bad ]; then
 		cp "$WORK/d$1.conf" "$WORK/good.conf"
 		printf '[daemon]\nlease = forever\n' >>"$WORK/d$1.conf"
-		kill -HUP "${DPID[$1]}"
 		# The daemon reads the file when it handles the signal: wait for
 		# it to say the reload failed before the good file comes back.
 		local log n
 		log=$(daemon_log "$1")
 		n=$(grep -c "reload failed" "$log")
+		kill -HUP "${DPID[$1]}"
 		wait_for "daemon $1 to refuse the bad configuration" 10 more_failed_reloads "$log" "$n" ||
 			echo "daemon $1 (stopped?) did not report the bad reload within 10 s" >>"$WORK/notes"
 		mv "$WORK/good.conf" "$WORK/d$1.conf"

@@ -57,7 +57,7 @@ def main():
         elif kind == "stop":
             # Longer than the lease (10 s, the shortest allowed): the daemon wakes up believing
             # it holds leases that others have taken.
-            out.append(f"{t:.2f} stop {d} {rnd.uniform(11, 15):.1f}")
+            out.append(f"{t:.2f} stop {d} {rnd.uniform(16, 20):.1f}")
         elif kind == "kill":
             out.append(f"{t:.2f} kill {d}")
         else:
