@@ -134,26 +134,29 @@ op_lock() {
 	PGAPPNAME=chaos-locker psql "$CONNINFO" -X -q -c \
 		"BEGIN; LOCK TABLE ksi_sales.$1 IN EXCLUSIVE MODE; SELECT pg_sleep($2)" >/dev/null 2>&1 &
 }
-# The slow connector whose lease daemon PID holds, if any.
-slow_lease_of() {
-	local c
-	c=$(sql "SELECT connector_id FROM ksi_sales.connector_state WHERE lease_owner LIKE '%:$1:%'
-	         AND lease_expires > now() AND connector_id % 2 = 1 LIMIT 1")
-	[ -n "$c" ] && echo "$c"
+# The daemon (its pid) polling connector C now, if any.
+lease_holder() {
+	local pid
+	pid=$(sql "SELECT split_part(lease_owner, ':', 2) FROM ksi_sales.connector_state
+	           WHERE connector_id = $1 AND lease_expires > now()")
+	[ -n "$pid" ] && echo "$pid"
 }
-# SIGSTOP for longer than the lease, best in the middle of a slow request:
-# once the lease has expired, the connector is made due (an operator's
-# change), so another daemon polls it and commits newer values before the
-# stopped one wakes up with its old answer.
+# SIGSTOP for longer than the lease, in the middle of a slow request: slow
+# connector C is made due (an operator's change), the daemon that polls it
+# is stopped, and once its lease has expired C is made due again, so
+# another daemon polls it and commits newer values before the stopped one
+# wakes up with its old answer.
 op_stop() {
-	local pid=${DPID[$1]} c=
-	wait_for "daemon $1 to poll a slow connector" 10 slow_lease_of "$pid" && c=$(slow_lease_of "$pid")
+	local c=$1 pid=
+	op_sql touch "$c" >/dev/null 2>&1
+	wait_for "a daemon to poll connector $c" 10 lease_holder "$c" && pid=$(lease_holder "$c")
+	[ -n "$pid" ] || pid=${DPID[$((c % NDAEMONS))]}
 	kill -STOP "$pid"
 	ev "stopped $pid $c"
 	# Continued by a background timer: the schedule goes on meanwhile.
 	(
 		sleep $((LEASE + 1))
-		[ -n "$c" ] && op_sql touch "$c" >/dev/null 2>&1
+		op_sql touch "$c" >/dev/null 2>&1
 		sleep "$(python3 -c "print(max(0, $2 - $LEASE - 1))")"
 		kill -CONT "$pid"
 		echo "$(date +%s.%N) cont $pid" >>"$WORK/events"

@@ -57,7 +57,8 @@ def main():
         elif kind == "stop":
             # Longer than the lease (10 s, the shortest allowed): the daemon wakes up believing
             # it holds leases that others have taken.
-            out.append(f"{t:.2f} stop {d} {rnd.uniform(16, 20):.1f}")
+            # ... stopped while it polls a slow (odd) connector.
+            out.append(f"{t:.2f} stop {c | 1} {rnd.uniform(16, 20):.1f}")
         elif kind == "kill":
             out.append(f"{t:.2f} kill {d}")
         else:
