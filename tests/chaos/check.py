@@ -158,6 +158,26 @@ for c_, old, new, at in hist:
             holes.append(f"connector {c_}: synced_until {new} past the last committed hour"
                          f" {datetime.datetime.utcfromtimestamp(reach)}")
 verdict("synced_until never claims an hour no committed run covered", holes, holes)
+# No window skipped: per connector, the committed ok windows cover every
+# hour from the first one asked for up to the current hour.
+now_hour = float(q("SELECT extract(epoch FROM date_trunc('hour', now()))::float8")[0][0])
+skipped = []
+for c_ in sorted({r["c"] for r in ok_runs}):
+    mine = sorted((r["wf"], r["wt"]) for r in ok_runs if r["c"] == c_)
+    reach = mine[0][0]
+    for a, b in mine:
+        if a > reach:
+            skipped.append(f"connector {c_}: no committed window covers"
+                           f" {datetime.datetime.utcfromtimestamp(reach)}..."
+                           f"{datetime.datetime.utcfromtimestamp(a)}")
+            break
+        reach = max(reach, b)
+    else:
+        if reach <= now_hour:
+            skipped.append(f"connector {c_}: committed windows end at"
+                           f" {datetime.datetime.utcfromtimestamp(reach)}, before the current hour")
+verdict("no window skipped: committed windows cover every hour from the first to the current one",
+        skipped, skipped)
 
 # 4. Values: every hour a committed run served for a linked store is there,
 #    with the value of the latest committed run that served it.
@@ -223,6 +243,29 @@ verdict("no hour lost: every hour a committed run served for a linked store is t
 verdict("no stale value: each hour holds the latest committed serve's value", stale, stale)
 verdict("no invented value (a sum, a mix): each value is one the fake served", alien, alien)
 verdict("no row without a committed serve behind it", unexplained, unexplained)
+
+# 4b. No late write: per (store, hour), the writes in commit order carry
+#     values served in non-decreasing order (a write is its run's, found by
+#     connector and fetched_at, which is the run's finished_at).
+run_at = {(r["c"], round(r["f"], 3)): r for r in runs.values()}
+req_of_run = {r["id"]: reqs[rq_id] for rq_id, r in matched.items()}
+late = []
+if q("SELECT to_regclass('chaos.sales_history') IS NOT NULL")[0][0] == "t":
+    last_serve = {}
+    for s_, h, n, c_, f in q(f"SELECT store_id, {ep('hour')}, num_tickets, connector_id,"
+                             f" {ep('fetched_at')} FROM chaos.sales_history ORDER BY id"):
+        r = run_at.get((int(c_), round(float(f), 3)))
+        rq = req_of_run.get(r["id"]) if r else None
+        if rq is None:
+            continue
+        key = (int(s_), int(float(h)))
+        if key in last_serve and rq["t"] < last_serve[key][0] - 0.001:
+            late.append(f"store {key[0]} hour {datetime.datetime.utcfromtimestamp(key[1])}:"
+                        f" run {r['id']} (served {rq['t']:.3f}) overwrote run"
+                        f" {last_serve[key][1]} (served {last_serve[key][0]:.3f})")
+        last_serve[key] = max(last_serve.get(key, (0, 0)), (rq["t"], r["id"]))
+verdict("no late write: no value overwritten by one served earlier (trigger-kept history)",
+        late, late)
 
 # 5. Leases: each write made by the lease holder of the moment, epochs in order.
 writer = {}  # run id -> pid of the daemon whose log names it

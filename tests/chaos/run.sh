@@ -41,7 +41,7 @@ trap chaos_cleanup EXIT
 
 pg_start || exit 1
 fake_start "$FAKE" --token "$TOKEN" --versioned "$SEED" --values "$WORK/values.log" \
-	--version-period 7000 --version-horizon 5400 || exit 1
+	--version-period 7000 --version-horizon 10800 || exit 1
 ksi migrate 2>"$WORK/migrate.log" || { cat "$WORK/migrate.log"; exit 1; }
 sql "$(cat "$HERE/setup.sql")" >/dev/null || exit 1
 # Connector i is tag/i at the fake, so the fake's log names the connector.
@@ -139,7 +139,7 @@ lease_holder() {
 	local pid
 	pid=$(sql "SELECT split_part(lease_owner, ':', 2) FROM ksi_sales.connector_state
 	           WHERE connector_id = $1 AND lease_expires > now()")
-	[ -n "$pid" ] && echo "$pid"
+	[ -n "$pid" ] && [ -d "/proc/$pid" ] && echo "$pid"
 }
 # SIGSTOP for longer than the lease, in the middle of a slow request: slow
 # connector C is made due (an operator's change), the daemon that polls it

@@ -81,3 +81,24 @@ BEGIN
 END $$;
 CREATE TRIGGER chaos_store AFTER INSERT OR UPDATE ON ksi_sales.stores
 	FOR EACH ROW EXECUTE FUNCTION chaos.note_store();
+
+-- Every write of a sales row, in commit order per row (a row lock orders
+-- them): a late write that overwrites a newer value shows here even when
+-- a later poll corrects it before the check.
+CREATE TABLE chaos.sales_history (
+	id bigserial PRIMARY KEY,
+	store_id bigint NOT NULL,
+	hour timestamptz NOT NULL,
+	num_tickets integer NOT NULL,
+	connector_id bigint NOT NULL,
+	fetched_at timestamptz NOT NULL,
+	at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE FUNCTION chaos.note_sale() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO chaos.sales_history (store_id, hour, num_tickets, connector_id, fetched_at)
+	VALUES (NEW.store_id, NEW.hour, NEW.num_tickets, NEW.connector_id, NEW.fetched_at);
+	RETURN NULL;
+END $$;
+CREATE TRIGGER chaos_sale AFTER INSERT OR UPDATE ON ksi_sales.sales_hourly
+	FOR EACH ROW EXECUTE FUNCTION chaos.note_sale();
