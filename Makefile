@@ -166,12 +166,13 @@ check: deps
 # The chaos soak (README "Chaos soak"): faults drawn from SEED for DURATION
 # seconds over three daemons, then quiet, then the checker. The seed is
 # printed first and the verdict last. chaos-smoke is the two short seeds
-# `make check` runs: between them every kind of fault (5: PostgreSQL
-# restarted fast and immediate, SIGSTOP, locks, SIGHUP good and bad, API
-# faults, SQL; 9: kill -9 and the same but an immediate restart).
+# `make check` runs: between them every kind of fault the schedule draws
+# (28: API faults, kill -9, a fast restart, a connector disabled and
+# enabled, a store unlinked; 68: an immediate restart, locks, SIGHUP good
+# and bad, a store linked and re-coded; both: SIGSTOP, a new connector).
 SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
 DURATION ?= 300
-CHAOS_SMOKE_SEEDS := 5 9
+CHAOS_SMOKE_SEEDS := 28 68
 chaos: deps
 	@$(MAKE) --no-print-directory build/san/ksi-salesd build/fakeapi
 	@bash tests/chaos/run.sh build/san/ksi-salesd build/fakeapi $(SEED) $(DURATION)

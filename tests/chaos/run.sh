@@ -47,7 +47,8 @@ sql "$(cat "$HERE/setup.sql")" >/dev/null || exit 1
 # Connector i is tag/i at the fake, so the fake's log names the connector.
 # Odd ones are slow (1 s an answer, 30 s timeout): a daemon stopped in the
 # middle of their request still gets the answer when it is continued.
-for i in $(seq 1 $NCONN); do
+add_connector() {
+	local i=$1 gz timeout
 	if [ $((i % 2)) = 0 ]; then gz=gzip/ timeout=3; else gz=delay/1000/ timeout=30; fi
 	sql "INSERT INTO ksi_sales.connectors (id, name, endpoint_url, bearer_token, poll_interval,
 	         lookback, initial_backfill, max_window, request_timeout)
@@ -55,8 +56,9 @@ for i in $(seq 1 $NCONN); do
 	             '8 hours', '1 hour', '$timeout seconds');
 	     INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code)
 	     SELECT 'c$i-s' || k, $i, lpad(k::text, 4, '0') FROM generate_series(1, 2 + $i % 3) AS k" \
-		-v tok="$TOKEN" >/dev/null || exit 1
-done
+		-v tok="$TOKEN" >/dev/null
+}
+for i in $(seq 1 $NCONN); do add_connector "$i" || exit 1; done
 
 # One configuration per daemon: a good one, and a bad one swapped in for a
 # SIGHUP (the daemon must keep the running configuration).
@@ -77,7 +79,7 @@ CONF
 }
 declare -a MPORT DPID
 for d in $(seq 0 $((NDAEMONS - 1))); do
-	MPORT[$d]=$(free_port)
+	MPORT[d]=$(free_port)
 	write_conf "$d"
 done
 GEN=0
@@ -125,6 +127,10 @@ op_sql() {
 	touch) sql "UPDATE ksi_sales.connectors SET request_timeout = request_timeout
 	            + CASE WHEN extract(epoch FROM request_timeout)::int % 2 = 0 THEN interval '1 second'
 	                   ELSE interval '-1 second' END WHERE id = $c" ;;
+	# A new connector, whose first request will fail (fault $n).
+	newconn)
+		curl -sf "$FAKE_URL/control/fault?kind=$n&tag=$c&arg=7000" >/dev/null
+		add_connector "$c" ;;
 	disable) sql "UPDATE ksi_sales.connectors SET enabled = false WHERE id = $c" ;;
 	enable) sql "UPDATE ksi_sales.connectors SET enabled = true WHERE id = $c" ;;
 	esac
@@ -241,6 +247,7 @@ fi
 idle() { [ "$(sql "SELECT count(*) FROM ksi_sales.connector_state WHERE lease_expires > now()")" = 0 ]; }
 wait_for "the daemons to be idle" 30 idle
 # The process list, but the fake: it plays the customer, who knows the token.
+# shellcheck disable=SC2009 # the whole listing is the point
 ps -eo args | grep -v "/fakeapi " >"$WORK/ps"
 # /metrics of every live daemon.
 while read -r pid slot log; do

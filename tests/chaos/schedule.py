@@ -18,12 +18,13 @@ def main():
     # Every kind has a weight; the ones that disturb most are rarer.
     kinds = [
         ("api", 30), ("sql", 14), ("touch", 20), ("lock", 8), ("sighup", 6), ("stop", 5),
-        ("kill", 4), ("pgfast", 3), ("pgimmediate", 3),
+        ("kill", 4), ("pgfast", 3), ("pgimmediate", 3), ("newconn", 3),
     ]
     names = [k for k, _ in kinds]
     weights = [w for _, w in kinds]
     t = rnd.uniform(3, 6)
     disabled = set()
+    added = connectors
     out = []
     # Faults stop 10 s before the end of the chaos phase, so that every
     # stopped daemon is continued and every disabled connector enabled
@@ -58,7 +59,14 @@ def main():
             # Longer than the lease (10 s, the shortest allowed): the daemon wakes up believing
             # it holds leases that others have taken.
             # ... stopped while it polls a slow (odd) connector.
-            out.append(f"{t:.2f} stop {c | 1} {rnd.uniform(16, 20):.1f}")
+            out.append(f"{t:.2f} stop {(c - 1) | 1} {rnd.uniform(16, 20):.1f}")
+        elif kind == "newconn":
+            # An operator adds a connector; its backfill's first request
+            # fails, so its window is still open when the next commit
+            # comes: the frontier synced_until must not jump.
+            added += 1
+            fault = rnd.choice(["500", "stall", "reset", "truncated"])
+            out.append(f"{t:.2f} sql newconn {added} {fault}")
         elif kind == "kill":
             out.append(f"{t:.2f} kill {d}")
         else:
