@@ -157,14 +157,15 @@ op_stop() {
 	op_sql touch "$c" >/dev/null 2>&1
 	wait_for "a daemon to poll connector $c" 10 lease_holder "$c" && pid=$(lease_holder "$c")
 	[ -n "$pid" ] || pid=${DPID[$((c % NDAEMONS))]}
-	kill -STOP "$pid"
+	# (It may have been killed meanwhile: then nothing is stopped.)
+	kill -STOP "$pid" 2>/dev/null
 	ev "stopped $pid $c"
 	# Continued by a background timer: the schedule goes on meanwhile.
 	(
 		sleep $((LEASE + 1))
 		op_sql touch "$c" >/dev/null 2>&1
 		sleep "$(python3 -c "print(max(0, $2 - $LEASE - 1))")"
-		kill -CONT "$pid"
+		kill -CONT "$pid" 2>/dev/null
 		echo "$(date +%s.%N) cont $pid" >>"$WORK/events"
 	) &
 	STOPPERS+=($!)
