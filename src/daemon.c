@@ -135,6 +135,7 @@ struct daemon {
 	struct claim *claiming;          /* a claim in the database thread */
 	LIST_HEAD(stales, stale) stales; /* stale-lease releases in the database thread */
 	bool claim_again;                /* something asked for a claim meanwhile */
+	bool release_after_claim;        /* reconnected while a claim was in flight */
 	bool renewing;
 	bool db_down; /* reported once per outage */
 	bool stopping;
@@ -249,6 +250,7 @@ static void job_unlink_free(struct job *j)
 }
 
 static void claim(struct daemon *d);
+static void release_stale(struct daemon *d);
 
 static void on_finished(int rc, const char *err, void *arg)
 {
@@ -461,6 +463,10 @@ static void on_claimed(int rc, const char *err, void *arg)
 		if (d->opt->once)
 			d->once_claimed = true;
 		free(cl);
+		if (d->release_after_claim) {
+			d->release_after_claim = false;
+			release_stale(d); /* and then claims */
+		}
 		maybe_done(d);
 		return;
 	}
@@ -503,7 +509,13 @@ static void on_claimed(int rc, const char *err, void *arg)
 	free(cl->v);
 	free(cl);
 	update_status(d);
-	if (d->claim_again || more) {
+	if (d->release_after_claim) {
+		/* Now that this claim's connectors are jobs, the release keeps
+		 * them; it claims again itself. */
+		d->release_after_claim = false;
+		d->claim_again = false;
+		release_stale(d);
+	} else if (d->claim_again || more) {
 		d->claim_again = false;
 		claim(d);
 	}
@@ -713,7 +725,15 @@ static void on_db_event(enum dbq_event ev, const char *detail, void *user)
 		if (d->db_down) {
 			log_info("daemon", NULL, "database connection restored");
 			d->db_down = false;
-			release_stale(d); /* and then claims */
+			/* A claim still in flight (the database runs it first) would
+			 * return connectors that are not jobs yet: the release would
+			 * free their leases and the next claim take them again, a
+			 * second poll of a connector already being polled (found by
+			 * the chaos soak). So the release waits for that claim. */
+			if (d->claiming)
+				d->release_after_claim = true;
+			else
+				release_stale(d); /* and then claims */
 		} else {
 			log_debug("daemon", NULL, "database connected");
 			claim(d);

@@ -74,12 +74,17 @@ static struct {
 	const char *tls_key;
 	const char *tls_ca_cert;
 	const char *tls_ca_key;
-} opt = {.bind = "127.0.0.1", .port = -1};
+	const char *values_path; /* --versioned: the log of every value served */
+	uint32_t vseed;          /* --versioned SEED */
+	uint64_t vperiod_ms;     /* --version-period: a recent hour's value changes this often */
+	uint64_t vhorizon_s; /* --version-horizon: and stops changing this long after it began */
+} opt = {.bind = "127.0.0.1", .port = -1, .vperiod_ms = 10000, .vhorizon_s = 7200};
 
 static unsigned int bound_port;
 static char url_host[INET6_ADDRSTRLEN + 2]; /* the bind address as written in a URL */
 static const char *url_scheme = "http";
 static FILE *log_file;
+static FILE *values_file; /* --versioned: R (request) and V (value) lines */
 static pthread_mutex_t log_mutex = PTHREAD_MUTEX_INITIALIZER;
 
 /* Set on SIGTERM so that delayed answers wake up and MHD_stop_daemon() does
@@ -364,9 +369,11 @@ static uint32_t tickets_for(const char *code, size_t len, int64_t hour, uint32_t
 /* Behaviour modifiers: the path segments before the final "sales". */
 
 struct mods {
-	uint64_t status, delay_ms, seed, huge_bytes, retry_after, drip_ms;
-	bool has_status, has_delay, has_seed, has_huge, has_retry_after, has_drip;
-	bool echotoken; /* plays an API that echoes the bearer token it got */
+	uint64_t status, delay_ms, seed, huge_bytes, retry_after, drip_ms, tag;
+	bool has_status, has_delay, has_seed, has_huge, has_retry_after, has_drip, has_tag;
+	uint64_t reqid;    /* --versioned: this request's number in the values log */
+	const char *fault; /* --versioned: the queued fault applied to it, or "none" */
+	bool echotoken;    /* plays an API that echoes the bearer token it got */
 	bool redirect, gzip, wrapped, broken, html, trailing, empty, bad, future, lastcode, noauth,
 	    localtime, plusspace, reset, noop, legal;
 };
@@ -410,6 +417,7 @@ static const struct {
     {"retryafter", 0, 86400, offsetof(struct mods, retry_after),
      offsetof(struct mods, has_retry_after)},
     {"drip", 1, 60000, offsetof(struct mods, drip_ms), offsetof(struct mods, has_drip)},
+    {"tag", 0, UINT32_MAX, offsetof(struct mods, tag), offsetof(struct mods, has_tag)},
 };
 
 /* Digits only (strtoull alone would take "-1", " 7" and "+7"). */
@@ -489,6 +497,125 @@ out:
 	free(segs);
 	free(copy);
 	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Versioned mode (--versioned SEED), for the chaos soak: an hour's count is
+ * corrected every --version-period until --version-horizon after the hour
+ * began, each (code, hour) on its own phase, and every value served is
+ * logged with its version, so a checker can tell which value a request got. */
+
+static uint32_t mix32(uint32_t x)
+{
+	x ^= x >> 16;
+	x *= 0x7feb352dU;
+	x ^= x >> 15;
+	x *= 0x846ca68bU;
+	x ^= x >> 16;
+	return x;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The version of (code, hour) at t_ms, and its count (0-999). */
+static uint32_t versioned_tickets(const char *code, size_t len, int64_t hour, int64_t t_ms,
+                                  uint64_t *version)
+{
+	uint32_t key = mix32(fnv1a32(code, len) ^ mix32((uint32_t)(hour / HOUR) ^ opt.vseed));
+	int64_t age = t_ms - hour * 1000;
+	int64_t horizon = (int64_t)opt.vhorizon_s * 1000;
+	if (age < 0)
+		age = 0;
+	if (age > horizon)
+		age = horizon;
+	*version = (uint64_t)(age + (int64_t)(key % opt.vperiod_ms)) / opt.vperiod_ms;
+	return mix32(key ^ mix32((uint32_t)*version * 0x9e3779b9U)) % 1000u;
+}
+
+static void values_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void values_line(const char *fmt, ...)
+{
+	va_list ap;
+	pthread_mutex_lock(&log_mutex);
+	va_start(ap, fmt);
+	vfprintf(values_file, fmt, ap);
+	va_end(ap);
+	fflush(values_file);
+	pthread_mutex_unlock(&log_mutex);
+}
+
+/* The count of a normal record: the seeded formula, or in versioned mode
+ * the current version's, logged as "V reqid t_ms code hour version n". */
+static uint32_t count_for(const struct mods *m, const char *code, size_t len, int64_t hour)
+{
+	if (values_file == NULL)
+		return tickets_for(code, len, hour, (uint32_t)m->seed);
+	uint64_t v;
+	int64_t t = now_ms();
+	uint32_t n = versioned_tickets(code, len, hour, t, &v);
+	values_line("V\t%" PRIu64 "\t%" PRId64 "\t%.*s\t%" PRId64 "\t%" PRIu64 "\t%u\n", m->reqid,
+	            t, (int)len, code, hour, v, n);
+	return n;
+}
+
+/* Faults queued by GET /control/fault, each for the next sales request with
+ * that tag (tag 0: any request). */
+enum fault_kind { FAULT_500, FAULT_429, FAULT_STALL, FAULT_RESET, FAULT_TRUNCATED, FAULT_BAD };
+static const char *const fault_names[] = {"500", "429", "stall", "reset", "truncated", "bad"};
+#define FAULT_QUEUE 1024
+static struct {
+	uint64_t tag, arg;
+	enum fault_kind kind;
+} fault_queue[FAULT_QUEUE];
+static size_t fault_count;
+static pthread_mutex_t fault_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+/* Applies the oldest fault queued for m's tag (or for any tag) to m. */
+static void take_fault(struct mods *m)
+{
+	m->fault = "none";
+	pthread_mutex_lock(&fault_mutex);
+	for (size_t i = 0; i < fault_count; i++) {
+		if (fault_queue[i].tag != 0 && fault_queue[i].tag != m->tag)
+			continue;
+		uint64_t arg = fault_queue[i].arg;
+		enum fault_kind k = fault_queue[i].kind;
+		memmove(&fault_queue[i], &fault_queue[i + 1],
+		        (fault_count - i - 1) * sizeof fault_queue[0]);
+		fault_count--;
+		m->fault = fault_names[k];
+		switch (k) {
+		case FAULT_500:
+			m->has_status = true;
+			m->status = 500;
+			break;
+		case FAULT_429:
+			m->has_status = true;
+			m->status = 429;
+			m->has_retry_after = true;
+			m->retry_after = arg;
+			break;
+		case FAULT_STALL:
+			m->delay_ms = arg;
+			break;
+		case FAULT_RESET:
+			m->reset = true;
+			break;
+		case FAULT_TRUNCATED:
+			m->broken = true;
+			break;
+		case FAULT_BAD:
+			m->bad = true;
+			break;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&fault_mutex);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1011,13 +1138,11 @@ static int build_sales(struct MHD_Connection *conn, const struct mods *m, struct
 				int64_t h = from.epoch + (int64_t)i * HOUR;
 				if (m->legal && c == 0 && i == 0) {
 					add_legal_first(&l, h, &from.zone, !m->localtime, &codes[c],
-					                tickets_for(codes[c].s, codes[c].len, h,
-					                            (uint32_t)m->seed));
+					                count_for(m, codes[c].s, codes[c].len, h));
 					continue;
 				}
-				add_counted(
-				    &l, h, &from.zone, !m->localtime, &codes[c],
-				    tickets_for(codes[c].s, codes[c].len, h, (uint32_t)m->seed));
+				add_counted(&l, h, &from.zone, !m->localtime, &codes[c],
+				            count_for(m, codes[c].s, codes[c].len, h));
 			}
 		if (m->future)
 			add_counted(
@@ -1418,6 +1543,38 @@ static enum MHD_Result send_stats(struct MHD_Connection *conn)
 	return send_reply(conn, &r, NULL);
 }
 
+/* GET /control/fault?kind=K[&tag=N][&arg=X][&count=C] (--versioned only):
+ * queues C (default 1) faults of kind K (500, 429 with Retry-After: X,
+ * stall for X ms, reset, truncated, bad) for the next sales requests with
+ * tag/N (or any, without tag). Answers {"queued":N} with the queue's length. */
+static enum MHD_Result control_fault(struct MHD_Connection *conn)
+{
+	const char *kind = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "kind");
+	const char *tag = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "tag");
+	const char *arg = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "arg");
+	const char *count = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "count");
+	uint64_t t = 0, a = 0, n = 1;
+	size_t k = 0;
+	while (kind != NULL && k < sizeof fault_names / sizeof fault_names[0] &&
+	       strcmp(kind, fault_names[k]) != 0)
+		k++;
+	if (kind == NULL || k == sizeof fault_names / sizeof fault_names[0] ||
+	    (tag != NULL && !parse_uint(tag, UINT32_MAX, &t)) ||
+	    (arg != NULL && !parse_uint(arg, MAX_DELAY_MS, &a)) ||
+	    (count != NULL && !parse_uint(count, FAULT_QUEUE, &n)))
+		return send_error(
+		    conn, MHD_HTTP_BAD_REQUEST, NULL,
+		    "want kind=500|429|stall|reset|truncated|bad, numeric tag, arg, count");
+	pthread_mutex_lock(&fault_mutex);
+	for (uint64_t i = 0; i < n && fault_count < FAULT_QUEUE; i++)
+		fault_queue[fault_count++] = (typeof(fault_queue[0])){t, a, (enum fault_kind)k};
+	size_t queued = fault_count;
+	pthread_mutex_unlock(&fault_mutex);
+	struct reply r = {.status = MHD_HTTP_OK, .content_type = "application/json"};
+	buf_addf(&r.head, "{\"queued\":%zu}", queued);
+	return send_reply(conn, &r, NULL);
+}
+
 static enum MHD_Result answer(struct MHD_Connection *conn, const char *url, const char *method)
 {
 	char err[512];
@@ -1433,8 +1590,22 @@ static enum MHD_Result answer(struct MHD_Connection *conn, const char *url, cons
 	}
 	if (strcmp(url, "/stats") == 0)
 		return send_stats(conn);
+	if (values_file != NULL && strcmp(url, "/control/fault") == 0)
+		return control_fault(conn);
 	if (parse_path(url, &m, err, sizeof err) != 0)
 		return send_error(conn, MHD_HTTP_NOT_FOUND, NULL, "%s", err);
+
+	if (values_file != NULL) {
+		/* "R reqid t_ms tag fault fromTime toTime": before any stall. */
+		static uint64_t next_reqid;
+		m.reqid = __atomic_add_fetch(&next_reqid, 1, __ATOMIC_SEQ_CST);
+		take_fault(&m);
+		const char *f =
+		    MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "fromTime");
+		const char *t = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "toTime");
+		values_line("R\t%" PRIu64 "\t%" PRId64 "\t%" PRIu64 "\t%s\t%.64s\t%.64s\n", m.reqid,
+		            now_ms(), m.tag, m.fault, f != NULL ? f : "-", t != NULL ? t : "-");
+	}
 
 	if (m.delay_ms > 0)
 		sleep_ms((unsigned int)m.delay_ms);
@@ -1533,6 +1704,8 @@ static void usage(FILE *f)
 	           "  --tls-ca-cert FILE --tls-ca-key FILE\n"
 	           "                   instead of --tls-cert: a certificate per local address,\n"
 	           "                   signed by this CA, for --tls-key's key\n"
+	           "  --versioned SEED --values FILE [--version-period MS] [--version-horizon S]\n"
+	           "                   counts corrected over time, every value served logged\n"
 	           "See tests/fakeapi/README.md for the path modifiers.\n");
 }
 
@@ -1562,6 +1735,10 @@ static void parse_args(int argc, char **argv)
 	    {"tls-key", required_argument, NULL, 'K'},
 	    {"tls-ca-cert", required_argument, NULL, 'A'},
 	    {"tls-ca-key", required_argument, NULL, 'B'},
+	    {"versioned", required_argument, NULL, 'V'},
+	    {"values", required_argument, NULL, 'v'},
+	    {"version-period", required_argument, NULL, 'P'},
+	    {"version-horizon", required_argument, NULL, 'H'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -1606,6 +1783,26 @@ static void parse_args(int argc, char **argv)
 			break;
 		case 'B':
 			opt.tls_ca_key = optarg;
+			break;
+		case 'V':
+		case 'P':
+		case 'H': {
+			uint64_t v;
+			if (!parse_uint(optarg, UINT32_MAX, &v) || (c == 'P' && v == 0)) {
+				fprintf(stderr, "fakeapi: --versioned, --version-period and "
+				                "--version-horizon want a number (period > 0)\n");
+				exit(2);
+			}
+			if (c == 'V')
+				opt.vseed = (uint32_t)v;
+			else if (c == 'P')
+				opt.vperiod_ms = v;
+			else
+				opt.vhorizon_s = v;
+			break;
+		}
+		case 'v':
+			opt.values_path = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -1755,6 +1952,11 @@ int main(int argc, char **argv)
 		url_scheme = "https";
 	}
 
+	if (opt.values_path != NULL) {
+		values_file = fopen(opt.values_path, "ae");
+		if (values_file == NULL)
+			die("cannot open %s: %s", opt.values_path, strerror(errno));
+	}
 	if (opt.log_path != NULL) {
 		log_file = fopen(opt.log_path, "ae");
 		if (log_file == NULL)
@@ -1827,6 +2029,8 @@ int main(int argc, char **argv)
 
 	if (log_file != NULL)
 		fclose(log_file);
+	if (values_file != NULL)
+		fclose(values_file);
 	pthread_cond_destroy(&stop_cond);
 	free(tls_cert);
 	free(tls_key);
