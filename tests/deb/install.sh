@@ -129,5 +129,5 @@ check "nothing the package installed or created is left (paths under /etc /usr /
 if getent passwd _ksi-salesd >/dev/null; then ok "the user _ksi-salesd stays (Debian does not remove system users)"
 else not_ok "the user _ksi-salesd stays"; fi
 
-echo "deb install: $PASSED passed, $FAILED failed"
+echo "deb-install: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

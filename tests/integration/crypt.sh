@@ -189,5 +189,5 @@ check_absent "the canary is not in the server log (good and failed INSERTs as op
 check_contains "(the server log does log statements: log_statement=all)" "INSERT INTO ksi_sales.token_keys" "$(cat "$SERVER_LOG")"
 check_absent "the canary is in no log of the daemon" "$TOKEN" "$(cat "$WORK"/*.log)"
 
-echo "# $PASSED passed, $FAILED failed"
+echo "crypt: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
