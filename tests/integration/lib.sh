@@ -155,6 +155,22 @@ check_contains() {
 	esac
 }
 
+# check_no_fragment NAME TEXT: no substring of $TOKEN of 6 bytes or more
+# (SPEC §3: the token and every fragment of it that long are masked).
+check_no_fragment() {
+	local i frag
+	for ((i = 0; i + 6 <= ${#TOKEN}; i++)); do
+		frag=${TOKEN:i:6}
+		case $2 in
+		*"$frag"*)
+			not_ok "$1" "holds the token fragment '$frag'" "actual: $2"
+			return
+			;;
+		esac
+	done
+	ok "$1"
+}
+
 # check_absent NAME NEEDLE HAYSTACK
 check_absent() {
 	case $3 in

@@ -22,21 +22,6 @@ suite_start "$@"
 pg_start || { echo "could not start PostgreSQL" >&2; exit 1; }
 fake_start "$FAKE" --token "$TOKEN" || { cat "$WORK/fake.out" >&2; exit 1; }
 
-# check_no_fragment NAME TEXT: no substring of $TOKEN of 6 bytes or more.
-check_no_fragment() {
-	local i frag
-	for ((i = 0; i + 6 <= ${#TOKEN}; i++)); do
-		frag=${TOKEN:i:6}
-		case $2 in
-		*"$frag"*)
-			not_ok "$1" "holds the token fragment '$frag'" "actual: $2"
-			return
-			;;
-		esac
-	done
-	ok "$1"
-}
-
 # sel FILE [KEY=VALUE...] [--get KEY]: the objects of FILE (one JSON object
 # per line) whose KEY is VALUE (numbers compared as text), one per line, or
 # their KEY; fails naming the line when a line is not a JSON object.

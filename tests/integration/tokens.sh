@@ -19,21 +19,6 @@ max_per_host = 64
 level = debug
 CONF
 
-# check_no_fragment NAME TEXT: no substring of $TOKEN of 6 bytes or more.
-check_no_fragment() {
-	local i frag
-	for ((i = 0; i + 6 <= ${#TOKEN}; i++)); do
-		frag=${TOKEN:i:6}
-		case $2 in
-		*"$frag"*)
-			not_ok "$1" "holds the token fragment '$frag'" "actual: $2"
-			return
-			;;
-		esac
-	done
-	ok "$1"
-}
-
 ksi migrate 2>"$WORK/migrate.log" || { cat "$WORK/migrate.log" >&2; exit 1; }
 sql "INSERT INTO ksi_sales.connectors (name, endpoint_url, bearer_token, lookback, initial_backfill)
      VALUES ('echo-page', '$FAKE_URL/status/500/echotoken/sales', '$TOKEN', '2 hours', '2 hours'),
