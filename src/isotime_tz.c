@@ -551,14 +551,17 @@ static bool tzif_footer(struct iso_tz *tz, const unsigned char *after, const uns
 
 int iso_tz_parse_tzif(const void *buf, size_t len, struct iso_tz **out)
 {
-	const unsigned char *p = buf, *end = p + len;
+	const unsigned char *p = buf, *end;
 	struct tzif_header h;
 	size_t time_size;
 	int32_t type_off[256];
 	struct iso_tz *tz;
 
 	*out = NULL;
-	if (buf == NULL || len > ISO_TZIF_MAX_BYTES || !tzif_data_header(&p, end, &h, &time_size))
+	if (buf == NULL || len > ISO_TZIF_MAX_BYTES)
+		return -1;
+	end = p + len; /* after the NULL check: NULL + 0 is undefined */
+	if (!tzif_data_header(&p, end, &h, &time_size))
 		return -1;
 	/* The data block: times, type indices, types, abbreviations, then
 	 * the leap (none), standard/wall and UT/local indicators. */

@@ -8,7 +8,7 @@ packages="gcc make pkg-config libcurl4-openssl-dev libcjson-dev libev-dev libpq-
 libsystemd-dev libinih-dev libcmocka-dev libmicrohttpd-dev zlib1g-dev
 postgresql postgresql-client curl systemd procps valgrind socat clang libclang-rt-14-dev clang-format-14
 libjansson-dev libgnutls28-dev prometheus python3 librnp-dev
-dpkg-dev debhelper lintian man-db groff-base"
+dpkg-dev debhelper lintian man-db groff-base cppcheck"
 
 missing=""
 for p in $packages; do
