@@ -3,7 +3,9 @@
 # listening only on a Unix socket in DIR (no TCP), trust auth, fsync off.
 #   pg.sh start DIR   prints the conninfo to use ("host=DIR dbname=postgres user=postgres")
 #   pg.sh stop DIR    stops it and removes DIR
+#   pg.sh halt DIR    stops it (fast) and keeps DIR, for `resume`
 #   pg.sh restart DIR [fast|immediate]
+#   pg.sh resume DIR  starts the cluster a stopped run left in DIR (prints the conninfo)
 # PG_EXTRA_OPTS adds server options at start, e.g. "-c log_statement=all".
 # initdb refuses to run as root, so as root the cluster belongs to `postgres`.
 set -eu
@@ -32,9 +34,21 @@ start)
 		{ cat "$dir/server.log" >&2; exit 1; }
 	echo "host=$dir dbname=postgres user=postgres"
 	;;
+resume)
+	as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 300 \
+		-o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=off \
+		    -c full_page_writes=off -c synchronous_commit=off -c max_connections=200 \
+		    ${PG_EXTRA_OPTS:-}" \
+		start >/dev/null ||
+		{ cat "$dir/server.log" >&2; exit 1; }
+	echo "host=$dir dbname=postgres user=postgres"
+	;;
 restart)
 	as_owner "$bindir/pg_ctl" -D "$dir/data" -m "${3:-fast}" -w -t 60 restart \
 		-o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=off" >/dev/null
+	;;
+halt)
+	as_owner "$bindir/pg_ctl" -D "$dir/data" -m fast -w -t 300 stop >/dev/null
 	;;
 stop)
 	if [ -d "$dir/data" ]; then
@@ -43,7 +57,7 @@ stop)
 	rm -rf "$dir"
 	;;
 *)
-	echo "usage: pg.sh start|stop|restart DIR" >&2
+	echo "usage: pg.sh start|resume|halt|stop|restart DIR" >&2
 	exit 2
 	;;
 esac
