@@ -19,6 +19,7 @@
 #include "db.h"
 #include "dbq.h"
 #include "http.h"
+#include "janitor_command.h"
 #include "keygen.h"
 #include "log.h"
 #include "probe.h"
@@ -46,6 +47,7 @@ enum {
 	OPT_NO_FAIL = 1 << 9,
 	OPT_OUT = 1 << 10,
 	OPT_INSTALL = 1 << 11,
+	OPT_DRY_RUN = 1 << 12,
 };
 
 static int cmd_once(const struct cli *cli, struct cfg *cfg);
@@ -119,6 +121,8 @@ static const struct command commands[] = {
      "and after every upgrade. Concurrent runs wait for each other.\n"
      "Exit: 0 ok, 1 a migration failed, 2 a missing privilege or a schema newer\n"
      "than this binary, 3 database unreachable or read-only.\n"},
+    {"janitor", janitor_command, "creates partitions ahead and drops expired ones now",
+     OPT_DRY_RUN | OPT_JSON, JANITOR_USAGE},
     {"keygen", keygen_command, "makes a key pair to encrypt bearer tokens with",
      OPT_OUT | OPT_INSTALL, KEYGEN_USAGE},
     {"rotate-tokens", rotate_tokens_command, "moves every token to the active key", 0,
@@ -216,13 +220,14 @@ static int cmd_status(const struct cli *cli, struct cfg *cfg)
 		return rc;
 	char err[1024];
 	struct status_opts opts = {.json = cli->json, .wide = cli->wide, .no_fail = cli->no_fail};
-	size_t unhealthy = 0;
-	if (status_print(db, &opts, &unhealthy, err, sizeof(err)) != 0) {
+	size_t unhealthy = 0, short_tables = 0;
+	if (status_print(db, &opts, &unhealthy, &short_tables, err, sizeof(err)) != 0) {
 		log_error("status", NULL, "%s", err);
 		rc = exit_for_db(db_error_kind(db));
-	} else if (unhealthy > 0 && !opts.no_fail) {
+	} else if ((unhealthy > 0 || short_tables > 0) && !opts.no_fail) {
 		/* For monitoring (README): the table was printed, and some
-		 * connector needs a look. */
+		 * connector needs a look, or the audit tables' partitions run
+		 * out soon (then every write fails). */
 		rc = EXIT_FAILED;
 	}
 	db_close(db);
@@ -381,6 +386,7 @@ static const struct option long_options[] = {
     {"install", no_argument, NULL, 'I'},
     {"wide", no_argument, NULL, 'W'},
     {"no-fail", no_argument, NULL, 'N'},
+    {"dry-run", no_argument, NULL, 'D'},
     {NULL, 0, NULL, 0},
 };
 
@@ -460,6 +466,10 @@ static int take_option(int opt, struct cli *cli, unsigned *given, const char **t
 	case 'I':
 		cli->install = true;
 		*given |= OPT_INSTALL;
+		break;
+	case 'D':
+		cli->dry_run = true;
+		*given |= OPT_DRY_RUN;
 		break;
 	default:
 		usage(stderr);
