@@ -104,16 +104,17 @@ static const struct command commands[] = {
      "usage: ksi-salesd status [--json] [--wide] [--no-fail] [-c FILE] [-d URL]\n"
      "\n"
      "Prints a summary line, then the connector_health view, one line per\n"
-     "connector, failing ones first. The table fits $COLUMNS, else the terminal,\n"
-     "else 80 columns.\n"
+     "connector, failing ones first, then per audit table its partitions: the\n"
+     "oldest day kept, the next boundary, how far ahead (a warning under 2 days).\n"
+     "The table fits $COLUMNS, else the terminal, else 80 columns.\n"
      "\n"
      "  --json               one JSON object per connector (states: ok, failing,\n"
      "                       never_polled, no_stores, disabled)\n"
      "  --wide               every column in full, whatever the width\n"
      "  --no-fail            exit 0 even when connectors are failing\n"
-     "Exit: 0 every connector healthy, 1 one is failing or never polled past due\n"
-     "(unless --no-fail) or the query failed, 2 usage, configuration, privilege or\n"
-     "schema error, 3 database unreachable.\n"},
+     "Exit: 0 every connector healthy, 1 one is failing or never polled past due,\n"
+     "or partitions end within 2 days (unless --no-fail), or the query failed,\n"
+     "2 usage, configuration, privilege or schema error, 3 database unreachable.\n"},
     {"migrate", cmd_migrate, "creates or upgrades the ksi_sales schema", 0,
      "usage: ksi-salesd migrate [-c FILE] [-d URL]\n"
      "\n"
@@ -158,9 +159,9 @@ static void usage(FILE *f)
 	common_options(f);
 	fprintf(f, "\n"
 	           "Exit codes: 0 ok, 1 a connector failed (status: one is failing, unless\n"
-	           "--no-fail; migrate, status: the command failed), 2 usage or configuration\n"
-	           "error (a missing privilege, a schema to migrate), 3 database unreachable\n"
-	           "or read-only.\n");
+	           "--no-fail; migrate, status, janitor: the command failed), 2 usage or\n"
+	           "configuration error (a missing privilege, a schema to migrate), 3 database\n"
+	           "unreachable or read-only.\n");
 }
 
 static void command_usage(const struct command *cmd, FILE *f)
