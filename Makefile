@@ -78,6 +78,8 @@ test_stats_MODULES := stats
 test_status_MODULES := status_layout jsonw sbuf
 test_metrics_MODULES := metrics stats sbuf log jsonw
 test_janitor_MODULES := janitor log jsonw
+# The `janitor` command's report alone: pure (janitor_command.c does the I/O).
+test_janitor_layout_MODULES := janitor_layout jsonw sbuf
 # sd_journal_sendv is a link-time fake in the test (it wins over libsystemd's).
 test_log_MODULES := log jsonw
 # And access() of journald's socket, which the test decides.
@@ -158,7 +160,7 @@ man-check:
 # valgrind: any memory error or leak fails the run it happens in. db_oom
 # runs build/san/test_db_oom and dbq build/san/test_dbq (ASan and LSan,
 # never under valgrind) either way, tz build/san/tz_offsets.
-INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz dbcontract logs status metrics https crypt retention
+INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz dbcontract logs status metrics https crypt retention janitor
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
 valgrind: build/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_TESTS)

@@ -23,6 +23,7 @@ struct cli {
 	bool help;                /* --help: print the command's usage and exit */
 	const char *out;          /* --out FILE (keygen) */
 	bool install;             /* --install (keygen) */
+	bool dry_run;             /* --dry-run (janitor) */
 };
 
 /* Exit codes of every command. */

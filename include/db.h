@@ -177,16 +177,55 @@ struct db_retention_report {
 	int64_t max_ms; /* the slowest action */
 };
 
+/* What came of one planned action. */
+enum db_retention_result {
+	DB_RETENTION_PLANNED, /* not run (a dry run, or the run stopped before it) */
+	DB_RETENTION_DONE,
+	DB_RETENTION_BUSY,   /* given up for a lock others hold (next cycle) */
+	DB_RETENTION_FAILED, /* the first failure is in the run's err */
+};
+
+/* One row of ksi_sales.retention_plan, with what came of it. Times are UTC,
+ * "YYYY-MM-DD HH:MMZ" ("-infinity" for the start of a partition that holds
+ * everything before its end). */
+struct db_retention_action {
+	bool drop; /* else create */
+	char parent[32];
+	char partition[64];
+	char range_from[32], range_to[32];
+	int64_t bytes; /* a drop: pg_total_relation_size; -1 for a create */
+	int64_t rows;  /* a drop: pg_class.reltuples, an estimate; -1 unknown (never analysed) */
+	enum db_retention_result result;
+	int64_t ms; /* how long it took, once run */
+};
+
+/* The actions of one plan, in retention_plan's order (creates, then drops;
+ * by table and start). */
+struct db_retention_actions {
+	struct db_retention_action *v;
+	size_t n;
+};
+void db_retention_actions_free(struct db_retention_actions *a);
+
+/* The dry run: what a janitor cycle would do now with r
+ * (ksi_sales.retention_plan), changing nothing and taking no lock. */
+int db_maint_retention_plan(struct db *db, const struct db_retention *r,
+                            struct db_retention_actions *out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* One janitor cycle of retention: under an advisory lock (several daemons:
  * one does the work, the others skip), with lock_timeout and
  * statement_timeout set, creates the partitions of the week ahead and
  * drops those entirely older than the retention, each action a transaction
- * of its own (ksi_sales.retention_plan, _create, _drop). An action that
- * cannot have its locks quickly is given up and counted in busy (not a
- * failure: writers go first); each action done is logged. -1 with err on
- * any other failure (the remaining actions were still tried). */
+ * of its own (db_maint_retention_plan, then ksi_sales.retention_create and
+ * _drop). An action that cannot have its locks quickly is given up and
+ * counted in busy (not a failure: writers go first); each action done is
+ * logged. -1 with err on any other failure (the remaining actions were
+ * still tried). done, unless NULL, receives the plan with each action's
+ * result (empty when skipped); the caller frees it either way. */
 int db_maint_retention(struct db *db, const struct db_retention *r, struct db_retention_report *out,
-                       char *err, size_t errlen) __attribute__((warn_unused_result));
+                       struct db_retention_actions *done, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* Outcome of one request, as stored in fetch_runs.outcome. */
 enum run_outcome {
@@ -373,6 +412,18 @@ void db_table_free(struct db_table *t);
  * last error (for an overdue one, when it was due); absent values as "-"
  * (the error as ""). */
 int db_health_table(struct db *db, struct db_table *out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* The partitions of the audit tables (ksi_sales.retention_status), for
+ * `status`: one row each for fetch_runs and rejected_records, in that order:
+ * table, partitions, the oldest period kept ("YYYY-MM-DD", for
+ * rejected_records "YYYY-MM"; "" while a partition holds everything before
+ * legacy_until), legacy_until, the next boundary, covered until (the end of
+ * the partitions that follow one another from the one taking rows now),
+ * and the whole seconds from now to it; times "YYYY-MM-DD HH:MMZ", "" when
+ * there is none (no partition takes rows now: covered until and the
+ * seconds are ""). */
+int db_partitions_table(struct db *db, struct db_table *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* connector_health as one JSON array, in the same order, built by the

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct db;
 struct sbuf;
@@ -19,11 +20,13 @@ struct status_opts {
 };
 
 /* Prints the status read through db; *unhealthy is the number of
- * connectors failing or never polled past their due time (README,
- * `status`). -1 with err (db_error_kind says why) when it could not be
- * read; nothing is printed then. */
-int status_print(struct db *db, const struct status_opts *opts, size_t *unhealthy, char *err,
-                 size_t errlen) __attribute__((warn_unused_result));
+ * connectors failing or never polled past their due time, *short_tables
+ * the number of audit tables whose partitions run out within
+ * STATUS_AHEAD_MIN_S (README, `status`). -1 with err (db_error_kind says
+ * why) when it could not be read; nothing is printed then. */
+int status_print(struct db *db, const struct status_opts *opts, size_t *unhealthy,
+                 size_t *short_tables, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* ---- the layout (status_layout.c): pure, no I/O ---- */
 
@@ -70,6 +73,38 @@ size_t status_text_width(const char *s);
  * fit width continue on the next line, indented; width 0: one line. */
 void status_summary(const size_t counts[STATUS_NSTATES], size_t overdue, size_t width,
                     struct sbuf *out);
+
+/* One audit table's partitions, as db_partitions_table reads them (db.h):
+ * text as read, "" for none. */
+struct status_partitions {
+	const char *table;         /* "fetch_runs" */
+	const char *partitions;    /* how many */
+	const char *oldest;        /* the oldest day (month) kept */
+	const char *legacy_until;  /* when one partition holds everything before */
+	const char *next_boundary; /* the end of the partition taking rows now */
+	const char *covered_until; /* the end of the partitions contiguous from now */
+	int64_t ahead_s;           /* seconds from now to covered_until; -1: no partition now */
+};
+
+/* How far ahead partitions must exist before status warns (and exits 1):
+ * a janitor creates them 7 days ahead every janitor_interval (1 h), so
+ * under 2 days none has run for 5 days; that leaves 2 to act before writes
+ * fail (README, `status`). */
+#define STATUS_AHEAD_MIN_S (2 * 86400)
+
+/* Whether p needs a look: no partition takes rows now, or they end in
+ * under STATUS_AHEAD_MIN_S. */
+bool status_partitions_short(const struct status_partitions *p);
+
+/* Appends, per table, a line "fetch_runs: 38 partitions, oldest kept
+ * 2026-11-01, next boundary 2026-12-03 00:00Z, partitions until 2026-12-10
+ * 00:00Z (7 days ahead)", wrapped at width as the summary is, and for a
+ * table that needs a look a "warning: ..." line after it. */
+void status_partitions(const struct status_partitions *p, size_t n, size_t width, struct sbuf *out);
+
+/* The warning about p on one line, without "warning:" (nothing when p needs
+ * none): for the log when status prints JSON. */
+void status_partitions_warning(const struct status_partitions *p, struct sbuf *out);
 
 /* Appends the table: a header and one line per row, cells row-major
  * (cells[r * STATUS_NCOLS + c]). width 0 prints every column in full;

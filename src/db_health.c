@@ -1,8 +1,8 @@
 /* db_health: the reads of the connector_health view that the `status`
  * command prints (status.c): as a table of text cells, or as one JSON
  * document built by the server, with whether each connector is healthy;
- * and the counts by state and freshness that /metrics serves
- * (db_connector_snapshot). */
+ * the partitions of the audit tables (db_partitions_table); and the counts by state and freshness
+ * that /metrics serves (db_connector_snapshot). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +93,66 @@ int db_health_table(struct db *db, struct db_table *out, char *err, size_t errle
 	    " h.rows_last_24h::text,"
 	    " coalesce(h.last_error, CASE WHEN " OVERDUE " THEN 'no poll yet, due by '"
 	    " || to_char(" DUE_BY ", 'YYYY-MM-DD HH24:MI\"Z\"') END, '')" FROM_HEALTH HEALTH_ORDER,
+	    0, NULL, err, errlen);
+	if (!res) {
+		dbi_add_remedy(db, false, err, errlen);
+		return -1;
+	}
+	int rc = table_from(res, out);
+	PQclear(res);
+	if (rc != 0)
+		dbi_set_err(err, errlen, "out of memory");
+	return rc;
+}
+
+/* UTC minutes, as status prints every time. */
+#define UTC_MINUTE(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI\"Z\"')"
+
+/* retention_status, one row per partitioned audit table, both always (a
+ * table whose partitions were all dropped still has a row, to warn about).
+ * How far ahead writes have a partition is not the view's created_until
+ * (the last partition's end) but the end of the partitions that follow one
+ * another from the one taking rows now: a missing day in the middle is
+ * where writes start failing. */
+int db_partitions_table(struct db *db, struct db_table *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	PGresult *res = dbi_query(
+	    db, DBI_ROWS, "reading retention_status",
+	    "WITH RECURSIVE p AS ("
+	    "  SELECT parent, range_from, range_to FROM ksi_sales.audit_partitions()"
+	    "), cover(parent, until) AS ("
+	    "  SELECT parent, range_to FROM p WHERE range_from <= now() AND now() < range_to"
+	    "  UNION"
+	    "  SELECT c.parent, p.range_to FROM cover c JOIN p ON p.parent = c.parent"
+	    "   AND p.range_from <= c.until AND p.range_to > c.until"
+	    ")"
+	    " SELECT t.name, coalesce(s.partitions, 0)::text,"
+	    " coalesce(to_char(s.oldest_from AT TIME ZONE 'UTC',"
+	    "  CASE t.name WHEN 'fetch_runs' THEN 'YYYY-MM-DD' ELSE 'YYYY-MM' END), ''),"
+	    " coalesce(" UTC_MINUTE(
+	        "s.legacy_until") ", ''),"
+	                          " coalesce(" UTC_MINUTE(
+	                              "s.next_boundary") ", ''),"
+	                                                 " coalesce(" UTC_MINUTE(
+	                                                     "c.until") ", ''),"
+	                                                                " coalesce(floor(extract("
+	                                                                "epoch FROM c.until - "
+	                                                                "now()))::bigint::text, '')"
+	                                                                " FROM (VALUES (1, "
+	                                                                "'fetch_runs'), (2, "
+	                                                                "'rejected_records')) AS "
+	                                                                "t(k, name)"
+	                                                                " LEFT JOIN "
+	                                                                "ksi_sales.retention_"
+	                                                                "status s ON s.table_name "
+	                                                                "= t.name"
+	                                                                " LEFT JOIN (SELECT "
+	                                                                "parent, max(until) AS "
+	                                                                "until FROM cover GROUP BY "
+	                                                                "parent) c"
+	                                                                "  ON c.parent = t.name"
+	                                                                " ORDER BY t.k",
 	    0, NULL, err, errlen);
 	if (!res) {
 		dbi_add_remedy(db, false, err, errlen);

@@ -19,6 +19,7 @@
 #include "db.h"
 #include "dbq.h"
 #include "http.h"
+#include "janitor_command.h"
 #include "keygen.h"
 #include "log.h"
 #include "probe.h"
@@ -46,6 +47,7 @@ enum {
 	OPT_NO_FAIL = 1 << 9,
 	OPT_OUT = 1 << 10,
 	OPT_INSTALL = 1 << 11,
+	OPT_DRY_RUN = 1 << 12,
 };
 
 static int cmd_once(const struct cli *cli, struct cfg *cfg);
@@ -102,16 +104,17 @@ static const struct command commands[] = {
      "usage: ksi-salesd status [--json] [--wide] [--no-fail] [-c FILE] [-d URL]\n"
      "\n"
      "Prints a summary line, then the connector_health view, one line per\n"
-     "connector, failing ones first. The table fits $COLUMNS, else the terminal,\n"
-     "else 80 columns.\n"
+     "connector, failing ones first, then per audit table its partitions: the\n"
+     "oldest day kept, the next boundary, how far ahead (a warning under 2 days).\n"
+     "The table fits $COLUMNS, else the terminal, else 80 columns.\n"
      "\n"
      "  --json               one JSON object per connector (states: ok, failing,\n"
      "                       never_polled, no_stores, disabled)\n"
      "  --wide               every column in full, whatever the width\n"
      "  --no-fail            exit 0 even when connectors are failing\n"
-     "Exit: 0 every connector healthy, 1 one is failing or never polled past due\n"
-     "(unless --no-fail) or the query failed, 2 usage, configuration, privilege or\n"
-     "schema error, 3 database unreachable.\n"},
+     "Exit: 0 every connector healthy, 1 one is failing or never polled past due,\n"
+     "or partitions end within 2 days (unless --no-fail), or the query failed,\n"
+     "2 usage, configuration, privilege or schema error, 3 database unreachable.\n"},
     {"migrate", cmd_migrate, "creates or upgrades the ksi_sales schema", 0,
      "usage: ksi-salesd migrate [-c FILE] [-d URL]\n"
      "\n"
@@ -119,6 +122,8 @@ static const struct command commands[] = {
      "and after every upgrade. Concurrent runs wait for each other.\n"
      "Exit: 0 ok, 1 a migration failed, 2 a missing privilege or a schema newer\n"
      "than this binary, 3 database unreachable or read-only.\n"},
+    {"janitor", janitor_command, "creates partitions ahead and drops expired ones now",
+     OPT_DRY_RUN | OPT_JSON, JANITOR_USAGE},
     {"keygen", keygen_command, "makes a key pair to encrypt bearer tokens with",
      OPT_OUT | OPT_INSTALL, KEYGEN_USAGE},
     {"rotate-tokens", rotate_tokens_command, "moves every token to the active key", 0,
@@ -154,9 +159,9 @@ static void usage(FILE *f)
 	common_options(f);
 	fprintf(f, "\n"
 	           "Exit codes: 0 ok, 1 a connector failed (status: one is failing, unless\n"
-	           "--no-fail; migrate, status: the command failed), 2 usage or configuration\n"
-	           "error (a missing privilege, a schema to migrate), 3 database unreachable\n"
-	           "or read-only.\n");
+	           "--no-fail; migrate, status, janitor: the command failed), 2 usage or\n"
+	           "configuration error (a missing privilege, a schema to migrate), 3 database\n"
+	           "unreachable or read-only.\n");
 }
 
 static void command_usage(const struct command *cmd, FILE *f)
@@ -216,13 +221,14 @@ static int cmd_status(const struct cli *cli, struct cfg *cfg)
 		return rc;
 	char err[1024];
 	struct status_opts opts = {.json = cli->json, .wide = cli->wide, .no_fail = cli->no_fail};
-	size_t unhealthy = 0;
-	if (status_print(db, &opts, &unhealthy, err, sizeof(err)) != 0) {
+	size_t unhealthy = 0, short_tables = 0;
+	if (status_print(db, &opts, &unhealthy, &short_tables, err, sizeof(err)) != 0) {
 		log_error("status", NULL, "%s", err);
 		rc = exit_for_db(db_error_kind(db));
-	} else if (unhealthy > 0 && !opts.no_fail) {
+	} else if ((unhealthy > 0 || short_tables > 0) && !opts.no_fail) {
 		/* For monitoring (README): the table was printed, and some
-		 * connector needs a look. */
+		 * connector needs a look, or the audit tables' partitions run
+		 * out soon (then every write fails). */
 		rc = EXIT_FAILED;
 	}
 	db_close(db);
@@ -381,6 +387,7 @@ static const struct option long_options[] = {
     {"install", no_argument, NULL, 'I'},
     {"wide", no_argument, NULL, 'W'},
     {"no-fail", no_argument, NULL, 'N'},
+    {"dry-run", no_argument, NULL, 'D'},
     {NULL, 0, NULL, 0},
 };
 
@@ -460,6 +467,10 @@ static int take_option(int opt, struct cli *cli, unsigned *given, const char **t
 	case 'I':
 		cli->install = true;
 		*given |= OPT_INSTALL;
+		break;
+	case 'D':
+		cli->dry_run = true;
+		*given |= OPT_DRY_RUN;
 		break;
 	default:
 		usage(stderr);

@@ -26,7 +26,7 @@ static int retention_run(struct db *db, void *arg, char *err, size_t errlen)
 {
 	struct retention *r = arg;
 	struct db_retention_report rep;
-	int rc = db_maint_retention(db, &r->keep, &rep, err, errlen);
+	int rc = db_maint_retention(db, &r->keep, &rep, NULL, err, errlen);
 	if (rep.skipped)
 		log_debug("janitor", NULL,
 		          "retention: another daemon's janitor is at work; skipped this cycle");

@@ -216,6 +216,44 @@ static void end_line(struct sbuf *out, struct sbuf *line, size_t width)
 		line->data[0] = '\0';
 }
 
+/* ---- lines of items, wrapped ---- */
+
+/* A line of items separated by spaces: an item that does not fit the width
+ * goes on the next line, indented by two, so a break falls between two
+ * items, never inside one. */
+struct wrap {
+	struct sbuf *out;
+	struct sbuf line;
+	size_t used, width;
+};
+
+static void wrap_start(struct wrap *w, struct sbuf *out, size_t width, const char *head)
+{
+	*w = (struct wrap){.out = out, .width = width};
+	sbuf_puts(&w->line, head);
+	w->used = w->line.len;
+}
+
+static void wrap_item(struct wrap *w, const char *item, size_t len)
+{
+	if (w->width > 0 && w->used + 1 + len > w->width) {
+		end_line(w->out, &w->line, w->width);
+		sbuf_puts(&w->line, " ");
+		w->used = 1;
+	}
+	sbuf_addc(&w->line, ' ');
+	sbuf_add(&w->line, item, len);
+	w->used += 1 + len;
+}
+
+static void wrap_end(struct wrap *w, bool failed)
+{
+	if (failed)
+		w->line.failed = true;
+	end_line(w->out, &w->line, w->width);
+	free(w->line.data);
+}
+
 /* ---- the summary ---- */
 
 void status_summary(const size_t counts[STATUS_NSTATES], size_t overdue, size_t width,
@@ -224,9 +262,10 @@ void status_summary(const size_t counts[STATUS_NSTATES], size_t overdue, size_t 
 	size_t total = 0;
 	for (int s = 0; s < STATUS_NSTATES; s++)
 		total += counts[s];
-	struct sbuf line = {0}, item = {0};
-	sbuf_printf(&line, "%zu connector%s:", total, total == 1 ? "" : "s");
-	size_t used = line.len;
+	struct sbuf head = {0}, item = {0};
+	sbuf_printf(&head, "%zu connector%s:", total, total == 1 ? "" : "s");
+	struct wrap w;
+	wrap_start(&w, out, width, head.failed ? "" : head.data);
 	int last = STATUS_NSTATES - 1;
 	while (last > STATUS_FAILING && counts[last] == 0)
 		last--;
@@ -241,21 +280,124 @@ void status_summary(const size_t counts[STATUS_NSTATES], size_t overdue, size_t 
 			sbuf_addc(&item, ',');
 		if (item.failed)
 			break;
-		/* A break between items, never inside one: the counts stay
-		 * whole when the width is narrow. */
-		if (width > 0 && used + 1 + item.len > width) {
-			end_line(out, &line, width);
-			sbuf_puts(&line, " ");
-			used = 1;
-		}
-		sbuf_addc(&line, ' ');
-		sbuf_add(&line, item.data, item.len);
-		used += 1 + item.len;
+		wrap_item(&w, item.data, item.len);
 	}
-	if (item.failed)
-		line.failed = true;
-	end_line(out, &line, width);
-	free(line.data);
+	wrap_end(&w, item.failed || head.failed);
+	free(head.data);
+	free(item.data);
+}
+
+/* ---- the audit tables' partitions ---- */
+
+bool status_partitions_short(const struct status_partitions *p)
+{
+	return p->ahead_s < STATUS_AHEAD_MIN_S;
+}
+
+/* "7 days", or under two days in hours ("20 h"): whole ones, rounded down. */
+static void put_ahead(struct sbuf *b, int64_t s)
+{
+	if (s >= 2 * 86400)
+		sbuf_printf(b, "%lld days", (long long)(s / 86400));
+	else
+		sbuf_printf(b, "%lld h", (long long)(s / 3600));
+}
+
+/* The warning's items; n of them written to items[] (each the caller's to
+ * free), 0 when p needs none. */
+static size_t warning_items(const struct status_partitions *p, struct sbuf items[3])
+{
+	if (!status_partitions_short(p))
+		return 0;
+	if (p->ahead_s < 0)
+		sbuf_printf(&items[0], "no partition of %s takes rows now:", p->table);
+	else {
+		sbuf_printf(&items[0], "%s has partitions only until %s (", p->table,
+		            p->covered_until);
+		put_ahead(&items[0], p->ahead_s);
+		sbuf_puts(&items[0], " ahead):");
+	}
+	/* Its rows are inserted by the statement that writes the sales
+	 * (db_write.c): without a partition the whole write fails. */
+	sbuf_puts(&items[1], p->ahead_s < 0 ? "the daemon's writes fail;"
+	                                    : "the daemon's writes fail after that;");
+	sbuf_puts(&items[2], "is a janitor running? ksi-salesd janitor creates them");
+	return 3;
+}
+
+void status_partitions_warning(const struct status_partitions *p, struct sbuf *out)
+{
+	struct sbuf items[3] = {{0}};
+	size_t n = warning_items(p, items);
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0)
+			sbuf_addc(out, ' ');
+		sbuf_add(out, items[i].data, items[i].len);
+		if (items[i].failed)
+			out->failed = true;
+		free(items[i].data);
+	}
+}
+
+void status_partitions(const struct status_partitions *p, size_t n, size_t width, struct sbuf *out)
+{
+	struct sbuf head = {0}, item = {0};
+	for (size_t i = 0; i < n; i++) {
+		head.len = 0;
+		sbuf_printf(&head, "%s:", p[i].table);
+		struct wrap w;
+		wrap_start(&w, out, width, head.failed ? "" : head.data);
+		bool failed = head.failed;
+		for (int k = 0; k < 4 && !failed; k++) {
+			item.len = 0;
+			switch (k) {
+			case 0:
+				sbuf_printf(&item, "%s partition%s,", p[i].partitions,
+				            strcmp(p[i].partitions, "1") == 0 ? "" : "s");
+				break;
+			case 1:
+				if (*p[i].oldest)
+					sbuf_printf(&item, "oldest kept %s,", p[i].oldest);
+				else if (*p[i].legacy_until)
+					sbuf_printf(&item,
+					            "kept from the start (one partition up to %s),",
+					            p[i].legacy_until);
+				break;
+			case 2:
+				if (*p[i].next_boundary)
+					sbuf_printf(&item, "next boundary %s,", p[i].next_boundary);
+				break;
+			case 3:
+				if (p[i].ahead_s < 0) {
+					sbuf_puts(&item, "no partition for now");
+				} else {
+					sbuf_printf(&item, "partitions until %s (",
+					            p[i].covered_until);
+					put_ahead(&item, p[i].ahead_s);
+					sbuf_puts(&item, " ahead)");
+				}
+				break;
+			}
+			failed = item.failed;
+			if (!failed && item.len > 0)
+				wrap_item(&w, item.data, item.len);
+		}
+		wrap_end(&w, failed);
+		struct sbuf warn[3] = {{0}};
+		size_t nw = warning_items(&p[i], warn);
+		if (nw > 0) {
+			wrap_start(&w, out, width, "warning:");
+			failed = false;
+			for (size_t k = 0; k < nw; k++) {
+				failed |= warn[k].failed;
+				if (!warn[k].failed)
+					wrap_item(&w, warn[k].data, warn[k].len);
+				free(warn[k].data);
+			}
+			wrap_end(&w, failed);
+		}
+	}
+	free(head.data);
 	free(item.data);
 }
 

@@ -76,7 +76,11 @@ check "nothing on stderr" "" "$(cat "$WORK/s.err")"
 check "every line is at most 80 display columns (and valid UTF-8)" "80" "$(width <"$WORK/s.out")"
 # Each line is a screen row: the table has one line per connector.
 nsum=$(grep -n '^CONNECTOR ' "$WORK/s.out" | cut -d: -f1)
-check "one header and one line per connector after the summary" "$((nsum + 160))" "$(wc -l <"$WORK/s.out")"
+# The table ends at the blank line before the partitions of the audit tables.
+check "one header and one line per connector after the summary" "$((nsum + 160))" "$(sed '/^$/,$d' "$WORK/s.out" | wc -l)"
+check "then a blank line, and the audit tables' partitions (a new installation: kept from the start)" \
+	"fetch_runs: 9 partitions, kept from the start (one partition up to $(date -u +%Y-%m-%d) 00:00Z), next boundary $(date -u -d '+1 day' +%Y-%m-%d) 00:00Z" \
+	"$(sed '1,/^$/d' "$WORK/s.out" | tr -s ' \n' '  ' | sed 's/, partitions until.*//')"
 summary=$(head -n $((nsum - 1)) "$WORK/s.out" | tr -s ' \n' '  ' | sed 's/ $//')
 want=$(sql "SELECT count(*) || ' connectors: '
                || count(*) FILTER (WHERE state = 'ok') || ' ok, '
@@ -117,7 +121,7 @@ check_contains "the long error in full" "$longerr" "$(cat "$WORK/w.out")"
 check_contains "the whole UTF-8 name" "$UNAME" "$(cat "$WORK/w.out")"
 check "every column" "CONNECTOR STATE STORES LAST OUTCOME LAST SUCCESS FAILURES SYNCED UNTIL ROWS 24H LAST ERROR" \
 	"$(grep '^CONNECTOR ' "$WORK/w.out" | tr -s ' ')"
-check "still one line per connector" "$((160 + 2))" "$(wc -l <"$WORK/w.out")"
+check "still one line per connector" "$((160 + 2))" "$(sed '/^$/,$d' "$WORK/w.out" | wc -l)"
 check "and wider than 80 columns" "t" "$([ "$(width <"$WORK/w.out")" -gt 80 ] && echo t)"
 
 echo "# the width: \$COLUMNS, else the terminal"

@@ -83,7 +83,7 @@ check "--json says which are healthy" "false true" \
 	"$(sql "SELECT (:'doc'::json->0->>'healthy') || ' ' || (:'doc'::json->1->>'healthy')" -v doc="$json")"
 check_absent "status never shows the token" "$TOKEN" "$out $json"
 echo "# --help: each command's own usage"
-for cmd in run once test-connection backfill status migrate; do
+for cmd in run once test-connection backfill status janitor migrate; do
 	out=$(ksi "$cmd" --help 2>&1)
 	rc=$?
 	want="usage: ksi-salesd $cmd"

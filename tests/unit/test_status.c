@@ -2,7 +2,8 @@
  * given width — widths of UTF-8 text, cuts that never split a character,
  * the shortening and dropping order, the summary's wording, and, as a
  * property over random rows and widths, that no line is ever wider than
- * the width asked for. */
+ * the width asked for; and the partitions lines below the table, with the
+ * warning when partitions run out within STATUS_AHEAD_MIN_S. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -365,6 +366,136 @@ static void test_random_rows_fit_every_width(void **state)
 	}
 }
 
+/* ---- the audit tables' partitions ---- */
+
+static char *partitions(const struct status_partitions *p, size_t n, size_t width)
+{
+	struct sbuf out = {0};
+	status_partitions(p, n, width, &out);
+	char *text = sbuf_take(&out);
+	assert_non_null(text);
+	return text;
+}
+
+static const struct status_partitions healthy_runs = {
+    .table = "fetch_runs",
+    .partitions = "38",
+    .oldest = "2026-11-01",
+    .legacy_until = "",
+    .next_boundary = "2026-12-02 00:00Z",
+    .covered_until = "2026-12-09 00:00Z",
+    .ahead_s = 7 * 86400 + 3600,
+};
+
+static void test_partitions_wording(void **state)
+{
+	(void)state;
+	char *t = partitions(&healthy_runs, 1, 0);
+	assert_string_equal(t, "fetch_runs: 38 partitions, oldest kept 2026-11-01, next boundary "
+	                       "2026-12-02 00:00Z, partitions until 2026-12-09 00:00Z (7 days "
+	                       "ahead)\n");
+	free(t);
+	/* At 80 columns: broken between items, continuation indented. */
+	t = partitions(&healthy_runs, 1, 80);
+	assert_string_equal(t, "fetch_runs: 38 partitions, oldest kept 2026-11-01,\n"
+	                       "  next boundary 2026-12-02 00:00Z,\n"
+	                       "  partitions until 2026-12-09 00:00Z (7 days ahead)\n");
+	free(t);
+	/* The table from before partitioning: no oldest day, its bound. */
+	struct status_partitions legacy = healthy_runs;
+	legacy.partitions = "1";
+	legacy.oldest = "";
+	legacy.legacy_until = "2026-12-08 00:00Z";
+	t = partitions(&legacy, 1, 0);
+	assert_non_null(strstr(t, "fetch_runs: 1 partition, kept from the start (one partition up "
+	                          "to 2026-12-08 00:00Z), next boundary"));
+	free(t);
+}
+
+static void test_partitions_warning_threshold(void **state)
+{
+	(void)state;
+	struct status_partitions p = healthy_runs;
+	/* Exactly 2 days ahead is enough; a second less is not. */
+	p.ahead_s = STATUS_AHEAD_MIN_S;
+	assert_false(status_partitions_short(&p));
+	char *t = partitions(&p, 1, 0);
+	assert_null(strstr(t, "warning"));
+	assert_non_null(strstr(t, "(2 days ahead)"));
+	free(t);
+	p.ahead_s = STATUS_AHEAD_MIN_S - 1;
+	assert_true(status_partitions_short(&p));
+	t = partitions(&p, 1, 0);
+	/* Under two days, in whole hours (47 h 59 min 59 s: 47 h). */
+	assert_string_equal(
+	    t,
+	    "fetch_runs: 38 partitions, oldest kept 2026-11-01, next boundary 2026-12-02 00:00Z, "
+	    "partitions until 2026-12-09 00:00Z (47 h ahead)\n"
+	    "warning: fetch_runs has partitions only until 2026-12-09 00:00Z (47 h ahead): the "
+	    "daemon's writes fail after that; is a janitor running? ksi-salesd janitor creates "
+	    "them\n");
+	free(t);
+	struct sbuf w = {0};
+	status_partitions_warning(&p, &w);
+	assert_string_equal(w.data, "fetch_runs has partitions only until 2026-12-09 00:00Z (47 h "
+	                            "ahead): the daemon's writes fail after that; is a janitor "
+	                            "running? ksi-salesd janitor creates them");
+	free(w.data);
+	/* Healthy: no warning text at all. */
+	struct sbuf none = {0};
+	status_partitions_warning(&healthy_runs, &none);
+	assert_int_equal(none.len, 0);
+	free(none.data);
+}
+
+static void test_partitions_none_now(void **state)
+{
+	(void)state;
+	struct status_partitions p = {
+	    .table = "rejected_records",
+	    .partitions = "0",
+	    .oldest = "",
+	    .legacy_until = "",
+	    .next_boundary = "",
+	    .covered_until = "",
+	    .ahead_s = -1,
+	};
+	assert_true(status_partitions_short(&p));
+	char *t = partitions(&p, 1, 80);
+	assert_string_equal(t, "rejected_records: 0 partitions, no partition for now\n"
+	                       "warning: no partition of rejected_records takes rows now:\n"
+	                       "  the daemon's writes fail;\n"
+	                       "  is a janitor running? ksi-salesd janitor creates them\n");
+	free(t);
+}
+
+static void test_partitions_fit_any_width(void **state)
+{
+	(void)state;
+	struct status_partitions two[2] = {healthy_runs, healthy_runs};
+	two[1].table = "rejected_records";
+	two[1].ahead_s = 3600;
+	for (size_t width = 30; width <= 200; width++) {
+		char *t = partitions(two, 2, width);
+		for (char *line = t; *line;) {
+			char *nl = strchr(line, '\n');
+			assert_non_null(nl);
+			*nl = '\0';
+			/* In columns: a line cut to fit ends with "…", 3 bytes. */
+			size_t cols = status_text_width(line);
+			if (cols > width) {
+				char msg[256];
+				snprintf(msg, sizeof(msg), "width %zu: a line of %zu: %s", width,
+				         cols, line);
+				free(t);
+				fail_msg("%s", msg);
+			}
+			line = nl + 1;
+		}
+		free(t);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -379,6 +510,10 @@ int main(void)
 	    cmocka_unit_test(test_controls_replaced),
 	    cmocka_unit_test(test_no_rows),
 	    cmocka_unit_test(test_random_rows_fit_every_width),
+	    cmocka_unit_test(test_partitions_wording),
+	    cmocka_unit_test(test_partitions_warning_threshold),
+	    cmocka_unit_test(test_partitions_none_now),
+	    cmocka_unit_test(test_partitions_fit_any_width),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
