@@ -227,6 +227,14 @@ int db_maint_retention(struct db *db, const struct db_retention *r, struct db_re
                        struct db_retention_actions *done, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* Folds the fleet rollup's deltas into its days (migration 0014,
+ * ksi_sales.sales_fleet_compact): one statement, so sales_daily_fleet reads
+ * few rows whatever the number of stores. Safe beside writers and another
+ * janitor (each delta is folded once). *folded receives how many deltas it
+ * folded. */
+int db_maint_fleet_fold(struct db *db, int64_t *folded, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* Outcome of one request, as stored in fetch_runs.outcome. */
 enum run_outcome {
 	RUN_OK,

@@ -1,7 +1,8 @@
 /* retention: the janitor's task that keeps fetch_runs and rejected_records
  * for [retention] fetch_runs and rejected_records (SPEC §7): partitions a
- * week ahead created, expired ones dropped (db_maint_retention). What the
- * daemon hands to janitor_new. */
+ * week ahead created, expired ones dropped (db_maint_retention); and the
+ * one that folds the fleet rollup (db_maint_fleet_fold). What the daemon
+ * hands to janitor_new. */
 #ifndef KSI_RETENTION_H
 #define KSI_RETENTION_H
 
@@ -20,5 +21,9 @@ void retention_init(struct retention *r, const struct cfg *cfg);
 
 /* The janitor task of r. */
 struct janitor_task retention_task(struct retention *r);
+
+/* The janitor task that folds the fleet rollup's deltas
+ * (db_maint_fleet_fold): no setting, so no argument. */
+struct janitor_task fleet_fold_task(void);
 
 #endif

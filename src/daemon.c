@@ -900,7 +900,7 @@ static int start_parts(struct daemon *d)
 	 * dropped). Its first cycle a minute after start (sooner when the
 	 * interval is shorter), then every [retention] janitor_interval. */
 	retention_init(&d->retention, d->cfg);
-	const struct janitor_task tasks[] = {retention_task(&d->retention)};
+	const struct janitor_task tasks[] = {retention_task(&d->retention), fleet_fold_task()};
 	double every = d->cfg->janitor_interval_ms / 1000.0;
 	if (!d->opt->once && (requests_new(&renv, &d->rq) != 0 ||
 	                      janitor_new(d->loop, d->dbq, tasks, sizeof(tasks) / sizeof(tasks[0]),

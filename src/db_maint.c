@@ -7,7 +7,8 @@
  * them with the session's limits, under the janitors' advisory lock, one
  * transaction per action, and says what each did and how long it took.
  * The plan it runs is the one `ksi-salesd janitor --dry-run` prints
- * (db_maint_retention_plan), read by the same statement. */
+ * (db_maint_retention_plan), read by the same statement. Also the fold of
+ * the fleet rollup's deltas (migration 0014). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,4 +244,16 @@ unlock:;
 		log_debug("janitor", NULL, "releasing the janitors' lock: %s", ignored);
 	out->ms = now_ms() - start;
 	return rc;
+}
+
+int db_maint_fleet_fold(struct db *db, int64_t *folded, char *err, size_t errlen)
+{
+	*folded = 0;
+	PGresult *res = dbi_query(db, DBI_ROWS, "folding the fleet rollup",
+	                          "SELECT ksi_sales.sales_fleet_compact()", 0, NULL, err, errlen);
+	if (!res)
+		return -1;
+	*folded = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return 0;
 }

@@ -2,9 +2,11 @@
  * cycle is the daemon's own (db_maint_retention: the same advisory lock,
  * lock_timeout and statements), run once on this command's connection with
  * the configuration file's [retention]; --dry-run reads the same plan
- * (db_maint_retention_plan) and changes nothing. */
+ * (db_maint_retention_plan) and changes nothing. A run also folds the
+ * fleet rollup's deltas, the daemon's other janitor task. */
 #include "janitor_command.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 
 #include "log.h"
@@ -85,6 +87,15 @@ int janitor_command(const struct cli *cli, struct cfg *cfg)
 		          "again later",
 		          rep.busy, rep.busy == 1 ? "" : "s");
 		rc = EXIT_FAILED;
+	}
+	/* The daemon's second task, as its cycle runs it: needs no lock. */
+	int64_t folded;
+	if (db_maint_fleet_fold(db, &folded, err, sizeof(err)) != 0) {
+		log_error("janitor", NULL, "%s", err);
+		if (rc == EXIT_OK)
+			rc = exit_for_db(db_error_kind(db));
+	} else {
+		log_info("janitor", NULL, "fleet rollup: %" PRId64 " deltas folded", folded);
 	}
 out:
 	db_retention_actions_free(&actions);

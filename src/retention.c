@@ -1,6 +1,7 @@
-/* retention: the janitor task of [retention] (see retention.h). prepare
- * copies the configuration on the loop; run, on the maintenance lane, runs
- * db_maint_retention with that copy and sums up what it did. */
+/* retention: the janitor tasks (see retention.h). Retention's prepare
+ * copies the configuration on the loop; its run, on the maintenance lane,
+ * runs db_maint_retention with that copy and sums up what it did. The
+ * fleet fold needs no setting. */
 #include "retention.h"
 
 #include <inttypes.h>
@@ -43,4 +44,19 @@ struct janitor_task retention_task(struct retention *r)
 {
 	return (struct janitor_task){
 	    .name = "retention", .run = retention_run, .arg = r, .prepare = retention_prepare};
+}
+
+static int fleet_fold_run(struct db *db, void *arg, char *err, size_t errlen)
+{
+	(void)arg;
+	int64_t folded;
+	if (db_maint_fleet_fold(db, &folded, err, errlen) != 0)
+		return -1;
+	log_debug("janitor", NULL, "fleet rollup: %" PRId64 " deltas folded", folded);
+	return 0;
+}
+
+struct janitor_task fleet_fold_task(void)
+{
+	return (struct janitor_task){.name = "fleet rollup", .run = fleet_fold_run};
 }

@@ -161,6 +161,16 @@ time_query "all stores, 90 days by day (sales_daily_fleet, rollup)" \
 ONCE=1 time_query "all stores, 90 days by day (live aggregate, before)" \
 	"SELECT day, sum(num_tickets) FROM $LIVE_DAILY d WHERE day >= (now() - interval '90 days')::date GROUP BY day ORDER BY day"
 
+# The other panels of the dashboard, per store, per connector and fleet-wide.
+time_query "one store, 90 days by week (sales_weekly_trend)" \
+	"SELECT iso_week, store_name, num_tickets, prev_week_tickets, change_pct, hours_reported, complete FROM ksi_sales.sales_weekly_trend WHERE week_start BETWEEN now() - interval '90 days' AND now() AND store_id IN ($STORE) ORDER BY week DESC, store_name"
+time_query "one connector, lookback evidence (settle_lateness)" \
+	"SELECT * FROM ksi_sales.settle_lateness WHERE connector_id IN ($CONN)"
+time_query "all connectors, health (connector_health)" \
+	"SELECT name AS connector, state, stores, consecutive_failures, last_outcome, last_error, last_success, last_attempt, next_poll, synced_until, rows_last_24h, polled_by FROM ksi_sales.connector_health ORDER BY state = 'failing' DESC, consecutive_failures DESC, name"
+time_query "all stores, the latest of 90 days ranked (sales_daily)" \
+	"SELECT d.day, d.store_name, d.num_tickets, d.hours_reported FROM ksi_sales.sales_daily d WHERE d.day = (SELECT max(f.day) FROM ksi_sales.sales_daily_fleet f WHERE f.day BETWEEN (now() - interval '90 days')::date AND now()::date) ORDER BY d.num_tickets DESC, d.store_name"
+
 # What the rollup costs a write: the daemon's kind of upsert (a poll's
 # re-read of 3 hours of 5 stores, counts changed; and a backfill-sized
 # statement: 1,000 stores x 30 days, changed), with the triggers and

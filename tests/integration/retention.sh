@@ -293,12 +293,36 @@ hold_end reader
 dropped_old() { [ -z "$(fsql -c "SELECT to_regclass('ksi_sales.$OLD')")" ]; }
 wait_for "the next cycle to drop $OLD" 30 dropped_old
 ok "the next cycle dropped $OLD once the reader was done"
+# The daemon's other janitor task: the fleet rollup's deltas folded.
+fsql -c "INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code) VALUES ('fold', 1, 'FOLD');
+         INSERT INTO ksi_sales.sales_hourly (store_id, hour, num_tickets, ext_ref_code, connector_id)
+         SELECT id, timestamptz '2026-02-01 00:00Z' + k * interval '1 hour', 3, 'FOLD', 1
+         FROM ksi_sales.stores, generate_series(0, 47) k WHERE name = 'fold'" >/dev/null
+LINES=$(wc -l <"$WORK/janitor.log")
+folded() { [ "$(fsql -c "SELECT count(*) FROM ksi_sales.sales_fleet_delta")" = 0 ] &&
+	tail -n +"$LINES" "$WORK/janitor.log" | grep -q "fleet rollup: [1-9][0-9]* deltas folded"; }
+wait_for "the daemon's janitor to fold the fleet deltas" 30 folded
+check "... into the days: sales_daily_fleet reads them from sales_fleet_daily" "2026-02-01 1 72 24|2026-02-02 1 72 24" \
+	"$(fsql -c "SELECT string_agg(day || ' ' || stores_reported || ' ' || num_tickets || ' ' || hours_reported, '|' ORDER BY day)
+	            FROM ksi_sales.sales_fleet_daily WHERE day IN ('2026-02-01', '2026-02-02')")"
+fsql -c "DELETE FROM ksi_sales.sales_hourly WHERE ext_ref_code = 'FOLD'; DELETE FROM ksi_sales.stores WHERE name = 'fold';
+         SELECT ksi_sales.sales_fleet_compact()" >/dev/null
 kill -TERM "$PID_janitor"
 wait "$PID_janitor"
 check "the janitor's daemon stops cleanly" 0 $?
 
 # ---------------------------------------------------------------------------
-echo "# 5. the daily rollup behind sales_daily follows every kind of write"
+echo "# 5. the daily rollup behind sales_daily, and the fleet's days, follow every kind of write"
+# sales_daily_fleet against the same sums made from sales_hourly.
+fleet_diff() {
+	fsql -c "WITH live AS (SELECT (h.hour AT TIME ZONE s.timezone)::date AS day, count(DISTINCT h.store_id) AS stores,
+	                              sum(h.num_tickets) AS tickets, count(*) AS hours
+	                       FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id GROUP BY 1),
+	              fleet AS (SELECT day, stores_reported, num_tickets, hours_reported FROM ksi_sales.sales_daily_fleet)
+	         SELECT count(*) FROM ((SELECT * FROM fleet EXCEPT ALL SELECT * FROM live)
+	                               UNION ALL (SELECT * FROM live EXCEPT ALL SELECT * FROM fleet)) d"
+}
+fold() { fsql -c "SELECT ksi_sales.sales_fleet_compact()"; }
 rollup_diff() {
 	fsql -c "SELECT count(*) FROM (
 	  (SELECT store_id, day, num_tickets, hours_reported FROM ksi_sales.sales_daily
@@ -316,6 +340,7 @@ fsql -c "INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code, timezon
          SELECT s.id, h, (extract(hour FROM h)::int * 7 + s.id::int) % 13, s.ext_ref_code, 1
          FROM ksi_sales.stores s, generate_series(timestamptz '2026-03-01 00:00Z', '2026-03-04 23:00Z', '1 hour') h" >/dev/null
 check "after inserts (three zones)" "0" "$(rollup_diff)"
+check "... and the fleet's days, from the deltas alone" "0 0" "$(fsql -c "SELECT count(*) FROM ksi_sales.sales_fleet_daily") $(fleet_diff)"
 check "one rollup row per store and local day (4 UTC days are 5 local days in +05:30 and -03:00)" "14" "$(fsql -c "SELECT count(*) FROM ksi_sales.sales_daily")"
 # The daemon's upsert: some hours again with new counts, some unchanged, some new.
 fsql -c "INSERT INTO ksi_sales.sales_hourly AS h (store_id, hour, num_tickets, ext_ref_code, connector_id)
@@ -323,13 +348,31 @@ fsql -c "INSERT INTO ksi_sales.sales_hourly AS h (store_id, hour, num_tickets, e
          FROM ksi_sales.stores s, generate_series(timestamptz '2026-03-04 12:00Z', '2026-03-05 06:00Z', '1 hour') t
          ON CONFLICT (store_id, hour) DO UPDATE SET num_tickets = EXCLUDED.num_tickets" >/dev/null
 check "after an upsert that changes, keeps and adds hours" "0" "$(rollup_diff)"
+check "... and the fleet's days" "0" "$(fleet_diff)"
+N_DELTAS=$(fsql -c "SELECT count(*) FROM ksi_sales.sales_fleet_delta")
+check "a fold moves every delta into the days, and they still agree" "$N_DELTAS 0 0" "$(fold) $(fsql -c "SELECT count(*) FROM ksi_sales.sales_fleet_delta") $(fleet_diff)"
 fsql -c "DELETE FROM ksi_sales.sales_hourly WHERE hour >= '2026-03-03 00:00Z' AND hour < '2026-03-03 10:00Z';
          DELETE FROM ksi_sales.sales_hourly WHERE hour >= '2026-03-05 00:00Z'" >/dev/null
 check "after deletes (a day left empty is removed)" "0" "$(rollup_diff)"
+check "... and the fleet's days, folded and deltas together" "0" "$(fleet_diff)"
+check "a day no store reports any more is gone from the folded days" "0 0" "$(fold >/dev/null; fsql -c "SELECT count(*) FROM ksi_sales.sales_fleet_daily WHERE stores_reported <= 0") $(fleet_diff)"
 fsql -c "UPDATE ksi_sales.stores SET timezone = 'Pacific/Auckland' WHERE name = 'z1'" >/dev/null
 check "after a store's zone changed" "0" "$(rollup_diff)"
+check "... and the fleet's days" "0" "$(fleet_diff)"
+# Two folds at once: the second waits for the first's DELETE and finds the
+# deltas gone, so none is folded twice.
+hold_start fold1 "$FRESH" "SELECT ksi_sales.sales_fleet_compact();"
+fold >"$WORK/fold2.out" 2>&1 &
+FOLD2=$!
+fold2_waits() { [ "$(fsql -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%sales_fleet_compact%' AND wait_event_type = 'Lock'")" -ge 1 ]; }
+wait_for "the second fold to wait for the first" 10 fold2_waits
+hold_end fold1
+wait "$FOLD2"
+check "two folds at once: the second folds nothing, the days are still exact" "0 0" "$(cat "$WORK/fold2.out") $(fleet_diff)"
 fsql -c "TRUNCATE ksi_sales.sales_hourly" >/dev/null
 check "after TRUNCATE" "0 0" "$(fsql -c "SELECT count(*) || ' ' || $(rollup_diff | tr -d ' ') FROM ksi_sales.sales_daily")"
+check "... and the fleet's days and deltas are empty too" "0 0" \
+	"$(fsql -c "SELECT (SELECT count(*) FROM ksi_sales.sales_fleet_daily) || ' ' || (SELECT count(*) FROM ksi_sales.sales_fleet_delta)")"
 
 echo "# retention: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
