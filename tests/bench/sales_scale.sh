@@ -53,6 +53,17 @@ now_ms() { date +%s%3N; }
 
 "$BIN" migrate -d "$CONNINFO" 2>/dev/null
 LOAD_MS=0 VACUUM_MS=0 FILL_MS=0
+OTHER_RUNS="INSERT INTO ksi_sales.fetch_runs (connector_id, window_from, window_to, codes_requested, started_at, finished_at, outcome, error)
+  SELECT c.id, t - interval '3 hours', t, 5, t, t + interval '1 second',
+         CASE WHEN (c.id + extract(epoch FROM t)::bigint / 900) % 20 = 0 THEN 'http_error' ELSE 'ok' END,
+         CASE WHEN (c.id + extract(epoch FROM t)::bigint / 900) % 20 = 0 THEN 'HTTP 500' END
+  FROM ksi_sales.connectors c,
+       generate_series(date_trunc('hour', now()) - interval '30 days', now() - interval '1 minute', interval '15 minutes') t
+  WHERE c.id > 1;
+  UPDATE ksi_sales.connector_state SET synced_until = date_trunc('hour', now()) WHERE connector_id > 1;
+  INSERT INTO ksi_sales.connector_state (connector_id, synced_until)
+  SELECT id, date_trunc('hour', now()) FROM ksi_sales.connectors WHERE id > 1 ON CONFLICT (connector_id) DO NOTHING;
+  ANALYZE ksi_sales.fetch_runs"
 if ! $REUSE; then
 	echo "sales_hourly at scale: $STORES stores x 8,760 hours = $((STORES * 8760)) rows"
 
@@ -104,6 +115,9 @@ if ! $REUSE; then
 	          FROM generate_series(date_trunc('hour', now()) - interval '90 days', date_trunc('hour', now()) - interval '1 hour', interval '15 minutes') t;
 	          UPDATE ksi_sales.stores SET linked_at = now() - interval '1 year' WHERE connector_id = 1;
 	          ANALYZE ksi_sales.fetch_runs" >/dev/null
+	# connector_health reads every connector's latest runs: the others get
+	# the 30 days a default retention keeps, 5 % of them failed.
+	psql_ -c "$OTHER_RUNS" >/dev/null
 	touch "$WORK/loaded"
 fi
 SIZE=$(psql_ -c "SELECT pg_size_pretty(pg_total_relation_size('ksi_sales.sales_hourly')) || ' (rollup ' ||
