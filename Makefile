@@ -158,7 +158,7 @@ man-check:
 # valgrind: any memory error or leak fails the run it happens in. db_oom
 # runs build/san/test_db_oom and dbq build/san/test_dbq (ASan and LSan,
 # never under valgrind) either way, tz build/san/tz_offsets.
-INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz dbcontract logs status metrics https crypt retention reconnect
+INTEGRATION_SUITES := run daemon tools probe views requests faults db_oom tokens dbq tz dbcontract logs status metrics https crypt retention claims
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --suppressions=tests/valgrind.supp
 valgrind: build/ksi-salesd build/fakeapi build/san/tz_offsets $(DB_UNIT_TESTS)
