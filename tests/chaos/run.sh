@@ -231,7 +231,10 @@ done <"$WORK/schedule"
 sleep "$(python3 -c "import time; print(max(0, $T0 + $DURATION - time.time()))")"
 # (A timer already reaped by an earlier wait has done its work.)
 for p in "${STOPPERS[@]}"; do wait "$p" 2>/dev/null; done
-ev quiet
+# Faults stop: also those still queued at the fake for a connector that
+# is backing off (each failure doubles its backoff, so a queue of three
+# would keep it failing for minutes into the quiet phase).
+ev "quiet $(curl -sf "$FAKE_URL/control/clear")"
 phase faults
 echo "chaos: quiet; waiting for every connector to catch up"
 
