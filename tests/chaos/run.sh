@@ -264,7 +264,7 @@ phase liveness
 wait_for "the daemons to be idle" 30 idle
 # The process list, but the fake: it plays the customer, who knows the token.
 # shellcheck disable=SC2009 # the whole listing is the point
-ps -eo args | grep -v "/fakeapi " >"$WORK/ps"
+ps -eo args | grep -v -F "$FAKE --port" >"$WORK/ps"
 # /metrics of every live daemon.
 while read -r pid slot log; do
 	[ -d "/proc/$pid" ] && curl -sf "http://127.0.0.1:${MPORT[$slot]}/metrics" >"$log.metrics"
