@@ -44,7 +44,8 @@ struct daemon;
  * claim until it ends (and is freed):
  *
  *   WAITING -> POLLING    start_waiting: handed to poll_start (pj set by it)
- *   WAITING -> ENDED      drop_waiting: stopping
+ *   WAITING -> ENDED      drop_waiting: stopping; add_job: a deferred job
+ *                         whose lease a newer claim took
  *   POLLING -> ENDED      start_waiting: poll_start ran out of memory
  *   POLLING -> FINISHING  on_polled: its end (next_poll, failures) is being
  *                         written on its own (finish set, or out of memory
@@ -55,10 +56,18 @@ struct daemon;
  *   FINISHING -> ENDED    on_finished: the end was written, or not
  *   any -> ENDED          daemon_main: leaving (dbq and http freed first)
  *
- * Only a WAITING job is on the wait queue (d->waiting); only a POLLING one has a
- * poll (pj, NULL again from on_polled on) and counts in npolling. The
- * lease is not released here: it goes with the end's write (db_finish) or
- * expires. */
+ * Only a WAITING job is on the wait queue (d->waiting), and only if it is
+ * not deferred; only a POLLING one has a poll (pj, NULL again from
+ * on_polled on) and counts in npolling. The lease is not released here:
+ * it goes with the end's write (db_finish) or expires.
+ *
+ * One connector is polled by one job at a time (add_job): a claim that
+ * returns a connector already a job here either holds the very lease that
+ * job holds (same epoch: the database lost the commit of that job's claim,
+ * a crash with synchronous_commit off) and is dropped, or a newer one (the
+ * job's lease expired while the process was stopped, and its writes will
+ * be refused) and waits, deferred, off the queue, until that job ended.
+ * Both found by the chaos soak (seed 101). */
 enum job_state {
 	JOB_WAITING, /* claimed, on the wait queue: not started yet */
 	JOB_POLLING,
@@ -91,6 +100,7 @@ struct job {
 	struct poll_job *pj;       /* while polling */
 	int64_t started;           /* when the poll started: the next is timed from it */
 	struct finish *finish;     /* the poll's end, while it is written */
+	bool deferred;             /* WAITING for an older job of c to end */
 };
 
 /* The end of a poll as a batched write (allocated only then: `once` holds
@@ -236,14 +246,31 @@ static void job_set_state(struct job *j, enum job_state to)
 		          job_state_names[to]);
 }
 
+/* The job of connector id here that is not deferred, or the deferred
+ * one, or NULL. */
+static struct job *job_of(struct daemon *d, int64_t id, bool deferred)
+{
+	struct job *j;
+	LIST_FOREACH(j, &d->jobs, link)
+	if (j->c.id == id && j->deferred == deferred)
+		return j;
+	return NULL;
+}
+
 /* Ends a job in any state: the caller has taken it off the wait queue and
- * freed its poll, if it had them. */
+ * freed its poll, if it had them. A claim of the same connector deferred
+ * behind it joins the queue (the caller starts it), unless stopping. */
 static void job_unlink_free(struct job *j)
 {
 	struct daemon *d = j->d;
 	job_set_state(j, JOB_ENDED);
 	LIST_REMOVE(j, link);
 	d->njobs--;
+	struct job *next = j->deferred ? NULL : job_of(d, j->c.id, true);
+	if (next && !d->stopping) {
+		next->deferred = false;
+		STAILQ_INSERT_TAIL(&d->waiting, next, waiting);
+	}
 	connector_free(&j->c);
 	free(j->finish);
 	free(j);
@@ -251,6 +278,7 @@ static void job_unlink_free(struct job *j)
 
 static void claim(struct daemon *d);
 static void release_stale(struct daemon *d);
+static void start_waiting(struct daemon *d);
 
 static void on_finished(int rc, const char *err, void *arg)
 {
@@ -263,6 +291,7 @@ static void on_finished(int rc, const char *err, void *arg)
 		          "could not record the next poll (the lease will expire): %s", err);
 	}
 	job_unlink_free(j);
+	start_waiting(d);
 	update_status(d);
 	if (!d->opt->once)
 		claim(d);
@@ -306,14 +335,19 @@ static void start_waiting(struct daemon *d)
 	}
 }
 
-/* Stopping: claimed polls not started yet are dropped (their leases go
- * with all the others in db_release_all). */
+/* Stopping: claimed polls not started yet are dropped, deferred ones too
+ * (their leases go with all the others in db_release_all). */
 static void drop_waiting(struct daemon *d)
 {
-	struct job *j;
+	struct job *j, *next;
 	while ((j = STAILQ_FIRST(&d->waiting))) {
 		STAILQ_REMOVE_HEAD(&d->waiting, waiting);
 		job_unlink_free(j);
+	}
+	for (j = LIST_FIRST(&d->jobs); j; j = next) {
+		next = LIST_NEXT(j, link);
+		if (j->deferred)
+			job_unlink_free(j);
 	}
 }
 
@@ -411,6 +445,7 @@ static void on_polled(const struct poll_result *r, void *user)
 		/* Another daemon has it now, or the end is already recorded (it
 		 * rode in the poll's last write): nothing more to write. */
 		job_unlink_free(j);
+		start_waiting(d);
 		update_status(d);
 		if (!d->opt->once && r->end_written)
 			claim(d);
@@ -447,6 +482,48 @@ static int claim_in_thread(struct db *db, void *arg, char *err, size_t errlen)
 	    db_count_leased_elsewhere(db, d->owner, &cl->leased_elsewhere, err, errlen) != 0)
 		cl->leased_elsewhere = 0;
 	return rc;
+}
+
+/* A claimed connector becomes a job (c moved into it), one at a time per
+ * connector (see enum job_state). */
+static void add_job(struct daemon *d, struct connector *c)
+{
+	struct job *running = job_of(d, c->id, false);
+	if (running && running->c.lease_epoch == c->lease_epoch) {
+		/* Our own lease, granted again: the job already polling holds it. */
+		log_warning("daemon", c->name,
+		            "claimed again under the lease a poll in progress holds (epoch %" PRId64
+		            "; the database lost a commit?): polled once",
+		            c->lease_epoch);
+		connector_free(c);
+		return;
+	}
+	struct job *j = calloc(1, sizeof(*j));
+	if (!j) {
+		log_error("daemon", c->name, "out of memory: not polled now");
+		connector_free(c);
+		return;
+	}
+	j->d = d;
+	j->c = *c; /* moved */
+	memset(c, 0, sizeof(*c));
+	if (running) {
+		/* The running job's lease is lost (its writes will be refused);
+		 * this newer claim polls once it ended. A claim deferred before
+		 * this one holds an older lease still: it is lost too. */
+		log_info("daemon", j->c.name,
+		         "claimed again (epoch %" PRId64 ") while a poll under a lease since lost "
+		         "(epoch %" PRId64 ") runs: polled once that one ends",
+		         j->c.lease_epoch, running->c.lease_epoch);
+		struct job *older = job_of(d, j->c.id, true);
+		if (older)
+			job_unlink_free(older);
+		j->deferred = true;
+	}
+	LIST_INSERT_HEAD(&d->jobs, j, link);
+	d->njobs++;
+	if (!j->deferred)
+		STAILQ_INSERT_TAIL(&d->waiting, j, waiting);
 }
 
 static void on_claimed(int rc, const char *err, void *arg)
@@ -491,20 +568,8 @@ static void on_claimed(int rc, const char *err, void *arg)
 			    cl->leased_elsewhere, cl->leased_elsewhere == 1 ? "" : "s",
 			    cl->leased_elsewhere == 1 ? "its" : "their");
 	}
-	for (size_t i = 0; i < cl->n; i++) {
-		struct job *j = calloc(1, sizeof(*j));
-		if (!j) {
-			log_error("daemon", cl->v[i].name, "out of memory: not polled now");
-			connector_free(&cl->v[i]);
-			continue;
-		}
-		j->d = d;
-		j->c = cl->v[i]; /* moved */
-		memset(&cl->v[i], 0, sizeof(cl->v[i]));
-		LIST_INSERT_HEAD(&d->jobs, j, link);
-		d->njobs++;
-		STAILQ_INSERT_TAIL(&d->waiting, j, waiting);
-	}
+	for (size_t i = 0; i < cl->n; i++)
+		add_job(d, &cl->v[i]);
 	start_waiting(d);
 	free(cl->v);
 	free(cl);

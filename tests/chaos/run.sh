@@ -13,6 +13,7 @@ set -uo pipefail
 SEED=${3:?usage: run.sh BINARY FAKEAPI SEED DURATION}
 DURATION=${4:?usage: run.sh BINARY FAKEAPI SEED DURATION}
 echo "chaos: seed $SEED, ${DURATION}s of faults (replay: make chaos SEED=$SEED DURATION=$DURATION)"
+PHASE_T=$SECONDS
 
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/../integration/lib.sh"
@@ -163,7 +164,11 @@ op_stop() {
 	# Continued by a background timer: the schedule goes on meanwhile.
 	(
 		sleep $((LEASE + 1))
-		op_sql touch "$c" >/dev/null 2>&1
+		# Stopped in the middle of a write, the daemon holds the row
+		# locks of its transaction until it is continued: this touch
+		# must not wait for them, or nothing ever continues it (seed 101
+		# hung so).
+		PGOPTIONS='-c lock_timeout=2s' op_sql touch "$c" >/dev/null 2>&1
 		sleep "$(python3 -c "print(max(0, $2 - $LEASE - 1))")"
 		kill -CONT "$pid" 2>/dev/null
 		echo "$(date +%s.%N) cont $pid" >>"$WORK/events"
@@ -198,6 +203,10 @@ op_sighup() {
 more_failed_reloads() { [ "$(grep -c "reload failed" "$1")" -gt "$2" ]; }
 daemon_log() { awk -v s="$1" '$2 == s { l = $3 } END { print l }' "$WORK/daemons"; }
 
+# Where the wall time goes, phase by phase (printed before the verdict).
+PHASES=
+phase() { PHASES="$PHASES $1 $((SECONDS - PHASE_T))s"; PHASE_T=$SECONDS; }
+phase setup
 STOPPERS=()
 python3 "$HERE/schedule.py" "$SEED" "$DURATION" "$NDAEMONS" "$NCONN" >"$WORK/schedule"
 echo "chaos: $(wc -l <"$WORK/schedule") faults scheduled"
@@ -222,7 +231,11 @@ done <"$WORK/schedule"
 sleep "$(python3 -c "import time; print(max(0, $T0 + $DURATION - time.time()))")"
 # (A timer already reaped by an earlier wait has done its work.)
 for p in "${STOPPERS[@]}"; do wait "$p" 2>/dev/null; done
-ev quiet
+# Faults stop: also those still queued at the fake for a connector that
+# is backing off (each failure doubles its backoff, so a queue of three
+# would keep it failing for minutes into the quiet phase).
+ev "quiet $(curl -sf "$FAKE_URL/control/clear")"
+phase faults
 echo "chaos: quiet; waiting for every connector to catch up"
 
 # Liveness: every enabled connector with stores synced into the current
@@ -247,10 +260,11 @@ else
 fi
 # Let every poll in flight finish before the daemons are scraped and stopped.
 idle() { [ "$(sql "SELECT count(*) FROM ksi_sales.connector_state WHERE lease_expires > now()")" = 0 ]; }
+phase liveness
 wait_for "the daemons to be idle" 30 idle
 # The process list, but the fake: it plays the customer, who knows the token.
 # shellcheck disable=SC2009 # the whole listing is the point
-ps -eo args | grep -v "/fakeapi " >"$WORK/ps"
+ps -eo args | grep -v -F "$FAKE --port" >"$WORK/ps"
 # /metrics of every live daemon.
 while read -r pid slot log; do
 	[ -d "/proc/$pid" ] && curl -sf "http://127.0.0.1:${MPORT[$slot]}/metrics" >"$log.metrics"
@@ -268,6 +282,8 @@ done <"$WORK/daemons"
 fake_stop
 pg_dump "$CONNINFO" --data-only --exclude-table=ksi_sales.connectors >"$WORK/dump.sql" 2>/dev/null
 
+phase teardown
+echo "chaos: wall time:$PHASES"
 python3 "$HERE/check.py" "$WORK" "$CONNINFO" "$TOKEN" "$SEED" "$DURATION"
 rc=$?
 [ $rc = 0 ] || KEEP=${KEEP:-1}

@@ -1575,6 +1575,20 @@ static enum MHD_Result control_fault(struct MHD_Connection *conn)
 	return send_reply(conn, &r, NULL);
 }
 
+/* GET /control/clear (--versioned only): drops every queued fault, for
+ * the chaos soak's quiet phase (faults stop, including those queued for a
+ * connector still backing off). Answers {"cleared":N}. */
+static enum MHD_Result control_clear(struct MHD_Connection *conn)
+{
+	pthread_mutex_lock(&fault_mutex);
+	size_t cleared = fault_count;
+	fault_count = 0;
+	pthread_mutex_unlock(&fault_mutex);
+	struct reply r = {.status = MHD_HTTP_OK, .content_type = "application/json"};
+	buf_addf(&r.head, "{\"cleared\":%zu}", cleared);
+	return send_reply(conn, &r, NULL);
+}
+
 static enum MHD_Result answer(struct MHD_Connection *conn, const char *url, const char *method)
 {
 	char err[512];
@@ -1592,6 +1606,8 @@ static enum MHD_Result answer(struct MHD_Connection *conn, const char *url, cons
 		return send_stats(conn);
 	if (values_file != NULL && strcmp(url, "/control/fault") == 0)
 		return control_fault(conn);
+	if (values_file != NULL && strcmp(url, "/control/clear") == 0)
+		return control_clear(conn);
 	if (parse_path(url, &m, err, sizeof err) != 0)
 		return send_error(conn, MHD_HTTP_NOT_FOUND, NULL, "%s", err);
 
