@@ -80,20 +80,13 @@ static int table_from(const PGresult *res, struct db_table *t)
 	return 0;
 }
 
-int db_health_table(struct db *db, struct db_table *out, char *err, size_t errlen)
+/* Runs sql (no parameters) and copies its rows into out; -1 with err (and
+ * the remedy for a privilege or schema error) on failure. */
+static int query_table(struct db *db, const char *what, const char *sql, struct db_table *out,
+                       char *err, size_t errlen)
 {
 	memset(out, 0, sizeof(*out));
-	PGresult *res = dbi_query(
-	    db, DBI_ROWS, NULL,
-	    "SELECT h.name, " STATE_ID ", " OVERDUE ", h.stores::text,"
-	    " coalesce(h.last_outcome, '-'),"
-	    " coalesce(to_char(h.last_success, 'YYYY-MM-DD HH24:MI:SS\"Z\"'), '-'),"
-	    " h.consecutive_failures::text,"
-	    " coalesce(to_char(h.synced_until, 'YYYY-MM-DD HH24:MI\"Z\"'), '-'),"
-	    " h.rows_last_24h::text,"
-	    " coalesce(h.last_error, CASE WHEN " OVERDUE " THEN 'no poll yet, due by '"
-	    " || to_char(" DUE_BY ", 'YYYY-MM-DD HH24:MI\"Z\"') END, '')" FROM_HEALTH HEALTH_ORDER,
-	    0, NULL, err, errlen);
+	PGresult *res = dbi_query(db, DBI_ROWS, what, sql, 0, NULL, err, errlen);
 	if (!res) {
 		dbi_add_remedy(db, false, err, errlen);
 		return -1;
@@ -105,64 +98,53 @@ int db_health_table(struct db *db, struct db_table *out, char *err, size_t errle
 	return rc;
 }
 
-/* UTC minutes, as status prints every time. */
-#define UTC_MINUTE(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI\"Z\"')"
+int db_health_table(struct db *db, struct db_table *out, char *err, size_t errlen)
+{
+	return query_table(
+	    db, NULL,
+	    "SELECT h.name, " STATE_ID ", " OVERDUE ", h.stores::text,"
+	    " coalesce(h.last_outcome, '-'),"
+	    " coalesce(to_char(h.last_success, 'YYYY-MM-DD HH24:MI:SS\"Z\"'), '-'),"
+	    " h.consecutive_failures::text,"
+	    " coalesce(to_char(h.synced_until, 'YYYY-MM-DD HH24:MI\"Z\"'), '-'),"
+	    " h.rows_last_24h::text,"
+	    " coalesce(h.last_error, CASE WHEN " OVERDUE " THEN 'no poll yet, due by '"
+	    " || to_char(" DUE_BY ", 'YYYY-MM-DD HH24:MI\"Z\"') END, '')" FROM_HEALTH HEALTH_ORDER,
+	    out, err, errlen);
+}
 
 /* retention_status, one row per partitioned audit table, both always (a
  * table whose partitions were all dropped still has a row, to warn about).
  * How far ahead writes have a partition is not the view's created_until
  * (the last partition's end) but the end of the partitions that follow one
  * another from the one taking rows now: a missing day in the middle is
- * where writes start failing. */
+ * where writes start failing. Times in UTC minutes, as status prints every
+ * time. */
+static const char partitions_sql[] =
+    "WITH RECURSIVE p AS ("
+    "  SELECT parent, range_from, range_to FROM ksi_sales.audit_partitions()"
+    "), cover(parent, until) AS ("
+    "  SELECT parent, range_to FROM p WHERE range_from <= now() AND now() < range_to"
+    "  UNION"
+    "  SELECT c.parent, p.range_to FROM cover c JOIN p ON p.parent = c.parent"
+    "   AND p.range_from <= c.until AND p.range_to > c.until"
+    ")"
+    " SELECT t.name, coalesce(s.partitions, 0)::text,"
+    " coalesce(to_char(s.oldest_from AT TIME ZONE 'UTC',"
+    "  CASE t.name WHEN 'fetch_runs' THEN 'YYYY-MM-DD' ELSE 'YYYY-MM' END), ''),"
+    " coalesce(to_char(s.legacy_until AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI\"Z\"'), ''),"
+    " coalesce(to_char(s.next_boundary AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI\"Z\"'), ''),"
+    " coalesce(to_char(c.until AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI\"Z\"'), ''),"
+    " coalesce(floor(extract(epoch FROM c.until - now()))::bigint::text, '')"
+    " FROM (VALUES (1, 'fetch_runs'), (2, 'rejected_records')) AS t(k, name)"
+    " LEFT JOIN ksi_sales.retention_status s ON s.table_name = t.name"
+    " LEFT JOIN (SELECT parent, max(until) AS until FROM cover GROUP BY parent) c"
+    "  ON c.parent = t.name"
+    " ORDER BY t.k";
+
 int db_partitions_table(struct db *db, struct db_table *out, char *err, size_t errlen)
 {
-	memset(out, 0, sizeof(*out));
-	PGresult *res = dbi_query(
-	    db, DBI_ROWS, "reading retention_status",
-	    "WITH RECURSIVE p AS ("
-	    "  SELECT parent, range_from, range_to FROM ksi_sales.audit_partitions()"
-	    "), cover(parent, until) AS ("
-	    "  SELECT parent, range_to FROM p WHERE range_from <= now() AND now() < range_to"
-	    "  UNION"
-	    "  SELECT c.parent, p.range_to FROM cover c JOIN p ON p.parent = c.parent"
-	    "   AND p.range_from <= c.until AND p.range_to > c.until"
-	    ")"
-	    " SELECT t.name, coalesce(s.partitions, 0)::text,"
-	    " coalesce(to_char(s.oldest_from AT TIME ZONE 'UTC',"
-	    "  CASE t.name WHEN 'fetch_runs' THEN 'YYYY-MM-DD' ELSE 'YYYY-MM' END), ''),"
-	    " coalesce(" UTC_MINUTE(
-	        "s.legacy_until") ", ''),"
-	                          " coalesce(" UTC_MINUTE(
-	                              "s.next_boundary") ", ''),"
-	                                                 " coalesce(" UTC_MINUTE(
-	                                                     "c.until") ", ''),"
-	                                                                " coalesce(floor(extract("
-	                                                                "epoch FROM c.until - "
-	                                                                "now()))::bigint::text, '')"
-	                                                                " FROM (VALUES (1, "
-	                                                                "'fetch_runs'), (2, "
-	                                                                "'rejected_records')) AS "
-	                                                                "t(k, name)"
-	                                                                " LEFT JOIN "
-	                                                                "ksi_sales.retention_"
-	                                                                "status s ON s.table_name "
-	                                                                "= t.name"
-	                                                                " LEFT JOIN (SELECT "
-	                                                                "parent, max(until) AS "
-	                                                                "until FROM cover GROUP BY "
-	                                                                "parent) c"
-	                                                                "  ON c.parent = t.name"
-	                                                                " ORDER BY t.k",
-	    0, NULL, err, errlen);
-	if (!res) {
-		dbi_add_remedy(db, false, err, errlen);
-		return -1;
-	}
-	int rc = table_from(res, out);
-	PQclear(res);
-	if (rc != 0)
-		dbi_set_err(err, errlen, "out of memory");
-	return rc;
+	return query_table(db, "reading retention_status", partitions_sql, out, err, errlen);
 }
 
 void db_table_free(struct db_table *t)

@@ -19,6 +19,17 @@ as_owner() {
 
 cmd=$1
 dir=$2
+
+# Starts the cluster in $dir (waiting up to $1 s) and prints its conninfo.
+server_start() {
+	as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t "$1" \
+		-o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=off \
+		    -c full_page_writes=off -c synchronous_commit=off -c max_connections=200 \
+		    ${PG_EXTRA_OPTS:-}" \
+		start >/dev/null ||
+		{ cat "$dir/server.log" >&2; exit 1; }
+	echo "host=$dir dbname=postgres user=postgres"
+}
 case $cmd in
 start)
 	mkdir -p "$dir"
@@ -26,22 +37,10 @@ start)
 	as_owner "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync \
 		-E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
 		{ cat "$dir/initdb.log" >&2; exit 1; }
-	as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-		-o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=off \
-		    -c full_page_writes=off -c synchronous_commit=off -c max_connections=200 \
-		    ${PG_EXTRA_OPTS:-}" \
-		start >/dev/null ||
-		{ cat "$dir/server.log" >&2; exit 1; }
-	echo "host=$dir dbname=postgres user=postgres"
+	server_start 60
 	;;
 resume)
-	as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 300 \
-		-o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=off \
-		    -c full_page_writes=off -c synchronous_commit=off -c max_connections=200 \
-		    ${PG_EXTRA_OPTS:-}" \
-		start >/dev/null ||
-		{ cat "$dir/server.log" >&2; exit 1; }
-	echo "host=$dir dbname=postgres user=postgres"
+	server_start 300 # a big cluster may replay WAL first
 	;;
 restart)
 	as_owner "$bindir/pg_ctl" -D "$dir/data" -m "${3:-fast}" -w -t 60 restart \
