@@ -212,10 +212,20 @@ int db_connect(const char *conninfo, struct db **out, char *err, size_t errlen)
 	 * the operator gives there, and poolers that refuse startup options
 	 * (PgBouncer) pass it. It overrides ALTER ROLE/DATABASE settings, which
 	 * apply at session start. pg_temp last, explicitly: unlisted it would
-	 * be searched first for tables. */
+	 * be searched first for tables.
+	 * idle_in_transaction_session_timeout: no code here keeps a
+	 * transaction open across anything but its own statements, so a
+	 * session idle in one for 10 s (the shortest lease) belongs to a
+	 * frozen process (SIGSTOP, a paused VM). Its row locks on
+	 * connector_state would keep every other daemon from taking over its
+	 * connectors, even once their leases expired, for as long as it stays
+	 * frozen; the server ends the session instead, its transaction rolls
+	 * back whole, and the process finds its connection gone when it wakes
+	 * (claims.sh, section 4). */
 	if (dbi_exec(db, NULL,
-	             "SET TIME ZONE 'UTC'; SET search_path = pg_catalog, ksi_sales, pg_temp", 0,
-	             NULL, err, errlen) != 0) {
+	             "SET TIME ZONE 'UTC'; SET search_path = pg_catalog, ksi_sales, pg_temp;"
+	             " SET idle_in_transaction_session_timeout = '10s'",
+	             0, NULL, err, errlen) != 0) {
 		db_close(db);
 		return -1;
 	}

@@ -10,7 +10,11 @@
 #     synchronous_commit off): the claim is dropped, the poll goes on;
 #  3. a claim takes a connector whose running poll's lease expired (as
 #     while the process was SIGSTOPped): that poll's writes are refused,
-#     and the new claim polls only once it ended.
+#     and the new claim polls only once it ended;
+#  4. a daemon frozen inside its write transaction (SIGSTOP, a paused VM)
+#     holds row locks every claim skips: its session is ended after 10 s
+#     idle in the transaction, so another daemon takes the connector over
+#     once its lease expired, and the frozen one's write is rolled back.
 #   claims.sh BINARY FAKEAPI
 set -uo pipefail
 
@@ -141,11 +145,57 @@ check "one request of slow at a time (the API's count)" 1 "$(api_at_once)"
 check "two requests, one fetch_runs row (the new claim's), ok" "2 1 1" "$(($(slow_requests) - REQUESTS0)) $(runs_since)"
 check "the lease epoch advanced by two (the poll's claim, the new claim)" "$((EPOCH0 + 2))" "$(epoch)"
 
+echo "# 4. a daemon frozen inside its write transaction"
+start_daemon other "$WORK/d.conf" "$DURL" || exit 1
+mark
+OTHER0=$(wc -l <"$WORK/other.log")
+# The write waits for this lock; the daemon is stopped while it waits, and
+# the lock is let go: the write's statement completes, and its transaction
+# stays open, idle, with its locks, for as long as the process is stopped.
+hold_start table "$CONNINFO" "LOCK TABLE ksi_sales.sales_hourly IN EXCLUSIVE MODE;"
+sql "UPDATE ksi_sales.connector_state SET next_poll = now()" >/dev/null
+write_waits() { sql_is 1 "SELECT count(*) FROM pg_stat_activity WHERE usename = 'ksi_race' AND wait_event_type = 'Lock'"; }
+wait_for "a daemon's write of slow to wait for the table" 20 write_waits
+HOLDER=$(sql "SELECT split_part(lease_owner, ':', 2) FROM ksi_sales.connector_state")
+case $HOLDER in
+"$PID_main") TAKER=other ;;
+"$PID_other") TAKER=main ;;
+*) TAKER=none ;;
+esac
+check "slow's lease is held by one of the two daemons" "t" "$([ "$TAKER" != none ] && echo t)"
+kill -STOP "$HOLDER"
+hold_end table
+frozen() { sql_is 1 "SELECT count(*) FROM pg_stat_activity WHERE usename = 'ksi_race' AND state = 'idle in transaction'"; }
+wait_for "the stopped daemon's session to sit idle in its transaction" 10 frozen
+# Without the timeout no claim could take slow (its row is locked) until
+# the process woke up.
+TAKER_LOG=$WORK/$TAKER.log
+TAKER0=$([ "$TAKER" = other ] && echo "$OTHER0" || echo "$LINES0")
+taken_over() { tail -n +"$((TAKER0 + 1))" "$TAKER_LOG" | grep -q 'connector slow: job waiting -> polling'; }
+if wait_for "the other daemon to take slow over while the first is stopped" 40 taken_over; then
+	ok "the other daemon takes slow over while the first is stopped"
+else not_ok "the other daemon takes slow over while the first is stopped"; fi
+check "the stopped daemon's session was ended (no session idle in a transaction)" 0 \
+	"$(sql "SELECT count(*) FROM pg_stat_activity WHERE usename = 'ksi_race' AND state = 'idle in transaction'")"
+taker_done() { tail -n +"$((TAKER0 + 1))" "$TAKER_LOG" | grep -q 'connector slow: job .* -> ended'; }
+wait_for "the taker's poll to end" 30 taker_done
+kill -CONT "$HOLDER"
+WOKEN_LOG=$WORK/$([ "$TAKER" = other ] && echo main || echo other).log
+WOKEN0=$([ "$TAKER" = other ] && echo "$LINES0" || echo "$OTHER0")
+restored() { tail -n +"$((WOKEN0 + 1))" "$WOKEN_LOG" | grep -q "database connection restored"; }
+if wait_for "the woken daemon to reconnect" 30 restored; then ok "the woken daemon reconnects"
+else not_ok "the woken daemon reconnects"; fi
+# The frozen write never committed: its request has no row; the taker's has.
+check "two requests, one fetch_runs row (the taker's), ok" "2 1 1" \
+	"$(($(slow_requests) - REQUESTS0)) $(runs_since)"
+
 # shellcheck disable=SC2154 # set by start_daemon
-kill -TERM "$PID_main"
+kill -TERM "$PID_main" "$PID_other"
 wait "$PID_main"
 check "SIGTERM exits 0" 0 $?
-check_absent "the token is in no daemon log" "$TOKEN" "$(cat "$WORK/main.log")"
+wait "$PID_other"
+check "SIGTERM exits 0 (the other daemon)" 0 $?
+check_absent "the token is in no daemon log" "$TOKEN" "$(cat "$WORK/main.log" "$WORK/other.log")"
 
 echo "claims: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -22,28 +22,6 @@ fake_start "$FAKE" --token "$TOKEN" || { cat "$WORK/fake.out" >&2; exit 1; }
 
 JANITOR_LOCK_KEY=7233879461275471170 # src/db_maint.c
 
-# hold_start NAME CONNINFO SQL: a psql session (in the background) that runs
-# SQL inside an open transaction and keeps it open until hold_end NAME.
-hold_start() {
-	local name=$1 url=$2
-	shift
-	mkfifo "$WORK/$name.in"
-	PGAPPNAME=hold_$name psql "$url" -X -q -v ON_ERROR_STOP=1 <"$WORK/$name.in" >"$WORK/$name.out" 2>&1 &
-	PIDS+=("$!")
-	eval "HOLD_PID_$name=$!"
-	eval "exec {HOLD_FD_$name}>\"\$WORK/$name.in\""
-	local fd_var="HOLD_FD_$name"
-	printf 'BEGIN;\n%s\n' "$2" >&"${!fd_var}"
-	# Its statement has run when its session waits, idle, in the transaction.
-	holding() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hold_$1' AND state = 'idle in transaction'")" = 1 ]; }
-	wait_for "$name to hold its locks" 20 holding "$name"
-}
-hold_end() {
-	local fd_var="HOLD_FD_$1" pid_var="HOLD_PID_$1"
-	printf 'COMMIT;\n' >&"${!fd_var}"
-	eval "exec ${!fd_var}>&-"
-	wait "${!pid_var}" 2>/dev/null
-}
 
 # ---------------------------------------------------------------------------
 echo "# 1. in place: a database at version 8, populated, with a daemon polling"
