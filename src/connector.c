@@ -20,6 +20,8 @@ void connector_free(struct connector *c)
 		free(c->bearer_token);
 	}
 	free(c->token_error);
+	free(c->token_ct);
+	free(c->token_key);
 	free(c->timezone);
 	for (size_t i = 0; i < c->ncodes; i++)
 		free(c->codes[i]);

@@ -76,6 +76,16 @@ char *dbi_dup(const PGresult *res, int row, int col, bool *oom);
  * go on). False only when out of memory. */
 bool dbi_read_token(const PGresult *res, int row, int col_enc, int col_key, struct connector *c);
 
+/* The same, put off: the ciphertext and key id are copied into c
+ * (token_ct, token_key) for dbi_decrypt_tokens after the transaction.
+ * False only when out of memory. */
+bool dbi_keep_token(const PGresult *res, int row, int col_enc, int col_key, struct connector *c);
+
+/* Decrypts what dbi_keep_token kept, for v[0..n), as dbi_read_token does.
+ * False only when out of memory (the tokens not decrypted then fail their
+ * connector with config_error). */
+bool dbi_decrypt_tokens(struct connector *v, size_t n);
+
 /* Appends "{1,2,3}", a bigint[] literal. */
 void dbi_add_ids(struct sbuf *b, const int64_t *ids, size_t n);
 /* Appends s as one quoted element of a text[] literal: "a\"b". */
@@ -83,8 +93,11 @@ void dbi_add_array_text(struct sbuf *b, const char *s);
 
 /* Loads connectors (enabled ones only when enabled_only; only those in ids,
  * a bigint[] literal, unless NULL) with their codes. Runs inside the
- * caller's transaction, so codes and connectors come from one snapshot. */
-int dbi_load_connectors(struct db *db, const char *ids, bool enabled_only, struct connector **out,
-                        size_t *n, char *err, size_t errlen) __attribute__((warn_unused_result));
+ * caller's transaction, so codes and connectors come from one snapshot.
+ * With defer_tokens, encrypted tokens are kept for dbi_decrypt_tokens,
+ * which the caller runs after its transaction. */
+int dbi_load_connectors(struct db *db, const char *ids, bool enabled_only, bool defer_tokens,
+                        struct connector **out, size_t *n, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -17,6 +17,24 @@ static int cmp_connector_id(const void *key, const void *elem)
 	return id < c->id ? -1 : id > c->id;
 }
 
+/* Decrypts ct into c->bearer_token, or says why not in c->token_error.
+ * False only when out of memory. */
+static bool decrypt_into(const unsigned char *ct, size_t len, const char *key_id,
+                         struct connector *c)
+{
+	char why[512];
+	char *plain = NULL;
+	if (tokens_decrypt(ct, len, key_id, &plain, why, sizeof(why)) == 0) {
+		/* The trigger leaves bearer_token NULL beside a ciphertext; were
+		 * both set, the encrypted one is the one written last. */
+		tokens_wipe(c->bearer_token);
+		c->bearer_token = plain;
+		return true;
+	}
+	c->token_error = strdup(why);
+	return c->token_error != NULL;
+}
+
 bool dbi_read_token(const PGresult *res, int row, int col_enc, int col_key, struct connector *c)
 {
 	if (PQgetisnull(res, row, col_enc))
@@ -27,24 +45,49 @@ bool dbi_read_token(const PGresult *res, int row, int col_enc, int col_key, stru
 	if (!ct)
 		return false;
 	const char *key_id = PQgetisnull(res, row, col_key) ? NULL : PQgetvalue(res, row, col_key);
-	char why[512];
-	char *plain = NULL;
-	bool ok = true;
-	if (tokens_decrypt(ct, len, key_id, &plain, why, sizeof(why)) == 0) {
-		/* The trigger leaves bearer_token NULL beside a ciphertext; were
-		 * both set, the encrypted one is the one written last. */
-		tokens_wipe(c->bearer_token);
-		c->bearer_token = plain;
-	} else {
-		c->token_error = strdup(why);
-		ok = c->token_error != NULL;
-	}
+	bool ok = decrypt_into(ct, len, key_id, c);
 	PQfreemem(ct);
 	return ok;
 }
 
+bool dbi_keep_token(const PGresult *res, int row, int col_enc, int col_key, struct connector *c)
+{
+	if (PQgetisnull(res, row, col_enc))
+		return true;
+	size_t len = 0;
+	unsigned char *ct =
+	    PQunescapeBytea((const unsigned char *)PQgetvalue(res, row, col_enc), &len);
+	if (!ct)
+		return false;
+	c->token_ct = malloc(len ? len : 1);
+	bool oom = false;
+	c->token_key = dbi_dup(res, row, col_key, &oom);
+	if (c->token_ct)
+		memcpy(c->token_ct, ct, len);
+	c->token_ct_len = len;
+	PQfreemem(ct);
+	return c->token_ct && !oom;
+}
+
+bool dbi_decrypt_tokens(struct connector *v, size_t n)
+{
+	bool ok = true;
+	for (size_t i = 0; i < n; i++) {
+		struct connector *c = &v[i];
+		if (!c->token_ct)
+			continue;
+		ok &= decrypt_into(c->token_ct, c->token_ct_len, c->token_key, c);
+		free(c->token_ct);
+		free(c->token_key);
+		c->token_ct = NULL;
+		c->token_key = NULL;
+		c->token_ct_len = 0;
+	}
+	return ok;
+}
+
 /* Fills v[0..rows) from the connectors query's result. */
-static bool read_connectors(const PGresult *res, struct connector *v, int rows)
+static bool read_connectors(const PGresult *res, struct connector *v, int rows, bool defer_tokens)
 {
 	bool oom = false;
 	for (int i = 0; i < rows; i++) {
@@ -63,7 +106,8 @@ static bool read_connectors(const PGresult *res, struct connector *v, int rows)
 		c->synced_until = c->has_synced ? dbi_int64(res, i, 10) : 0;
 		c->lease_epoch = dbi_int64(res, i, 11);
 		c->failures = (unsigned)dbi_int64(res, i, 12);
-		oom |= !dbi_read_token(res, i, 13, 14, c);
+		oom |= defer_tokens ? !dbi_keep_token(res, i, 13, 14, c)
+		                    : !dbi_read_token(res, i, 13, 14, c);
 	}
 	return !oom;
 }
@@ -97,8 +141,8 @@ static bool read_codes(const PGresult *res, struct connector *v, int rows)
 	return true;
 }
 
-int dbi_load_connectors(struct db *db, const char *ids, bool enabled_only, struct connector **out,
-                        size_t *n, char *err, size_t errlen)
+int dbi_load_connectors(struct db *db, const char *ids, bool enabled_only, bool defer_tokens,
+                        struct connector **out, size_t *n, char *err, size_t errlen)
 {
 	*out = NULL;
 	*n = 0;
@@ -137,7 +181,7 @@ int dbi_load_connectors(struct db *db, const char *ids, bool enabled_only, struc
 	if (!sres)
 		goto out;
 	v = calloc(rows ? (size_t)rows : 1, sizeof(*v));
-	if (!v || !read_connectors(cres, v, rows) || !read_codes(sres, v, rows)) {
+	if (!v || !read_connectors(cres, v, rows, defer_tokens) || !read_codes(sres, v, rows)) {
 		dbi_set_err(err, errlen, "out of memory loading connectors");
 		goto out;
 	}
@@ -174,8 +218,8 @@ int db_load_connector_by_name(struct db *db, const char *name, struct connector 
 	} else if (res) {
 		struct connector *v = NULL;
 		size_t n = 0;
-		if (dbi_load_connectors(db, PQgetvalue(res, 0, 0), true, &v, &n, err, errlen) ==
-		        0 &&
+		if (dbi_load_connectors(db, PQgetvalue(res, 0, 0), true, false, &v, &n, err,
+		                        errlen) == 0 &&
 		    n == 1) {
 			*out = v[0];
 			free(v);
@@ -208,7 +252,7 @@ static int load_claimed(struct db *db, const PGresult *res, struct connector **o
 	if (ids.failed)
 		dbi_set_err(err, errlen, "out of memory claiming connectors");
 	else
-		rc = dbi_load_connectors(db, ids.data, true, out, n, err, errlen);
+		rc = dbi_load_connectors(db, ids.data, true, true, out, n, err, errlen);
 	free(ids.data);
 	return rc;
 }
@@ -257,7 +301,14 @@ int db_claim(struct db *db, const char *owner, int64_t lease_s, size_t limit, bo
 		dbi_end_quietly(db, "ROLLBACK");
 		return -1;
 	}
-	if (dbi_exec(db, "claiming connectors", "COMMIT", 0, NULL, err, errlen) != 0) {
+	bool ok = dbi_exec(db, "claiming connectors", "COMMIT", 0, NULL, err, errlen) == 0;
+	/* After the COMMIT: the decryptions hold no lock (the leases keep the
+	 * connectors ours). */
+	if (ok && !dbi_decrypt_tokens(*out, *n)) {
+		dbi_set_err(err, errlen, "out of memory decrypting tokens");
+		ok = false;
+	}
+	if (!ok) {
 		connectors_free(*out, *n);
 		*out = NULL;
 		*n = 0;

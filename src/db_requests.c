@@ -40,7 +40,7 @@ static int load_test_connector(struct db *db, struct connector *c, char *err, si
 	snprintf(ids, sizeof(ids), "{%" PRId64 "}", c->id);
 	struct connector *v = NULL;
 	size_t n = 0;
-	if (dbi_load_connectors(db, ids, false, &v, &n, err, errlen) != 0)
+	if (dbi_load_connectors(db, ids, false, false, &v, &n, err, errlen) != 0)
 		return -1;
 	if (n == 1) {
 		*c = v[0]; /* moved */
@@ -294,7 +294,7 @@ static int take_backfill(struct db *db, const char *owner, const char *lease,
 	snprintf(ids, sizeof(ids), "{%" PRId64 "}", out->connector_id);
 	struct connector *v = NULL;
 	size_t n = 0;
-	if (dbi_load_connectors(db, ids, true, &v, &n, err, errlen) != 0)
+	if (dbi_load_connectors(db, ids, true, false, &v, &n, err, errlen) != 0)
 		return -1;
 	if (n == 1) {
 		out->c = v[0]; /* moved */
