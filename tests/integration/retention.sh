@@ -272,11 +272,11 @@ dropped_old() { [ -z "$(fsql -c "SELECT to_regclass('ksi_sales.$OLD')")" ]; }
 wait_for "the next cycle to drop $OLD" 30 dropped_old
 ok "the next cycle dropped $OLD once the reader was done"
 # The daemon's other janitor task: the fleet rollup's deltas folded.
+LINES=$(wc -l <"$WORK/janitor.log")
 fsql -c "INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code) VALUES ('fold', 1, 'FOLD');
          INSERT INTO ksi_sales.sales_hourly (store_id, hour, num_tickets, ext_ref_code, connector_id)
          SELECT id, timestamptz '2026-02-01 00:00Z' + k * interval '1 hour', 3, 'FOLD', 1
          FROM ksi_sales.stores, generate_series(0, 47) k WHERE name = 'fold'" >/dev/null
-LINES=$(wc -l <"$WORK/janitor.log")
 folded() { [ "$(fsql -c "SELECT count(*) FROM ksi_sales.sales_fleet_delta")" = 0 ] &&
 	tail -n +"$LINES" "$WORK/janitor.log" | grep -q "fleet rollup: [1-9][0-9]* deltas folded"; }
 wait_for "the daemon's janitor to fold the fleet deltas" 30 folded
@@ -347,6 +347,13 @@ wait_for "the second fold to wait for the first" 10 fold2_waits
 hold_end fold1
 wait "$FOLD2"
 check "two folds at once: the second folds nothing, the days are still exact" "0 0" "$(cat "$WORK/fold2.out") $(fleet_diff)"
+# Change-data capture publishes every table: the fold's DELETE must still
+# work (the deltas have a replica identity, 0015).
+fsql -c "CREATE PUBLICATION cdc FOR ALL TABLES" 2>/dev/null
+fsql -c "UPDATE ksi_sales.sales_hourly SET num_tickets = num_tickets + 1 WHERE hour = '2026-03-01 05:00Z'" >/dev/null
+check "with every table published, a fold still folds, and the days are exact" "t 0" \
+	"$(fsql -c "SELECT ksi_sales.sales_fleet_compact() > 0" 2>&1) $(fleet_diff)"
+fsql -c "DROP PUBLICATION cdc" >/dev/null
 fsql -c "TRUNCATE ksi_sales.sales_hourly" >/dev/null
 check "after TRUNCATE" "0 0" "$(fsql -c "SELECT count(*) || ' ' || $(rollup_diff | tr -d ' ') FROM ksi_sales.sales_daily")"
 check "... and the fleet's days and deltas are empty too" "0 0" \

@@ -391,6 +391,32 @@ VALUES ($(store U3), '2001-01-01Z', 1, 'U3', $(conn utc));
 ROLLBACK;
 SQL
 )"
+check "daemon: its writes keep the rollups (a trigger fires without EXECUTE on its function)" "1 1" \
+	"$(psql "$CONNINFO" -X -q -A -t -v ON_ERROR_STOP=1 2>&1 <<SQL | tail -1
+BEGIN;
+SET LOCAL ROLE ksi_salesd_daemon;
+INSERT INTO ksi_sales.sales_hourly (store_id, hour, num_tickets, ext_ref_code, connector_id)
+VALUES ($(store U3), '2001-01-01 12:00Z', 7, 'U3', $(conn utc));
+RESET ROLE;
+SELECT (SELECT count(*) FROM ksi_sales.sales_daily_rollup WHERE store_id = $(store U3) AND day = '2001-01-01')
+       || ' ' || (SELECT count(*) FROM ksi_sales.sales_fleet_delta WHERE day = '2001-01-01');
+ROLLBACK;
+SQL
+)"
+# The rollups' trigger functions run as the owner: attached to a table of
+# one's own and fired, they would empty or forge the rollups (0015).
+for role in ksi_salesd_dashboard ksi_salesd_daemon; do
+	check_contains "$role: attaching a rollup's trigger function to its own table is denied" \
+		"permission denied for function ksi_sales.sales_rollup_truncate" \
+		"$(sql_err "BEGIN; SET LOCAL ROLE $role; CREATE TEMP TABLE t (x int);
+		            CREATE TRIGGER z AFTER TRUNCATE ON t EXECUTE FUNCTION ksi_sales.sales_rollup_truncate(); ROLLBACK")"
+done
+check "no trigger function of the schema is executable but by its owner" "0" \
+	"$(sql "SELECT count(*) FROM pg_proc p CROSS JOIN (VALUES ('ksi_salesd_daemon'), ('ksi_salesd_dashboard'), ('public')) r(role)
+	        WHERE p.pronamespace = 'ksi_sales'::regnamespace AND p.prorettype = 'trigger'::regtype
+	          AND CASE WHEN r.role = 'public' THEN EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+	                                                      WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
+	                   ELSE has_function_privilege(r.role, p.oid, 'EXECUTE') END")"
 check "grant_role_privileges() is idempotent" "ok" \
 	"$(sql "SELECT ksi_sales.grant_role_privileges(); SELECT ksi_sales.grant_role_privileges(); SELECT 'ok'" | tail -1)"
 
