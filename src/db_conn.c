@@ -251,6 +251,12 @@ static int latest_known_version(void)
 	return migrations_count ? migrations[migrations_count - 1].version : 0;
 }
 
+/* READ COMMITTED whatever default_transaction_isolation says: a migration
+ * that fills a table from another after locking it (0012's rollup, 0014's
+ * fleet days) must read what writers committed up to the lock, not a
+ * snapshot taken before it. */
+#define MIGRATE_BEGIN "BEGIN ISOLATION LEVEL READ COMMITTED"
+
 /* Inside migrate's transaction: takes the lock, creates the schema and
  * schema_migrations if missing, and reads the version applied so far. */
 static int migrate_begin(struct db *db, long *current, char *why, size_t whylen)
@@ -327,7 +333,7 @@ static int migrate_commit(struct db *db, const size_t *done, size_t *ndone, size
 	*ndone = 0;
 	if (last)
 		return 0;
-	if (dbi_exec(db, NULL, "BEGIN", 0, NULL, why, whylen) != 0)
+	if (dbi_exec(db, NULL, MIGRATE_BEGIN, 0, NULL, why, whylen) != 0)
 		return -1;
 	*in_tx = true;
 	return migrate_begin(db, current, why, whylen);
@@ -345,7 +351,7 @@ int db_migrate(struct db *db, int *applied, char *err, size_t errlen)
 	size_t total = 0; /* committed in earlier transactions of this run */
 	long current = 0;
 	bool in_tx = true;
-	if (dbi_exec(db, NULL, "BEGIN", 0, NULL, why, sizeof(why)) != 0)
+	if (dbi_exec(db, NULL, MIGRATE_BEGIN, 0, NULL, why, sizeof(why)) != 0)
 		goto fail;
 	if (migrate_begin(db, &current, why, sizeof(why)) != 0)
 		goto rollback;
