@@ -167,6 +167,7 @@ kill -STOP "$HOLDER"
 hold_end table
 frozen() { sql_is 1 "SELECT count(*) FROM pg_stat_activity WHERE usename = 'ksi_race' AND state = 'idle in transaction'"; }
 wait_for "the stopped daemon's session to sit idle in its transaction" 10 frozen
+FROZEN_BACKEND=$(sql "SELECT pid FROM pg_stat_activity WHERE usename = 'ksi_race' AND state = 'idle in transaction'")
 # Without the timeout no claim could take slow (its row is locked) until
 # the process woke up.
 TAKER_LOG=$WORK/$TAKER.log
@@ -175,26 +176,33 @@ taken_over() { tail -n +"$((TAKER0 + 1))" "$TAKER_LOG" | grep -q 'connector slow
 if wait_for "the other daemon to take slow over while the first is stopped" 40 taken_over; then
 	ok "the other daemon takes slow over while the first is stopped"
 else not_ok "the other daemon takes slow over while the first is stopped"; fi
-check "the stopped daemon's session was ended (no session idle in a transaction)" 0 \
-	"$(sql "SELECT count(*) FROM pg_stat_activity WHERE usename = 'ksi_race' AND state = 'idle in transaction'")"
+check "the stopped daemon's session was ended by the server" 0 \
+	"$(sql "SELECT count(*) FROM pg_stat_activity WHERE pid = ${FROZEN_BACKEND:-0}")"
 taker_done() { tail -n +"$((TAKER0 + 1))" "$TAKER_LOG" | grep -q 'connector slow: job .* -> ended'; }
 wait_for "the taker's poll to end" 30 taker_done
 kill -CONT "$HOLDER"
 WOKEN_LOG=$WORK/$([ "$TAKER" = other ] && echo main || echo other).log
 WOKEN0=$([ "$TAKER" = other ] && echo "$LINES0" || echo "$OTHER0")
-restored() { tail -n +"$((WOKEN0 + 1))" "$WOKEN_LOG" | grep -q "database connection restored"; }
-if wait_for "the woken daemon to reconnect" 30 restored; then ok "the woken daemon reconnects"
-else not_ok "the woken daemon reconnects"; fi
+WOKEN_PID=$([ "$TAKER" = other ] && echo "$PID_main" || echo "$PID_other")
+TAKER_PID=$([ "$TAKER" = other ] && echo "$PID_other" || echo "$PID_main")
+# Awake, it finds its session ended: its poll's write fails and the job ends.
+woken_done() { tail -n +"$((WOKEN0 + 1))" "$WOKEN_LOG" | grep -q 'connector slow: job .* -> ended'; }
+if wait_for "the woken daemon's poll to end" 30 woken_done; then ok "the woken daemon's poll ends"
+else not_ok "the woken daemon's poll ends"; tail -n 15 "$WOKEN_LOG" | sed 's/^/    /'; fi
 # The frozen write never committed: its request has no row; the taker's has.
 check "two requests, one fetch_runs row (the taker's), ok" "2 1 1" \
 	"$(($(slow_requests) - REQUESTS0)) $(runs_since)"
-
-# shellcheck disable=SC2154 # set by start_daemon
-kill -TERM "$PID_main" "$PID_other"
-wait "$PID_main"
-check "SIGTERM exits 0" 0 $?
-wait "$PID_other"
-check "SIGTERM exits 0 (the other daemon)" 0 $?
+kill -TERM "$TAKER_PID"
+wait "$TAKER_PID"
+check "SIGTERM exits 0 (the daemon that took over)" 0 $?
+# Alone now, the woken daemon must poll slow again: its connections work.
+BEFORE=$(ok_runs)
+sql "UPDATE ksi_sales.connector_state SET next_poll = now()" >/dev/null
+if wait_for "the woken daemon to poll slow again" 30 idle_after $((BEFORE + 1)); then ok "the woken daemon polls again"
+else not_ok "the woken daemon polls again"; tail -n 15 "$WOKEN_LOG" | sed 's/^/    /'; fi
+kill -TERM "$WOKEN_PID"
+wait "$WOKEN_PID"
+check "SIGTERM exits 0 (the woken daemon)" 0 $?
 check_absent "the token is in no daemon log" "$TOKEN" "$(cat "$WORK/main.log" "$WORK/other.log")"
 
 echo "claims: $PASSED passed, $FAILED failed"
