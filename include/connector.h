@@ -15,10 +15,9 @@ struct connector {
 	/* Why the stored (encrypted) token could not be decrypted, naming the
 	 * key; NULL when it could. connector_check reports it (config_error). */
 	char *token_error;
-	/* The encrypted token as read, when its decryption was put off until
-	 * after the claim's transaction (db_claim: an RSA decryption per
-	 * connector must not hold the claim's row locks, nor leave its session
-	 * idle in a transaction); NULL once decrypted or when there is none. */
+	/* The encrypted token as read, until it is decrypted after the
+	 * transaction that read it (dbi_keep_token, dbi_decrypt_tokens);
+	 * NULL once decrypted or when there is none. */
 	unsigned char *token_ct;
 	size_t token_ct_len;
 	char *token_key;

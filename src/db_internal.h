@@ -71,19 +71,16 @@ int64_t dbi_int64(const PGresult *res, int row, int col);
 char *dbi_dup(const PGresult *res, int row, int col, bool *oom);
 
 /* A row's encrypted token (bytea at col_enc, its key id at col_key), if
- * any, decrypted into c->bearer_token, or the reason it cannot be into
- * c->token_error (the connector then fails with config_error, the others
- * go on). False only when out of memory. */
-bool dbi_read_token(const PGresult *res, int row, int col_enc, int col_key, struct connector *c);
-
-/* The same, put off: the ciphertext and key id are copied into c
- * (token_ct, token_key) for dbi_decrypt_tokens after the transaction.
- * False only when out of memory. */
+ * any, copied into c (token_ct, token_key) for dbi_decrypt_tokens, which
+ * the caller runs once its transaction has ended: an RSA decryption per
+ * connector must not hold the transaction's locks, nor leave its session
+ * idle in it (idle_in_transaction_session_timeout). False only when out
+ * of memory. */
 bool dbi_keep_token(const PGresult *res, int row, int col_enc, int col_key, struct connector *c);
 
-/* Decrypts what dbi_keep_token kept, for v[0..n), as dbi_read_token does.
- * False only when out of memory (the tokens not decrypted then fail their
- * connector with config_error). */
+/* Decrypts what dbi_keep_token kept, for v[0..n), into bearer_token, or
+ * the reason it cannot be into token_error (the connector then fails with
+ * config_error, the others go on). False only when out of memory. */
 bool dbi_decrypt_tokens(struct connector *v, size_t n);
 
 /* Appends "{1,2,3}", a bigint[] literal. */
@@ -94,10 +91,9 @@ void dbi_add_array_text(struct sbuf *b, const char *s);
 /* Loads connectors (enabled ones only when enabled_only; only those in ids,
  * a bigint[] literal, unless NULL) with their codes. Runs inside the
  * caller's transaction, so codes and connectors come from one snapshot.
- * With defer_tokens, encrypted tokens are kept for dbi_decrypt_tokens,
- * which the caller runs after its transaction. */
-int dbi_load_connectors(struct db *db, const char *ids, bool enabled_only, bool defer_tokens,
-                        struct connector **out, size_t *n, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+ * Their encrypted tokens are kept (dbi_keep_token): the caller decrypts
+ * them after the transaction. */
+int dbi_load_connectors(struct db *db, const char *ids, bool enabled_only, struct connector **out,
+                        size_t *n, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif

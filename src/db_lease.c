@@ -17,39 +17,6 @@ static int cmp_connector_id(const void *key, const void *elem)
 	return id < c->id ? -1 : id > c->id;
 }
 
-/* Decrypts ct into c->bearer_token, or says why not in c->token_error.
- * False only when out of memory. */
-static bool decrypt_into(const unsigned char *ct, size_t len, const char *key_id,
-                         struct connector *c)
-{
-	char why[512];
-	char *plain = NULL;
-	if (tokens_decrypt(ct, len, key_id, &plain, why, sizeof(why)) == 0) {
-		/* The trigger leaves bearer_token NULL beside a ciphertext; were
-		 * both set, the encrypted one is the one written last. */
-		tokens_wipe(c->bearer_token);
-		c->bearer_token = plain;
-		return true;
-	}
-	c->token_error = strdup(why);
-	return c->token_error != NULL;
-}
-
-bool dbi_read_token(const PGresult *res, int row, int col_enc, int col_key, struct connector *c)
-{
-	if (PQgetisnull(res, row, col_enc))
-		return true;
-	size_t len = 0;
-	unsigned char *ct =
-	    PQunescapeBytea((const unsigned char *)PQgetvalue(res, row, col_enc), &len);
-	if (!ct)
-		return false;
-	const char *key_id = PQgetisnull(res, row, col_key) ? NULL : PQgetvalue(res, row, col_key);
-	bool ok = decrypt_into(ct, len, key_id, c);
-	PQfreemem(ct);
-	return ok;
-}
-
 bool dbi_keep_token(const PGresult *res, int row, int col_enc, int col_key, struct connector *c)
 {
 	if (PQgetisnull(res, row, col_enc))
@@ -76,7 +43,18 @@ bool dbi_decrypt_tokens(struct connector *v, size_t n)
 		struct connector *c = &v[i];
 		if (!c->token_ct)
 			continue;
-		ok &= decrypt_into(c->token_ct, c->token_ct_len, c->token_key, c);
+		char why[512];
+		char *plain = NULL;
+		if (tokens_decrypt(c->token_ct, c->token_ct_len, c->token_key, &plain, why,
+		                   sizeof(why)) == 0) {
+			/* The trigger leaves bearer_token NULL beside a ciphertext;
+			 * were both set, the encrypted one is the one written last. */
+			tokens_wipe(c->bearer_token);
+			c->bearer_token = plain;
+		} else {
+			c->token_error = strdup(why);
+			ok &= c->token_error != NULL;
+		}
 		free(c->token_ct);
 		free(c->token_key);
 		c->token_ct = NULL;
@@ -87,7 +65,7 @@ bool dbi_decrypt_tokens(struct connector *v, size_t n)
 }
 
 /* Fills v[0..rows) from the connectors query's result. */
-static bool read_connectors(const PGresult *res, struct connector *v, int rows, bool defer_tokens)
+static bool read_connectors(const PGresult *res, struct connector *v, int rows)
 {
 	bool oom = false;
 	for (int i = 0; i < rows; i++) {
@@ -106,8 +84,7 @@ static bool read_connectors(const PGresult *res, struct connector *v, int rows, 
 		c->synced_until = c->has_synced ? dbi_int64(res, i, 10) : 0;
 		c->lease_epoch = dbi_int64(res, i, 11);
 		c->failures = (unsigned)dbi_int64(res, i, 12);
-		oom |= defer_tokens ? !dbi_keep_token(res, i, 13, 14, c)
-		                    : !dbi_read_token(res, i, 13, 14, c);
+		oom |= !dbi_keep_token(res, i, 13, 14, c);
 	}
 	return !oom;
 }
@@ -141,8 +118,8 @@ static bool read_codes(const PGresult *res, struct connector *v, int rows)
 	return true;
 }
 
-int dbi_load_connectors(struct db *db, const char *ids, bool enabled_only, bool defer_tokens,
-                        struct connector **out, size_t *n, char *err, size_t errlen)
+int dbi_load_connectors(struct db *db, const char *ids, bool enabled_only, struct connector **out,
+                        size_t *n, char *err, size_t errlen)
 {
 	*out = NULL;
 	*n = 0;
@@ -181,7 +158,7 @@ int dbi_load_connectors(struct db *db, const char *ids, bool enabled_only, bool 
 	if (!sres)
 		goto out;
 	v = calloc(rows ? (size_t)rows : 1, sizeof(*v));
-	if (!v || !read_connectors(cres, v, rows, defer_tokens) || !read_codes(sres, v, rows)) {
+	if (!v || !read_connectors(cres, v, rows) || !read_codes(sres, v, rows)) {
 		dbi_set_err(err, errlen, "out of memory loading connectors");
 		goto out;
 	}
@@ -218,8 +195,8 @@ int db_load_connector_by_name(struct db *db, const char *name, struct connector 
 	} else if (res) {
 		struct connector *v = NULL;
 		size_t n = 0;
-		if (dbi_load_connectors(db, PQgetvalue(res, 0, 0), true, false, &v, &n, err,
-		                        errlen) == 0 &&
+		if (dbi_load_connectors(db, PQgetvalue(res, 0, 0), true, &v, &n, err, errlen) ==
+		        0 &&
 		    n == 1) {
 			*out = v[0];
 			free(v);
@@ -230,6 +207,11 @@ int db_load_connector_by_name(struct db *db, const char *name, struct connector 
 	}
 	PQclear(res);
 	dbi_end_quietly(db, "COMMIT");
+	if (rc == 0 && !dbi_decrypt_tokens(out, 1)) {
+		connector_free(out);
+		dbi_set_err(err, errlen, "out of memory decrypting the token");
+		rc = -1;
+	}
 	return rc;
 }
 
@@ -252,7 +234,7 @@ static int load_claimed(struct db *db, const PGresult *res, struct connector **o
 	if (ids.failed)
 		dbi_set_err(err, errlen, "out of memory claiming connectors");
 	else
-		rc = dbi_load_connectors(db, ids.data, true, true, out, n, err, errlen);
+		rc = dbi_load_connectors(db, ids.data, true, out, n, err, errlen);
 	free(ids.data);
 	return rc;
 }

@@ -40,7 +40,7 @@ static int load_test_connector(struct db *db, struct connector *c, char *err, si
 	snprintf(ids, sizeof(ids), "{%" PRId64 "}", c->id);
 	struct connector *v = NULL;
 	size_t n = 0;
-	if (dbi_load_connectors(db, ids, false, false, &v, &n, err, errlen) != 0)
+	if (dbi_load_connectors(db, ids, false, &v, &n, err, errlen) != 0)
 		return -1;
 	if (n == 1) {
 		*c = v[0]; /* moved */
@@ -97,7 +97,7 @@ static bool read_tests(const PGresult *res, struct db_conn_test *v, size_t rows,
 		} else {
 			t->c.endpoint_url = dbi_dup(res, r, 3, &oom);
 			t->c.bearer_token = dbi_dup(res, r, 4, &oom);
-			oom |= !dbi_read_token(res, r, 8, 9, &t->c);
+			oom |= !dbi_keep_token(res, r, 8, 9, &t->c);
 			t->c.timezone = dbi_dup(res, r, 5, &oom);
 		}
 		t->has_from = !PQgetisnull(res, r, 6);
@@ -176,6 +176,15 @@ int db_claim_conn_tests(struct db *db, const char *owner, int64_t lease_s, size_
 	if (complete_tests(db, v, rows, ids.data, err, errlen) != 0 ||
 	    dbi_exec(db, "claiming connection tests", "COMMIT", 0, NULL, err, errlen) != 0)
 		goto out;
+	for (size_t i = 0; i < rows; i++)
+		if (!dbi_decrypt_tokens(&v[i].c, 1)) {
+			/* Committed: the tests' leases expire and they are tried again. */
+			dbi_set_err(err, errlen, "out of memory decrypting tokens");
+			db_conn_tests_free(v, rows);
+			free(ids.data);
+			PQclear(res);
+			return -1;
+		}
 	*out = v;
 	*n = rows;
 	v = NULL;
@@ -294,7 +303,7 @@ static int take_backfill(struct db *db, const char *owner, const char *lease,
 	snprintf(ids, sizeof(ids), "{%" PRId64 "}", out->connector_id);
 	struct connector *v = NULL;
 	size_t n = 0;
-	if (dbi_load_connectors(db, ids, true, false, &v, &n, err, errlen) != 0)
+	if (dbi_load_connectors(db, ids, true, &v, &n, err, errlen) != 0)
 		return -1;
 	if (n == 1) {
 		out->c = v[0]; /* moved */
@@ -340,8 +349,15 @@ int db_claim_backfill(struct db *db, const char *owner, int64_t lease_s, struct 
 	if (take_backfill(db, owner, lease, out, err, errlen) != 0 ||
 	    dbi_exec(db, what, "COMMIT", 0, NULL, err, errlen) != 0)
 		goto out;
-	*claimed = true;
 	rc = 0;
+	if (!dbi_decrypt_tokens(&out->c, 1)) {
+		/* Committed: the request's lease expires and it is taken again. */
+		dbi_set_err(err, errlen, "out of memory decrypting the token");
+		db_backfill_free(out);
+		PQclear(cand);
+		return -1;
+	}
+	*claimed = true;
 out:
 	if (rc != 0 || !*claimed)
 		dbi_end_quietly(db, rc != 0 ? "ROLLBACK" : "COMMIT");

@@ -180,6 +180,26 @@ conf "$WORK/k2.asc"
 once
 check "once with k2 alone, after the rotation: every connector polled (exit 0)" 0 "$RC"
 
+echo "# requests with encrypted tokens: a running daemon decrypts them after its claim"
+# The connection test inserted above and a backfill of 'enc', both under
+# k2 now: each claim commits, then decrypts (src/db_requests.c).
+BF=$(sql "INSERT INTO ksi_sales.backfill_requests (connector_id, time_from, time_to)
+          SELECT id, date_trunc('hour', now()) - interval '6 hours', date_trunc('hour', now()) - interval '3 hours'
+          FROM ksi_sales.connectors WHERE name = 'enc' RETURNING id")
+start_daemon req "$WORK/test.conf" || exit 1
+requests_done() { [ "$(sql "SELECT (SELECT count(*) FROM ksi_sales.connection_tests WHERE status IN ('done', 'failed'))
+                              + (SELECT count(*) FROM ksi_sales.backfill_requests WHERE status IN ('done', 'failed'))")" = 2 ]; }
+wait_for "the connection test and the backfill to finish" 60 requests_done
+check "the connection test ran with the decrypted token: its auth check passes" "PASS" \
+	"$(sql "SELECT c->>'status' FROM ksi_sales.connection_tests, jsonb_array_elements(report->'checks') AS c WHERE c->>'name' = 'auth'")"
+check "the backfill ran with the decrypted token: done, every window, no error" "done|true|" \
+	"$(sql "SELECT status || '|' || (windows_done = windows_total) || '|' || coalesce(error, '') FROM ksi_sales.backfill_requests WHERE id = $BF")"
+# shellcheck disable=SC2154 # set by start_daemon
+kill -TERM "$PID_req"
+wait "$PID_req"
+check "the daemon exits 0" 0 $?
+check_absent "the canary is not in its log" "$TOKEN" "$(cat "$WORK/req.log")"
+
 echo "# the canary"
 check_absent "the canary is not in pg_dump" "$TOKEN" "$(pg_dump "$CONNINFO" 2>&1)"
 sql "CHECKPOINT" >/dev/null
