@@ -21,6 +21,22 @@ pg_start || { echo "could not start PostgreSQL" >&2; exit 1; }
 fake_start "$FAKE" --token "$TOKEN" || { cat "$WORK/fake.out" >&2; exit 1; }
 
 JANITOR_LOCK_KEY=7233879461275471170 # src/db_maint.c
+# The rows where the daily rollup (sales_daily) and the fleet's days
+# (sales_daily_fleet) differ from the same sums made from sales_hourly.
+ROLLUP_DIFF="SELECT count(*) FROM (
+  (SELECT store_id, day, num_tickets, hours_reported FROM ksi_sales.sales_daily
+   EXCEPT SELECT h.store_id, (h.hour AT TIME ZONE s.timezone)::date, sum(h.num_tickets), count(*)
+   FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id GROUP BY 1, 2)
+  UNION ALL
+  (SELECT h.store_id, (h.hour AT TIME ZONE s.timezone)::date, sum(h.num_tickets), count(*)
+   FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id GROUP BY 1, 2
+   EXCEPT SELECT store_id, day, num_tickets, hours_reported FROM ksi_sales.sales_daily)) d"
+FLEET_DIFF="WITH live AS (SELECT (h.hour AT TIME ZONE s.timezone)::date AS day, count(DISTINCT h.store_id) AS stores,
+                             sum(h.num_tickets) AS tickets, count(*) AS hours
+                      FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id GROUP BY 1),
+             fleet AS (SELECT day, stores_reported, num_tickets, hours_reported FROM ksi_sales.sales_daily_fleet)
+  SELECT count(*) FROM ((SELECT * FROM fleet EXCEPT ALL SELECT * FROM live)
+                        UNION ALL (SELECT * FROM live EXCEPT ALL SELECT * FROM fleet)) d"
 
 
 # ---------------------------------------------------------------------------
@@ -123,14 +139,8 @@ check "the identity carries on after the swap" "t" \
 check "connector_health: every connector ok" "40 ok" \
 	"$(sql "SELECT count(*) || ' ' || string_agg(DISTINCT state, ',') FROM ksi_sales.connector_health")"
 check "sales_daily (from the rollup) equals sales_hourly summed per store and local day" "0" \
-	"$(sql "SELECT count(*) FROM (
-	          (SELECT store_id, day, num_tickets, hours_reported FROM ksi_sales.sales_daily
-	           EXCEPT SELECT h.store_id, (h.hour AT TIME ZONE s.timezone)::date, sum(h.num_tickets), count(*)
-	           FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id GROUP BY 1, 2)
-	          UNION ALL
-	          (SELECT h.store_id, (h.hour AT TIME ZONE s.timezone)::date, sum(h.num_tickets), count(*)
-	           FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id GROUP BY 1, 2
-	           EXCEPT SELECT store_id, day, num_tickets, hours_reported FROM ksi_sales.sales_daily)) d")"
+	"$(sql "$ROLLUP_DIFF")"
+check "sales_daily_fleet equals sales_hourly summed per local day" "0" "$(sql "$FLEET_DIFF")"
 check "coverage reads the new table" "t" \
 	"$(sql "SELECT count(*) > 0 FROM ksi_sales.coverage WHERE connector = 'c1' AND status = 'reported'")"
 STATUS=$(ksi status -c "$WORK/d.conf" 2>&1)
@@ -291,26 +301,9 @@ check "the janitor's daemon stops cleanly" 0 $?
 
 # ---------------------------------------------------------------------------
 echo "# 5. the daily rollup behind sales_daily, and the fleet's days, follow every kind of write"
-# sales_daily_fleet against the same sums made from sales_hourly.
-fleet_diff() {
-	fsql -c "WITH live AS (SELECT (h.hour AT TIME ZONE s.timezone)::date AS day, count(DISTINCT h.store_id) AS stores,
-	                              sum(h.num_tickets) AS tickets, count(*) AS hours
-	                       FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id GROUP BY 1),
-	              fleet AS (SELECT day, stores_reported, num_tickets, hours_reported FROM ksi_sales.sales_daily_fleet)
-	         SELECT count(*) FROM ((SELECT * FROM fleet EXCEPT ALL SELECT * FROM live)
-	                               UNION ALL (SELECT * FROM live EXCEPT ALL SELECT * FROM fleet)) d"
-}
+fleet_diff() { fsql -c "$FLEET_DIFF"; }
 fold() { fsql -c "SELECT ksi_sales.sales_fleet_compact()"; }
-rollup_diff() {
-	fsql -c "SELECT count(*) FROM (
-	  (SELECT store_id, day, num_tickets, hours_reported FROM ksi_sales.sales_daily
-	   EXCEPT SELECT h.store_id, (h.hour AT TIME ZONE s.timezone)::date, sum(h.num_tickets), count(*)
-	   FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id GROUP BY 1, 2)
-	  UNION ALL
-	  (SELECT h.store_id, (h.hour AT TIME ZONE s.timezone)::date, sum(h.num_tickets), count(*)
-	   FROM ksi_sales.sales_hourly h JOIN ksi_sales.stores s ON s.id = h.store_id GROUP BY 1, 2
-	   EXCEPT SELECT store_id, day, num_tickets, hours_reported FROM ksi_sales.sales_daily)) d"
-}
+rollup_diff() { fsql -c "$ROLLUP_DIFF"; }
 fsql -c "INSERT INTO ksi_sales.stores (name, connector_id, ext_ref_code, timezone)
          SELECT 'z' || k, 1, 'Z' || k, CASE k WHEN 1 THEN 'UTC' WHEN 2 THEN 'Asia/Kolkata' ELSE 'America/Santiago' END
          FROM generate_series(1, 3) k;
