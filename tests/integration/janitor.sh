@@ -43,17 +43,7 @@ utc() { sql "SELECT to_char(($1) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI\"Z\"')"
 # (today and the week ahead, this month and maybe the next) stay.
 sql "DROP TABLE ksi_sales.fetch_runs_before; DROP TABLE ksi_sales.rejected_records_before;
      INSERT INTO ksi_sales.connectors (name, endpoint_url) VALUES ('r', 'http://127.0.0.1:9/sales');
-     SELECT ksi_sales.retention_create('fetch_runs', d)
-     FROM generate_series(date_trunc('day', now()) - interval '40 days', date_trunc('day', now()) - interval '1 day', interval '1 day') d;
-     SELECT ksi_sales.retention_create('rejected_records', d)
-     FROM generate_series(date_trunc('month', now()) - interval '6 months', date_trunc('month', now()) - interval '1 month', interval '1 month') d;
-     INSERT INTO ksi_sales.fetch_runs (connector_id, started_at, finished_at, outcome)
-     SELECT 1, d + interval '12 hours', d + interval '12 hours', 'ok'
-     FROM generate_series(date_trunc('day', now()) - interval '40 days', date_trunc('day', now()) - interval '1 day', interval '1 day') d;
-     INSERT INTO ksi_sales.fetch_runs (connector_id, started_at, finished_at, outcome) VALUES (1, now(), now(), 'ok');
-     INSERT INTO ksi_sales.rejected_records (run_id, connector_id, position, reason, detail, record, created_at)
-     SELECT 0, 1, 0, 'x', 'x', '{}', d
-     FROM generate_series(date_trunc('month', now()) - interval '6 months', date_trunc('month', now()), interval '1 month') d;
+     $AGED_PARTITIONS;
      ANALYZE ksi_sales.fetch_runs; ANALYZE ksi_sales.rejected_records" >/dev/null || exit 1
 # The janitor missed a day: the partition 3 days ahead is gone, so writes
 # have partitions only until then, whatever exists after it.

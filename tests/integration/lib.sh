@@ -101,6 +101,23 @@ hold_end() {
 	wait "${!pid_var}" 2>/dev/null
 }
 
+# AGED_PARTITIONS: SQL that makes a new installation look 40 days old
+# (after its *_before tables are dropped, with connector 1 in place): daily
+# partitions of fetch_runs for the 40 past days and monthly ones of
+# rejected_records for the 6 past months, one row at noon each day (the
+# first of each month) and one now. retention.sh and janitor.sh.
+AGED_PARTITIONS="SELECT ksi_sales.retention_create('fetch_runs', d)
+     FROM generate_series(date_trunc('day', now()) - interval '40 days', date_trunc('day', now()) - interval '1 day', interval '1 day') d;
+     SELECT ksi_sales.retention_create('rejected_records', d)
+     FROM generate_series(date_trunc('month', now()) - interval '6 months', date_trunc('month', now()) - interval '1 month', interval '1 month') d;
+     INSERT INTO ksi_sales.fetch_runs (connector_id, started_at, finished_at, outcome)
+     SELECT 1, d + interval '12 hours', d + interval '12 hours', 'ok'
+     FROM generate_series(date_trunc('day', now()) - interval '40 days', date_trunc('day', now()) - interval '1 day', interval '1 day') d;
+     INSERT INTO ksi_sales.fetch_runs (connector_id, started_at, finished_at, outcome) VALUES (1, now(), now(), 'ok');
+     INSERT INTO ksi_sales.rejected_records (run_id, connector_id, position, reason, detail, record, created_at)
+     SELECT 0, 1, 0, 'x', 'x', '{}', d
+     FROM generate_series(date_trunc('month', now()) - interval '6 months', date_trunc('month', now()), interval '1 month') d"
+
 # start_daemon NAME [CONF] [DATABASE]: starts `run` in the background (PID
 # in PID_NAME, log in $WORK/NAME.log) and waits until it says it runs.
 start_daemon() {

@@ -168,20 +168,8 @@ check "a new installation: one partition for all before today, then days" "fetch
 	            FROM (SELECT * FROM ksi_sales.audit_partitions() WHERE parent = 'fetch_runs' ORDER BY range_from LIMIT 2) p")"
 # As if installed 41 days ago: daily (monthly) partitions instead.
 fsql -c "DROP TABLE ksi_sales.fetch_runs_before; DROP TABLE ksi_sales.rejected_records_before"
-# 40 past days of fetch_runs and 6 past months of rejected_records, one row
-# at noon each day (the first of each month) and one now.
 fsql -c "INSERT INTO ksi_sales.connectors (name, endpoint_url) VALUES ('r', '$FAKE_URL/sales')" >/dev/null
-fsql -c "SELECT ksi_sales.retention_create('fetch_runs', d)
-         FROM generate_series(date_trunc('day', now()) - interval '40 days', date_trunc('day', now()) - interval '1 day', interval '1 day') d;
-         SELECT ksi_sales.retention_create('rejected_records', d)
-         FROM generate_series(date_trunc('month', now()) - interval '6 months', date_trunc('month', now()) - interval '1 month', interval '1 month') d;
-         INSERT INTO ksi_sales.fetch_runs (connector_id, started_at, finished_at, outcome)
-         SELECT 1, d + interval '12 hours', d + interval '12 hours', 'ok'
-         FROM generate_series(date_trunc('day', now()) - interval '40 days', date_trunc('day', now()) - interval '1 day', interval '1 day') d;
-         INSERT INTO ksi_sales.fetch_runs (connector_id, started_at, finished_at, outcome) VALUES (1, now(), now(), 'ok');
-         INSERT INTO ksi_sales.rejected_records (run_id, connector_id, position, reason, detail, record, created_at)
-         SELECT 0, 1, 0, 'x', 'x', '{}', d
-         FROM generate_series(date_trunc('month', now()) - interval '6 months', date_trunc('month', now()), interval '1 month') d" >/dev/null
+fsql -c "$AGED_PARTITIONS" >/dev/null
 # A partition of the week ahead is missing (as if the janitor had not run).
 fsql -c "DROP TABLE ksi_sales.fetch_runs_p$(date -u -d '+3 days' +%Y%m%d)"
 # What must remain, computed apart from retention_plan: days whose end is
