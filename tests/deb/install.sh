@@ -11,20 +11,8 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DEB=$(realpath "$1")
-PASSED=0
-FAILED=0
-ok() {
-	PASSED=$((PASSED + 1))
-	echo "ok - $1"
-}
-not_ok() {
-	FAILED=$((FAILED + 1))
-	echo "not ok - $1"
-	shift
-	[ $# -gt 0 ] && printf '    %s\n' "$@"
-}
-check() { if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1" "expected: $2" "actual:   $3"; fi; }
-check_contains() { case $3 in *"$2"*) ok "$1" ;; *) not_ok "$1" "expected to contain: $2" "actual: $3" ;; esac; }
+# shellcheck source=tests/lib/tap.sh
+. "$ROOT/tests/lib/tap.sh"
 
 if [ "$(id -u)" != 0 ]; then
 	echo "install.sh: needs root (dpkg -i)" >&2

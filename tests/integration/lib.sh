@@ -4,8 +4,9 @@
 # `suite_start "$@"`; the others set $WORK (a scratch directory) themselves.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-PASSED=0
-FAILED=0
+# ok, not_ok, check, check_contains, check_absent; PASSED and FAILED.
+# shellcheck source=tests/lib/tap.sh
+. "$ROOT/tests/lib/tap.sh"
 
 # wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND until it succeeds
 # or the deadline passes (no fixed sleeps as synchronisation).
@@ -170,31 +171,6 @@ fake_stop() {
 	FAKE_PID=
 }
 
-ok() {
-	PASSED=$((PASSED + 1))
-	echo "ok - $1"
-}
-
-not_ok() {
-	FAILED=$((FAILED + 1))
-	echo "not ok - $1"
-	shift
-	[ $# -gt 0 ] && printf '    %s\n' "$@"
-}
-
-# check NAME EXPECTED ACTUAL
-check() {
-	if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1" "expected: $2" "actual:   $3"; fi
-}
-
-# check_contains NAME NEEDLE HAYSTACK
-check_contains() {
-	case $3 in
-	*"$2"*) ok "$1" ;;
-	*) not_ok "$1" "expected to contain: $2" "actual: $3" ;;
-	esac
-}
-
 # check_no_fragment NAME TEXT: no substring of $TOKEN of 6 bytes or more
 # (SPEC §3: the token and every fragment of it that long are masked).
 check_no_fragment() {
@@ -209,12 +185,4 @@ check_no_fragment() {
 		esac
 	done
 	ok "$1"
-}
-
-# check_absent NAME NEEDLE HAYSTACK
-check_absent() {
-	case $3 in
-	*"$2"*) not_ok "$1" "must not contain: $2" "actual: $3" ;;
-	*) ok "$1" ;;
-	esac
 }

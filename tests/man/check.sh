@@ -6,17 +6,8 @@
 set -u
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-PASSED=0
-FAILED=0
-ok() {
-	PASSED=$((PASSED + 1))
-	echo "ok - $1"
-}
-not_ok() {
-	FAILED=$((FAILED + 1))
-	echo "not ok - $1"
-	[ $# -gt 1 ] && printf '%s\n' "$2" | sed 's/^/    /'
-}
+# shellcheck source=tests/lib/tap.sh
+. "$ROOT/tests/lib/tap.sh"
 
 for page in "$ROOT"/etc/man/*.[1-8]; do
 	name=$(basename "$page")

@@ -17,17 +17,8 @@ set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 UNIT=${KSI_UNIT:-$ROOT/systemd/ksi-salesd.service}
 MAX_EXPOSURE=2.0
-PASSED=0
-FAILED=0
-
-ok() {
-	PASSED=$((PASSED + 1))
-	echo "ok - $1"
-}
-not_ok() {
-	FAILED=$((FAILED + 1))
-	echo "not ok - $1"
-}
+# shellcheck source=tests/lib/tap.sh
+. "$ROOT/tests/lib/tap.sh"
 indent() { sed 's/^/    /'; }
 # The table rows of `security` that still score (last field a number), without the mark.
 exposed() {
